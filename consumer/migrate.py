@@ -1,0 +1,188 @@
+"""sql-migrate compatible migrations: files `{timestamp}_{name}.sql` in schema/, applied in
+name order, recorded in gorp_migrations exactly as the Go sql-migrate tool records them,
+so both tools agree on what is applied. After the migrations, triggers.sql is applied."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import asyncpg
+
+from consumer import log
+from consumer.errors import MigrationError
+
+# Any constant works; it only has to be the same for every jsrt process.
+MIGRATION_LOCK = 7_358_201_144
+
+_DIRECTIVE = re.compile(r"^\s*--\s*\+migrate\s+(\w+)", re.MULTILINE)
+
+_LOG = log.get("jsrt.migrate")
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    id: str  # the file name, as sql-migrate uses it
+    up: str
+    down: str
+    transactional: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationStatus:
+    id: str
+    applied_at: datetime | None
+
+
+def parse(name: str, text: str) -> Migration:
+    """Split a file into its Up and Down sections (sql-migrate's directives)."""
+    sections: dict[str, list[str]] = {"up": [], "down": []}
+    current: str | None = None
+    transactional = True
+    for line in text.splitlines():
+        m = _DIRECTIVE.match(line)
+        if m:
+            word = m.group(1).lower()
+            if word in sections:
+                current = word
+            elif word == "notransaction":
+                transactional = False
+            continue  # StatementBegin/End: the whole section runs as one script anyway
+        if current:
+            sections[current].append(line)
+    if not "".join(sections["up"]).strip():
+        raise MigrationError(f"{name}: no '-- +migrate Up' section")
+    return Migration(name, "\n".join(sections["up"]), "\n".join(sections["down"]), transactional)
+
+
+def load(schema_dir: Path) -> list[Migration]:
+    files = sorted(p for p in schema_dir.glob("*.sql") if p.is_file())
+    return [parse(p.name, p.read_text()) for p in files]
+
+
+class Migrator:
+    def __init__(self, conn: asyncpg.Connection, schema_dir: Path, triggers_file: Path) -> None:
+        self._conn = conn
+        self._migrations = load(schema_dir)
+        self._triggers = triggers_file
+
+    async def _ensure_table(self) -> None:
+        await self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS gorp_migrations (id TEXT PRIMARY KEY, applied_at TIMESTAMPTZ)"
+        )
+        await self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS jsrt_schema_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+        )
+
+    async def _applied(self) -> dict[str, datetime | None]:
+        rows = await self._conn.fetch("SELECT id, applied_at FROM gorp_migrations")
+        return {r["id"]: r["applied_at"] for r in rows}
+
+    async def status(self) -> list[MigrationStatus]:
+        async with self._locked():
+            applied = await self._applied()
+        return [MigrationStatus(m.id, applied.get(m.id)) for m in self._migrations] + [
+            MigrationStatus(i, at) for i, at in sorted(applied.items())
+            if i not in {m.id for m in self._migrations}
+        ]
+
+    async def up(self) -> list[str]:
+        async with self._locked():
+            applied = await self._applied()
+            done = [m.id for m in self._migrations if m.id not in applied]
+            for m in self._migrations:
+                if m.id not in applied:
+                    await self._run(m, m.up, record=True)
+            await self._apply_triggers(force=bool(done))
+        return done
+
+    async def down(self, all_: bool = False) -> list[str]:
+        async with self._locked():
+            applied = await self._applied()
+            todo = [m for m in reversed(self._migrations) if m.id in applied]
+            todo = todo if all_ else todo[:1]
+            for m in todo:
+                await self._run(m, m.down, record=False)
+            if todo:
+                # The triggers may have gone with the tables: re-apply on the next `up`.
+                await self._conn.execute("DELETE FROM jsrt_schema_state WHERE key = 'triggers_sha256'")
+        return [m.id for m in todo]
+
+    async def _run(self, m: Migration, sql: str, record: bool) -> None:
+        direction = "up" if record else "down"
+        try:
+            if m.transactional:
+                async with self._conn.transaction():
+                    await self._execute(m, sql, record)
+            else:
+                await self._execute(m, sql, record)
+        except asyncpg.PostgresError as exc:
+            raise MigrationError(f"{m.id} ({direction}) failed: {exc}") from exc
+        _LOG.info("migration_applied", migration=m.id, direction=direction)
+
+    async def _execute(self, m: Migration, sql: str, record: bool) -> None:
+        if sql.strip():
+            await self._conn.execute(sql)
+        if record:
+            await self._conn.execute(
+                "INSERT INTO gorp_migrations (id, applied_at) VALUES ($1, now())", m.id
+            )
+        else:
+            await self._conn.execute("DELETE FROM gorp_migrations WHERE id = $1", m.id)
+
+    async def _apply_triggers(self, force: bool) -> None:
+        text = self._triggers.read_text()
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        current = await self._conn.fetchval(
+            "SELECT value FROM jsrt_schema_state WHERE key = 'triggers_sha256'"
+        )
+        if current == digest and not force:
+            return
+        try:
+            async with self._conn.transaction():
+                await self._conn.execute(text)
+                await self._conn.execute(
+                    "INSERT INTO jsrt_schema_state (key, value) VALUES ('triggers_sha256', $1) "
+                    "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                    digest,
+                )
+        except asyncpg.PostgresError as exc:
+            raise MigrationError(f"triggers.sql failed: {exc}") from exc
+        _LOG.info("triggers_applied", sha256=digest[:12])
+
+    def _locked(self) -> _AdvisoryLock:
+        return _AdvisoryLock(self._conn, self._ensure_table)
+
+
+class _AdvisoryLock:
+    """Serialises concurrent `jsrt migrate` runs on one database."""
+
+    def __init__(self, conn: asyncpg.Connection, then: object) -> None:
+        self._conn = conn
+        self._then = then
+
+    async def __aenter__(self) -> None:
+        await self._conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+        await self._then()  # type: ignore[operator]
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+
+
+async def migrate_up(dsn: str, schema_dir: Path, triggers_file: Path) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await Migrator(conn, schema_dir, triggers_file).up()
+    finally:
+        await conn.close()
+
+
+def fingerprint(schema_dir: Path, triggers_file: Path) -> str:
+    """Changes whenever a migration or triggers.sql changes (test template cache key)."""
+    h = hashlib.sha256()
+    for p in sorted(schema_dir.glob("*.sql")) + [triggers_file]:
+        h.update(p.name.encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()[:16]

@@ -1,0 +1,99 @@
+"""One frozen settings object, read from the environment once and validated at start-up."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from consumer.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str = ""
+    # How many executions one daemon runs at once (over all scripts).
+    concurrency: int = 16
+    # Sandbox worker processes; 0 means one per core.
+    workers: int = 0
+    poll_interval: float = 1.0  # seconds; NOTIFY is only a hint, this is the fallback
+    claim_batch: int = 256  # events fanned out per claim
+    tenant_batch: int = 64  # at most this many events of one tenant per claim (fairness)
+    grace_period: float = 30.0  # seconds running executions get on SIGTERM
+    heartbeat_interval: float = 2.0
+    heartbeat_timeout: float = 15.0  # a daemon silent this long is presumed dead
+    channels: tuple[str, ...] = ()  # extra LISTEN channels accepting raw events
+    log_format: str = "json"  # json | console
+    log_level: str = "info"
+    retry_base_seconds: float = 30.0
+    schema_dir: Path = REPO_ROOT / "schema"
+    triggers_file: Path = REPO_ROOT / "triggers.sql"
+    fetch_allowlist: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        if "DATABASE_URL" in env:
+            values["database_url"] = env["DATABASE_URL"]
+        for f in fields(cls):
+            key = "JSRT_" + f.name.upper()
+            if key in env:
+                values[f.name] = _parse(f.name, env[key], getattr(cls(), f.name))
+        return replace(cls(), **{**values, **overrides}).validated()
+
+    def validated(self) -> Settings:
+        problems = [msg for ok, msg in self._checks() if not ok]
+        if problems:
+            raise ConfigError("invalid settings: " + "; ".join(problems))
+        return self
+
+    def _checks(self) -> list[tuple[bool, str]]:
+        return [
+            (self.concurrency >= 1, f"JSRT_CONCURRENCY must be >= 1 (got {self.concurrency})"),
+            (self.workers >= 0, f"JSRT_WORKERS must be >= 0 (got {self.workers})"),
+            (self.poll_interval > 0, "JSRT_POLL_INTERVAL must be > 0"),
+            (self.claim_batch >= 1, "JSRT_CLAIM_BATCH must be >= 1"),
+            (self.tenant_batch >= 1, "JSRT_TENANT_BATCH must be >= 1"),
+            (self.grace_period >= 0, "JSRT_GRACE_PERIOD must be >= 0"),
+            (
+                0 < self.heartbeat_interval < self.heartbeat_timeout,
+                "JSRT_HEARTBEAT_INTERVAL must be > 0 and < JSRT_HEARTBEAT_TIMEOUT",
+            ),
+            (self.log_format in ("json", "console"), "JSRT_LOG_FORMAT must be json or console"),
+            (
+                self.log_level in ("debug", "info", "warning", "error"),
+                "JSRT_LOG_LEVEL must be debug, info, warning or error",
+            ),
+            (self.retry_base_seconds > 0, "JSRT_RETRY_BASE_SECONDS must be > 0"),
+        ]
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or (os.cpu_count() or 1)
+
+    def require_database(self) -> str:
+        if not self.database_url:
+            raise ConfigError("DATABASE_URL is not set (e.g. postgresql://postgres@127.0.0.1/jsrt)")
+        return self.database_url
+
+
+def _parse(name: str, raw: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, tuple):
+            return tuple(p.strip() for p in raw.split(",") if p.strip())
+        if isinstance(default, Path):
+            return Path(raw)
+    except ValueError:
+        raise ConfigError(f"JSRT_{name.upper()}={raw!r} is not a valid {type(default).__name__}") from None
+    return raw.strip().lower() if name in ("log_format", "log_level") else raw

@@ -1,0 +1,131 @@
+"""Test harness: a real PostgreSQL, a template database migrated once per session, and a
+fresh database cloned from it for every test (NOTIFY needs real commits, so no
+rolled-back-transaction tricks).
+
+Server selection: DATABASE_URL when set; otherwise a testcontainers PostgreSQL when a Docker
+engine answers; otherwise an embedded server from the `pgserver` package."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from consumer.migrate import Migrator, fingerprint
+from consumer.settings import REPO_ROOT
+
+SCHEMA_DIR = REPO_ROOT / "schema"
+TRIGGERS = REPO_ROOT / "triggers.sql"
+
+
+def with_database(dsn: str, name: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        docker.from_env(timeout=2).ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An admin DSN for a PostgreSQL server the tests may create databases on."""
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+    elif _docker_answers():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16-alpine", driver=None) as pg:
+            yield pg.get_connection_url()
+    else:
+        import pgserver  # type: ignore[import-untyped]
+
+        server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
+        yield server.get_uri()
+
+
+async def _build_template(admin_dsn: str, name: str) -> None:
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        # One builder at a time across concurrent pytest runs on the same server.
+        await admin.execute("SELECT pg_advisory_lock(7358201145)")
+        exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            building = name + "_building"
+            await admin.execute(f'DROP DATABASE IF EXISTS "{building}" WITH (FORCE)')
+            await admin.execute(f'CREATE DATABASE "{building}"')
+            conn = await asyncpg.connect(with_database(admin_dsn, building))
+            try:
+                await Migrator(conn, SCHEMA_DIR, TRIGGERS).up()
+            finally:
+                await conn.close()
+            await admin.execute(f'ALTER DATABASE "{building}" RENAME TO "{name}"')
+        await admin.execute("SELECT pg_advisory_unlock(7358201145)")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_server: str) -> str:
+    name = "jsrt_tpl_" + fingerprint(SCHEMA_DIR, TRIGGERS)
+    asyncio.run(_build_template(pg_server, name))
+    return name
+
+
+async def create_database(admin_dsn: str, template: str | None = None) -> str:
+    name = "jsrt_t_" + uuid.uuid4().hex[:12]
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        clause = f' TEMPLATE "{template}"' if template else ""
+        await admin.execute(f'CREATE DATABASE "{name}"{clause}')
+    finally:
+        await admin.close()
+    return name
+
+
+async def drop_database(admin_dsn: str, name: str) -> None:
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def empty_db_url(pg_server: str) -> AsyncIterator[str]:
+    """A fresh database with nothing in it (for migration tests)."""
+    name = await create_database(pg_server)
+    yield with_database(pg_server, name)
+    await drop_database(pg_server, name)
+
+
+@pytest.fixture
+async def db_url(pg_server: str, template_db: str) -> AsyncIterator[str]:
+    """A fresh, fully migrated database for this test alone."""
+    name = await create_database(pg_server, template_db)
+    yield with_database(pg_server, name)
+    await drop_database(pg_server, name)
+
+
+@pytest.fixture
+async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
+    c = await asyncpg.connect(db_url)
+    yield c
+    await c.close()
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return REPO_ROOT
