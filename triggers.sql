@@ -45,6 +45,26 @@ DROP TRIGGER IF EXISTS jsrt_scripts_version ON scripts;
 CREATE TRIGGER jsrt_scripts_version AFTER INSERT OR UPDATE OF source ON scripts
     FOR EACH ROW EXECUTE FUNCTION jsrt_scripts_version();
 
+-- ---------------------------------------------------------------- event types required
+-- The seed's CHECK scripts_event_types_required can never fire: array_length('{}', 1) and
+-- array_length(NULL, 1) are NULL, and a CHECK that evaluates to NULL passes. The table stays
+-- exactly as the seed gives it; this trigger enforces what the constraint means, under its name.
+CREATE OR REPLACE FUNCTION jsrt_scripts_require_event_types() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.type = 'event' AND COALESCE(array_length(NEW.event_types, 1), 0) = 0 THEN
+        RAISE EXCEPTION 'new row for relation "scripts" violates check constraint "scripts_event_types_required"'
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'scripts_event_types_required',
+                  TABLE = 'scripts', DETAIL = 'An event script needs at least one event type.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+DROP TRIGGER IF EXISTS jsrt_scripts_require_event_types ON scripts;
+CREATE TRIGGER jsrt_scripts_require_event_types BEFORE INSERT OR UPDATE OF type, event_types
+    ON scripts FOR EACH ROW EXECUTE FUNCTION jsrt_scripts_require_event_types();
+
 -- ---------------------------------------------------------------- lookup tables
 CREATE OR REPLACE FUNCTION jsrt_sync_event_subscriptions(s scripts) RETURNS void
 LANGUAGE plpgsql AS $$
@@ -172,3 +192,77 @@ $$;
 
 COMMENT ON FUNCTION jsrt_publish(UUID, TEXT, JSONB) IS
     'Publish a domain event for a tenant; it runs only if the calling transaction commits';
+
+-- ---------------------------------------------------------------- runs
+-- Start up to p_limit pending runs for daemon p_daemon. Scripts with pending runs are
+-- visited in id order from p_after, wrapping round (the daemon passes a random start, so
+-- no script is favoured), taking at most p_per_script of each: one script's backlog never
+-- starves another's single run. A script's max_concurrent_runs holds across every daemon:
+-- the per-script advisory lock serialises count-then-start between concurrent starters.
+CREATE OR REPLACE FUNCTION jsrt_start_runs(
+    p_daemon TEXT, p_limit INTEGER, p_per_script INTEGER, p_after UUID DEFAULT NULL
+) RETURNS TABLE (
+    execution_id UUID, tenant_id UUID, script_id UUID, source TEXT, version_id TEXT,
+    resource_limits JSONB, input JSONB, trigger_type TEXT, trigger_data JSONB,
+    event_id UUID, dead_letter_id UUID, depth INTEGER
+)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_script UUID;
+    v_cursor UUID := p_after;
+    v_second_pass BOOLEAN := false;
+    v_free INTEGER;
+    v_ids UUID[];
+    v_all UUID[] := '{}';
+BEGIN
+    LOOP
+        EXIT WHEN cardinality(v_all) >= p_limit;
+        SELECT r.script_id INTO v_script FROM jsrt_runs r
+        WHERE r.state = 'pending'
+          AND (v_cursor IS NULL OR r.script_id > v_cursor)
+          AND (NOT v_second_pass OR r.script_id <= p_after)
+        ORDER BY r.script_id LIMIT 1;
+        IF v_script IS NULL THEN
+            EXIT WHEN v_second_pass OR p_after IS NULL;
+            v_second_pass := true;
+            v_cursor := NULL;
+            CONTINUE;
+        END IF;
+        v_cursor := v_script;
+
+        PERFORM pg_advisory_xact_lock(hashtextextended('jsrt_run:' || v_script::text, 0));
+        SELECT COALESCE((s.resource_limits->>'max_concurrent_runs')::int, 5)
+               - (SELECT count(*) FROM jsrt_runs r WHERE r.script_id = v_script AND r.state = 'running')
+        INTO v_free FROM scripts s WHERE s.id = v_script;
+        v_free := LEAST(COALESCE(v_free, 0), p_per_script, p_limit - cardinality(v_all));
+        CONTINUE WHEN v_free <= 0;
+
+        WITH picked AS (
+            SELECT r.execution_id FROM jsrt_runs r
+            WHERE r.script_id = v_script AND r.state = 'pending'
+            ORDER BY r.created_at LIMIT v_free
+            FOR UPDATE SKIP LOCKED
+        ), upd AS (
+            UPDATE jsrt_runs r SET state = 'running', daemon_id = p_daemon, started_at = NOW()
+            FROM picked WHERE r.execution_id = picked.execution_id
+            RETURNING r.execution_id
+        )
+        SELECT array_agg(upd.execution_id) INTO v_ids FROM upd;
+        v_all := v_all || COALESCE(v_ids, '{}');
+    END LOOP;
+
+    RETURN QUERY
+    WITH started AS (
+        UPDATE script_executions e SET status = 'running', started_at = NOW()
+        FROM jsrt_runs r
+        WHERE r.execution_id = ANY (v_all) AND r.execution_id = e.id AND r.tenant_id = e.tenant_id
+        RETURNING e.id, e.tenant_id, e.script_id, e.input, e.trigger_type, e.trigger_data,
+                  r.event_id, r.dead_letter_id
+    )
+    SELECT st.id, st.tenant_id, st.script_id, s.source, md5(s.source), s.resource_limits,
+           st.input, st.trigger_type::text, st.trigger_data, st.event_id, st.dead_letter_id,
+           COALESCE((st.trigger_data->>'depth')::int, 0)
+    FROM started st JOIN scripts s ON s.id = st.script_id AND s.tenant_id = st.tenant_id;
+END
+$$;

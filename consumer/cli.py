@@ -1,0 +1,98 @@
+"""The `jsrt` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import anyio
+import asyncpg
+
+from consumer import log
+from consumer.errors import JsrtError
+from consumer.migrate import Migrator
+from consumer.settings import Settings
+
+Command = Callable[[argparse.Namespace, Settings], Awaitable[int]]
+
+
+async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    conn = await asyncpg.connect(settings.require_database())
+    try:
+        migrator = Migrator(conn, settings.schema_dir, settings.triggers_file)
+        if args.direction == "up":
+            done = await migrator.up()
+            print(f"applied {len(done)} migration(s)" + "".join(f"\n  {m}" for m in done))
+        elif args.direction == "down":
+            done = await migrator.down(all_=args.all)
+            print(f"undid {len(done)} migration(s)" + "".join(f"\n  {m}" for m in done))
+        else:
+            for st in await migrator.status():
+                when = st.applied_at.isoformat(timespec="seconds") if st.applied_at else "pending"
+                print(f"{when:<26} {st.id}")
+    finally:
+        await conn.close()
+    return 0
+
+
+async def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
+    payload: Any = json.loads(args.payload) if args.payload else {}
+    conn = await asyncpg.connect(settings.require_database())
+    try:
+        event_id = await conn.fetchval(
+            "SELECT jsrt_enqueue($1::uuid, $2, $3::jsonb, NULL, 0, 'cli')",
+            args.tenant_id, args.event_type, json.dumps(payload),
+        )
+    finally:
+        await conn.close()
+    print(event_id)
+    return 0
+
+
+async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from consumer.daemon import run_daemon
+
+    return await run_daemon(settings, until_idle=args.until_idle)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jsrt", description="Multi-tenant JavaScript runtime on PostgreSQL")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("migrate", help="apply, undo or list schema migrations")
+    m.add_argument("direction", choices=["up", "down", "status"])
+    m.add_argument("--all", action="store_true", help="with down: undo every migration")
+    m.set_defaults(func=cmd_migrate)
+
+    r = sub.add_parser("run", help="run the daemon")
+    r.add_argument("--until-idle", action="store_true", help="process everything due, then exit")
+    r.set_defaults(func=cmd_run)
+
+    pub = sub.add_parser("publish", help="publish an event; prints its id")
+    pub.add_argument("tenant_id")
+    pub.add_argument("event_type")
+    pub.add_argument("payload", nargs="?", help="JSON payload (default {})")
+    pub.set_defaults(func=cmd_publish)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        log.configure(settings.log_format, settings.log_level, stream=sys.stderr
+                      if args.command != "run" else None)
+        func: Command = args.func
+        return anyio.run(func, args, settings)
+    except (JsrtError, asyncpg.PostgresError, OSError, json.JSONDecodeError) as exc:
+        print(f"jsrt: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,317 @@
+"""The daemon: claim → execute → report, as small steps under one anyio task group.
+
+    listener   LISTEN connection; a notification only wakes the claim loop
+    claim loop fan events out into executions, start runs within the limits, start retries
+    executions one task per run, on the sandbox executor
+    completer  records results in batches (and dead-letters failures)
+    heartbeat  keeps this daemon's lease alive and rescues runs of daemons that died
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from consumer import log
+from consumer.clock import Clock, SystemClock
+from consumer.listener import Listener
+from consumer.records import Outcome, Run
+from consumer.retry import next_retry_at
+from consumer.scheduler import decide, log_decisions
+from consumer.sandbox import Executor
+from consumer.sandbox.types import ExecutionResult, PublishRequest
+from consumer.settings import Settings
+from consumer.store import Store, StoreUnavailable
+
+_LOG = log.get("jsrt.daemon")
+
+COMPLETE_BATCH = 256
+RETRY_BATCH = 100
+CRON_BATCH = 500
+
+
+@dataclass
+class Counters:
+    dispatched_events: int = 0
+    started: int = 0
+    recorded: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+    rescued: int = 0
+
+
+class Daemon:
+    def __init__(
+        self, settings: Settings, store: Store, executor: Executor,
+        clock: Clock | None = None, daemon_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.executor = executor
+        self.clock = clock or SystemClock()
+        self.id = daemon_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.counters = Counters()
+        self._stopping = anyio.Event()
+        self._wake = anyio.Event()
+        self._in_flight: dict[UUID, Run] = {}
+        self._send: MemoryObjectSendStream[Outcome]
+        self._recv: MemoryObjectReceiveStream[Outcome]
+        self._send, self._recv = anyio.create_memory_object_stream[Outcome](10_000)
+        self._unrecorded = 0
+        self._next_retry_poll = 0.0
+        self._next_cron_poll = 0.0
+        self.listener: Listener | None = None
+
+    # ------------------------------------------------------------ public
+    def stop(self) -> None:
+        """Stop claiming; running executions get the grace period, then are released."""
+        self._stopping.set()
+        self.wake()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def publish(self, req: PublishRequest) -> str:
+        """ctx.events.publish from a script: same tenant, through the durable path."""
+        event_id = await self.store.enqueue(
+            req.tenant_id, req.event_type, req.payload, None, req.depth, "script"
+        )
+        return str(event_id)
+
+    async def run(self, until_idle: bool = False) -> None:
+        await self.store.register_daemon(self.id, socket.gethostname(), os.getpid())
+        _LOG.info("daemon_started", daemon_id=self.id, concurrency=self.settings.concurrency,
+                  until_idle=until_idle)
+        try:
+            async with anyio.create_task_group() as tg:
+                if not until_idle:
+                    self.listener = Listener(
+                        self.settings.require_database(), self.store, self.wake,
+                        self.settings.channels,
+                    )
+                    tg.start_soon(self.listener.run)
+                tg.start_soon(self._heartbeat_loop)
+                tg.start_soon(self._completer)
+                async with anyio.create_task_group() as runs:
+                    await self._claim_loop(runs, until_idle)
+                    await self._finish_in_flight(runs)
+                await self._flush()
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.store.unregister_daemon(self.id)
+                except StoreUnavailable:
+                    pass
+            _LOG.info("daemon_stopped", daemon_id=self.id, recorded=self.counters.recorded)
+
+    # ------------------------------------------------------------ claim
+    async def _claim_loop(self, runs: TaskGroup, until_idle: bool) -> None:
+        backoff = 0.1
+        while not self._stopping.is_set():
+            try:
+                progressed = await self._claim_once(runs, until_idle)
+                backoff = 0.1
+            except StoreUnavailable as exc:
+                _LOG.warning("database_unavailable", error=str(exc)[:200], retry_in_s=backoff)
+                await self._sleep_or_stop(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if progressed:
+                continue
+            if until_idle and await self._idle():
+                return
+            await self._wait_for_work()
+
+    async def _claim_once(self, runs: TaskGroup, until_idle: bool) -> bool:
+        s = self.settings
+        events, _ = await self.store.dispatch_events(s.claim_batch, s.tenant_batch)
+        self.counters.dispatched_events += events
+        retried = await self._claim_retries(until_idle)
+        fired = await self._schedule(until_idle)
+        free = s.concurrency - len(self._in_flight)
+        started: list[Run] = []
+        if free > 0:
+            started = await self.store.start_runs(self.id, free, max(1, s.concurrency // 2))
+            for run in started:
+                self._in_flight[run.execution_id] = run
+                runs.start_soon(self._execute, run)
+            self.counters.started += len(started)
+        return bool(events or retried or fired or started)
+
+    async def _claim_retries(self, until_idle: bool) -> int:
+        now = anyio.current_time()
+        if not until_idle and now < self._next_retry_poll:
+            return 0
+        self._next_retry_poll = now + self.settings.poll_interval
+        return await self.store.claim_retries(RETRY_BATCH, self.clock.now())
+
+    async def _schedule(self, until_idle: bool) -> int:
+        now = anyio.current_time()
+        if not until_idle and now < self._next_cron_poll:
+            return 0
+        self._next_cron_poll = now + min(self.settings.poll_interval, 1.0)
+        decisions, fired = await self.store.schedule_due(self.clock.now(), CRON_BATCH, decide)
+        log_decisions(decisions, fired)
+        return len(decisions)
+
+    async def _idle(self) -> bool:
+        if self._in_flight or self._unrecorded:
+            return False
+        return not await self.store.pending_work(self.clock.now())
+
+    async def _wait_for_work(self) -> None:
+        # A notification, a freed slot or the jittered poll timer, whichever comes first:
+        # a lost notification costs latency, never an event.
+        timeout = self.settings.poll_interval * random.uniform(0.8, 1.2)
+        with anyio.move_on_after(timeout):
+            await self._wake.wait()
+        self._wake = anyio.Event()
+
+    async def _sleep_or_stop(self, seconds: float) -> None:
+        with anyio.move_on_after(seconds):
+            await self._stopping.wait()
+
+    # ------------------------------------------------------------ execute
+    async def _execute(self, run: Run) -> None:
+        bound = _LOG.bind(tenant_id=str(run.tenant_id), script_id=str(run.script_id),
+                          execution_id=str(run.execution_id), trigger=run.trigger_type,
+                          event_id=str(run.event_id) if run.event_id else None)
+        bound.debug("execution_started")
+        try:
+            result = await self.executor.execute(run.request())
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception as exc:  # the executor must never take the daemon down
+            bound.error("executor_error", error=f"{type(exc).__name__}: {exc}"[:300])
+            result = ExecutionResult(status="failed", error=f"executor error: {type(exc).__name__}")
+        self._unrecorded += 1
+        del self._in_flight[run.execution_id]
+        await self._send.send(Outcome(run, result, self._retry_at(run)))
+        self.wake()
+
+    def _retry_at(self, run: Run) -> datetime:
+        count = int(run.trigger_data.get("retry", 0) or 0)
+        return next_retry_at(self.clock.now(), count, base=self.settings.retry_base_seconds)
+
+    async def _finish_in_flight(self, runs: TaskGroup) -> None:
+        if not self._in_flight:
+            return
+        _LOG.info("draining", in_flight=len(self._in_flight), grace_s=self.settings.grace_period)
+        with anyio.move_on_after(self.settings.grace_period):
+            while self._in_flight:
+                await self._wait_for_work()
+        if self._in_flight:
+            left = list(self._in_flight)
+            runs.cancel_scope.cancel()
+            with anyio.CancelScope(shield=True):
+                released = await self.store.release_runs(self.id, left)
+            _LOG.warning("executions_released", count=released)
+
+    # ------------------------------------------------------------ report
+    async def _completer(self) -> None:
+        while True:
+            batch = [await self._recv.receive()]
+            while len(batch) < COMPLETE_BATCH:
+                try:
+                    batch.append(self._recv.receive_nowait())
+                except anyio.WouldBlock:
+                    break
+            await self._record(batch)
+
+    async def _record(self, batch: list[Outcome]) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                with anyio.CancelScope(shield=True):
+                    finished = await self.store.complete_runs(self.id, batch)
+                break
+            except StoreUnavailable as exc:
+                _LOG.warning("database_unavailable", error=str(exc)[:200], retry_in_s=backoff)
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        recorded = {f.execution_id for f in finished}
+        for o in batch:
+            self._log_outcome(o, o.run.execution_id in recorded)
+        self._unrecorded -= len(batch)
+        self.counters.recorded += len(finished)
+        self.wake()
+
+    def _log_outcome(self, o: Outcome, recorded: bool) -> None:
+        r, run = o.result, o.run
+        self.counters.by_status[r.status] = self.counters.by_status.get(r.status, 0) + 1
+        name = {"completed": "execution_completed", "timeout": "execution_timed_out"}.get(
+            r.status, "execution_failed")
+        fields: dict[str, Any] = dict(
+            tenant_id=str(run.tenant_id), script_id=str(run.script_id),
+            execution_id=str(run.execution_id), trigger=run.trigger_type, status=r.status,
+            duration_ms=r.metrics.get("duration_ms"),
+            attempt=run.trigger_data.get("attempt"),
+        )
+        if run.event_id:
+            fields.update(event_id=str(run.event_id), event_type=run.trigger_data.get("event_type"))
+        if not recorded:
+            _LOG.warning("execution_result_discarded", reason="run no longer owned", **fields)
+        elif r.status == "completed":
+            _LOG.info(name, **fields)
+        else:
+            _LOG.warning(name, error=r.error, **fields)
+
+    async def _flush(self) -> None:
+        while self._unrecorded:
+            await self._wait_for_work()
+
+    # ------------------------------------------------------------ liveness
+    async def _heartbeat_loop(self) -> None:
+        s = self.settings
+        while True:
+            await anyio.sleep(s.heartbeat_interval)
+            try:
+                await self.store.heartbeat(self.id)
+                lost = await self.store.rescue_lost_runs(
+                    s.heartbeat_timeout, self.clock.now() + timedelta(seconds=s.retry_base_seconds)
+                )
+            except StoreUnavailable as exc:
+                _LOG.warning("heartbeat_failed", error=str(exc)[:200])
+                continue
+            for f in lost:
+                _LOG.warning("execution_worker_lost", tenant_id=str(f.tenant_id),
+                             script_id=str(f.script_id), execution_id=str(f.execution_id))
+            self.counters.rescued += len(lost)
+            if self.listener is not None:
+                await self.listener.try_lead()
+            if lost:
+                self.wake()
+
+
+async def run_daemon(settings: Settings, until_idle: bool = False) -> int:
+    """`jsrt run`: the daemon with signal handling; returns the exit code."""
+    import signal
+
+    store = await Store.open(settings.require_database(), max_size=max(4, settings.concurrency // 4 + 4))
+    try:
+        executor = Executor(workers=settings.worker_count, fetch_allowlist=settings.fetch_allowlist)
+        async with executor:
+            daemon = Daemon(settings, store, executor)
+            executor.publisher = daemon.publish
+            async with anyio.create_task_group() as tg:
+                async def on_signal() -> None:
+                    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                        async for signum in signals:
+                            _LOG.info("signal_received", signal=signal.Signals(signum).name)
+                            daemon.stop()
+                tg.start_soon(on_signal)
+                await daemon.run(until_idle=until_idle)
+                tg.cancel_scope.cancel()
+    finally:
+        await store.close()
+    return 0

@@ -1,0 +1,302 @@
+-- Every query the runtime sends, by name. Each one carries tenant_id where it touches
+-- tenant data; $now parameters let tests inject the clock (NULL = the database's now()).
+
+-- name: register_daemon
+INSERT INTO jsrt_daemons (id, hostname, pid) VALUES ($1, $2, $3)
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = NOW();
+
+-- name: heartbeat
+UPDATE jsrt_daemons SET heartbeat_at = NOW() WHERE id = $1;
+
+-- name: unregister_daemon
+DELETE FROM jsrt_daemons WHERE id = $1;
+
+-- name: enqueue_event
+-- Store an event (tenant, type, payload, dedup key, depth, source); returns its id.
+SELECT jsrt_enqueue($1::uuid, $2, $3::jsonb, $4, $5, $6);
+
+-- name: tenant_exists
+SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1::uuid);
+
+-- name: dispatch_events
+-- Fan due events out into pending executions, one per active subscribed script, in one
+-- transaction: an event whose claim never commits is claimed again. Tenants are visited
+-- in id order from $3 (the caller passes a random start) taking at most $2 events each, so
+-- one tenant's backlog cannot delay another tenant's events. $1 = most events in all.
+WITH RECURSIVE tenants_due AS (
+    (SELECT e.tenant_id FROM jsrt_events e
+     WHERE e.dispatched_at IS NULL AND ($3::uuid IS NULL OR e.tenant_id > $3::uuid)
+     ORDER BY e.tenant_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT e.tenant_id FROM jsrt_events e
+            WHERE e.dispatched_at IS NULL AND e.tenant_id > t.tenant_id
+            ORDER BY e.tenant_id LIMIT 1)
+    FROM tenants_due t WHERE t.tenant_id IS NOT NULL
+),
+claimed AS (
+    SELECT ev.* FROM (SELECT tenant_id FROM tenants_due WHERE tenant_id IS NOT NULL LIMIT $1) t
+    CROSS JOIN LATERAL (
+        SELECT e.id, e.tenant_id, e.event_type, e.payload, e.depth, e.published_at
+        FROM jsrt_events e
+        WHERE e.tenant_id = t.tenant_id AND e.dispatched_at IS NULL
+        ORDER BY e.published_at
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED
+    ) ev
+    LIMIT $1
+),
+marked AS (
+    UPDATE jsrt_events e SET dispatched_at = NOW()
+    FROM claimed c WHERE e.id = c.id AND e.tenant_id = c.tenant_id
+    RETURNING e.id
+),
+targets AS (
+    SELECT c.id AS event_id, c.tenant_id, c.event_type, c.payload, c.depth, c.published_at,
+           sub.script_id, gen_random_uuid() AS execution_id
+    FROM claimed c
+    JOIN script_event_subscriptions sub
+      ON sub.tenant_id = c.tenant_id AND sub.event_type = c.event_type AND sub.is_active
+    JOIN scripts s ON s.id = sub.script_id AND s.tenant_id = c.tenant_id AND s.status = 'active'
+),
+deliveries AS (
+    INSERT INTO jsrt_deliveries (event_id, script_id, tenant_id, execution_id)
+    SELECT event_id, script_id, tenant_id, execution_id FROM targets
+    ON CONFLICT (event_id, script_id) DO NOTHING
+    RETURNING execution_id
+),
+execs AS (
+    INSERT INTO script_executions (id, script_id, tenant_id, status, trigger_type, trigger_data, input)
+    SELECT t.execution_id, t.script_id, t.tenant_id, 'pending', 'event',
+           jsonb_build_object('type', 'event', 'event_id', t.event_id, 'event_type', t.event_type,
+                              'published_at', t.published_at, 'attempt', 1, 'depth', t.depth),
+           t.payload
+    FROM targets t JOIN deliveries d USING (execution_id)
+    RETURNING id, tenant_id, script_id, (trigger_data->>'event_id')::uuid AS event_id
+),
+runs AS (
+    INSERT INTO jsrt_runs (execution_id, tenant_id, script_id, event_id)
+    SELECT id, tenant_id, script_id, event_id FROM execs
+    RETURNING execution_id
+)
+SELECT (SELECT count(*) FROM marked) AS events, (SELECT count(*) FROM runs) AS executions;
+
+-- name: start_runs
+-- Move pending runs to running for this daemon (per-script concurrency across daemons).
+SELECT * FROM jsrt_start_runs($1, $2, $3, $4::uuid);
+
+-- name: complete_runs
+-- Record finished executions, but only those this daemon still owns: a run rescued from a
+-- daemon presumed dead is never overwritten by that daemon's late result.
+WITH res AS (
+    SELECT * FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::jsonb[], $6::text[], $7::jsonb[])
+        AS r(execution_id, tenant_id, status, output, error, metrics)
+),
+mine AS (
+    DELETE FROM jsrt_runs r USING res
+    WHERE r.execution_id = res.execution_id AND r.tenant_id = res.tenant_id
+      AND r.daemon_id = $1 AND r.state = 'running'
+    RETURNING r.execution_id, r.dead_letter_id
+)
+UPDATE script_executions e
+SET status = res.status, output = res.output, error = res.error, metrics = res.metrics,
+    completed_at = NOW()
+FROM res JOIN mine USING (execution_id)
+WHERE e.id = res.execution_id AND e.tenant_id = res.tenant_id
+RETURNING e.id, e.tenant_id, e.script_id, e.status, e.error, e.trigger_type, e.trigger_data,
+          e.input, mine.dead_letter_id;
+
+-- name: save_logs
+INSERT INTO jsrt_execution_logs (execution_id, tenant_id, lines)
+SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[])
+ON CONFLICT (execution_id) DO UPDATE SET lines = EXCLUDED.lines;
+
+-- name: release_runs
+-- Give runs that this daemon could not finish back to the queue, for any daemon to take.
+WITH released AS (
+    UPDATE jsrt_runs r SET state = 'pending', daemon_id = NULL, started_at = NULL
+    WHERE r.execution_id = ANY ($2::uuid[]) AND r.daemon_id = $1 AND r.state = 'running'
+    RETURNING r.execution_id, r.tenant_id
+)
+UPDATE script_executions e SET status = 'pending'
+FROM released WHERE e.id = released.execution_id AND e.tenant_id = released.tenant_id
+RETURNING e.id;
+
+-- name: rescue_lost_runs
+-- Runs owned by a daemon whose heartbeat is older than $1 seconds are closed as
+-- "worker lost" and handed to the dead-letter path by the caller.
+WITH lost AS (
+    DELETE FROM jsrt_runs r
+    WHERE r.state = 'running'
+      AND NOT EXISTS (
+          SELECT 1 FROM jsrt_daemons d
+          WHERE d.id = r.daemon_id
+            AND d.heartbeat_at > COALESCE($2::timestamptz, NOW()) - make_interval(secs => $1))
+    RETURNING r.execution_id, r.tenant_id, r.dead_letter_id
+)
+UPDATE script_executions e
+SET status = 'failed', error = 'worker lost', completed_at = COALESCE($2::timestamptz, NOW())
+FROM lost
+WHERE e.id = lost.execution_id AND e.tenant_id = lost.tenant_id
+RETURNING e.id, e.tenant_id, e.script_id, e.status, e.error, e.trigger_type, e.trigger_data,
+          e.input, lost.dead_letter_id;
+
+-- name: forget_dead_daemons
+DELETE FROM jsrt_daemons
+WHERE heartbeat_at < COALESCE($2::timestamptz, NOW()) - make_interval(secs => $1 * 10);
+
+-- name: dead_letter_new
+-- A first failure of an event execution: a new letter, due for retry at $next.
+WITH letters AS (
+    INSERT INTO script_event_dead_letters (script_id, tenant_id, execution_id, event_type, event_data, error)
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::jsonb[], $6::text[])
+    RETURNING id, tenant_id, script_id, execution_id
+),
+meta AS (
+    SELECT l.*, ((e.trigger_data->>'event_id'))::uuid AS event_id, s.resource_limits,
+           (SELECT max(v.version_number) FROM script_versions v
+            WHERE v.script_id = l.script_id AND v.tenant_id = l.tenant_id
+              AND md5(v.source) = md5(s.source)) AS version
+    FROM letters l
+    JOIN script_executions e ON e.id = l.execution_id AND e.tenant_id = l.tenant_id
+    JOIN scripts s ON s.id = l.script_id AND s.tenant_id = l.tenant_id
+)
+INSERT INTO jsrt_dead_letter_state (dead_letter_id, tenant_id, event_id, script_version, resource_limits, next_retry_at)
+SELECT m.id, m.tenant_id, m.event_id, m.version, m.resource_limits, n.next_retry_at
+FROM meta m JOIN unnest($3::uuid[], $7::timestamptz[]) AS n(execution_id, next_retry_at)
+  ON n.execution_id = m.execution_id
+RETURNING dead_letter_id;
+
+-- name: dead_letter_retry_failed
+-- A retry failed: count it, point the letter at the newest attempt, plan the next retry
+-- (NULL once exhausted).
+WITH upd AS (
+    UPDATE script_event_dead_letters d
+    SET retry_count = d.retry_count + 1, last_retry_at = NOW(),
+        execution_id = r.execution_id, error = r.error
+    FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[]) AS r(id, tenant_id, execution_id, error)
+    WHERE d.id = r.id AND d.tenant_id = r.tenant_id
+    RETURNING d.id, d.tenant_id, d.retry_count
+)
+UPDATE jsrt_dead_letter_state st
+SET in_flight = false,
+    next_retry_at = CASE WHEN upd.retry_count >= 3 THEN NULL ELSE n.next_retry_at END
+FROM upd JOIN unnest($1::uuid[], $5::timestamptz[]) AS n(id, next_retry_at) ON n.id = upd.id
+WHERE st.dead_letter_id = upd.id AND st.tenant_id = upd.tenant_id
+RETURNING st.dead_letter_id, upd.retry_count;
+
+-- name: dead_letter_resolved
+UPDATE jsrt_dead_letter_state st
+SET in_flight = false, resolved_at = NOW(), resolution = 'succeeded', next_retry_at = NULL
+FROM unnest($1::uuid[], $2::uuid[]) AS r(id, tenant_id)
+WHERE st.dead_letter_id = r.id AND st.tenant_id = r.tenant_id
+RETURNING st.dead_letter_id;
+
+-- name: claim_retries
+-- Due, unresolved, not exhausted letters of active scripts become new pending executions
+-- (attempt = retry_count + 2). in_flight keeps a second daemon from retrying the same letter.
+WITH due AS (
+    SELECT d.id, d.tenant_id, d.script_id, d.event_type, d.event_data, d.retry_count, st.event_id
+    FROM jsrt_dead_letter_state st
+    JOIN script_event_dead_letters d ON d.id = st.dead_letter_id AND d.tenant_id = st.tenant_id
+    JOIN scripts s ON s.id = d.script_id AND s.tenant_id = d.tenant_id AND s.status = 'active'
+    WHERE st.resolved_at IS NULL AND NOT st.in_flight AND d.retry_count < 3
+      AND st.next_retry_at <= COALESCE($2::timestamptz, NOW())
+    ORDER BY st.next_retry_at
+    LIMIT $1
+    FOR UPDATE OF st SKIP LOCKED
+),
+flagged AS (
+    UPDATE jsrt_dead_letter_state st SET in_flight = true
+    FROM due WHERE st.dead_letter_id = due.id AND st.tenant_id = due.tenant_id
+    RETURNING st.dead_letter_id
+),
+execs AS (
+    INSERT INTO script_executions (script_id, tenant_id, status, trigger_type, trigger_data, input)
+    SELECT due.script_id, due.tenant_id, 'pending', 'event',
+           jsonb_build_object('type', 'event', 'event_id', due.event_id, 'event_type', due.event_type,
+                              'attempt', due.retry_count + 2, 'dead_letter_id', due.id,
+                              'retry', due.retry_count + 1),
+           due.event_data
+    FROM due JOIN flagged f ON f.dead_letter_id = due.id
+    RETURNING id, tenant_id, script_id, (trigger_data->>'dead_letter_id')::uuid AS dead_letter_id,
+              (trigger_data->>'event_id')::uuid AS event_id
+)
+INSERT INTO jsrt_runs (execution_id, tenant_id, script_id, event_id, dead_letter_id)
+SELECT id, tenant_id, script_id, event_id, dead_letter_id FROM execs
+RETURNING execution_id;
+
+-- name: pending_work
+-- Is anything left for a drain-mode daemon to do?
+SELECT EXISTS (SELECT 1 FROM jsrt_events WHERE dispatched_at IS NULL)
+    OR EXISTS (SELECT 1 FROM jsrt_runs)
+    OR EXISTS (SELECT 1 FROM jsrt_dead_letter_state st
+               JOIN script_event_dead_letters d ON d.id = st.dead_letter_id
+               JOIN scripts s ON s.id = d.script_id AND s.status = 'active'
+               WHERE st.resolved_at IS NULL AND d.retry_count < 3
+                 AND (st.in_flight OR st.next_retry_at <= COALESCE($1::timestamptz, NOW())))
+    OR EXISTS (SELECT 1 FROM script_scheduled_jobs j
+               JOIN scripts s ON s.id = j.script_id AND s.tenant_id = j.tenant_id
+               WHERE s.status = 'active' AND s.type = 'scheduled' AND NOT j.is_running
+                 AND j.next_run_at <= COALESCE($1::timestamptz, NOW()));
+
+-- name: cron_due_jobs
+-- Jobs of active scheduled scripts whose tick has come (running ones too: their tick is
+-- skipped, never run beside them). '-infinity' means "not planned yet".
+SELECT j.script_id, j.tenant_id, j.cron_expression, j.timezone, j.next_run_at, j.is_running
+FROM script_scheduled_jobs j
+JOIN scripts s ON s.id = j.script_id AND s.tenant_id = j.tenant_id
+WHERE s.status = 'active' AND s.type = 'scheduled' AND j.next_run_at <= $1::timestamptz
+ORDER BY j.next_run_at
+LIMIT $2
+FOR UPDATE OF j SKIP LOCKED;
+
+-- name: cron_fire
+-- Fire ticks: a firing row per (script, tick) - a duplicate fires nothing - then a pending
+-- execution and run for each new firing, and the job marked running with its next tick.
+WITH plan AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::int[], $5::text[],
+                         $6::timestamptz[])
+        AS p(script_id, tenant_id, scheduled_for, missed, iso, next_run_at)
+),
+fired AS (
+    INSERT INTO jsrt_cron_firings (script_id, tenant_id, scheduled_for)
+    SELECT script_id, tenant_id, scheduled_for FROM plan
+    ON CONFLICT (script_id, scheduled_for) DO NOTHING
+    RETURNING script_id, tenant_id, scheduled_for
+),
+execs AS (
+    INSERT INTO script_executions (script_id, tenant_id, status, trigger_type, trigger_data, input)
+    SELECT p.script_id, p.tenant_id, 'pending', 'cron',
+           jsonb_build_object('type', 'cron', 'scheduled_for', p.iso, 'missed_ticks', p.missed),
+           jsonb_build_object('scheduled_for', p.iso)
+    FROM plan p JOIN fired f ON f.script_id = p.script_id AND f.scheduled_for = p.scheduled_for
+    RETURNING id, tenant_id, script_id
+),
+runs AS (
+    INSERT INTO jsrt_runs (execution_id, tenant_id, script_id)
+    SELECT id, tenant_id, script_id FROM execs
+    RETURNING execution_id, script_id
+)
+UPDATE script_scheduled_jobs j
+SET next_run_at = p.next_run_at,
+    is_running = j.is_running OR EXISTS (SELECT 1 FROM runs r WHERE r.script_id = p.script_id)
+FROM plan p
+WHERE j.script_id = p.script_id AND j.tenant_id = p.tenant_id
+RETURNING j.script_id, j.is_running;
+
+-- name: cron_replan
+UPDATE script_scheduled_jobs j SET next_run_at = p.next_run_at
+FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[]) AS p(script_id, tenant_id, next_run_at)
+WHERE j.script_id = p.script_id AND j.tenant_id = p.tenant_id;
+
+-- name: cron_invalid
+-- Parked until the script is fixed (the sync trigger re-plans on a cron/timezone change).
+UPDATE script_scheduled_jobs j SET last_run_status = 'invalid', next_run_at = 'infinity'
+FROM unnest($1::uuid[], $2::uuid[]) AS p(script_id, tenant_id)
+WHERE j.script_id = p.script_id AND j.tenant_id = p.tenant_id;
+
+-- name: cron_finished
+UPDATE script_scheduled_jobs j
+SET is_running = false, last_run_at = NOW(), last_run_status = p.status
+FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS p(script_id, tenant_id, status)
+WHERE j.script_id = p.script_id AND j.tenant_id = p.tenant_id;

@@ -1,0 +1,265 @@
+"""The store seam: every database operation the runtime performs, by name.
+
+Driver errors are translated here: a lost or refused connection becomes StoreUnavailable
+(the loops back off and carry on), anything else a StoreError."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from consumer.errors import StoreError
+from consumer.records import Finished, Outcome, Run
+from consumer.scheduler import Decision, DueJob
+from consumer.sql import q
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached right now."""
+
+
+_UNAVAILABLE = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    ConnectionError,
+    OSError,
+    TimeoutError,
+)
+
+
+@asynccontextmanager
+async def translated() -> AsyncIterator[None]:
+    try:
+        yield
+    except _UNAVAILABLE as exc:
+        raise StoreUnavailable(f"database unavailable: {type(exc).__name__}: {exc}") from exc
+    except asyncpg.PostgresError as exc:
+        raise StoreError(f"database error: {exc}") from exc
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typ in ("jsonb", "json"):
+        await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def connect(dsn: str, application_name: str = "jsrt") -> asyncpg.Connection:
+    """A single connection with the store's codecs (used by listeners and the CLI)."""
+    conn = await asyncpg.connect(dsn, server_settings={"application_name": application_name})
+    await _init_connection(conn)
+    return conn
+
+
+class Store:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def open(cls, dsn: str, min_size: int = 2, max_size: int = 10) -> Store:
+        async with translated():
+            pool = await asyncpg.create_pool(
+                dsn, min_size=min_size, max_size=max_size, init=_init_connection,
+                server_settings={"application_name": "jsrt"},
+            )
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
+
+    # ------------------------------------------------------------- daemons
+    async def register_daemon(self, daemon_id: str, hostname: str, pid: int) -> None:
+        async with translated():
+            await self._pool.execute(q("register_daemon"), daemon_id, hostname, pid)
+
+    async def heartbeat(self, daemon_id: str) -> None:
+        async with translated():
+            await self._pool.execute(q("heartbeat"), daemon_id)
+
+    async def unregister_daemon(self, daemon_id: str) -> None:
+        async with translated():
+            await self._pool.execute(q("unregister_daemon"), daemon_id)
+
+    # ------------------------------------------------------------- events
+    async def enqueue(
+        self, tenant_id: UUID | str, event_type: str, payload: Any,
+        dedup_key: str | None = None, depth: int = 0, source: str = "publish",
+    ) -> UUID:
+        async with translated():
+            event_id: UUID = await self._pool.fetchval(
+                q("enqueue_event"), str(tenant_id), event_type, payload, dedup_key, depth, source
+            )
+        return event_id
+
+    async def tenant_exists(self, tenant_id: UUID) -> bool:
+        async with translated():
+            return bool(await self._pool.fetchval(q("tenant_exists"), str(tenant_id)))
+
+    async def dispatch_events(self, limit: int, per_tenant: int) -> tuple[int, int]:
+        """Fan out up to `limit` due events; returns (events, executions created)."""
+        start = uuid.uuid4()  # a random first tenant: no tenant is favoured by its id
+        async with translated():
+            row = await self._pool.fetchrow(q("dispatch_events"), limit, per_tenant, start)
+            events, execs = row["events"], row["executions"]
+            if events < limit:  # wrap round to the tenants below the random start
+                row = await self._pool.fetchrow(
+                    q("dispatch_events"), limit - events, per_tenant, None
+                )
+                events, execs = events + row["events"], execs + row["executions"]
+        return int(events), int(execs)
+
+    # ------------------------------------------------------------- runs
+    async def start_runs(self, daemon_id: str, limit: int, per_script: int) -> list[Run]:
+        async with translated():
+            rows = await self._pool.fetch(
+                q("start_runs"), daemon_id, limit, per_script, uuid.uuid4()
+            )
+        return [Run.from_row(r) for r in rows]
+
+    async def complete_runs(self, daemon_id: str, outcomes: Sequence[Outcome]) -> list[Finished]:
+        """Record results, dead-letter failures and resolve succeeded retries, atomically."""
+        if not outcomes:
+            return []
+        cols = (
+            [o.run.execution_id for o in outcomes],
+            [o.run.tenant_id for o in outcomes],
+            [o.result.status for o in outcomes],
+            [o.result.output if o.result.status == "completed" else None for o in outcomes],
+            [o.error_text() for o in outcomes],
+            [dict(o.result.metrics) for o in outcomes],
+        )
+        logged = [o for o in outcomes if o.result.logs]
+        retry_at = {o.run.execution_id: o.next_retry_at for o in outcomes}
+        async with translated(), self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(q("complete_runs"), daemon_id, *cols)
+            if logged:
+                await conn.execute(
+                    q("save_logs"),
+                    [o.run.execution_id for o in logged],
+                    [o.run.tenant_id for o in logged],
+                    [list(o.result.logs) for o in logged],
+                )
+            finished = [Finished.from_row(r) for r in rows]
+            await _dead_letter(conn, finished, retry_at)
+            await _cron_finished(conn, finished)
+        return finished
+
+    async def release_runs(self, daemon_id: str, execution_ids: Sequence[UUID]) -> int:
+        if not execution_ids:
+            return 0
+        async with translated():
+            rows = await self._pool.fetch(q("release_runs"), daemon_id, list(execution_ids))
+        return len(rows)
+
+    async def rescue_lost_runs(
+        self, timeout_s: float, retry_at: datetime, now: datetime | None = None
+    ) -> list[Finished]:
+        """Close runs of daemons presumed dead as 'worker lost' and dead-letter them."""
+        async with translated(), self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(q("rescue_lost_runs"), timeout_s, now)
+            finished = [Finished.from_row(r) for r in rows]
+            await _dead_letter(conn, finished, {f.execution_id: retry_at for f in finished})
+            await _cron_finished(conn, finished)
+            await conn.execute(q("forget_dead_daemons"), timeout_s, now)
+        return finished
+
+    async def claim_retries(self, limit: int, now: datetime | None = None) -> int:
+        async with translated():
+            rows = await self._pool.fetch(q("claim_retries"), limit, now)
+        return len(rows)
+
+    # ------------------------------------------------------------- cron
+    async def schedule_due(
+        self, now: datetime, limit: int, decide: Callable[[DueJob, datetime], Decision]
+    ) -> tuple[list[Decision], set[UUID]]:
+        """Claim due jobs, decide each, apply the decisions: one transaction, so a tick is
+        fired by one daemon, once. Returns the decisions and the scripts actually fired."""
+        async with translated(), self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(q("cron_due_jobs"), now, limit)
+            decisions = [decide(DueJob.from_row(r), now) for r in rows]
+            fired = await _apply_cron(conn, decisions)
+        return decisions, fired
+
+    async def pending_work(self, now: datetime | None = None) -> bool:
+        async with translated():
+            return bool(await self._pool.fetchval(q("pending_work"), now))
+
+
+async def _dead_letter(
+    conn: asyncpg.Connection, finished: Iterable[Finished], retry_at: dict[UUID, datetime]
+) -> None:
+    """Failures of event runs become dead letters (or count against theirs); a retry that
+    completed resolves its letter."""
+    events = [f for f in finished if f.trigger_type == "event"]
+    new = [f for f in events if f.status != "completed" and f.dead_letter_id is None]
+    again = [f for f in events if f.status != "completed" and f.dead_letter_id is not None]
+    fixed = [f for f in events if f.status == "completed" and f.dead_letter_id is not None]
+    if new:
+        await conn.execute(
+            q("dead_letter_new"),
+            [f.script_id for f in new], [f.tenant_id for f in new],
+            [f.execution_id for f in new],
+            [str(f.trigger_data.get("event_type", "")) for f in new],
+            [f.input if f.input is not None else {} for f in new],
+            [f.error or f.status for f in new],
+            [retry_at[f.execution_id] for f in new],
+        )
+    if again:
+        await conn.execute(
+            q("dead_letter_retry_failed"),
+            [f.dead_letter_id for f in again], [f.tenant_id for f in again],
+            [f.execution_id for f in again], [f.error or f.status for f in again],
+            [retry_at[f.execution_id] for f in again],
+        )
+    if fixed:
+        await conn.execute(
+            q("dead_letter_resolved"),
+            [f.dead_letter_id for f in fixed], [f.tenant_id for f in fixed],
+        )
+
+
+async def _apply_cron(conn: asyncpg.Connection, decisions: Sequence[Decision]) -> set[UUID]:
+    fire = [d for d in decisions if d.action == "fire"]
+    replan = [d for d in decisions if d.action in ("replan", "skip")]
+    invalid = [d for d in decisions if d.action == "invalid"]
+    fired: set[UUID] = set()
+    if fire:
+        rows = await conn.fetch(
+            q("cron_fire"),
+            [d.job.script_id for d in fire], [d.job.tenant_id for d in fire],
+            [d.scheduled_for for d in fire], [d.missed for d in fire],
+            [d.scheduled_for.isoformat() if d.scheduled_for else None for d in fire],
+            [d.next_run_at for d in fire],
+        )
+        fired = {r["script_id"] for r in rows if r["is_running"]}
+    if replan:
+        await conn.execute(
+            q("cron_replan"), [d.job.script_id for d in replan],
+            [d.job.tenant_id for d in replan], [d.next_run_at for d in replan],
+        )
+    if invalid:
+        await conn.execute(
+            q("cron_invalid"), [d.job.script_id for d in invalid],
+            [d.job.tenant_id for d in invalid],
+        )
+    return fired
+
+
+async def _cron_finished(conn: asyncpg.Connection, finished: Iterable[Finished]) -> None:
+    done = [f for f in finished if f.trigger_type == "cron"]
+    if done:
+        await conn.execute(
+            q("cron_finished"), [f.script_id for f in done], [f.tenant_id for f in done],
+            [f.status for f in done],
+        )

@@ -1,0 +1,129 @@
+"""The consumer against a real PostgreSQL and real V8 workers, in drain mode."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from consumer.sandbox import Executor
+from support.daemons import drain
+from support.factories import executions, make_script, make_tenant, publish
+
+
+@pytest.fixture
+async def executor() -> AsyncIterator[Executor]:
+    async with Executor(workers=2) as ex:
+        yield ex
+
+
+async def test_publish_runs_every_subscribed_script_once(
+    conn: asyncpg.Connection, db_url: str, executor: Executor
+) -> None:
+    tenant = await make_tenant(conn)
+    a = await make_script(conn, tenant, event_types=["user.created"])
+    b = await make_script(
+        conn, tenant, "async function handler(i, ctx) { return i.n * 2; }",
+        event_types=["user.created", "user.deleted"])
+    await make_script(conn, tenant, event_types=["other.thing"])
+    event_id = await publish(conn, tenant, "user.created", {"n": 21})
+
+    await drain(db_url, executor)
+
+    rows = await executions(conn, tenant)
+    assert sorted(r["script_id"] for r in rows) == sorted([a, b])
+    for r in rows:
+        assert r["status"] == "completed", r["error"]
+        assert r["trigger_type"] == "event"
+        assert r["input"] == {"n": 21}
+        assert r["trigger_data"]["event_id"] == str(event_id)
+        assert r["trigger_data"]["event_type"] == "user.created"
+        assert r["trigger_data"]["attempt"] == 1
+        assert r["completed_at"] >= r["started_at"]
+        assert r["metrics"]["duration_ms"] >= 0
+    out = {r["script_id"]: r["output"] for r in rows}
+    assert out[a] == {"echo": {"n": 21}, "tenant": str(tenant)}
+    assert out[b] == 42
+    assert await conn.fetchval("SELECT count(*) FROM jsrt_runs") == 0
+    assert await conn.fetchval(
+        "SELECT count(*) FROM jsrt_events WHERE dispatched_at IS NULL") == 0
+
+
+async def test_rolled_back_publish_runs_nothing(
+    conn: asyncpg.Connection, db_url: str, executor: Executor
+) -> None:
+    tenant = await make_tenant(conn)
+    await make_script(conn, tenant)
+    tx = conn.transaction()
+    await tx.start()
+    await publish(conn, tenant, "thing.happened")
+    await tx.rollback()
+
+    await drain(db_url, executor)
+    assert await executions(conn, tenant) == []
+
+
+@pytest.mark.parametrize("status", ["draft", "paused", "disabled", "archived"])
+async def test_inactive_scripts_run_nothing(
+    conn: asyncpg.Connection, db_url: str, executor: Executor, status: str
+) -> None:
+    tenant = await make_tenant(conn)
+    await make_script(conn, tenant, status=status)
+    await publish(conn, tenant, "thing.happened")
+    await drain(db_url, executor)
+    assert await executions(conn, tenant) == []
+    # the event was consumed, not left behind
+    assert await conn.fetchval("SELECT count(*) FROM jsrt_events WHERE dispatched_at IS NULL") == 0
+
+
+async def test_a_tenant_never_runs_for_another_tenants_event(
+    conn: asyncpg.Connection, db_url: str, executor: Executor
+) -> None:
+    a, b = await make_tenant(conn, "a"), await make_tenant(conn, "b")
+    await make_script(conn, a, event_types=["order.paid"])
+    b_script = await make_script(conn, b, event_types=["order.paid"])
+    await publish(conn, b, "order.paid", {"secret": "b's"})
+    await drain(db_url, executor)
+    assert await executions(conn, a) == []
+    rows = await executions(conn, b)
+    assert [r["script_id"] for r in rows] == [b_script]
+
+
+async def test_failures_are_recorded_and_dead_lettered(
+    conn: asyncpg.Connection, db_url: str, executor: Executor
+) -> None:
+    tenant = await make_tenant(conn)
+    script = await make_script(conn, tenant, "function handler() { throw new TypeError('nope'); }")
+    await publish(conn, tenant, "thing.happened", {"k": 1})
+    await drain(db_url, executor)
+    [row] = await executions(conn, tenant)
+    assert row["status"] == "failed"
+    assert "TypeError: nope" in row["error"]
+    letter = await conn.fetchrow(
+        "SELECT * FROM script_event_dead_letters WHERE tenant_id = $1", tenant)
+    assert letter["script_id"] == script
+    assert letter["execution_id"] == row["id"]
+    assert letter["retry_count"] == 0
+    assert letter["event_type"] == "thing.happened"
+
+
+async def test_script_published_events_stay_in_the_tenant_and_run(
+    conn: asyncpg.Connection, db_url: str, executor: Executor
+) -> None:
+    tenant = await make_tenant(conn)
+    await make_script(conn, tenant, """
+        async function handler(input, ctx) {
+            await ctx.events.publish('step.two', {from: input.n});
+            return 'published';
+        }""", event_types=["step.one"])
+    second = await make_script(conn, tenant, "function handler(i) { return i.from + 1; }",
+                               event_types=["step.two"])
+    await publish(conn, tenant, "step.one", {"n": 1})
+    await drain(db_url, executor)
+    rows = await executions(conn, tenant)
+    assert len(rows) == 2
+    [r2] = [r for r in rows if r["script_id"] == second]
+    assert r2["status"] == "completed"
+    assert r2["output"] == 2
+    assert r2["trigger_data"]["depth"] == 1

@@ -1,0 +1,38 @@
+import pytest
+
+from consumer.errors import ConfigError
+from consumer.settings import Settings
+
+
+def test_defaults_and_environment() -> None:
+    s = Settings.from_env(env={"DATABASE_URL": "postgresql://x/y", "JSRT_CONCURRENCY": "8",
+                               "JSRT_CHANNELS": "a, b", "JSRT_LOG_FORMAT": "CONSOLE",
+                               "JSRT_POLL_INTERVAL": "0.5"})
+    assert s.database_url == "postgresql://x/y"
+    assert s.concurrency == 8
+    assert s.channels == ("a", "b")
+    assert s.log_format == "console"
+    assert s.poll_interval == 0.5
+    assert Settings.from_env(env={}).retry_base_seconds == 30.0
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"JSRT_CONCURRENCY": "many"}, "JSRT_CONCURRENCY='many' is not a valid int"),
+        ({"JSRT_CONCURRENCY": "0"}, "JSRT_CONCURRENCY must be >= 1"),
+        ({"JSRT_LOG_FORMAT": "xml"}, "JSRT_LOG_FORMAT must be json or console"),
+        ({"JSRT_HEARTBEAT_INTERVAL": "20"}, "JSRT_HEARTBEAT_INTERVAL must be > 0 and <"),
+        ({"JSRT_POLL_INTERVAL": "-1"}, "JSRT_POLL_INTERVAL must be > 0"),
+    ],
+)
+def test_invalid_settings_fail_at_start_with_a_clear_message(env: dict[str, str],
+                                                              message: str) -> None:
+    with pytest.raises(ConfigError, match="invalid settings|is not a valid") as info:
+        Settings.from_env(env=env)
+    assert message in str(info.value)
+
+
+def test_a_missing_database_url_is_explained() -> None:
+    with pytest.raises(ConfigError, match="DATABASE_URL is not set"):
+        Settings.from_env(env={}).require_database()
