@@ -42,8 +42,18 @@ $$;
 
 -- +migrate Down
 -- +migrate StatementBegin
+-- This is the last Down of `migrate down --all`: the functions triggers.sql made (all named
+-- jsrt_*) go too, so that nothing of the runtime stays behind in a host database.
 DO $$
+DECLARE
+    f REGPROCEDURE;
 BEGIN
+    FOR f IN
+        SELECT p.oid::regprocedure FROM pg_proc p
+        WHERE p.pronamespace = current_schema()::regnamespace AND p.proname LIKE 'jsrt\_%'
+    LOOP
+        EXECUTE format('DROP FUNCTION IF EXISTS %s CASCADE', f);
+    END LOOP;
     IF EXISTS (SELECT 1 FROM jsrt_created_tables WHERE table_name = 'users') THEN
         DROP TABLE IF EXISTS users CASCADE;
     END IF;
