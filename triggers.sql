@@ -65,26 +65,6 @@ DROP TRIGGER IF EXISTS jsrt_scripts_require_event_types ON scripts;
 CREATE TRIGGER jsrt_scripts_require_event_types BEFORE INSERT OR UPDATE OF type, event_types
     ON scripts FOR EACH ROW EXECUTE FUNCTION jsrt_scripts_require_event_types();
 
--- ---------------------------------------------------------------- event types required
--- The seed's CHECK scripts_event_types_required can never fire: array_length('{}', 1) and
--- array_length(NULL, 1) are NULL, and a CHECK that evaluates to NULL passes. The table stays
--- exactly as the seed gives it; this trigger enforces what the constraint means, under its name.
-CREATE OR REPLACE FUNCTION jsrt_scripts_require_event_types() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF NEW.type = 'event' AND COALESCE(array_length(NEW.event_types, 1), 0) = 0 THEN
-        RAISE EXCEPTION 'new row for relation "scripts" violates check constraint "scripts_event_types_required"'
-            USING ERRCODE = 'check_violation', CONSTRAINT = 'scripts_event_types_required',
-                  TABLE = 'scripts', DETAIL = 'An event script needs at least one event type.';
-    END IF;
-    RETURN NEW;
-END
-$$;
-
-DROP TRIGGER IF EXISTS jsrt_scripts_require_event_types ON scripts;
-CREATE TRIGGER jsrt_scripts_require_event_types BEFORE INSERT OR UPDATE OF type, event_types
-    ON scripts FOR EACH ROW EXECUTE FUNCTION jsrt_scripts_require_event_types();
-
 -- ---------------------------------------------------------------- lookup tables
 CREATE OR REPLACE FUNCTION jsrt_sync_event_subscriptions(s scripts) RETURNS void
 LANGUAGE plpgsql AS $$
