@@ -36,7 +36,8 @@ class Limits:
 @dataclass(frozen=True, slots=True)
 class ExecutionRequest:
     source: str
-    version_id: str  # identifies the source text; warm contexts are keyed by (script_id, version_id)
+    # Identifies the source text; warm contexts are keyed by (tenant_id, script_id, version_id).
+    version_id: str
     input: Any
     tenant_id: str
     script_id: str

@@ -1,0 +1,97 @@
+"""One V8 context (its own isolate and thread, in mini-racer 0.14.1), driven only by text.
+
+Every interaction is `eval_cancelable(code) -> str`: a running step can always be cancelled
+(mini-racer terminates it), and no call here ever blocks the worker's event loop on a busy
+isolate — mini-racer's object, function and promise helpers do, so they are never used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from contextlib import ExitStack
+from importlib import resources
+
+from py_mini_racer import (
+    JSEvalException,
+    JSOOMException,
+    JSParseException,
+    JSTimeoutException,
+    mini_racer,
+)
+
+PRELUDE = resources.files("consumer.sandbox").joinpath("prelude.js").read_text()
+_LOCATION = re.compile(r"^<anonymous>:(\d+): (.*)$")
+
+
+class ScriptError(Exception):
+    """JavaScript threw (or did not parse) outside the handler's promise."""
+
+    def __init__(self, error: str, stack: str | None) -> None:
+        super().__init__(error)
+        self.error = error
+        self.stack = stack
+
+
+class MemoryLimitHit(Exception):
+    """V8's heap limit terminated the step."""
+
+
+class StepTimeout(Exception):
+    """The step ran past its execution's deadline."""
+
+
+class JsContext:
+    def __init__(self, key: tuple[str, str, str], source: str) -> None:
+        self.key = key
+        self.source = source
+        self.runs = 0
+        self._stack = ExitStack()
+        self._mr = self._stack.enter_context(mini_racer(asyncio.get_running_loop()))
+
+    async def boot(self, timeout: float) -> None:
+        await self.eval(PRELUDE, timeout)
+
+    def set_memory_limit(self, limit: int) -> None:
+        self._mr.set_hard_memory_limit(limit)
+
+    async def eval(self, code: str, timeout: float) -> str:
+        """Evaluate; translate every engine outcome into our exceptions."""
+        try:
+            async with asyncio.timeout(max(timeout, 0.0)):
+                value = await self._mr.eval_cancelable(code)
+        except TimeoutError as exc:
+            raise StepTimeout from exc
+        except JSOOMException as exc:
+            raise MemoryLimitHit from exc
+        except JSParseException as exc:
+            raise parse_error(str(exc)) from None
+        except JSTimeoutException as exc:
+            raise StepTimeout from exc
+        except JSEvalException as exc:
+            if self._mr.was_hard_memory_limit_reached():
+                raise MemoryLimitHit from exc
+            raise eval_error(str(exc)) from None
+        return value if isinstance(value, str) else ""
+
+    def close(self) -> None:
+        # Freeing the context stops any JavaScript still running in it (leftover microtasks).
+        self._stack.close()
+
+
+def parse_error(message: str) -> ScriptError:
+    """ "<anonymous>:3: SyntaxError: Unexpected token '='…" → "SyntaxError: … at line 3"."""
+    first = message.split("\n", 1)[0]
+    match = _LOCATION.match(first)
+    if match is None:
+        return ScriptError(first or "SyntaxError", None)
+    return ScriptError(f"{match.group(2)} at line {match.group(1)}", None)
+
+
+def eval_error(message: str) -> ScriptError:
+    """An exception thrown by a script's top level: first line, and the stack after the excerpt."""
+    head, _, rest = message.partition("\n")
+    match = _LOCATION.match(head)
+    error = match.group(2) if match else head
+    stack = rest.split("\n\n", 1)[1].strip() if "\n\n" in rest else None
+    return ScriptError(error or "Error", stack or None)

@@ -1,0 +1,456 @@
+"""The executor: a supervised pool of worker processes that run tenants' JavaScript.
+
+The daemon's process never runs JavaScript. It sends requests to workers, serves their host
+calls, and watches them: a worker that crashes, overruns a deadline by more than the grace,
+stops its heartbeat or outgrows its memory is killed and replaced. The execution it was
+running at that moment (named by the worker's slot) gets the verdict; every other execution
+it held is re-run on another worker, not failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import httpx
+import structlog
+
+from consumer.sandbox import protocol
+from consumer.sandbox.errors import ExecutorClosed, HostCallError, WorkerStartError
+from consumer.sandbox.fetch import Fetcher
+from consumer.sandbox.host import HostApi
+from consumer.sandbox.process import KillReason, WorkerProcess, WorkerSettings
+from consumer.sandbox.types import ExecutionRequest, ExecutionResult, Publisher, Status
+
+log = structlog.get_logger("jsrt.sandbox")
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorOptions:
+    workers: int
+    max_inflight_per_worker: int = 64
+    rlimit_data_bytes: int = 2 << 30
+    max_worker_rss_bytes: int = 2 << 30
+    kill_grace_s: float = 1.0
+    heartbeat_timeout_s: float = 5.0
+    max_idle_contexts: int = 128
+    max_context_runs: int = 1000
+    max_attempts: int = 3
+    fetch_max_response_bytes: int = 1 << 20
+    fetch_timeout_s: float = 10.0
+    supervise_interval_s: float = 0.05
+    respawn_backoff_s: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStats:
+    index: int
+    pid: int
+    rss_bytes: int
+    inflight: int
+    executions: int
+    started_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorStats:
+    workers: tuple[WorkerStats, ...]
+    restarts: int
+    last_respawn_ms: float | None
+    executions: int
+
+
+@dataclass(eq=False)
+class _Pending:
+    request: ExecutionRequest
+    future: asyncio.Future[ExecutionResult]
+    tail: list[Any]  # the RUN message after its seq
+    attempts: int = 0
+    dispatched_at: float = 0.0
+    api_calls: int = 0
+    calls: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def cancel_calls(self) -> None:
+        for task in self.calls:
+            task.cancel()
+        self.calls.clear()
+
+
+class Executor:
+    def __init__(
+        self,
+        workers: int | None = None,
+        publisher: Publisher | None = None,
+        fetch_allowlist: Sequence[str] = (),
+        **options: Any,
+    ) -> None:
+        self.options = ExecutorOptions(workers=workers or os.cpu_count() or 1, **options)
+        self._publisher = publisher
+        self._allowlist = tuple(fetch_allowlist)
+        self._workers: list[WorkerProcess | None] = [None] * self.options.workers
+        self._backlog: deque[_Pending] = deque()
+        self._seq = itertools.count(1)
+        self._running = False
+        self._supervisor: asyncio.Task[None] | None = None
+        self._respawns: set[asyncio.Task[None]] = set()
+        self._client: httpx.AsyncClient | None = None
+        self._host: HostApi | None = None
+        self.restarts = 0
+        self.executions = 0
+        self.last_respawn_ms: float | None = None
+
+    # lifecycle
+    async def __aenter__(self) -> Executor:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        self._client = httpx.AsyncClient(trust_env=False, follow_redirects=False)
+        fetcher = Fetcher(
+            self._client,
+            self._allowlist,
+            self.options.fetch_max_response_bytes,
+            self.options.fetch_timeout_s,
+        )
+        self._host = HostApi(self._publisher, fetcher)
+        self._running = True
+        try:
+            started = await asyncio.gather(*(self._spawn(i) for i in range(self.options.workers)))
+        except BaseException:
+            await self.aclose()
+            raise
+        for worker in started:
+            self._workers[worker.index] = worker
+        self._supervisor = asyncio.create_task(self._supervise())
+
+    async def aclose(self) -> None:
+        self._running = False
+        tasks = [t for t in (self._supervisor, *self._respawns) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        workers = [w for w in self._workers if w is not None]
+        self._workers = [None] * self.options.workers
+        for worker in workers:
+            for pending in worker.inflight.values():
+                self._abandon(pending)
+            worker.inflight.clear()
+        while self._backlog:
+            self._abandon(self._backlog.popleft())
+        await asyncio.gather(*(w.stop() for w in workers))
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # executing
+    async def execute(self, request: ExecutionRequest) -> ExecutionResult:
+        if not self._running:
+            raise ExecutorClosed
+        try:
+            input_json = protocol.to_json_text(request.input)
+            info_json = protocol.to_json_text(
+                {
+                    "tenantId": request.tenant_id,
+                    "scriptId": request.script_id,
+                    "executionId": request.execution_id,
+                    "trigger": dict(request.trigger),
+                    "depth": request.event_depth,
+                }
+            )
+        except (TypeError, ValueError):
+            return ExecutionResult(
+                "failed", error="input is not JSON-serialisable", metrics=_metrics()
+            )
+        limits = request.limits
+        tail = [
+            request.tenant_id,
+            request.script_id,
+            request.version_id,
+            request.source,
+            input_json,
+            info_json,
+            limits.max_execution_time_ms,
+            limits.max_memory_bytes,
+            limits.max_output_size_bytes,
+        ]
+        pending = _Pending(request, asyncio.get_running_loop().create_future(), tail)
+        if not self._dispatch(pending):
+            self._backlog.append(pending)
+        return await pending.future
+
+    def _dispatch(self, pending: _Pending) -> bool:
+        worker = self._pick()
+        if worker is None:
+            return False
+        seq = next(self._seq)
+        worker.inflight[seq] = pending
+        pending.dispatched_at = time.monotonic()
+        pending.api_calls = 0
+        worker.send([protocol.RUN, seq, *pending.tail])
+        return True
+
+    def _pick(self) -> WorkerProcess | None:
+        best: WorkerProcess | None = None
+        for worker in self._workers:
+            if worker is None or not worker.alive:
+                continue
+            if len(worker.inflight) < self.options.max_inflight_per_worker and (
+                best is None or len(worker.inflight) < len(best.inflight)
+            ):
+                best = worker
+        return best
+
+    def _drain_backlog(self) -> None:
+        while self._backlog:
+            pending = self._backlog[0]
+            if pending.future.done() or self._dispatch(pending):
+                self._backlog.popleft()
+            else:
+                return
+
+    # messages from workers
+    def _on_message(self, worker: WorkerProcess, message: list[Any]) -> None:
+        kind = message[0]
+        if kind == protocol.DONE:
+            self._on_done(worker, message)
+        elif kind == protocol.CALL:
+            self._on_call(worker, message)
+        else:
+            worker.kill(KillReason("protocol", None))
+
+    def _on_done(self, worker: WorkerProcess, m: list[Any]) -> None:
+        pending = worker.inflight.pop(m[1], None)
+        worker.executions += 1
+        if pending is None:
+            return
+        pending.cancel_calls()
+        status, output_json, error, stack, logs, duration, memory, calls = m[2:10]
+        result = ExecutionResult(
+            status=status,
+            output=None if output_json is None else json.loads(output_json),
+            error=error,
+            stack=stack,
+            logs=tuple({"level": lv, "message": msg, "ts": ts} for lv, msg, ts in logs),
+            metrics=_metrics(duration, memory, calls),
+        )
+        self._emit_logs(pending.request, result)
+        self._resolve(pending, result)
+        if self._backlog:
+            self._drain_backlog()
+
+    def _on_call(self, worker: WorkerProcess, m: list[Any]) -> None:
+        seq, call_id, op, args_json, remaining_ms = m[1:6]
+        pending = worker.inflight.get(seq)
+        if pending is None:
+            return
+        pending.api_calls += 1
+        task = asyncio.create_task(
+            self._serve_call(worker, seq, pending, call_id, op, args_json, remaining_ms)
+        )
+        pending.calls.add(task)
+        task.add_done_callback(pending.calls.discard)
+
+    async def _serve_call(
+        self,
+        worker: WorkerProcess,
+        seq: int,
+        pending: _Pending,
+        call_id: int,
+        op: str,
+        args_json: str,
+        remaining_ms: int,
+    ) -> None:
+        assert self._host is not None
+        try:
+            value = await self._host.call(
+                pending.request, op, json.loads(args_json), remaining_ms / 1000
+            )
+            reply = [protocol.RET, seq, call_id, 1, value]
+        except HostCallError as exc:
+            reply = [protocol.RET, seq, call_id, 0, [exc.name, str(exc)]]
+        except Exception:
+            log.exception(
+                "host_call_failed",
+                op=op,
+                tenant_id=pending.request.tenant_id,
+                script_id=pending.request.script_id,
+                execution_id=pending.request.execution_id,
+            )
+            reply = [protocol.RET, seq, call_id, 0, ["Error", f"{op} failed"]]
+        if worker.inflight.get(seq) is pending:
+            worker.send(reply)
+
+    @staticmethod
+    def _emit_logs(request: ExecutionRequest, result: ExecutionResult) -> None:
+        if not result.logs:
+            return
+        bound = log.bind(
+            tenant_id=request.tenant_id,
+            script_id=request.script_id,
+            execution_id=request.execution_id,
+        )
+        for line in result.logs:
+            bound.info("script_console", level=line["level"], message=line["message"])
+
+    def _resolve(self, pending: _Pending, result: ExecutionResult) -> None:
+        self.executions += 1
+        if not pending.future.done():
+            pending.future.set_result(result)
+
+    def _abandon(self, pending: _Pending) -> None:
+        pending.cancel_calls()
+        if not pending.future.done():
+            pending.future.set_exception(ExecutorClosed())
+
+    # supervision
+    async def _spawn(self, index: int) -> WorkerProcess:
+        started = time.monotonic()
+        worker = await WorkerProcess.spawn(index, self._settings(), self._on_message, self._on_lost)
+        log.info(
+            "worker_started",
+            index=index,
+            pid=worker.pid,
+            startup_ms=round((time.monotonic() - started) * 1000, 1),
+        )
+        return worker
+
+    def _settings(self) -> WorkerSettings:
+        o = self.options
+        return WorkerSettings(o.rlimit_data_bytes, o.max_idle_contexts, o.max_context_runs)
+
+    def _on_lost(self, worker: WorkerProcess) -> None:
+        if self._workers[worker.index] is worker:
+            self._workers[worker.index] = None
+        reason = worker.kill_reason or KillReason("crash", worker.slot.read().seq or None)
+        if reason.kind == "shutdown":
+            return
+        for seq, pending in list(worker.inflight.items()):
+            pending.cancel_calls()
+            if seq == reason.guilty_seq:
+                self._resolve(pending, self._verdict(reason.kind, pending, worker))
+            else:
+                self._rerun(pending)
+        worker.inflight.clear()
+        log.warning(
+            "worker_lost",
+            index=worker.index,
+            pid=worker.pid,
+            reason=reason.kind,
+            detail=worker.describe_exit(),
+        )
+        if self._running:
+            task = asyncio.create_task(self._replace(worker))
+            self._respawns.add(task)
+            task.add_done_callback(self._respawns.discard)
+        self._drain_backlog()
+
+    def _rerun(self, pending: _Pending) -> None:
+        pending.attempts += 1
+        if pending.attempts >= self.options.max_attempts:
+            self._resolve(
+                pending,
+                ExecutionResult(
+                    "failed",
+                    error="sandbox worker failed repeatedly while running this execution",
+                    metrics=_metrics(),
+                ),
+            )
+        else:
+            self._backlog.appendleft(pending)
+
+    def _verdict(self, kind: str, pending: _Pending, worker: WorkerProcess) -> ExecutionResult:
+        limits = pending.request.limits
+        status: Status = "failed"
+        if kind in ("timeout", "unresponsive"):
+            status, error = (
+                "timeout",
+                f"timeout: exceeded max_execution_time_ms={limits.max_execution_time_ms}",
+            )
+        elif kind == "memory":
+            error = f"memory limit exceeded (max_memory_bytes={limits.max_memory_bytes})"
+        elif kind == "crash":
+            error = f"script crashed the engine: {worker.describe_exit()}"
+        else:
+            error = "sandbox protocol error"
+        duration = int((time.monotonic() - pending.dispatched_at) * 1000)
+        return ExecutionResult(
+            status, error=error, metrics=_metrics(duration, 0, pending.api_calls)
+        )
+
+    async def _replace(self, old: WorkerProcess) -> None:
+        await old.stop()
+        while self._running:
+            started = time.monotonic()
+            try:
+                worker = await self._spawn(old.index)
+            except WorkerStartError as exc:
+                log.error("worker_start_failed", index=old.index, error=str(exc))
+                await asyncio.sleep(self.options.respawn_backoff_s)
+                continue
+            if not self._running:
+                await worker.stop()
+                return
+            self._workers[old.index] = worker
+            self.restarts += 1
+            self.last_respawn_ms = round((time.monotonic() - started) * 1000, 1)
+            log.warning(
+                "worker_replaced",
+                index=old.index,
+                old_pid=old.pid,
+                pid=worker.pid,
+                reason=(old.kill_reason or KillReason("crash", None)).kind,
+                respawn_ms=self.last_respawn_ms,
+            )
+            self._drain_backlog()
+            return
+
+    async def _supervise(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.supervise_interval_s)
+            now = time.monotonic_ns()
+            for worker in self._workers:
+                if worker is not None and worker.alive:
+                    self._check(worker, now)
+
+    def _check(self, worker: WorkerProcess, now_ns: int) -> None:
+        o = self.options
+        state = worker.slot.read()
+        if state.seq and now_ns > state.deadline_ns + int(o.kill_grace_s * 1e9):
+            worker.kill(KillReason("timeout", state.seq))
+        elif worker.inflight and now_ns - state.heartbeat_ns > int(o.heartbeat_timeout_s * 1e9):
+            worker.kill(KillReason("unresponsive", state.seq or None))
+        elif worker.rss_bytes() > o.max_worker_rss_bytes:
+            worker.kill(KillReason("memory", state.seq or None))
+
+    def stats(self) -> ExecutorStats:
+        workers = tuple(
+            WorkerStats(w.index, w.pid, w.rss_bytes(), len(w.inflight), w.executions, w.started_at)
+            for w in self._workers
+            if w is not None
+        )
+        return ExecutorStats(workers, self.restarts, self.last_respawn_ms, self.executions)
+
+
+def _metrics(duration_ms: int = 0, memory_bytes: int = 0, api_calls: int = 0) -> dict[str, int]:
+    return {
+        "duration_ms": duration_ms,
+        "memory_used_bytes": memory_bytes,
+        "api_call_count": api_calls,
+        "database_query_count": 0,
+    }

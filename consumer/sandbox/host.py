@@ -1,0 +1,79 @@
+"""The host API a script reaches through `ctx`: served on the daemon's event loop.
+
+Everything here trusts only the request the daemon itself dispatched: the tenant a script
+publishes into and the depth of its event chain come from the request, never from the script.
+Any failure reaches JavaScript as a clean one-line message (HostCallError), never a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from consumer.errors import JsrtError
+from consumer.sandbox.errors import HostCallError, RateLimited
+from consumer.sandbox.fetch import Fetcher, FetchRequest
+from consumer.sandbox.ratelimit import SlidingWindowLimiter
+from consumer.sandbox.types import ExecutionRequest, Publisher, PublishRequest
+
+MAX_EVENT_DEPTH = 8
+log = structlog.get_logger("jsrt.sandbox")
+
+
+class HostApi:
+    def __init__(
+        self,
+        publisher: Publisher | None,
+        fetcher: Fetcher,
+        limiter: SlidingWindowLimiter | None = None,
+    ) -> None:
+        self._publisher = publisher
+        self._fetcher = fetcher
+        self._limiter = limiter or SlidingWindowLimiter()
+
+    async def call(
+        self, request: ExecutionRequest, op: str, args: Sequence[Any], remaining_s: float
+    ) -> Any:
+        limit = request.limits.max_api_calls_per_minute
+        if not self._limiter.try_acquire((request.tenant_id, request.script_id), limit):
+            raise RateLimited(f"rate limit exceeded: max_api_calls_per_minute={limit}")
+        if op == "publish" and len(args) == 2:
+            return await self._publish(request, args[0], args[1])
+        if op == "fetch" and len(args) == 1 and isinstance(args[0], dict):
+            fetch = FetchRequest.from_js(args[0], self._fetcher.default_timeout_s, remaining_s)
+            return await self._fetcher.fetch(fetch)
+        raise HostCallError(f"unknown host call {op[:32]}")
+
+    async def _publish(self, request: ExecutionRequest, event_type: Any, payload: Any) -> str:
+        if self._publisher is None:
+            raise HostCallError("events.publish is not available: no publisher is configured")
+        if not isinstance(event_type, str) or not 0 < len(event_type) <= 255:
+            raise HostCallError(
+                "events.publish: type must be a non-empty string of at most 255 characters"
+            )
+        depth = request.event_depth + 1
+        if depth > MAX_EVENT_DEPTH:
+            raise HostCallError(
+                f"events.publish: event chain depth limit ({MAX_EVENT_DEPTH}) exceeded"
+            )
+        publish = PublishRequest(
+            tenant_id=request.tenant_id,
+            event_type=event_type,
+            payload=payload,
+            depth=depth,
+            source_execution_id=request.execution_id,
+        )
+        try:
+            return await self._publisher(publish)
+        except JsrtError as exc:
+            raise HostCallError(f"events.publish failed: {exc}") from None
+        except Exception:
+            log.exception(
+                "publish_failed",
+                tenant_id=request.tenant_id,
+                script_id=request.script_id,
+                execution_id=request.execution_id,
+            )
+            raise HostCallError("events.publish failed") from None

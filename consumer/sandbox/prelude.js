@@ -1,0 +1,264 @@
+// The in-context runtime: evaluated once in every fresh V8 context, before the tenant's script.
+//
+// Python never touches a live JS object (mini-racer's object calls block forever when the
+// isolate is busy), so everything crosses as JSON text through eval: the worker evaluates
+// `__jsrt.run(...)` / `__jsrt.resume(...)`, then `__jsrt.collect()` in a *separate* eval,
+// because mini-racer runs the microtask checkpoint between two tasks: when collect runs,
+// every microtask the previous step queued has run.
+(function (g) {
+  'use strict';
+  const stringify = JSON.stringify;
+  const parse = JSON.parse;
+  const freeze = Object.freeze;
+  const keys = Object.keys;
+  const now = Date.now;
+  const MAX_LOG_LINES = 1000;
+  const MAX_LOG_BYTES = 65536;
+  const MAX_DEPTH = 8;
+
+  // mini-racer 0.14.1 installs a setTimeout built on Atomics.waitAsync that runs callbacks as
+  // tasks outside any step (and throws for a 0 delay); Atomics.wait can park the isolate thread.
+  // Neither has a use here: timers are ours (below), and there are no other threads to wait for.
+  delete g.Atomics.wait;
+  delete g.Atomics.waitAsync;
+  g.__timer_manager = undefined;
+
+  class RateLimitError extends Error {
+    constructor(message) {
+      super(message);
+      this.name = 'RateLimitError';
+    }
+  }
+
+  let handler = null; // the script's handler, set by install()
+  let ex = null; // the execution in progress
+  let nextCall = 1;
+
+  function fresh(id, depth, outLimit) {
+    return {
+      id, depth, outLimit, settled: false, result: null, logs: [], logBytes: 0,
+      truncated: false, calls: [], pending: new Map(), timers: new Map(), nextTimer: 1,
+    };
+  }
+
+  function utf8Length(s) {
+    let n = 0;
+    for (let i = 0; i < s.length; i++) {
+      const c = s.charCodeAt(i);
+      if (c < 0x80) n += 1;
+      else if (c < 0x800) n += 2;
+      else if (c >= 0xd800 && c < 0xdc00 && i + 1 < s.length) { n += 4; i++; }
+      else n += 3;
+    }
+    return n;
+  }
+
+  function show(v) {
+    try {
+      if (typeof v === 'string') return v;
+      if (v instanceof Error) return String(v.stack || v);
+      if (v === undefined || typeof v === 'function' || typeof v === 'symbol' || typeof v === 'bigint') {
+        return String(v);
+      }
+      const s = stringify(v);
+      return s === undefined ? String(v) : s;
+    } catch (_) {
+      return '[unprintable]';
+    }
+  }
+
+  function log(level, args) {
+    const e = ex;
+    if (e === null || e.truncated) return;
+    let line = '';
+    for (let i = 0; i < args.length; i++) line += (i ? ' ' : '') + show(args[i]);
+    const size = utf8Length(line);
+    if (e.logs.length >= MAX_LOG_LINES || e.logBytes + size > MAX_LOG_BYTES) {
+      e.truncated = true;
+      e.logs.push([level, '[console output truncated]', now()]);
+      return;
+    }
+    e.logBytes += size;
+    e.logs.push([level, line, now()]);
+  }
+
+  const console = freeze({
+    log: (...a) => log('log', a),
+    info: (...a) => log('info', a),
+    warn: (...a) => log('warn', a),
+    error: (...a) => log('error', a),
+    debug: (...a) => log('debug', a),
+  });
+
+  function hostCall(op, args) {
+    const e = ex;
+    if (e === null) return Promise.reject(new Error('host API used outside an execution'));
+    const json = stringify(args); // throws here, in the caller, if args are not JSON
+    const id = nextCall++;
+    return new Promise((resolve, reject) => {
+      e.pending.set(id, [resolve, reject]);
+      e.calls.push([id, op, json]);
+    });
+  }
+
+  async function publish(type, payload) {
+    if (typeof type !== 'string' || type.length === 0 || type.length > 255) {
+      throw new TypeError('events.publish: type must be a non-empty string of at most 255 characters');
+    }
+    if (ex !== null && ex.depth + 1 > MAX_DEPTH) {
+      throw new Error('events.publish: event chain depth limit (' + MAX_DEPTH + ') exceeded');
+    }
+    return hostCall('publish', [type, payload === undefined ? null : payload]);
+  }
+
+  function fetchRequest(url, opts) {
+    const o = opts == null ? {} : opts;
+    const headers = {};
+    if (o.headers != null) for (const k of keys(o.headers)) headers[String(k)] = String(o.headers[k]);
+    let body = null;
+    if (o.body != null) {
+      if (typeof o.body === 'string') body = o.body;
+      else {
+        body = stringify(o.body);
+        if (!keys(headers).some((k) => k.toLowerCase() === 'content-type')) headers['content-type'] = 'application/json';
+      }
+    }
+    const timeoutMs = o.timeoutMs == null ? null : Number(o.timeoutMs);
+    return { url: String(url), method: String(o.method || 'GET').toUpperCase(), headers, body, timeoutMs };
+  }
+
+  async function fetch(url, opts) {
+    const r = await hostCall('fetch', [fetchRequest(url, opts)]);
+    const body = r.body;
+    return freeze({
+      status: r.status,
+      ok: r.status >= 200 && r.status < 300,
+      headers: freeze(r.headers),
+      body,
+      text() { return body; },
+      json() { return parse(body); },
+    });
+  }
+
+  function setTimeout(fn, ms, ...args) {
+    if (typeof fn !== 'function') throw new TypeError('setTimeout: callback must be a function');
+    if (ex === null) throw new Error('setTimeout used outside an execution');
+    const id = ex.nextTimer++;
+    ex.timers.set(id, [now() + Math.max(0, Number(ms) || 0), fn, args]);
+    return id;
+  }
+
+  function clearTimeout(id) {
+    if (ex !== null) ex.timers.delete(id);
+  }
+
+  function describe(err) {
+    try {
+      if (err instanceof Error) return [String(err.name || 'Error'), String(err.message), String(err.stack || '')];
+      return ['', 'Uncaught ' + show(err), ''];
+    } catch (_) {
+      return ['', 'Uncaught exception that cannot be printed', ''];
+    }
+  }
+
+  function settle(e, ok, value) {
+    if (e.settled) return;
+    e.settled = true;
+    if (!ok) { e.result = [0, describe(value)]; return; }
+    try {
+      let s = stringify(value === undefined ? null : value);
+      if (s === undefined) s = 'null';
+      // UTF-8 is never shorter than UTF-16 code units, and at most 3 bytes per unit.
+      if (s.length > e.outLimit || (s.length * 3 > e.outLimit && utf8Length(s) > e.outLimit)) {
+        e.result = [2, utf8Length(s)];
+      } else {
+        e.result = [1, s];
+      }
+    } catch (err) {
+      e.result = [0, describe(err)];
+    }
+  }
+
+  function run(id, input, info, outLimit) {
+    const e = fresh(id, info.depth, outLimit);
+    ex = e;
+    if (typeof handler !== 'function') {
+      settle(e, false, new Error('script does not define a handler function'));
+      return;
+    }
+    const ctx = freeze({
+      tenantId: info.tenantId, scriptId: info.scriptId, executionId: info.executionId,
+      trigger: info.trigger, input, events: freeze({ publish }), http: freeze({ fetch }),
+    });
+    let r;
+    try {
+      r = handler(input, ctx);
+    } catch (err) {
+      settle(e, false, err);
+      return;
+    }
+    if (r !== null && (typeof r === 'object' || typeof r === 'function') && typeof r.then === 'function') {
+      Promise.resolve(r).then((v) => settle(e, true, v), (err) => settle(e, false, err));
+    } else {
+      settle(e, true, r);
+    }
+  }
+
+  function fireTimers(e) {
+    const t = now();
+    const due = [];
+    for (const [id, timer] of e.timers) if (timer[0] <= t) due.push([timer[0], id, timer]);
+    due.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+    for (const [, id, timer] of due) {
+      if (!e.timers.delete(id)) continue; // cleared by an earlier callback
+      try {
+        timer[1](...timer[2]);
+      } catch (err) {
+        settle(e, false, err);
+      }
+    }
+  }
+
+  function resume(responses) {
+    const e = ex;
+    for (const [id, ok, value] of responses) {
+      const p = e.pending.get(id);
+      if (p === undefined) continue;
+      e.pending.delete(id);
+      if (ok) p[0](value);
+      else p[1](value[0] === 'RateLimitError' ? new RateLimitError(value[1]) : new Error(value[1]));
+    }
+    fireTimers(e);
+  }
+
+  function collect() {
+    const e = ex;
+    let next = -1;
+    for (const timer of e.timers.values()) if (next < 0 || timer[0] < next) next = timer[0];
+    const out = stringify([
+      e.settled ? 1 : 0, e.result, e.calls, e.logs, next < 0 ? -1 : Math.max(0, next - now()), e.pending.size,
+    ]);
+    e.calls = [];
+    e.logs = [];
+    return out;
+  }
+
+  // What a timed-out or terminated execution still has to say.
+  function logs() {
+    const e = ex;
+    return e === null ? '[]' : stringify(e.logs);
+  }
+
+  function install(fn) {
+    handler = fn;
+  }
+
+  Object.defineProperty(g, '__jsrt', {
+    value: freeze({ run, resume, collect, logs, install }),
+    writable: false, enumerable: false, configurable: false,
+  });
+  for (const [name, value] of [['console', console], ['setTimeout', setTimeout],
+    ['clearTimeout', clearTimeout], ['RateLimitError', RateLimitError]]) {
+    g[name] = value;
+  }
+})(globalThis);

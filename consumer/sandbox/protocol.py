@@ -1,0 +1,81 @@
+"""The parent↔worker wire format: one compact JSON array per line, over the worker's pipes.
+
+JSON arrays (not dicts, not pickle) keep encoding cheap on both sides; the input and output
+values travel as JSON *text* inside the message, so neither side builds Python objects for
+them that it does not need. Messages written in the same event-loop turn are flushed in one
+write, which batches requests under load without adding latency when idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+from consumer.sandbox.errors import ProtocolError
+
+# Parent → worker
+RUN = "run"  # [RUN, seq, tenant, script, version, source, input_json, info_json, time_ms, mem, out]
+RET = "ret"  # [RET, seq, call_id, ok, value | [error_name, message]]
+QUIT = "quit"  # [QUIT]
+# Worker → parent
+READY = "ready"  # [READY, pid]
+DONE = "done"  # [DONE, seq, status, output_json, error, stack, logs, duration_ms, memory, calls]
+CALL = "call"  # [CALL, seq, call_id, op, args_json, remaining_ms]
+
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+def encode(message: list[Any]) -> bytes:
+    return (_encode(message) + "\n").encode()
+
+
+def to_json_text(value: Any) -> str:
+    """A value as compact JSON text; ValueError/TypeError if it is not JSON."""
+    return _encode(value)
+
+
+class LineBuffer:
+    """Splits a byte stream into decoded messages."""
+
+    def __init__(self, on_message: Callable[[list[Any]], None]) -> None:
+        self._partial = b""
+        self._on_message = on_message
+
+    def feed(self, data: bytes) -> None:
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            if line:
+                self._on_message(decode(line))
+
+
+def decode(line: bytes) -> list[Any]:
+    try:
+        message = json.loads(line)
+    except ValueError as exc:
+        raise ProtocolError(f"undecodable message: {line[:80]!r}") from exc
+    if not isinstance(message, list) or not message:
+        raise ProtocolError(f"malformed message: {line[:80]!r}")
+    return message
+
+
+class BatchWriter:
+    """Coalesces the messages of one loop turn into a single write."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, write: Callable[[bytes], None]) -> None:
+        self._loop = loop
+        self._write = write
+        self._buffer: list[bytes] = []
+
+    def send(self, message: list[Any]) -> None:
+        if not self._buffer:
+            self._loop.call_soon(self.flush)
+        self._buffer.append(encode(message))
+
+    def flush(self) -> None:
+        if self._buffer:
+            data = b"".join(self._buffer)
+            self._buffer.clear()
+            self._write(data)

@@ -1,0 +1,286 @@
+"""Running one execution inside a worker: steps of JavaScript, host calls and timers between.
+
+A step is one `run`/`resume` eval followed by one `collect` eval. Steps of different
+executions never overlap in a worker (a lock), which is what lets the memory watchdog and the
+shared slot blame exactly one execution. The clock of an execution starts with its first step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from consumer.sandbox import protocol
+from consumer.sandbox.contexts import ContextPool, Key
+from consumer.sandbox.engine import JsContext, MemoryLimitHit, ScriptError, StepTimeout
+from consumer.sandbox.script import install_code
+from consumer.sandbox.slot import Slot
+from consumer.sandbox.watchdog import MemoryWatchdog
+
+# Off-heap memory is watched through RSS, which also holds the heap V8 already limits and
+# V8's own slack; the margin keeps a script under its heap limit from being blamed for it.
+MEMORY_MARGIN = 8 << 20
+POLL_MAX_S = 0.05
+CLEANUP_NS = 2_000_000_000  # how long closing a context may take before the parent kills
+
+
+def rss_budget(max_memory_bytes: int) -> int:
+    return max_memory_bytes + max_memory_bytes // 4 + MEMORY_MARGIN
+
+
+@dataclass(eq=False)
+class Job:
+    """The worker's mutable state for one execution (one attempt of it)."""
+
+    seq: int
+    key: Key
+    source: str
+    input_json: str
+    info_json: str
+    time_ms: int
+    memory: int
+    output: int
+    started: float = 0.0
+    deadline: float = 0.0
+    responses: list[list[Any]] = field(default_factory=list)
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    outstanding: int = 0
+    logs: list[Any] = field(default_factory=list)
+    api_calls: int = 0
+    memory_peak: int = 0
+    memory_hit: bool = False
+    poll_s: float = 0.001
+
+    @classmethod
+    def from_message(cls, m: list[Any]) -> Job:
+        return cls(m[1], (m[2], m[3], m[4]), m[5], m[6], m[7], int(m[8]), int(m[9]), int(m[10]))
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def deliver(self, response: list[Any]) -> None:
+        self.outstanding -= 1
+        self.responses.append(response)
+        self.wakeup.set()
+
+
+Outbox = list[Any]  # [settled, result, calls, logs, next_timer_ms, pending_calls]
+
+
+class Runner:
+    def __init__(
+        self,
+        send: Callable[[list[Any]], None],
+        slot: Slot,
+        pool: ContextPool,
+        watchdog: MemoryWatchdog,
+    ) -> None:
+        self._send = send
+        self._slot = slot
+        self._pool = pool
+        self._watchdog = watchdog
+        self._lock = asyncio.Lock()
+        self._step_token = 0
+
+    async def run(self, job: Job) -> None:
+        self._send([protocol.DONE, job.seq, *await self._execute(job)])
+
+    async def _execute(self, job: Job) -> list[Any]:
+        ctx = self._pool.take(job.key, job.source)
+        clean = False
+        try:
+            if ctx is None:
+                ctx = JsContext(job.key, job.source)
+                await self._boot(job, ctx)
+                code = install_code(job.source) + "\n" + self._run_code(job)
+            else:
+                code = self._run_code(job)
+            ctx.set_memory_limit(job.memory)
+            ctx.runs += 1
+            outbox = await self._converse(job, ctx, await self._step(job, ctx, code))
+            fields, clean = self._finish(job, outbox)
+        except StepTimeout:
+            await self._salvage_logs(job, ctx)
+            fields = _fields(
+                job, "timeout", error=f"timeout: exceeded max_execution_time_ms={job.time_ms}"
+            )
+        except MemoryLimitHit:
+            await self._salvage_logs(job, ctx)
+            fields = self._memory_exceeded(job)
+        except ScriptError as exc:
+            fields = _fields(job, "failed", error=exc.error, stack=exc.stack)
+        except (ValueError, TypeError, IndexError, KeyError):
+            # collect() returned something else than its outbox: the script broke the runtime
+            # of its own context (it can reach nothing else).
+            fields = _fields(job, "failed", error="sandbox runtime corrupted by the script")
+        if ctx is not None:
+            if clean:
+                self._pool.give(ctx)
+            else:
+                await self._discard(job, ctx)
+        return fields
+
+    async def _discard(self, job: Job, ctx: JsContext) -> None:
+        """Close a context under the step lock and the job's name: a terminated script can still
+        bring V8 down while it unwinds, and the parent must then know whom to blame."""
+        async with self._lock:
+            self._slot.enter(job.seq, time.monotonic_ns() + CLEANUP_NS)
+            try:
+                ctx.close()
+            finally:
+                self._slot.leave()
+
+    async def _boot(self, job: Job, ctx: JsContext) -> None:
+        async with self._lock:
+            self._start_clock(job)
+            self._slot.enter(job.seq, time.monotonic_ns() + int(job.remaining() * 1e9))
+            try:
+                await ctx.boot(job.remaining())
+            finally:
+                self._slot.leave()
+
+    @staticmethod
+    def _run_code(job: Job) -> str:
+        return f"__jsrt.run({job.seq},{job.input_json},{job.info_json},{job.output})"
+
+    def _start_clock(self, job: Job) -> None:
+        if not job.started:
+            job.started = time.monotonic()
+            job.deadline = job.started + job.time_ms / 1000
+
+    async def _step(self, job: Job, ctx: JsContext, code: str) -> Outbox:
+        async with self._lock:
+            self._start_clock(job)
+            if job.remaining() <= 0:
+                raise StepTimeout
+            self._step_token += 1
+            token = self._step_token
+            task = asyncio.current_task()
+            assert task is not None
+            self._slot.enter(job.seq, time.monotonic_ns() + int(job.remaining() * 1e9))
+            self._watchdog.arm(rss_budget(job.memory), lambda: self._on_memory(job, task, token))
+            try:
+                await ctx.eval(code, job.remaining())
+                raw = await ctx.eval("__jsrt.collect()", job.remaining())
+            except asyncio.CancelledError:
+                if job.memory_hit and task.uncancel() == 0:
+                    raise MemoryLimitHit from None
+                raise
+            finally:
+                self._watchdog.disarm()
+                self._slot.leave()
+                self._step_token += 1
+                job.memory_peak = max(job.memory_peak, self._watchdog.growth())
+        outbox: Outbox = json.loads(raw)
+        return outbox
+
+    def _on_memory(self, job: Job, task: asyncio.Task[Any], token: int) -> None:
+        if token == self._step_token:  # still the step the watchdog measured
+            job.memory_hit = True
+            task.cancel()
+
+    async def _converse(self, job: Job, ctx: JsContext, outbox: Outbox) -> Outbox:
+        """Serve host calls and timers until the handler settles."""
+        while True:
+            self._absorb(job, outbox)
+            if outbox[0]:
+                await self._drain_calls(job)
+                return outbox
+            await self._wait(job, outbox[4], outbox[5])
+            responses, job.responses = job.responses, []
+            code = "__jsrt.resume(" + protocol.to_json_text(responses) + ")"
+            outbox = await self._step(job, ctx, code)
+
+    def _absorb(self, job: Job, outbox: Outbox) -> None:
+        job.logs.extend(outbox[3])
+        for call_id, op, args_json in outbox[2]:
+            job.api_calls += 1
+            job.outstanding += 1
+            remaining_ms = max(int(job.remaining() * 1000), 0)
+            self._send([protocol.CALL, job.seq, call_id, op, args_json, remaining_ms])
+
+    async def _wait(self, job: Job, next_timer_ms: int, pending: int) -> None:
+        if job.responses:
+            return
+        timeout = job.remaining()
+        if next_timer_ms >= 0:
+            timeout = min(timeout, next_timer_ms / 1000)
+        elif pending == 0 or job.outstanding == 0:
+            # Nothing we know of will wake the handler (it awaits V8-internal work, or a promise
+            # that never settles): look again soon, backing off, until the deadline.
+            timeout = min(timeout, job.poll_s)
+            job.poll_s = min(job.poll_s * 2, POLL_MAX_S)
+        job.wakeup.clear()
+        try:
+            async with asyncio.timeout(max(timeout, 0)):
+                await job.wakeup.wait()
+        except TimeoutError:
+            pass
+
+    async def _drain_calls(self, job: Job) -> None:
+        """Host calls a handler started but did not await still happen before the result."""
+        while job.outstanding > 0 and job.remaining() > 0:
+            job.wakeup.clear()
+            try:
+                async with asyncio.timeout(job.remaining()):
+                    await job.wakeup.wait()
+            except TimeoutError:
+                break
+
+    def _finish(self, job: Job, outbox: Outbox) -> tuple[list[Any], bool]:
+        result = outbox[1]
+        leftover = outbox[4] >= 0 or outbox[5] > 0
+        if job.memory_peak > rss_budget(job.memory):
+            return self._memory_exceeded(job), False
+        if result[0] == 1:
+            return _fields(job, "completed", output=result[1]), not leftover
+        if result[0] == 2:
+            error = f"output too large: {result[1]} bytes > max_output_size_bytes={job.output}"
+            return _fields(job, "failed", error=error), False
+        name, message, stack = result[1]
+        error = f"{name}: {message}" if name and message else (name or message)
+        return _fields(job, "failed", error=error, stack=stack or None), False
+
+    def _memory_exceeded(self, job: Job) -> list[Any]:
+        return _fields(
+            job, "failed", error=f"memory limit exceeded (max_memory_bytes={job.memory})"
+        )
+
+    async def _salvage_logs(self, job: Job, ctx: JsContext | None) -> None:
+        """After a terminated step the context usually still answers; if not, logs are lost."""
+        if ctx is None:
+            return
+        async with self._lock:
+            self._slot.enter(job.seq, time.monotonic_ns() + CLEANUP_NS)
+            try:
+                raw = await ctx.eval("__jsrt.logs()", 0.05)
+                job.logs.extend(json.loads(raw) if raw else [])
+            except Exception:
+                return
+            finally:
+                self._slot.leave()
+
+
+def _fields(
+    job: Job,
+    status: str,
+    *,
+    output: str | None = None,
+    error: str | None = None,
+    stack: str | None = None,
+) -> list[Any]:
+    duration = int((time.monotonic() - job.started) * 1000) if job.started else 0
+    return [
+        status,
+        output,
+        error,
+        stack,
+        job.logs,
+        duration,
+        max(job.memory_peak, 0),
+        job.api_calls,
+    ]

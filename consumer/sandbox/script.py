@@ -1,0 +1,33 @@
+"""Turning a tenant's source into code that installs its handler in a context."""
+
+from __future__ import annotations
+
+import re
+
+# Lambda-style module syntax is rewritten to plain declarations: the source runs as a classic
+# script inside a function, so its top-level names never leak into globalThis.
+_EXPORT_DEFAULT = re.compile(r"^(\s*)export\s+default\s+", re.MULTILINE)
+_EXPORT_DECL = re.compile(
+    r"^(\s*)export\s+(?=(?:async\s+)?function\b|const\b|let\b|var\b|class\b)", re.MULTILINE
+)
+_DEFAULT_NAME = "__jsrt_default"
+
+
+def rewrite_exports(source: str) -> str:
+    """`export default X` → `const __jsrt_default = X`; `export <declaration>` → `<declaration>`."""
+    source = _EXPORT_DEFAULT.sub(rf"\1const {_DEFAULT_NAME} = ", source)
+    return _EXPORT_DECL.sub(r"\1", source)
+
+
+def install_code(source: str) -> str:
+    """Code that runs the script's top level and installs its handler.
+
+    The wrapper opens on the source's first line so that error line numbers match the
+    tenant's own source.
+    """
+    return (
+        "__jsrt.install((function () {"
+        + rewrite_exports(source)
+        + "\n;return typeof handler === 'function' ? handler"
+        + f" : typeof {_DEFAULT_NAME} === 'function' ? {_DEFAULT_NAME} : undefined;\n}})());"
+    )
