@@ -68,6 +68,9 @@ class Daemon:
         self._send, self._recv = anyio.create_memory_object_stream[Outcome](10_000)
         self._unrecorded = 0
         self._next_retry_poll = 0.0
+        self._maybe_events = True  # hints: skip round trips that would find nothing
+        self._maybe_runs = True
+        self._min_start = max(1, settings.concurrency // 8)
         self._next_cron_poll = 0.0
         self.listener: Listener | None = None
 
@@ -78,6 +81,8 @@ class Daemon:
         self.wake()
 
     def wake(self) -> None:
+        """Something may be due: a notification, a poll tick, a script change."""
+        self._maybe_events = self._maybe_runs = True
         self._wake.set()
 
     async def publish(self, req: PublishRequest) -> str:
@@ -134,30 +139,42 @@ class Daemon:
 
     async def _claim_once(self, runs: TaskGroup, until_idle: bool) -> bool:
         s = self.settings
-        events, _ = await self.store.dispatch_events(s.claim_batch, s.tenant_batch)
-        self.counters.dispatched_events += events
-        retried = await self._claim_retries(until_idle)
-        fired = await self._schedule(until_idle)
-        free = s.concurrency - len(self._in_flight)
-        started: list[Run] = []
-        if free > 0:
-            started = await self.store.start_runs(self.id, free, max(1, s.concurrency // 2))
-            for run in started:
-                self._in_flight[run.execution_id] = run
-                runs.start_soon(self._execute, run)
-            self.counters.started += len(started)
-        return bool(events or retried or fired or started)
+        events = 0
+        if self._maybe_events:
+            events, created = await self.store.dispatch_events(s.claim_batch, s.tenant_batch)
+            self.counters.dispatched_events += events
+            self._maybe_events = events > 0
+            self._maybe_runs = self._maybe_runs or created > 0
+        retried = await self._claim_retries(force=False)
+        fired = await self._schedule(force=False)
+        if retried or fired:
+            self._maybe_runs = True
+        return bool(events or retried or fired or await self._start_runs(runs))
 
-    async def _claim_retries(self, until_idle: bool) -> int:
+    async def _start_runs(self, runs: TaskGroup) -> int:
+        s = self.settings
+        free = s.concurrency - len(self._in_flight)
+        # Start in batches, not one run per freed slot: fewer, larger round trips.
+        if not self._maybe_runs or free < min(self._min_start, s.concurrency) and self._in_flight:
+            return 0
+        started = await self.store.start_runs(self.id, free, max(1, s.concurrency // 2))
+        self._maybe_runs = len(started) >= free
+        for run in started:
+            self._in_flight[run.execution_id] = run
+            runs.start_soon(self._execute, run)
+        self.counters.started += len(started)
+        return len(started)
+
+    async def _claim_retries(self, force: bool) -> int:
         now = anyio.current_time()
-        if not until_idle and now < self._next_retry_poll:
+        if not force and now < self._next_retry_poll:
             return 0
         self._next_retry_poll = now + self.settings.poll_interval
         return await self.store.claim_retries(RETRY_BATCH, self.clock.now())
 
-    async def _schedule(self, until_idle: bool) -> int:
+    async def _schedule(self, force: bool) -> int:
         now = anyio.current_time()
-        if not until_idle and now < self._next_cron_poll:
+        if not force and now < self._next_cron_poll:
             return 0
         self._next_cron_poll = now + min(self.settings.poll_interval, 1.0)
         decisions, fired = await self.store.schedule_due(self.clock.now(), CRON_BATCH, decide)
@@ -167,14 +184,20 @@ class Daemon:
     async def _idle(self) -> bool:
         if self._in_flight or self._unrecorded:
             return False
+        if await self._claim_retries(force=True) or await self._schedule(force=True):
+            self._maybe_runs = True
+            return False
+        self._maybe_events = self._maybe_runs = True
         return not await self.store.pending_work(self.clock.now())
 
     async def _wait_for_work(self) -> None:
         # A notification, a freed slot or the jittered poll timer, whichever comes first:
         # a lost notification costs latency, never an event.
         timeout = self.settings.poll_interval * random.uniform(0.8, 1.2)
-        with anyio.move_on_after(timeout):
+        with anyio.move_on_after(timeout) as scope:
             await self._wake.wait()
+        if scope.cancelled_caught:
+            self._maybe_events = self._maybe_runs = True
         self._wake = anyio.Event()
 
     async def _sleep_or_stop(self, seconds: float) -> None:
@@ -197,7 +220,7 @@ class Daemon:
         self._unrecorded += 1
         del self._in_flight[run.execution_id]
         await self._send.send(Outcome(run, result, self._retry_at(run)))
-        self.wake()
+        self._wake.set()
 
     def _retry_at(self, run: Run) -> datetime:
         count = int(run.trigger_data.get("retry", 0) or 0)
@@ -244,7 +267,8 @@ class Daemon:
             self._log_outcome(o, o.run.execution_id in recorded)
         self._unrecorded -= len(batch)
         self.counters.recorded += len(finished)
-        self.wake()
+        self._maybe_runs = True  # slots of these scripts are free again
+        self._wake.set()
 
     def _log_outcome(self, o: Outcome, recorded: bool) -> None:
         r, run = o.result, o.run
