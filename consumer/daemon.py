@@ -29,7 +29,7 @@ from consumer.records import Outcome, Run
 from consumer.retry import next_retry_at
 from consumer.scheduler import decide, log_decisions
 from consumer.sandbox import Executor
-from consumer.sandbox.types import ExecutionResult, PublishRequest
+from consumer.sandbox.types import ExecutionResult, Publisher, PublishRequest
 from consumer.settings import Settings
 from consumer.store import Store, StoreUnavailable
 
@@ -65,7 +65,6 @@ class Daemon:
         self._in_flight: dict[UUID, Run] = {}
         self._send: MemoryObjectSendStream[Outcome]
         self._recv: MemoryObjectReceiveStream[Outcome]
-        self._send, self._recv = anyio.create_memory_object_stream[Outcome](10_000)
         self._unrecorded = 0
         self._next_retry_poll = 0.0
         self._maybe_events = True  # hints: skip round trips that would find nothing
@@ -85,14 +84,12 @@ class Daemon:
         self._maybe_events = self._maybe_runs = True
         self._wake.set()
 
-    async def publish(self, req: PublishRequest) -> str:
-        """ctx.events.publish from a script: same tenant, through the durable path."""
-        event_id = await self.store.enqueue(
-            req.tenant_id, req.event_type, req.payload, None, req.depth, "script"
-        )
-        return str(event_id)
-
     async def run(self, until_idle: bool = False) -> None:
+        self._send, self._recv = anyio.create_memory_object_stream[Outcome](10_000)
+        with self._send, self._recv:
+            await self._run(until_idle)
+
+    async def _run(self, until_idle: bool) -> None:
         await self.store.register_daemon(self.id, socket.gethostname(), os.getpid())
         _LOG.info("daemon_started", daemon_id=self.id, concurrency=self.settings.concurrency,
                   until_idle=until_idle)
@@ -141,9 +138,11 @@ class Daemon:
         s = self.settings
         events = 0
         if self._maybe_events:
+            # Cleared before the query, so a wake-up that arrives during it is not lost.
+            self._maybe_events = False
             events, created = await self.store.dispatch_events(s.claim_batch, s.tenant_batch)
             self.counters.dispatched_events += events
-            self._maybe_events = events > 0
+            self._maybe_events = self._maybe_events or events > 0
             self._maybe_runs = self._maybe_runs or created > 0
         retried = await self._claim_retries(force=False)
         fired = await self._schedule(force=False)
@@ -157,8 +156,9 @@ class Daemon:
         # Start in batches, not one run per freed slot: fewer, larger round trips.
         if not self._maybe_runs or free < min(self._min_start, s.concurrency) and self._in_flight:
             return 0
+        self._maybe_runs = False
         started = await self.store.start_runs(self.id, free, max(1, s.concurrency // 2))
-        self._maybe_runs = len(started) >= free
+        self._maybe_runs = self._maybe_runs or len(started) >= free
         for run in started:
             self._in_flight[run.execution_id] = run
             runs.start_soon(self._execute, run)
@@ -317,16 +317,29 @@ class Daemon:
                 self.wake()
 
 
+def store_publisher(store: Store) -> Publisher:
+    """ctx.events.publish from a script: into the script's own tenant (the executor fills it
+    in, never the script), through the same durable path as jsrt_publish."""
+
+    async def publish(req: PublishRequest) -> str:
+        event_id = await store.enqueue(
+            req.tenant_id, req.event_type, req.payload, None, req.depth, "script"
+        )
+        return str(event_id)
+
+    return publish
+
+
 async def run_daemon(settings: Settings, until_idle: bool = False) -> int:
     """`jsrt run`: the daemon with signal handling; returns the exit code."""
     import signal
 
     store = await Store.open(settings.require_database(), max_size=max(4, settings.concurrency // 4 + 4))
     try:
-        executor = Executor(workers=settings.worker_count, fetch_allowlist=settings.fetch_allowlist)
+        executor = Executor(workers=settings.worker_count, publisher=store_publisher(store),
+                            fetch_allowlist=settings.fetch_allowlist)
         async with executor:
             daemon = Daemon(settings, store, executor)
-            executor.publisher = daemon.publish
             async with anyio.create_task_group() as tg:
                 async def on_signal() -> None:
                     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

@@ -97,6 +97,7 @@ class Listener:
             conn.terminate()
 
     def _notified(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
+        _LOG.debug("notification_received", channel=channel)
         self._wake()
         if not self._leader and channel == EVENTS_CHANNEL:
             return

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -30,13 +31,20 @@ def with_database(dsn: str, name: str) -> str:
 
 
 def _docker_answers() -> bool:
-    try:
-        import docker  # type: ignore[import-untyped]
-
-        docker.from_env(timeout=2).ping()
-        return True
-    except Exception:
+    if not (os.path.exists("/var/run/docker.sock") or os.environ.get("DOCKER_HOST")):
         return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            import docker  # type: ignore[import-untyped]
+
+            client = docker.from_env(timeout=2)
+            try:
+                return bool(client.ping())
+            finally:
+                client.close()
+        except Exception:
+            return False
 
 
 @pytest.fixture(scope="session")
@@ -50,9 +58,12 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         with PostgresContainer("postgres:16-alpine", driver=None) as pg:
             yield pg.get_connection_url()
     else:
-        import pgserver  # type: ignore[import-untyped]
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); harmless here
+            warnings.simplefilter("ignore")
+            import pgserver  # type: ignore[import-untyped]
 
-        server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
+            server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
         yield server.get_uri()
 
 

@@ -7,15 +7,19 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from consumer.daemon import store_publisher
 from consumer.sandbox import Executor
+from consumer.store import Store
 from support.daemons import drain
 from support.factories import executions, make_script, make_tenant, publish
 
 
 @pytest.fixture
-async def executor() -> AsyncIterator[Executor]:
-    async with Executor(workers=2) as ex:
+async def executor(db_url: str) -> AsyncIterator[Executor]:
+    store = await Store.open(db_url)
+    async with Executor(workers=2, publisher=store_publisher(store)) as ex:
         yield ex
+    await store.close()
 
 
 async def test_publish_runs_every_subscribed_script_once(

@@ -109,7 +109,15 @@ class DaemonProcess:
         try:
             return self.proc.wait(timeout)
         finally:
-            self._reader.join(5)
+            self.close()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._reader.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 @contextmanager
@@ -118,6 +126,4 @@ def daemon_process(db_url: str, **kw: Any) -> Iterator[DaemonProcess]:
     try:
         yield d
     finally:
-        if d.proc.poll() is None:
-            d.proc.kill()
-            d.proc.wait(10)
+        d.close()
