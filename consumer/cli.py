@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("event_type")
     pub.add_argument("payload", nargs="?", help="JSON payload (default {})")
     pub.set_defaults(func=cmd_publish)
+
+    from consumer.commands import register_all
+
+    register_all(sub)
     return p
 
 

@@ -1,4 +1,6 @@
-"""Named SQL: every runtime query lives in queries.sql under a `-- name: x` header."""
+"""Named SQL: every runtime query lives in a .sql file of this folder under a `-- name: x`
+header (queries.sql for the core loop, one file per further topic). Names are unique across
+files."""
 
 from __future__ import annotations
 
@@ -16,7 +18,13 @@ def parse(text: str) -> dict[str, str]:
 
 @cache
 def queries() -> dict[str, str]:
-    return parse((Path(__file__).parent / "queries.sql").read_text())
+    merged: dict[str, str] = {}
+    for path in sorted(Path(__file__).parent.glob("*.sql")):
+        for name, body in parse(path.read_text()).items():
+            if name in merged:
+                raise ValueError(f"query {name!r} is defined twice ({path.name})")
+            merged[name] = body
+    return merged
 
 
 def q(name: str) -> str:
