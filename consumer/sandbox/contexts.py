@@ -15,7 +15,7 @@ Key = tuple[str, str, str]  # (tenant_id, script_id, version_id)
 
 
 class ContextPool:
-    def __init__(self, max_idle: int = 128, max_runs: int = 1000) -> None:
+    def __init__(self, max_idle: int = 32, max_runs: int = 1000) -> None:
         self.max_idle = max_idle
         self.max_runs = max_runs
         self._idle: OrderedDict[Key, list[JsContext]] = OrderedDict()

@@ -46,6 +46,7 @@ class JsContext:
         self.key = key
         self.source = source
         self.runs = 0
+        self._closed = False
         self._stack = ExitStack()
         self._mr = self._stack.enter_context(mini_racer(asyncio.get_running_loop()))
 
@@ -74,8 +75,14 @@ class JsContext:
             raise eval_error(str(exc)) from None
         return value if isinstance(value, str) else ""
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
-        # Freeing the context stops any JavaScript still running in it (leftover microtasks).
+        # Freeing the context stops any JavaScript still running in it (leftover microtasks)
+        # and waits for its thread: after this, the script can no longer allocate or crash.
+        self._closed = True
         self._stack.close()
 
 

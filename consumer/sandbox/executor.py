@@ -36,12 +36,12 @@ log = structlog.get_logger("jsrt.sandbox")
 @dataclass(frozen=True, slots=True)
 class ExecutorOptions:
     workers: int
-    max_inflight_per_worker: int = 64
+    max_inflight_per_worker: int = 32
     rlimit_data_bytes: int = 2 << 30
     max_worker_rss_bytes: int = 2 << 30
     kill_grace_s: float = 1.0
     heartbeat_timeout_s: float = 5.0
-    max_idle_contexts: int = 128
+    max_idle_contexts: int = 32
     max_context_runs: int = 1000
     max_attempts: int = 3
     fetch_max_response_bytes: int = 1 << 20

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -165,10 +166,8 @@ class WorkerProcess(asyncio.SubprocessProtocol):
         if self.kill_reason is None:
             self.kill_reason = reason
         if self._transport is not None and not self.closed.done():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 self._transport.kill()
-            except ProcessLookupError:
-                pass
 
     async def stop(self, timeout_s: float = 2.0) -> None:
         """Ask the worker to exit; kill it if it does not."""

@@ -25,6 +25,7 @@ from consumer.sandbox.watchdog import MemoryWatchdog
 # V8's own slack; the margin keeps a script under its heap limit from being blamed for it.
 MEMORY_MARGIN = 8 << 20
 POLL_MAX_S = 0.05
+SALVAGE_S = 0.05
 CLEANUP_NS = 2_000_000_000  # how long closing a context may take before the parent kills
 
 
@@ -94,8 +95,7 @@ class Runner:
         clean = False
         try:
             if ctx is None:
-                ctx = JsContext(job.key, job.source)
-                await self._boot(job, ctx)
+                ctx = await self._boot(job)
                 code = install_code(job.source) + "\n" + self._run_code(job)
             else:
                 code = self._run_code(job)
@@ -104,12 +104,10 @@ class Runner:
             outbox = await self._converse(job, ctx, await self._step(job, ctx, code))
             fields, clean = self._finish(job, outbox)
         except StepTimeout:
-            await self._salvage_logs(job, ctx)
             fields = _fields(
                 job, "timeout", error=f"timeout: exceeded max_execution_time_ms={job.time_ms}"
             )
         except MemoryLimitHit:
-            await self._salvage_logs(job, ctx)
             fields = self._memory_exceeded(job)
         except ScriptError as exc:
             fields = _fields(job, "failed", error=exc.error, stack=exc.stack)
@@ -117,7 +115,7 @@ class Runner:
             # collect() returned something else than its outbox: the script broke the runtime
             # of its own context (it can reach nothing else).
             fields = _fields(job, "failed", error="sandbox runtime corrupted by the script")
-        if ctx is not None:
+        if ctx is not None and not ctx.closed:
             if clean:
                 self._pool.give(ctx)
             else:
@@ -134,14 +132,20 @@ class Runner:
             finally:
                 self._slot.leave()
 
-    async def _boot(self, job: Job, ctx: JsContext) -> None:
+    async def _boot(self, job: Job) -> JsContext:
+        """A fresh context, made under the lock so that a burst of cold starts stays a queue."""
         async with self._lock:
             self._start_clock(job)
             self._slot.enter(job.seq, time.monotonic_ns() + int(job.remaining() * 1e9))
+            ctx = JsContext(job.key, job.source)
             try:
                 await ctx.boot(job.remaining())
+            except BaseException:
+                ctx.close()
+                raise
             finally:
                 self._slot.leave()
+            return ctx
 
     @staticmethod
     def _run_code(job: Job) -> str:
@@ -167,8 +171,12 @@ class Runner:
                 await ctx.eval(code, job.remaining())
                 raw = await ctx.eval("__jsrt.collect()", job.remaining())
             except asyncio.CancelledError:
-                if job.memory_hit and task.uncancel() == 0:
-                    raise MemoryLimitHit from None
+                if not (job.memory_hit and task.uncancel() == 0):
+                    raise
+                await self._terminate(job, ctx)
+                raise MemoryLimitHit from None
+            except (StepTimeout, MemoryLimitHit):
+                await self._terminate(job, ctx)
                 raise
             finally:
                 self._watchdog.disarm()
@@ -250,19 +258,20 @@ class Runner:
             job, "failed", error=f"memory limit exceeded (max_memory_bytes={job.memory})"
         )
 
-    async def _salvage_logs(self, job: Job, ctx: JsContext | None) -> None:
-        """After a terminated step the context usually still answers; if not, logs are lost."""
-        if ctx is None:
-            return
-        async with self._lock:
-            self._slot.enter(job.seq, time.monotonic_ns() + CLEANUP_NS)
-            try:
-                raw = await ctx.eval("__jsrt.logs()", 0.05)
-                job.logs.extend(json.loads(raw) if raw else [])
-            except Exception:
-                return
-            finally:
-                self._slot.leave()
+    async def _terminate(self, job: Job, ctx: JsContext) -> None:
+        """End a context whose step was cut short, still holding the step lock and with the
+        slot naming this execution: terminated JavaScript can go on allocating inside V8's
+        runtime (or abort the process) until its thread is joined, and that must neither be
+        measured against the next step nor blamed on it."""
+        self._watchdog.disarm()
+        self._slot.enter(job.seq, time.monotonic_ns() + CLEANUP_NS)
+        try:
+            raw = await ctx.eval("__jsrt.logs()", SALVAGE_S)
+            job.logs.extend(json.loads(raw) if raw else [])
+        except Exception:
+            pass
+        finally:
+            ctx.close()
 
 
 def _fields(

@@ -8,6 +8,7 @@ can no longer speak. Writes are plain 8-byte stores into a shared mapping (no sy
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import struct
@@ -60,7 +61,5 @@ class Slot:
     def close(self, *, unlink: bool = False) -> None:
         self._map.close()
         if unlink:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
-            except FileNotFoundError:
-                pass

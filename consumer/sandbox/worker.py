@@ -16,7 +16,15 @@ import signal
 import sys
 from typing import Any
 
+from consumer.sandbox import protocol
+from consumer.sandbox.contexts import ContextPool
+from consumer.sandbox.engine import JsContext
+from consumer.sandbox.runner import Job, Runner
+from consumer.sandbox.slot import Slot
+from consumer.sandbox.watchdog import MemoryWatchdog
+
 HEARTBEAT_S = 0.1
+THREAD_STACK_BYTES = 2 << 20
 
 
 def _harden(rlimit_data: int) -> None:
@@ -43,9 +51,7 @@ def _protocol_fds() -> tuple[int, int]:
 
 class _Reader(asyncio.Protocol):
     def __init__(self, on_message: Any, on_eof: Any) -> None:
-        from consumer.sandbox.protocol import LineBuffer
-
-        self._lines = LineBuffer(on_message)
+        self._lines = protocol.LineBuffer(on_message)
         self._on_eof = on_eof
 
     def data_received(self, data: bytes) -> None:
@@ -55,42 +61,52 @@ class _Reader(asyncio.Protocol):
         self._on_eof()
 
 
-async def serve(args: argparse.Namespace) -> None:
-    from consumer.sandbox import protocol
-    from consumer.sandbox.contexts import ContextPool
-    from consumer.sandbox.engine import JsContext
-    from consumer.sandbox.runner import Job, Runner
-    from consumer.sandbox.slot import Slot
-    from consumer.sandbox.watchdog import MemoryWatchdog
+class _Jobs:
+    """The executions this worker holds, by the parent's sequence number."""
 
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+        self._jobs: dict[int, Job] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def handle(self, message: list[Any]) -> None:
+        if message[0] == protocol.RUN:
+            job = Job.from_message(message)
+            self._jobs[job.seq] = job
+            task = asyncio.get_running_loop().create_task(self._run(job))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif message[0] == protocol.RET:
+            target = self._jobs.get(message[1])
+            if target is not None:
+                target.deliver(message[2:])
+
+    async def _run(self, job: Job) -> None:
+        try:
+            await self._runner.run(job)
+        finally:
+            del self._jobs[job.seq]
+
+
+async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     read_fd, write_fd = _protocol_fds()
     write_transport, _ = await loop.connect_write_pipe(
         asyncio.Protocol, os.fdopen(write_fd, "wb", 0)
     )
-    writer = protocol.BatchWriter(loop, write_transport.write)  # type: ignore[attr-defined]
+    assert isinstance(write_transport, asyncio.WriteTransport)
+    writer = protocol.BatchWriter(loop, write_transport.write)
     slot = Slot(args.slot, create=False)
     pool = ContextPool(args.max_idle_contexts, args.max_context_runs)
     watchdog = MemoryWatchdog(loop)
-    runner = Runner(writer.send, slot, pool, watchdog)
-    jobs: dict[int, Job] = {}
+    jobs = _Jobs(Runner(writer.send, slot, pool, watchdog))
     stopped = asyncio.Event()
-    tasks: set[asyncio.Task[None]] = set()
 
     def on_message(message: list[Any]) -> None:
-        kind = message[0]
-        if kind == protocol.RUN:
-            job = Job.from_message(message)
-            jobs[job.seq] = job
-            task = loop.create_task(runner.run(job))
-            tasks.add(task)
-            task.add_done_callback(lambda t, seq=job.seq: (tasks.discard(t), jobs.pop(seq, None)))
-        elif kind == protocol.RET:
-            job = jobs.get(message[1])
-            if job is not None:
-                job.deliver(message[2:])
-        elif kind == protocol.QUIT:
+        if message[0] == protocol.QUIT:
             stopped.set()
+        else:
+            jobs.handle(message)
 
     await loop.connect_read_pipe(
         lambda: _Reader(on_message, stopped.set), os.fdopen(read_fd, "rb", 0)
@@ -114,11 +130,24 @@ async def serve(args: argparse.Namespace) -> None:
     watchdog.close()
 
 
+def _small_stacks(argv: list[str]) -> None:
+    """Re-exec with a 2 MiB stack limit, which glibc reads once at start-up as the default
+    thread stack size: every V8 context owns a thread, and RLIMIT_DATA counts its stack."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
+    if soft == resource.RLIM_INFINITY or soft > THREAD_STACK_BYTES:
+        if hard != resource.RLIM_INFINITY and hard < THREAD_STACK_BYTES:
+            return
+        resource.setrlimit(resource.RLIMIT_STACK, (THREAD_STACK_BYTES, hard))
+        os.execv(sys.executable, [sys.executable, "-m", "consumer.sandbox.worker", *argv])
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    _small_stacks(argv)
     parser = argparse.ArgumentParser(prog="consumer.sandbox.worker")
     parser.add_argument("--slot", required=True)
     parser.add_argument("--rlimit-data", type=int, default=2 << 30)
-    parser.add_argument("--max-idle-contexts", type=int, default=128)
+    parser.add_argument("--max-idle-contexts", type=int, default=32)
     parser.add_argument("--max-context-runs", type=int, default=1000)
     args = parser.parse_args(argv)
     _harden(args.rlimit_data)

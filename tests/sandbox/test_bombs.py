@@ -1,0 +1,179 @@
+# ruff: noqa: E501 - JavaScript one-liners read better unbroken.
+"""Scripts that try to freeze, crash or exhaust the sandbox: each one ends with the right
+verdict, and the pool serves the next execution."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from conftest import FAST, make_request
+
+from consumer.sandbox import Limits
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+SHORT = Limits(max_execution_time_ms=400, max_memory_bytes=16 << 20)
+TIMEOUTS = {
+    "infinite loop": "async function handler() { while (true) {} }",
+    "loop after await": "async function handler() { await null; while (true) {} }",
+    "top-level loop": "while (true) {}\nfunction handler() {}",
+    "host call then loop": "async function handler(i, ctx) { await ctx.events.publish('t', {}); while (true) {} }",
+    "getter loop on output": "async function handler() { return { get x() { while (true) {} } } }",
+    "then loop on output": "function handler() { return { then() { while (true) {} } } }",
+    "promise never settles": "async function handler() { await new Promise(() => {}) }",
+}
+
+
+@pytest.mark.parametrize("bomb", TIMEOUTS)
+async def test_runaway_scripts_time_out(run, healthy, bomb):
+    result = await run(TIMEOUTS[bomb], limits=SHORT)
+    assert result.status == "timeout", result
+    assert result.error == "timeout: exceeded max_execution_time_ms=400"
+    await healthy()
+
+
+async def test_microtask_storm_ends_in_timeout_or_memory(run, healthy):
+    # Each microtask leaves a settled promise behind, so the storm also grows the heap.
+    source = "async function handler() { const f = () => Promise.resolve().then(f); f(); await new Promise(() => {}) }"
+    result = await run(source, limits=SHORT)
+    assert (result.status, result.error) in [
+        ("timeout", "timeout: exceeded max_execution_time_ms=400"),
+        ("failed", "memory limit exceeded (max_memory_bytes=16777216)"),
+    ], result
+    await healthy()
+
+
+MEMORY = {
+    "heap bomb": "async function handler() { const a = []; while (true) a.push({ x: new Array(1000).fill(1) }) }",
+    "string heap bomb": "async function handler() { let s = 'x'; const a = []; while (true) { a.push(s); s = s + s.slice(0, 100000) + 'y' } }",
+    "ArrayBuffer bomb": "async function handler() { const a = []; while (true) a.push(new Uint8Array(1e7).fill(1)) }",
+    "untouched ArrayBuffer bomb": "async function handler() { const a = []; while (true) a.push(new Uint8Array(1e8)) }",
+}
+
+
+@pytest.mark.parametrize("bomb", MEMORY)
+async def test_memory_bombs_fail_with_memory_limit(run, healthy, bomb):
+    limits = Limits(max_execution_time_ms=10_000, max_memory_bytes=16 << 20)
+    result = await run(MEMORY[bomb], limits=limits)
+    assert result.status == "failed", result
+    assert result.error.startswith(
+        (
+            "memory limit exceeded (max_memory_bytes=16777216)",
+            "RangeError: Array buffer allocation failed",
+        )
+    ), result
+    await healthy()
+
+
+ENGINE_KILLERS = {
+    "huge arrays": "let a = []; while (true) a.push(new Array(1.2e8).fill(0))\nfunction handler() {}",
+    "huge split": "'x'.repeat(2**29 - 30).split('')\nfunction handler() {}",
+}
+
+
+@pytest.mark.parametrize("bomb", ENGINE_KILLERS)
+async def test_scripts_that_abort_v8_kill_only_their_worker(executor, run, healthy, bomb):
+    limits = Limits(max_execution_time_ms=10_000, max_memory_bytes=64 << 20)
+    result = await run(ENGINE_KILLERS[bomb], limits=limits)
+    assert result.status in ("failed", "timeout"), result
+    assert result.error.startswith(
+        ("script crashed the engine: ", "memory limit exceeded", "timeout: exceeded")
+    ), result
+    assert "/" not in result.error  # no file paths from V8's crash report
+    await healthy()
+
+
+async def test_innocent_executions_sharing_a_crashed_worker_are_rerun(executor):
+    restarts = executor.restarts
+    innocent = [
+        make_request(
+            "async function handler(i) { await new Promise(r => setTimeout(r, 50)); return i }",
+            i,
+            script="innocent",
+        )
+        for i in range(40)
+    ]
+    crash = make_request(
+        "'x'.repeat(2**29 - 30).split('')\nfunction handler() {}",
+        limits=Limits(max_execution_time_ms=10_000),
+    )
+    results = await asyncio.gather(
+        *(executor.execute(r) for r in [*innocent[:20], crash, *innocent[20:]])
+    )
+    crashed = results.pop(20)
+    assert crashed.status == "failed" and crashed.error.startswith("script crashed the engine: "), (
+        crashed
+    )
+    assert [(r.status, r.output) for r in results] == [("completed", i) for i in range(40)], [
+        r for r in results if r.status != "completed"
+    ][:2]
+    assert executor.restarts > restarts
+
+
+async def test_huge_output_is_refused_and_not_stored(run, healthy):
+    result = await run("async function handler() { return 'x'.repeat(2000000) }")
+    assert result.status == "failed" and result.output is None
+    assert result.error == "output too large: 2000002 bytes > max_output_size_bytes=1048576"
+    await healthy()
+
+
+LEFTOVERS = {
+    "timer": "async function handler() { setTimeout(() => { while (true) {} }, 0); return 'done' }",
+    "pending host call": "async function handler(i, ctx) { ctx.events.publish('left', {}); return 'done' }",
+    "timer far away": "async function handler() { setTimeout(() => { globalThis.poisoned = true }, 60000); return 'done' }",
+}
+
+
+@pytest.mark.parametrize("kind", LEFTOVERS)
+async def test_leftover_work_does_not_poison_the_next_run(run, kind):
+    script = f"leftover-{kind}"
+    source = LEFTOVERS[kind] + "\nconst seen = globalThis.poisoned;"
+    first = await run(source, script=script)
+    assert (first.status, first.output) == ("completed", "done"), first
+    second = await run(source, script=script)
+    assert (second.status, second.output) == ("completed", "done"), second
+
+
+async def test_leftover_microtask_loop_times_out_its_own_execution(run, healthy):
+    source = "async function handler() { (async () => { await null; await null; while (true) {} })(); return 1 }"
+    result = await run(source, limits=SHORT)
+    assert result.status == "timeout"
+    await healthy()
+
+
+async def test_console_flood_is_truncated_once(run):
+    result = await run(
+        "async function handler() { for (let i = 0; i < 100000; i++) console.log('line', i); return 'ok' }"
+    )
+    assert result.status == "completed"
+    assert len(result.logs) == 1001
+    assert result.logs[-1]["message"] == "[console output truncated]"
+    assert result.logs[0]["message"] == "line 0"
+
+
+async def test_console_flood_by_size_is_truncated(run):
+    result = await run(
+        "async function handler() { for (let i = 0; i < 100; i++) console.log('y'.repeat(10000)); return 'ok' }"
+    )
+    assert result.status == "completed"
+    assert sum(len(line["message"]) for line in result.logs) < 70_000
+    assert result.logs[-1]["message"] == "[console output truncated]"
+
+
+async def test_logs_of_a_timed_out_execution_are_kept(run):
+    result = await run(
+        "async function handler() { console.log('before'); while (true) {} }", limits=SHORT
+    )
+    assert result.status == "timeout"
+    assert [line["message"] for line in result.logs] == ["before"]
+
+
+async def test_a_step_can_not_outlive_the_parent_deadline(executor, run):
+    # The worker enforces deadlines itself; the parent's supervision is the backstop and must
+    # not fire for a healthy worker that handles long but legal executions.
+    result = await run(
+        "async function handler() { const t = Date.now(); while (Date.now() - t < 300) {} return 'ok' }",
+        limits=FAST,
+    )
+    assert result.status == "completed"
