@@ -7,11 +7,16 @@ clean; after an error, a timeout, a memory event, a left-over timer or host call
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 
 from consumer.sandbox.engine import JsContext
 
 Key = tuple[str, str, str]  # (tenant_id, script_id, version_id)
+BOOT_TIMEOUT_S = 10.0
+
+
+SPARES = 2  # booted, unassigned contexts kept ready for cold starts
 
 
 class ContextPool:
@@ -20,6 +25,23 @@ class ContextPool:
         self.max_runs = max_runs
         self._idle: OrderedDict[Key, list[JsContext]] = OrderedDict()
         self._count = 0
+        self._spares: list[JsContext] = []
+        self._refill: asyncio.Task[None] | None = None
+
+    async def fresh(self, key: Key, source: str, timeout: float) -> JsContext:
+        """A never-used context for this script version: a spare if one is ready."""
+        ctx = self._spares.pop() if self._spares else await JsContext.create(timeout)
+        ctx.assign(key, source)
+        if self._refill is None:
+            self._refill = asyncio.get_running_loop().create_task(self._make_spares())
+        return ctx
+
+    async def _make_spares(self) -> None:
+        try:
+            while len(self._spares) < SPARES:
+                self._spares.append(await JsContext.create(BOOT_TIMEOUT_S))
+        finally:
+            self._refill = None
 
     def take(self, key: Key, source: str) -> JsContext | None:
         contexts = self._idle.get(key)
@@ -35,7 +57,7 @@ class ContextPool:
         return ctx
 
     def give(self, ctx: JsContext) -> None:
-        if ctx.runs >= self.max_runs:
+        if ctx.runs >= self.max_runs or ctx.key is None:
             ctx.close()
             return
         self._idle.setdefault(ctx.key, []).append(ctx)
@@ -52,5 +74,9 @@ class ContextPool:
             del self._idle[key]
 
     def close(self) -> None:
+        if self._refill is not None:
+            self._refill.cancel()
         while self._count:
             self._evict_oldest()
+        while self._spares:
+            self._spares.pop().close()

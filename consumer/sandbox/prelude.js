@@ -16,12 +16,11 @@
   const MAX_LOG_BYTES = 65536;
   const MAX_DEPTH = 8;
 
-  // mini-racer 0.14.1 installs a setTimeout built on Atomics.waitAsync that runs callbacks as
-  // tasks outside any step (and throws for a 0 delay); Atomics.wait can park the isolate thread.
-  // Neither has a use here: timers are ours (below), and there are no other threads to wait for.
+  // Atomics.waitAsync runs callbacks as tasks outside any step (mini-racer's own setTimeout
+  // shim, which we do not install, is built on it), and Atomics.wait can park the isolate's
+  // thread. Neither has a use here: timers are ours (below), and there is no other thread.
   delete g.Atomics.wait;
   delete g.Atomics.waitAsync;
-  g.__timer_manager = undefined;
 
   class RateLimitError extends Error {
     constructor(message) {

@@ -133,19 +133,10 @@ class Runner:
                 self._slot.leave()
 
     async def _boot(self, job: Job) -> JsContext:
-        """A fresh context, made under the lock so that a burst of cold starts stays a queue."""
+        """A fresh context, taken under the lock so that a burst of cold starts stays a queue."""
         async with self._lock:
             self._start_clock(job)
-            self._slot.enter(job.seq, time.monotonic_ns() + int(job.remaining() * 1e9))
-            ctx = JsContext(job.key, job.source)
-            try:
-                await ctx.boot(job.remaining())
-            except BaseException:
-                ctx.close()
-                raise
-            finally:
-                self._slot.leave()
-            return ctx
+            return await self._pool.fresh(job.key, job.source, job.remaining())
 
     @staticmethod
     def _run_code(job: Job) -> str:

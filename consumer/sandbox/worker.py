@@ -112,9 +112,7 @@ async def serve(args: argparse.Namespace) -> None:
         lambda: _Reader(on_message, stopped.set), os.fdopen(read_fd, "rb", 0)
     )
     # The first context pays for V8's own start-up (about 0.1 s); pay it before saying ready.
-    warmup = JsContext(("", "", ""), "")
-    await warmup.boot(10.0)
-    warmup.close()
+    (await JsContext.create(10.0)).close()
 
     async def heartbeat() -> None:
         while True:
