@@ -198,7 +198,8 @@ COMMENT ON FUNCTION jsrt_publish(UUID, TEXT, JSONB) IS
 -- visited in id order from p_after, wrapping round (the daemon passes a random start, so
 -- no script is favoured), taking at most p_per_script of each: one script's backlog never
 -- starves another's single run. A script's max_concurrent_runs holds across every daemon:
--- the per-script advisory lock serialises count-then-start between concurrent starters.
+-- the per-script advisory lock serialises count-then-start between concurrent starters
+-- (anyone else counting this script's runs, e.g. jsrt_start_now, must take it too).
 CREATE OR REPLACE FUNCTION jsrt_start_runs(
     p_daemon TEXT, p_limit INTEGER, p_per_script INTEGER, p_after UUID DEFAULT NULL
 ) RETURNS TABLE (
@@ -231,7 +232,9 @@ BEGIN
         END IF;
         v_cursor := v_script;
 
-        PERFORM pg_advisory_xact_lock(hashtextextended('jsrt_run:' || v_script::text, 0));
+        -- Try, never wait: two starters visiting scripts in different orders would
+        -- otherwise deadlock. A script locked now is being started by another daemon.
+        CONTINUE WHEN NOT pg_try_advisory_xact_lock(hashtextextended('jsrt_run:' || v_script::text, 0));
         SELECT COALESCE((s.resource_limits->>'max_concurrent_runs')::int, 5)
                - (SELECT count(*) FROM jsrt_runs r WHERE r.script_id = v_script AND r.state = 'running')
         INTO v_free FROM scripts s WHERE s.id = v_script;
@@ -244,7 +247,7 @@ BEGIN
             ORDER BY r.created_at LIMIT v_free
             FOR UPDATE SKIP LOCKED
         ), upd AS (
-            UPDATE jsrt_runs r SET state = 'running', daemon_id = p_daemon, started_at = NOW()
+            UPDATE jsrt_runs r SET state = 'running', daemon_id = p_daemon, started_at = clock_timestamp()
             FROM picked WHERE r.execution_id = picked.execution_id
             RETURNING r.execution_id
         )
@@ -254,7 +257,7 @@ BEGIN
 
     RETURN QUERY
     WITH started AS (
-        UPDATE script_executions e SET status = 'running', started_at = NOW()
+        UPDATE script_executions e SET status = 'running', started_at = r.started_at
         FROM jsrt_runs r
         WHERE r.execution_id = ANY (v_all) AND r.execution_id = e.id AND r.tenant_id = e.tenant_id
         RETURNING e.id, e.tenant_id, e.script_id, e.input, e.trigger_type, e.trigger_data,
@@ -264,5 +267,50 @@ BEGIN
            st.input, st.trigger_type::text, st.trigger_data, st.event_id, st.dead_letter_id,
            COALESCE((st.trigger_data->>'depth')::int, 0)
     FROM started st JOIN scripts s ON s.id = st.script_id AND s.tenant_id = st.tenant_id;
+END
+$$;
+
+-- ---------------------------------------------------------------- runs started now
+-- An execution started outside the queue (HTTP request, `jsrt exec`, embedded API): under
+-- the same per-script advisory lock as jsrt_start_runs, count the script's running runs and,
+-- when a slot is free, create the execution ('running') and its run, owned by p_daemon (the
+-- caller's lease in jsrt_daemons, so the rescuer knows it is alive). Returns the run in
+-- jsrt_start_runs' shape, or no row when the script is full. A script that does not exist
+-- in p_tenant_id, or is disabled or archived, raises no_data_found.
+CREATE OR REPLACE FUNCTION jsrt_start_now(
+    p_daemon TEXT, p_tenant_id UUID, p_script_id UUID, p_trigger_type TEXT,
+    p_trigger_data JSONB, p_input JSONB
+) RETURNS TABLE (
+    execution_id UUID, tenant_id UUID, script_id UUID, source TEXT, version_id TEXT,
+    resource_limits JSONB, input JSONB, trigger_type TEXT, trigger_data JSONB,
+    event_id UUID, dead_letter_id UUID, depth INTEGER
+)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_script scripts;
+    v_id UUID;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended('jsrt_run:' || p_script_id::text, 0));
+    SELECT s.* INTO v_script FROM scripts s
+    WHERE s.id = p_script_id AND s.tenant_id = p_tenant_id
+      AND s.status NOT IN ('disabled', 'archived');
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'jsrt_start_now: no runnable script % in tenant %', p_script_id, p_tenant_id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    IF (SELECT count(*) FROM jsrt_runs r WHERE r.script_id = p_script_id AND r.state = 'running')
+       >= COALESCE((v_script.resource_limits->>'max_concurrent_runs')::int, 5) THEN
+        RETURN;
+    END IF;
+    INSERT INTO script_executions (script_id, tenant_id, status, trigger_type, trigger_data, input)
+    VALUES (p_script_id, p_tenant_id, 'running', p_trigger_type, COALESCE(p_trigger_data, '{}'),
+            COALESCE(p_input, '{}'::jsonb))
+    RETURNING id INTO v_id;
+    INSERT INTO jsrt_runs (execution_id, tenant_id, script_id, state, daemon_id, started_at)
+    VALUES (v_id, p_tenant_id, p_script_id, 'running', p_daemon, NOW());
+    RETURN QUERY SELECT v_id, p_tenant_id, p_script_id, v_script.source, md5(v_script.source),
+                        v_script.resource_limits, COALESCE(p_input, '{}'::jsonb),
+                        p_trigger_type, COALESCE(p_trigger_data, '{}'), NULL::uuid, NULL::uuid, 0;
 END
 $$;

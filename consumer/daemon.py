@@ -13,8 +13,9 @@ import os
 import random
 import socket
 import uuid
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -22,15 +23,16 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from consumer import log
+from consumer import log, retention
 from consumer.clock import Clock, SystemClock
 from consumer.listener import Listener
-from consumer.records import Outcome, Run
+from consumer.records import Finished, Outcome, Run
 from consumer.retry import next_retry_at
 from consumer.scheduler import decide, log_decisions
 from consumer.sandbox import Executor
 from consumer.sandbox.types import ExecutionResult, Publisher, PublishRequest
 from consumer.settings import Settings
+from consumer.errors import StoreError
 from consumer.store import Store, StoreUnavailable
 
 _LOG = log.get("jsrt.daemon")
@@ -103,6 +105,8 @@ class Daemon:
                     tg.start_soon(self.listener.run)
                 tg.start_soon(self._heartbeat_loop)
                 tg.start_soon(self._completer)
+                if not until_idle and self.settings.cleanup_interval > 0:
+                    tg.start_soon(self._cleanup_loop)
                 async with anyio.create_task_group() as runs:
                     await self._claim_loop(runs, until_idle)
                     await self._finish_in_flight(runs)
@@ -125,6 +129,11 @@ class Daemon:
                 backoff = 0.1
             except StoreUnavailable as exc:
                 _LOG.warning("database_unavailable", error=str(exc)[:200], retry_in_s=backoff)
+                await self._sleep_or_stop(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            except StoreError as exc:  # e.g. a deadlock or serialization failure: try again
+                _LOG.error("claim_failed", error=str(exc).splitlines()[0][:300], retry_in_s=backoff)
                 await self._sleep_or_stop(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
@@ -223,7 +232,11 @@ class Daemon:
         self._wake.set()
 
     def _retry_at(self, run: Run) -> datetime:
-        count = int(run.trigger_data.get("retry", 0) or 0)
+        return self._next_retry(run.trigger_data)
+
+    def _next_retry(self, trigger_data: Mapping[str, Any]) -> datetime:
+        """When to retry after this attempt failed (trigger_data.retry = retries before it)."""
+        count = int(trigger_data.get("retry", 0) or 0)
         return next_retry_at(self.clock.now(), count, base=self.settings.retry_base_seconds)
 
     async def _finish_in_flight(self, runs: TaskGroup) -> None:
@@ -252,16 +265,7 @@ class Daemon:
             await self._record(batch)
 
     async def _record(self, batch: list[Outcome]) -> None:
-        backoff = 0.1
-        while True:
-            try:
-                with anyio.CancelScope(shield=True):
-                    finished = await self.store.complete_runs(self.id, batch)
-                break
-            except StoreUnavailable as exc:
-                _LOG.warning("database_unavailable", error=str(exc)[:200], retry_in_s=backoff)
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+        finished = await self._complete(batch)
         recorded = {f.execution_id for f in finished}
         for o in batch:
             self._log_outcome(o, o.run.execution_id in recorded)
@@ -269,6 +273,31 @@ class Daemon:
         self.counters.recorded += len(finished)
         self._maybe_runs = True  # slots of these scripts are free again
         self._wake.set()
+
+    async def _complete(self, batch: list[Outcome]) -> list[Finished]:
+        """Record a batch; wait out an unreachable database; if the database refuses the
+        batch, record one by one, and a result it refuses becomes a failure saying why."""
+        backoff = 0.1
+        while True:
+            try:
+                with anyio.CancelScope(shield=True):
+                    return await self.store.complete_runs(self.id, batch)
+            except StoreUnavailable as exc:
+                _LOG.warning("database_unavailable", error=str(exc)[:200], retry_in_s=backoff)
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except StoreError as exc:
+                if len(batch) > 1:
+                    return [f for o in batch for f in await self._complete([o])]
+                bad = batch[0]
+                if bad.result.status == "failed" and bad.result.output is None:
+                    _LOG.error("execution_unrecordable", execution_id=str(bad.run.execution_id),
+                               error=str(exc).splitlines()[0][:300])
+                    return []
+                reason = str(exc).splitlines()[0].removeprefix("database error: ")[:300]
+                batch = [replace(bad, result=ExecutionResult(
+                    status="failed", error=f"result could not be recorded: {reason}",
+                    logs=bad.result.logs, metrics=bad.result.metrics))]
 
     def _log_outcome(self, o: Outcome, recorded: bool) -> None:
         r, run = o.result, o.run
@@ -302,8 +331,7 @@ class Daemon:
             try:
                 await self.store.heartbeat(self.id)
                 lost = await self.store.rescue_lost_runs(
-                    s.heartbeat_timeout, self.clock.now() + timedelta(seconds=s.retry_base_seconds)
-                )
+                    s.heartbeat_timeout, lambda f: self._next_retry(f.trigger_data))
             except StoreUnavailable as exc:
                 _LOG.warning("heartbeat_failed", error=str(exc)[:200])
                 continue
@@ -315,6 +343,26 @@ class Daemon:
                 await self.listener.try_lead()
             if lost:
                 self.wake()
+
+
+    # ------------------------------------------------------------ retention
+    async def _cleanup_loop(self) -> None:
+        # The first pass soon after start, so that daemons restarted often still clean up.
+        delay = min(self.settings.cleanup_interval, 60.0)
+        while True:
+            await anyio.sleep(delay * random.uniform(0.9, 1.1))
+            await self.cleanup()
+            delay = self.settings.cleanup_interval
+
+    async def cleanup(self) -> dict[str, int]:
+        """Apply the retention policy once, at this daemon's clock (several daemons may: the
+        batches of one skip what another already deleted)."""
+        try:
+            return await retention.cleanup(
+                self.store, retention.Policy.from_settings(self.settings), self.clock.now())
+        except StoreError as exc:
+            _LOG.warning("cleanup_failed", error=str(exc).splitlines()[0][:300])
+            return {}
 
 
 def store_publisher(store: Store) -> Publisher:
