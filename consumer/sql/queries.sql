@@ -285,7 +285,10 @@ WHERE j.script_id = p.script_id AND j.tenant_id = p.tenant_id
 RETURNING j.script_id, j.is_running;
 
 -- name: cron_replan
-UPDATE script_scheduled_jobs j SET next_run_at = p.next_run_at
+-- A planned job is valid again: a fixed schedule no longer reads 'invalid'.
+UPDATE script_scheduled_jobs j
+SET next_run_at = p.next_run_at,
+    last_run_status = NULLIF(j.last_run_status, 'invalid')
 FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[]) AS p(script_id, tenant_id, next_run_at)
 WHERE j.script_id = p.script_id AND j.tenant_id = p.tenant_id;
 
