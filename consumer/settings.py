@@ -30,6 +30,14 @@ class Settings:
     log_format: str = "json"  # json | console
     log_level: str = "info"
     retry_base_seconds: float = 30.0
+    # Retention (`jsrt cleanup`, and the daemon every cleanup_interval seconds; 0 = never):
+    # finished executions, exhausted dead letters, dispatched events, cron firings.
+    retention_executions_days: float = 90.0
+    retention_dead_letters_days: float = 30.0
+    retention_events_days: float = 7.0
+    retention_cron_firings_days: float = 7.0
+    cleanup_interval: float = 3600.0
+    cleanup_batch: int = 1000  # rows per DELETE statement (each its own short transaction)
     schema_dir: Path = REPO_ROOT / "schema"
     triggers_file: Path = REPO_ROOT / "triggers.sql"
     fetch_allowlist: tuple[str, ...] = ()
@@ -70,6 +78,13 @@ class Settings:
                 "JSRT_LOG_LEVEL must be debug, info, warning or error",
             ),
             (self.retry_base_seconds > 0, "JSRT_RETRY_BASE_SECONDS must be > 0"),
+            (
+                min(self.retention_executions_days, self.retention_dead_letters_days,
+                    self.retention_events_days, self.retention_cron_firings_days) > 0,
+                "JSRT_RETENTION_*_DAYS must be > 0",
+            ),
+            (self.cleanup_interval >= 0, "JSRT_CLEANUP_INTERVAL must be >= 0 (0 disables)"),
+            (self.cleanup_batch >= 1, "JSRT_CLEANUP_BATCH must be >= 1"),
         ]
 
     @property

@@ -163,13 +163,17 @@ class Store:
         return len(rows)
 
     async def rescue_lost_runs(
-        self, timeout_s: float, retry_at: datetime, now: datetime | None = None
+        self, timeout_s: float, retry_at: datetime | Callable[[Finished], datetime],
+        now: datetime | None = None,
     ) -> list[Finished]:
-        """Close runs of daemons presumed dead as 'worker lost' and dead-letter them."""
+        """Close runs of daemons presumed dead as 'worker lost' and dead-letter them.
+        `retry_at` is the next retry time, or a function giving it for each lost run (a lost
+        retry counts as a failed attempt and backs off like one)."""
+        when = retry_at if callable(retry_at) else (lambda _f: retry_at)
         async with translated(), self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(q("rescue_lost_runs"), timeout_s, now)
             finished = [Finished.from_row(r) for r in rows]
-            await _dead_letter(conn, finished, {f.execution_id: retry_at for f in finished})
+            await _dead_letter(conn, finished, {f.execution_id: when(f) for f in finished})
             await _cron_finished(conn, finished)
             await conn.execute(q("forget_dead_daemons"), timeout_s, now)
         return finished

@@ -179,7 +179,7 @@ WITH upd AS (
 )
 UPDATE jsrt_dead_letter_state st
 SET in_flight = false,
-    next_retry_at = CASE WHEN upd.retry_count >= 3 THEN NULL ELSE n.next_retry_at END
+    next_retry_at = CASE WHEN upd.retry_count >= st.max_retries THEN NULL ELSE n.next_retry_at END
 FROM upd JOIN unnest($1::uuid[], $5::timestamptz[]) AS n(id, next_retry_at) ON n.id = upd.id
 WHERE st.dead_letter_id = upd.id AND st.tenant_id = upd.tenant_id
 RETURNING st.dead_letter_id, upd.retry_count;
@@ -194,12 +194,13 @@ RETURNING st.dead_letter_id;
 -- name: claim_retries
 -- Due, unresolved, not exhausted letters of active scripts become new pending executions
 -- (attempt = retry_count + 2). in_flight keeps a second daemon from retrying the same letter.
+-- max_retries is 3 unless an operator granted an exhausted letter one more attempt.
 WITH due AS (
     SELECT d.id, d.tenant_id, d.script_id, d.event_type, d.event_data, d.retry_count, st.event_id
     FROM jsrt_dead_letter_state st
     JOIN script_event_dead_letters d ON d.id = st.dead_letter_id AND d.tenant_id = st.tenant_id
     JOIN scripts s ON s.id = d.script_id AND s.tenant_id = d.tenant_id AND s.status = 'active'
-    WHERE st.resolved_at IS NULL AND NOT st.in_flight AND d.retry_count < 3
+    WHERE st.resolved_at IS NULL AND NOT st.in_flight AND d.retry_count < st.max_retries
       AND st.next_retry_at <= COALESCE($2::timestamptz, NOW())
     ORDER BY st.next_retry_at
     LIMIT $1
@@ -232,7 +233,7 @@ SELECT EXISTS (SELECT 1 FROM jsrt_events WHERE dispatched_at IS NULL)
     OR EXISTS (SELECT 1 FROM jsrt_dead_letter_state st
                JOIN script_event_dead_letters d ON d.id = st.dead_letter_id
                JOIN scripts s ON s.id = d.script_id AND s.status = 'active'
-               WHERE st.resolved_at IS NULL AND d.retry_count < 3
+               WHERE st.resolved_at IS NULL AND d.retry_count < st.max_retries
                  AND (st.in_flight OR st.next_retry_at <= COALESCE($1::timestamptz, NOW())))
     OR EXISTS (SELECT 1 FROM script_scheduled_jobs j
                JOIN scripts s ON s.id = j.script_id AND s.tenant_id = j.tenant_id

@@ -1,0 +1,60 @@
+"""Retention: the seed's policy (finished executions after 90 days, exhausted dead letters
+after 30) plus the runtime's own tables (dispatched events, fired cron ticks), every age
+configurable. Deletes run in batches of `batch` rows, each its own short statement, so no
+lock is held for long; `dry_run` only counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from consumer import log
+from consumer.settings import Settings
+from consumer.sql import q
+from consumer.store import Store, translated
+
+_LOG = log.get("jsrt.retention")
+
+# Letters before executions: an execution an unresolved letter points at is kept, and an
+# exhausted letter deleted first frees its execution in the same pass.
+RULES = ("dead_letters", "executions", "events", "cron_firings")
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    executions_days: float = 90.0
+    dead_letters_days: float = 30.0
+    events_days: float = 7.0
+    cron_firings_days: float = 7.0
+    batch: int = 1000
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> Policy:
+        return cls(s.retention_executions_days, s.retention_dead_letters_days,
+                   s.retention_events_days, s.retention_cron_firings_days, s.cleanup_batch)
+
+    def cutoff(self, rule: str, now: datetime) -> datetime:
+        days: float = getattr(self, f"{rule}_days")
+        return now - timedelta(days=days)
+
+
+async def cleanup(store: Store, policy: Policy, now: datetime,
+                  dry_run: bool = False) -> dict[str, int]:
+    """Apply every rule; returns rows deleted (or, with dry_run, that would be) per rule."""
+    counts = {rule: await _apply(store, rule, policy.cutoff(rule, now), policy.batch, dry_run)
+              for rule in RULES}
+    _LOG.info("cleanup_finished", dry_run=dry_run, **counts)
+    return counts
+
+
+async def _apply(store: Store, rule: str, cutoff: datetime, batch: int, dry_run: bool) -> int:
+    query = q(f"cleanup_{rule}")
+    async with translated():
+        if dry_run:
+            return int(await store.pool.fetchval(query, cutoff, None, True))
+        total = 0
+        while True:
+            deleted = int(await store.pool.fetchval(query, cutoff, batch, False))
+            total += deleted
+            if deleted < batch:
+                return total
