@@ -70,9 +70,16 @@ class JsContext:
 
     async def eval(self, code: str, timeout: float) -> str:
         """Evaluate; translate every engine outcome into our exceptions."""
+        return await self.step(code, None, timeout)
+
+    async def step(self, code: str, then: str | None, timeout: float) -> str:
+        """Evaluate `code`, then `then` in a separate task (after the microtask checkpoint),
+        under one deadline; return the last value."""
         try:
             async with asyncio.timeout(max(timeout, 0.0)):
                 value = await self._mr.eval_cancelable(code)
+                if then is not None:
+                    value = await self._mr.eval_cancelable(then)
         except TimeoutError as exc:
             raise StepTimeout from exc
         except JSOOMException as exc:

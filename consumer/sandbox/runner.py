@@ -159,8 +159,7 @@ class Runner:
             self._slot.enter(job.seq, time.monotonic_ns() + int(job.remaining() * 1e9))
             self._watchdog.arm(rss_budget(job.memory), lambda: self._on_memory(job, task, token))
             try:
-                await ctx.eval(code, job.remaining())
-                raw = await ctx.eval("__jsrt.collect()", job.remaining())
+                raw = await ctx.step(code, "__jsrt.collect()", job.remaining())
             except asyncio.CancelledError:
                 if not (job.memory_hit and task.uncancel() == 0):
                     raise
