@@ -55,7 +55,7 @@ async def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from consumer.daemon import run_daemon
 
-    return await run_daemon(settings, until_idle=args.until_idle)
+    return await run_daemon(settings, until_idle=args.until_idle, http=args.http)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run the daemon")
     r.add_argument("--until-idle", action="store_true", help="process everything due, then exit")
+    r.add_argument("--http", metavar="HOST:PORT", help="also serve HTTP triggers on this address")
     r.set_defaults(func=cmd_run)
 
     pub = sub.add_parser("publish", help="publish an event; prints its id")

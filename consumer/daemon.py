@@ -378,9 +378,12 @@ def store_publisher(store: Store) -> Publisher:
     return publish
 
 
-async def run_daemon(settings: Settings, until_idle: bool = False) -> int:
-    """`jsrt run`: the daemon with signal handling; returns the exit code."""
+async def run_daemon(settings: Settings, until_idle: bool = False, http: str | None = None) -> int:
+    """`jsrt run`: the daemon with signal handling (and, given `http` = HOST:PORT, the HTTP
+    trigger server on the same executor); returns the exit code."""
     import signal
+
+    from consumer.http import start_http
 
     store = await Store.open(settings.require_database(), max_size=max(4, settings.concurrency // 4 + 4))
     try:
@@ -395,7 +398,10 @@ async def run_daemon(settings: Settings, until_idle: bool = False) -> int:
                             _LOG.info("signal_received", signal=signal.Signals(signum).name)
                             daemon.stop()
                 tg.start_soon(on_signal)
+                server = await start_http(tg, settings, store, executor, http) if http else None
                 await daemon.run(until_idle=until_idle)
+                if server is not None:
+                    await server.shutdown()
                 tg.cancel_scope.cancel()
     finally:
         await store.close()

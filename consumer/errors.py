@@ -28,3 +28,11 @@ class NotFound(JsrtError):
 
 class InvalidEvent(JsrtError):
     """An event was rejected: it is malformed."""
+
+
+class ValidationError(JsrtError):
+    """Invalid input."""
+
+
+class ScriptBusy(JsrtError):
+    """The script's max_concurrent_runs is full; try again later."""

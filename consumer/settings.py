@@ -41,6 +41,7 @@ class Settings:
     schema_dir: Path = REPO_ROOT / "schema"
     triggers_file: Path = REPO_ROOT / "triggers.sql"
     fetch_allowlist: tuple[str, ...] = ()
+    http_max_body_bytes: int = 1 << 20  # larger HTTP request bodies get 413
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -78,6 +79,7 @@ class Settings:
                 "JSRT_LOG_LEVEL must be debug, info, warning or error",
             ),
             (self.retry_base_seconds > 0, "JSRT_RETRY_BASE_SECONDS must be > 0"),
+            (self.http_max_body_bytes >= 1, "JSRT_HTTP_MAX_BODY_BYTES must be >= 1"),
             (
                 min(self.retention_executions_days, self.retention_dead_letters_days,
                     self.retention_events_days, self.retention_cron_firings_days) > 0,

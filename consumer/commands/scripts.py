@@ -1,0 +1,233 @@
+"""`jsrt scripts create | update | list | show | activate | pause | archive | versions |
+rollback`: script management without hand-written SQL. Everything given is validated before
+anything is written."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from consumer import scripts
+from consumer.commands._output import dumps, fields, table
+from consumer.errors import ValidationError
+from consumer.settings import Settings
+from consumer.store import connect
+from consumer.validation import (
+    STATUSES,
+    TYPES,
+    ScriptSpec,
+    check_event_types,
+    check_http_path,
+    check_syntax,
+    normalize_methods,
+    parse_limits,
+)
+
+_LIST_COLUMNS = ("id", "tenant_id", "name", "type", "status", "trigger", "version", "updated_at")
+_SHOW_KEYS = ("id", "tenant_id", "name", "description", "type", "status", "version",
+              "cron_expression", "timezone", "next_run_at", "last_run_at", "last_run_status",
+              "http_path", "http_methods", "event_types", "resource_limits", "created_at",
+              "updated_at")
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("scripts", help="create, change and inspect scripts")
+    ss = p.add_subparsers(dest="scripts_command", required=True)
+
+    c = ss.add_parser("create", help="create a script (draft unless --activate)")
+    c.add_argument("--tenant", required=True, help="tenant id")
+    c.add_argument("--name", required=True)
+    c.add_argument("--type", required=True, choices=TYPES)
+    c.add_argument("--file", required=True, help="the handler's source (.js)")
+    _trigger_options(c)
+    c.add_argument("--activate", action="store_true", help="create it active")
+    c.set_defaults(func=cmd_create)
+
+    u = ss.add_parser("update", help="change a script (a new source becomes a new version)")
+    _script_arg(u)
+    u.add_argument("--name")
+    u.add_argument("--type", choices=TYPES)
+    u.add_argument("--file", help="new source (.js)")
+    _trigger_options(u)
+    u.set_defaults(func=cmd_update)
+
+    ls = ss.add_parser("list", help="list scripts")
+    ls.add_argument("--tenant")
+    ls.add_argument("--type", choices=TYPES)
+    ls.add_argument("--status", choices=STATUSES)
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_list)
+
+    sh = ss.add_parser("show", help="one script: configuration, schedule, source")
+    _script_arg(sh)
+    sh.add_argument("--json", action="store_true")
+    sh.set_defaults(func=cmd_show)
+
+    for name, status in (("activate", "active"), ("pause", "paused"), ("archive", "archived")):
+        st = ss.add_parser(name, help=f"set the script's status to {status}")
+        _script_arg(st)
+        st.set_defaults(func=cmd_status, status=status)
+
+    v = ss.add_parser("versions", help="the script's source versions")
+    _script_arg(v)
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(func=cmd_versions)
+
+    r = ss.add_parser("rollback", help="make an earlier version's source current again")
+    _script_arg(r)
+    r.add_argument("version", type=int)
+    r.set_defaults(func=cmd_rollback)
+
+
+def _script_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("script", metavar="SCRIPT", help="script id, or tenant_id/name")
+    p.add_argument("--tenant", help="tenant id (to name the script by its name alone)")
+
+
+def _trigger_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--description")
+    p.add_argument("--cron", help="cron expression (scheduled scripts)")
+    p.add_argument("--timezone", help="IANA time zone of the cron expression (default UTC)")
+    p.add_argument("--http-path", help="endpoint path, e.g. /hooks/order (http scripts)")
+    p.add_argument("--methods", help="allowed methods, e.g. GET,POST (http; default GET)")
+    p.add_argument("--event-types", help="comma-separated event types (event scripts)")
+    p.add_argument("--limits", help='resource limits as JSON, e.g. {"max_concurrent_runs": 2}')
+    p.add_argument("--message", help="change description kept with the new version")
+    p.add_argument("--json", action="store_true")
+
+
+# ------------------------------------------------------------------ parsing
+def _read_source(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"cannot read --file {path}: {exc}") from None
+
+
+def _split(text: str | None) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",")) if text is not None else ()
+
+
+def _changes(args: argparse.Namespace, base_limits: Any = None) -> dict[str, Any]:
+    """ScriptSpec fields given on the command line, each checked on its own first."""
+    out: dict[str, Any] = {}
+    for arg, key in (("name", "name"), ("type", "type"), ("description", "description"),
+                     ("cron", "cron"), ("timezone", "timezone")):
+        if getattr(args, arg, None) is not None:
+            out[key] = getattr(args, arg)
+    if getattr(args, "file", None) is not None:
+        out["source"] = _read_source(args.file)
+        _raise(check_syntax(out["source"]))
+    if args.http_path is not None:
+        out["http_path"] = args.http_path
+        _raise(check_http_path(args.http_path))
+    if args.methods is not None:
+        methods, problem = normalize_methods(_split(args.methods))
+        _raise(problem or (None if methods else "--methods must name at least one method"))
+        out["http_methods"] = methods
+    if args.event_types is not None:
+        out["event_types"] = _split(args.event_types)
+        _raise(check_event_types(out["event_types"]))
+    if args.limits is not None:
+        out["limits"] = parse_limits(args.limits, base_limits)
+    return out
+
+
+def _raise(problem: str | None) -> None:
+    if problem:
+        raise ValidationError(problem)
+
+
+def _tenant(args: argparse.Namespace) -> Any:
+    return scripts.parse_uuid(getattr(args, "tenant", None), "--tenant")
+
+
+# ------------------------------------------------------------------ handlers
+async def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
+    tenant = _tenant(args)
+    changes = _changes(args)
+    if args.type == "http" and "http_methods" not in changes:
+        changes["http_methods"] = ("GET",)
+    spec = ScriptSpec(**{"source": "", **changes}).check()  # type: ignore[arg-type]
+    conn = await connect(settings.require_database(), "jsrt scripts")
+    try:
+        script_id = await scripts.create(conn, tenant, spec,
+                                         "active" if args.activate else "draft", args.message)
+    finally:
+        await conn.close()
+    print(dumps({"id": script_id}) if args.json else script_id)
+    return 0
+
+
+async def cmd_update(args: argparse.Namespace, settings: Settings) -> int:
+    conn = await connect(settings.require_database(), "jsrt scripts")
+    try:
+        ref = await scripts.resolve(conn, args.script, _tenant(args))
+        base = (await scripts.current(conn, ref))["resource_limits"]
+        changes = _changes(args, base)
+        if not changes:
+            raise ValidationError("nothing to change (give --file, --cron, --limits, ...)")
+        await scripts.update(conn, ref, changes, args.message)
+    finally:
+        await conn.close()
+    print(dumps({"id": ref.id, "updated": sorted(changes)}) if args.json else f"updated {ref.id}")
+    return 0
+
+
+async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    conn = await connect(settings.require_database(), "jsrt scripts")
+    try:
+        rows = await scripts.list_scripts(conn, _tenant(args), args.type, args.status)
+    finally:
+        await conn.close()
+    print(dumps(rows) if args.json else table(rows, _LIST_COLUMNS))
+    return 0
+
+
+async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    conn = await connect(settings.require_database(), "jsrt scripts")
+    try:
+        row = await scripts.current(conn, await scripts.resolve(conn, args.script, _tenant(args)))
+    finally:
+        await conn.close()
+    if args.json:
+        print(dumps(row))
+    else:
+        print(fields(row, _SHOW_KEYS))
+        print("\n" + row["source"].rstrip())
+    return 0
+
+
+async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    conn = await connect(settings.require_database(), "jsrt scripts")
+    try:
+        ref = await scripts.resolve(conn, args.script, _tenant(args))
+        await scripts.set_status(conn, ref, args.status)
+    finally:
+        await conn.close()
+    print(f"{ref.id} {args.status}")
+    return 0
+
+
+async def cmd_versions(args: argparse.Namespace, settings: Settings) -> int:
+    conn = await connect(settings.require_database(), "jsrt scripts")
+    try:
+        rows = await scripts.versions(conn, await scripts.resolve(conn, args.script,
+                                                                  _tenant(args)))
+    finally:
+        await conn.close()
+    cols = ("version_number", "current", "size", "created_at", "change_description")
+    print(dumps(rows) if args.json else table(rows, cols))
+    return 0
+
+
+async def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    conn = await connect(settings.require_database(), "jsrt scripts")
+    try:
+        ref = await scripts.resolve(conn, args.script, _tenant(args))
+        await scripts.rollback(conn, ref, args.version)
+    finally:
+        await conn.close()
+    print(f"{ref.id} rolled back to the source of version {args.version}")
+    return 0

@@ -1,0 +1,342 @@
+"""HTTP triggers: a Starlette app, served by uvicorn, that runs a tenant's http script per
+request.
+
+    /t/{tenant_id}{http_path}          the tenant in the path
+    {http_path} + X-Tenant-ID header   the tenant in a header
+
+A route is an active row of script_http_endpoints of an active script, looked up by
+(tenant_id, path) - an unknown tenant and an unknown path get the same 404. The script gets
+{method, path, query, headers, body}; what it returns becomes the response. Every request
+that reaches a script is an execution (trigger_type 'http'); no response ever carries a
+Python traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import socket
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import anyio
+import uvicorn
+from anyio.abc import TaskGroup, TaskStatus
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from consumer import log
+from consumer.errors import ConfigError, NotFound
+from consumer.lease import Lease
+from consumer.ondemand import OnDemand, RunResult
+from consumer.sandbox import Executor
+from consumer.settings import Settings
+from consumer.sql import q
+from consumer.store import Store, StoreUnavailable, translated
+
+_LOG = log.get("jsrt.http")
+
+ROUTABLE = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+DEFAULT_METHODS = ("GET",)  # an endpoint whose http_methods is empty answers GET only
+REDACTED_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+_HOP_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive",
+                          "upgrade", "te", "trailer"})
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_BAD_VALUE = re.compile(r"[\x00\r\n]")
+
+
+# ------------------------------------------------------------------ pure parts
+@dataclass(frozen=True, slots=True)
+class Target:
+    tenant_id: UUID
+    path: str
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def target(path: str, tenant_header: str | None) -> Target | None:
+    """Where a request goes: /t/{uuid}/rest wins; otherwise the X-Tenant-ID header."""
+    if path.startswith("/t/"):
+        segment, _, rest = path[3:].partition("/")
+        tenant = _uuid(segment)
+        if tenant is not None:
+            return Target(tenant, "/" + rest)
+    tenant = _uuid(tenant_header)
+    return Target(tenant, path) if tenant is not None else None
+
+
+def safe_path(path: str) -> bool:
+    """Paths are matched exactly, never resolved; anything that looks like traversal is out."""
+    return (path.startswith("/") and "\x00" not in path and "\\" not in path
+            and not any(seg in (".", "..") for seg in path.split("/")))
+
+
+def _uuid(text: str | None) -> UUID | None:
+    if not text:
+        return None
+    try:
+        return UUID(text.strip())
+    except ValueError:
+        return None
+
+
+def parse_body(raw: bytes, content_type: str) -> Any:
+    """JSON when the content type says so (invalid JSON → 400), else text; empty → None."""
+    if not raw:
+        return None
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media == "application/json" or media.endswith("+json"):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise HttpError(400, "request body is not valid JSON") from None
+    return raw.decode("utf-8", errors="replace")
+
+
+def script_input(method: str, path: str, query: list[tuple[str, str]],
+                 headers: list[tuple[str, str]], body: Any) -> dict[str, Any]:
+    return {"method": method, "path": path, "query": _multi(query),
+            "headers": _joined(headers), "body": body}
+
+
+def redacted(inp: Mapping[str, Any]) -> dict[str, Any]:
+    """The input as recorded: credentials in headers are not kept in execution history."""
+    headers = {k: ("[redacted]" if k in REDACTED_HEADERS else v)
+               for k, v in inp["headers"].items()}
+    return {**inp, "headers": headers}
+
+
+def _multi(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k not in out:
+            out[k] = v
+        elif isinstance(out[k], list):
+            out[k].append(v)
+        else:
+            out[k] = [out[k], v]
+    return out
+
+
+def _joined(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in pairs:
+        k = k.lower()
+        out[k] = f"{out[k]}, {v}" if k in out else v
+    return out
+
+
+def to_response(output: Any) -> tuple[int, dict[str, str], bytes]:
+    """{status, headers, body} when the handler returned that shape, else the value as JSON."""
+    if not _is_shaped(output):
+        return 200, {"content-type": "application/json"}, json.dumps(output).encode()
+    status: int = output["status"]
+    headers = _response_headers(output.get("headers"))
+    body = output.get("body")
+    if body is None or status in (204, 304):
+        content = b""
+    elif isinstance(body, str):
+        content = body.encode()
+        headers.setdefault("content-type", "text/plain; charset=utf-8")
+    else:
+        content = json.dumps(body).encode()
+        headers.setdefault("content-type", "application/json")
+    return status, headers, content
+
+
+def _is_shaped(output: Any) -> bool:
+    if not isinstance(output, dict) or "status" not in output:
+        return False
+    status = output["status"]
+    return (set(output) <= {"status", "headers", "body"} and isinstance(status, int)
+            and not isinstance(status, bool) and 200 <= status <= 599)
+
+
+def _response_headers(raw: Any) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise HttpError(500, "script returned headers that are not an object")
+    out: dict[str, str] = {}
+    for name, value in raw.items():
+        text = value if isinstance(value, str) else json.dumps(value)
+        if not _TOKEN.match(name) or _BAD_VALUE.search(text):
+            raise HttpError(500, f"script returned an invalid header {name[:40]!r}")
+        if name.lower() not in _HOP_HEADERS:
+            out[name.lower()] = text
+    return out
+
+
+def _error(status: int, message: str, execution_id: UUID | None = None,
+           headers: Mapping[str, str] | None = None) -> Response:
+    body: dict[str, Any] = {"error": message}
+    if execution_id is not None:
+        body["execution_id"] = str(execution_id)
+    extra = dict(headers or {})
+    if execution_id is not None:
+        extra["x-execution-id"] = str(execution_id)
+    return Response(json.dumps(body), status, extra, media_type="application/json")
+
+
+# ------------------------------------------------------------------ the app
+class HttpTrigger:
+    def __init__(self, store: Store, ondemand: OnDemand, max_body_bytes: int) -> None:
+        self.store = store
+        self.ondemand = ondemand
+        self.max_body = max_body_bytes
+
+    async def handle(self, request: Request) -> Response:
+        try:
+            return await self._handle(request)
+        except HttpError as exc:
+            return _error(exc.status, exc.message)
+        except StoreUnavailable as exc:
+            _LOG.warning("http_store_unavailable", error=str(exc)[:200])
+            return _error(503, "service unavailable", headers={"retry-after": "1"})
+        except NotFound:  # the script went away between lookup and start
+            return _error(404, "not found")
+        except Exception as exc:  # never a traceback to the client
+            _LOG.error("http_internal_error", error=f"{type(exc).__name__}: {exc}"[:300])
+            return _error(500, "internal error")
+
+    async def _handle(self, request: Request) -> Response:
+        where = target(request.url.path, request.headers.get("x-tenant-id"))
+        if where is None or not safe_path(where.path):
+            raise HttpError(404, "not found")
+        script_id, methods = await self._route(where)
+        if request.method not in methods:
+            return _error(405, "method not allowed", headers={"allow": ", ".join(methods)})
+        body = parse_body(await self._body(request), request.headers.get("content-type", ""))
+        inp = script_input(request.method, where.path, request.query_params.multi_items(),
+                           request.headers.items(), body)
+        run = await self.ondemand.start(where.tenant_id, script_id, "http",
+                                        _summary(request, where), inp, stored_input=redacted(inp))
+        if run is None:
+            return _error(429, "too many concurrent requests for this endpoint",
+                          headers={"retry-after": "1"})
+        return self._respond(await self.ondemand.run(run))
+
+    async def _route(self, where: Target) -> tuple[UUID, tuple[str, ...]]:
+        async with translated():
+            row = await self.store.pool.fetchrow(q("http_route"), where.tenant_id, where.path)
+        if row is None:
+            raise HttpError(404, "not found")
+        return row["script_id"], tuple(row["http_methods"] or DEFAULT_METHODS)
+
+    async def _body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body:
+            raise HttpError(413, f"request body is larger than {self.max_body} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body:
+                raise HttpError(413, f"request body is larger than {self.max_body} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _respond(self, result: RunResult) -> Response:
+        if result.status == "timeout":
+            return _error(504, "script timed out", result.execution_id)
+        if not result.ok:
+            return _error(500, "script failed", result.execution_id)
+        try:
+            status, headers, content = to_response(result.output)
+        except HttpError as exc:
+            _LOG.warning("http_bad_response", execution_id=str(result.execution_id),
+                         error=exc.message)
+            return _error(500, exc.message, result.execution_id)
+        headers["x-execution-id"] = str(result.execution_id)
+        return Response(content, status, headers)
+
+
+def _summary(request: Request, where: Target) -> dict[str, Any]:
+    return {
+        "type": "http", "method": request.method, "path": where.path,
+        "query": request.url.query, "content_type": request.headers.get("content-type"),
+        "content_length": request.headers.get("content-length"),
+        "client": request.client.host if request.client else None,
+        "tenant_from": "path" if request.url.path.startswith("/t/") and
+        request.url.path != where.path else "header",
+    }
+
+
+def build_app(store: Store, ondemand: OnDemand, settings: Settings) -> Starlette:
+    trigger = HttpTrigger(store, ondemand, settings.http_max_body_bytes)
+    return Starlette(routes=[Route("/{path:path}", trigger.handle, methods=list(ROUTABLE))])
+
+
+# ------------------------------------------------------------------ the server
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the host process owns signals; it calls HttpServer.stop()
+
+
+def parse_bind(bind: str) -> tuple[str, int]:
+    host, sep, port = bind.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"--http must be HOST:PORT (got {bind!r})")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class HttpServer:
+    """uvicorn serving the app, under this process's lease, on the given executor."""
+
+    def __init__(self, settings: Settings, store: Store, executor: Executor, bind: str) -> None:
+        self.settings = settings
+        self.store = store
+        self.executor = executor
+        self.host, self.port = parse_bind(bind)
+        self._server: _Server | None = None
+        self._stop_requested = False
+        self._stopped = anyio.Event()
+
+    async def run(self, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve until stop(); task_status gets the bound port once connections are accepted."""
+        try:
+            async with Lease(self.store, self.settings.heartbeat_interval, kind="http") as lease:
+                app = build_app(self.store, OnDemand(self.store, self.executor, lease.id),
+                                self.settings)
+                config = uvicorn.Config(app, host=self.host, port=self.port, log_config=None,
+                                        access_log=False, lifespan="off",
+                                        timeout_graceful_shutdown=int(self.settings.grace_period))
+                self._server = _Server(config)
+                self._server.should_exit = self._stop_requested
+                sock = config.bind_socket()
+                sock.listen(socket.SOMAXCONN)
+                self.port = sock.getsockname()[1]
+                _LOG.info("http_listening", host=self.host, port=self.port, owner=lease.id)
+                task_status.started(self.port)
+                with sock:
+                    await self._server.serve(sockets=[sock])
+        finally:
+            self._stopped.set()
+            _LOG.info("http_stopped", port=self.port)
+
+    def stop(self) -> None:
+        self._stop_requested = True
+        if self._server is not None:
+            self._server.should_exit = True
+
+    async def shutdown(self) -> None:
+        self.stop()
+        await self._stopped.wait()
+
+
+async def start_http(tg: TaskGroup, settings: Settings, store: Store, executor: Executor,
+                     bind: str) -> HttpServer:
+    """Start serving inside `tg` (beside the daemon, for `jsrt run --http`)."""
+    server = HttpServer(settings, store, executor, bind)
+    await tg.start(server.run)
+    return server

@@ -1,0 +1,159 @@
+"""Runs started now, outside the queue: HTTP requests, `jsrt exec`, the embedded Runtime.
+
+    start    jsrt_start_now: a 'running' execution owned by this process's lease, or None
+             when the script's max_concurrent_runs is full (counted across every process)
+    run      the sandbox executes it; the result is recorded with Store.complete_runs,
+             shielded from cancellation
+    execute  start (waiting with backoff while the script is full) then run
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import anyio
+import asyncpg
+
+from consumer import log
+from consumer.clock import Clock, SystemClock
+from consumer.errors import NotFound, ScriptBusy
+from consumer.records import Outcome, Run
+from consumer.sandbox import Executor
+from consumer.sandbox.types import ExecutionResult
+from consumer.sql import q
+from consumer.store import Store, StoreUnavailable, translated
+
+_LOG = log.get("jsrt.ondemand")
+
+_FIRST_BACKOFF = 0.05
+_MAX_BACKOFF = 1.0
+_RECORD_ATTEMPTS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """What came of one execution, as recorded in script_executions."""
+
+    execution_id: UUID
+    status: str  # completed | failed | timeout
+    output: Any
+    error: str | None
+    logs: tuple[Mapping[str, Any], ...]
+    metrics: Mapping[str, int]
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "completed"
+
+    @classmethod
+    def of(cls, execution_id: UUID, r: ExecutionResult) -> RunResult:
+        return cls(execution_id, r.status, r.output if r.status == "completed" else None,
+                   r.error, tuple(r.logs), dict(r.metrics))
+
+
+class OnDemand:
+    def __init__(self, store: Store, executor: Executor, owner: str,
+                 clock: Clock | None = None) -> None:
+        self.store = store
+        self.executor = executor
+        self.owner = owner
+        self.clock = clock or SystemClock()
+
+    async def start(
+        self, tenant_id: UUID, script_id: UUID, trigger_type: str,
+        trigger_data: Mapping[str, Any], input: Any, stored_input: Any = None,
+    ) -> Run | None:
+        """Start now, or None when the script is full. `stored_input` (default: `input`) is
+        what the execution row keeps; the script always receives `input`."""
+        recorded = input if stored_input is None else stored_input
+        async with translated():
+            try:
+                row = await self.store.pool.fetchrow(
+                    q("start_now"), self.owner, tenant_id, script_id, trigger_type,
+                    dict(trigger_data), recorded,
+                )
+            except asyncpg.NoDataFoundError:
+                raise NotFound(f"no runnable script {script_id} in tenant {tenant_id}") from None
+        if row is None:
+            return None
+        run = Run.from_row(row)
+        return run if stored_input is None else dataclasses.replace(run, input=input)
+
+    async def execute(
+        self, tenant_id: UUID, script_id: UUID, trigger_type: str,
+        trigger_data: Mapping[str, Any], input: Any, *, max_wait: float | None = None,
+    ) -> RunResult:
+        """Start (waiting with backoff while the script is full) and run. Raises ScriptBusy
+        when no slot freed up within max_wait seconds (None = wait as long as it takes)."""
+        deadline = None if max_wait is None else anyio.current_time() + max_wait
+        backoff = _FIRST_BACKOFF
+        while True:
+            run = await self.start(tenant_id, script_id, trigger_type, trigger_data, input)
+            if run is not None:
+                return await self.run(run)
+            if deadline is not None and anyio.current_time() + backoff > deadline:
+                raise ScriptBusy(f"script {script_id} is at its max_concurrent_runs")
+            _LOG.debug("script_full_waiting", tenant_id=str(tenant_id),
+                       script_id=str(script_id), retry_in_s=backoff)
+            await anyio.sleep(backoff * random.uniform(0.8, 1.2))
+            backoff = min(backoff * 2, _MAX_BACKOFF)
+
+    async def run(self, run: Run) -> RunResult:
+        """Execute a started run and record its result (even when cancelled meanwhile)."""
+        try:
+            result = await self._sandbox(run)
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self._record(run, ExecutionResult(status="failed", error="cancelled"))
+            raise
+        with anyio.CancelScope(shield=True):
+            await self._record(run, result)
+        return RunResult.of(run.execution_id, result)
+
+    async def _sandbox(self, run: Run) -> ExecutionResult:
+        try:
+            return await self.executor.execute(run.request())
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception as exc:  # the executor must never take the host down
+            _LOG.error("executor_error", execution_id=str(run.execution_id),
+                       error=f"{type(exc).__name__}: {exc}"[:300])
+            return ExecutionResult(status="failed", error=f"executor error: {type(exc).__name__}")
+
+    async def _record(self, run: Run, result: ExecutionResult) -> None:
+        outcome = Outcome(run, result, self.clock.now())
+        backoff = 0.1
+        for attempt in range(_RECORD_ATTEMPTS):
+            try:
+                finished = await self.store.complete_runs(self.owner, [outcome])
+                break
+            except StoreUnavailable as exc:
+                _LOG.warning("database_unavailable", error=str(exc)[:200], retry_in_s=backoff,
+                             attempt=attempt + 1)
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        else:
+            _LOG.error("execution_result_lost", execution_id=str(run.execution_id))
+            return
+        _log_outcome(run, result, recorded=bool(finished))
+
+
+def _log_outcome(run: Run, r: ExecutionResult, recorded: bool) -> None:
+    fields: dict[str, Any] = dict(
+        tenant_id=str(run.tenant_id), script_id=str(run.script_id),
+        execution_id=str(run.execution_id), trigger=run.trigger_type, status=r.status,
+        duration_ms=r.metrics.get("duration_ms"),
+    )
+    if not recorded:
+        _LOG.warning("execution_result_discarded", reason="run no longer owned", **fields)
+    elif r.status == "completed":
+        _LOG.info("execution_completed", **fields)
+    elif r.status == "timeout":
+        _LOG.warning("execution_timed_out", error=r.error, **fields)
+    else:
+        _LOG.warning("execution_failed", error=r.error, **fields)

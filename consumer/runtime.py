@@ -1,0 +1,108 @@
+"""The embedded API: run scripts from a host application, recorded like every other
+execution (trigger_type 'api').
+
+    from consumer.runtime import Runtime
+
+    async with Runtime(dsn, workers=2) as rt:
+        result = await rt.execute(script_id, {"n": 1}, tenant_id=tenant_id)
+        adhoc = await rt.execute_source(tenant_id, "function handler(i) { return i }", {"x": 1})
+        if result.ok:
+            print(result.output)
+        else:
+            print(result.status, result.error, result.logs)
+
+The Runtime owns a connection pool, a sandbox executor (its own V8 worker processes) and a
+lease in jsrt_daemons (so the daemons' rescuer never mistakes its runs for lost ones). A
+script's max_concurrent_runs holds across every process: when the script is full, execute
+waits (with backoff) for a slot, up to `max_wait` seconds when given (then ScriptBusy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any
+from uuid import UUID
+
+from consumer import scripts
+from consumer.daemon import store_publisher
+from consumer.errors import ConfigError, ValidationError
+from consumer.lease import Lease
+from consumer.ondemand import OnDemand, RunResult
+from consumer.sandbox import Executor
+from consumer.settings import Settings
+from consumer.store import Store
+
+__all__ = ["RunResult", "Runtime"]
+
+
+class Runtime:
+    def __init__(
+        self, dsn: str, workers: int | None = None, *,
+        fetch_allowlist: Sequence[str] = (), max_wait: float | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        self.dsn = dsn
+        self.settings = settings or Settings(database_url=dsn)
+        self.workers = workers or self.settings.worker_count
+        self.fetch_allowlist = tuple(fetch_allowlist) or self.settings.fetch_allowlist
+        self.max_wait = max_wait
+        self._stack: AsyncExitStack | None = None
+        self._ondemand: OnDemand | None = None
+
+    async def __aenter__(self) -> Runtime:
+        async with AsyncExitStack() as stack:
+            store = await Store.open(self.dsn)
+            stack.push_async_callback(store.close)
+            executor = Executor(workers=self.workers, publisher=store_publisher(store),
+                                fetch_allowlist=self.fetch_allowlist)
+            await stack.enter_async_context(executor)
+            lease = await stack.enter_async_context(
+                Lease(store, self.settings.heartbeat_interval, kind="api"))
+            self._ondemand = OnDemand(store, executor, lease.id)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._stack, self._ondemand = self._stack, None, None
+        if stack is not None:
+            await stack.__aexit__(exc_type, exc, tb)
+
+    @property
+    def _runner(self) -> OnDemand:
+        if self._ondemand is None:
+            raise ConfigError("use the Runtime inside `async with Runtime(dsn) as rt:`")
+        return self._ondemand
+
+    async def execute(self, script_id: UUID | str, input: Any = None, *,
+                      tenant_id: UUID | str) -> RunResult:
+        """Run a stored script of `tenant_id` now (any status but disabled or archived).
+        Raises NotFound when the tenant has no such script."""
+        return await self._runner.execute(
+            _as_uuid(tenant_id), _as_uuid(script_id), "api", {"type": "api"}, input,
+            max_wait=self.max_wait)
+
+    async def execute_source(self, tenant_id: UUID | str, source: str, input: Any = None,
+                             limits: Mapping[str, int] | None = None) -> RunResult:
+        """Run ad-hoc source. It is kept as an 'embedded' script of the tenant named by a
+        hash of the source and limits (created active on first use, reused after), so the
+        execution is recorded and its limits hold like any other script's."""
+        tenant = _as_uuid(tenant_id)
+        runner = self._runner
+        script_id = await scripts.embedded_script(runner.store.pool, tenant, source, limits)
+        return await runner.execute(tenant, script_id, "api",
+                                    {"type": "api", "source": "execute_source"}, input,
+                                    max_wait=self.max_wait)
+
+
+def _as_uuid(value: UUID | str) -> UUID:
+    if isinstance(value, UUID):
+        return value
+    try:
+        return UUID(str(value))
+    except ValueError:
+        raise ValidationError(f"not a UUID: {value!r}") from None

@@ -1,0 +1,208 @@
+"""Script management: the operations behind `jsrt scripts` and the embedded API's ad-hoc
+scripts. Every write is validated (consumer.validation) before it is sent; the sync
+triggers keep the lookup tables and script_versions in step."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+from uuid import UUID
+
+import asyncpg
+
+from consumer.errors import NotFound, ValidationError
+from consumer.sql import q
+from consumer.store import translated
+from consumer.validation import ScriptSpec, check_syntax, parse_limits
+
+_NAME_REF = re.compile(r"^([0-9a-fA-F-]{36})/(.+)$")
+
+
+class Db(Protocol):
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]: ...
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None: ...
+    async def fetchval(self, query: str, *args: Any) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptRef:
+    id: UUID
+    tenant_id: UUID
+    name: str
+
+
+def parse_uuid(text: str | None, what: str = "id") -> UUID | None:
+    if text is None:
+        return None
+    try:
+        return UUID(text)
+    except ValueError:
+        raise ValidationError(f"{what} must be a UUID (got {text!r})") from None
+
+
+async def resolve(db: Db, ref: str, tenant_id: UUID | None = None) -> ScriptRef:
+    """SCRIPT as people write it: a script id, `tenant_id/name`, or a name with --tenant."""
+    match = _NAME_REF.match(ref)
+    async with translated():
+        if match:
+            row = await db.fetchrow(q("script_by_name"), parse_uuid(match[1], "tenant id"),
+                                    match[2])
+        elif _is_uuid(ref):
+            row = await db.fetchrow(q("script_by_id"), UUID(ref), tenant_id)
+        elif tenant_id is not None:
+            row = await db.fetchrow(q("script_by_name"), tenant_id, ref)
+        else:
+            raise ValidationError(
+                f"SCRIPT must be a script id or tenant_id/name (got {ref!r}); "
+                "a bare name needs --tenant")
+    if row is None:
+        raise NotFound(f"no script {ref}")
+    return ScriptRef(row["id"], row["tenant_id"], row["name"])
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _columns(spec: ScriptSpec, metadata: Mapping[str, Any]) -> tuple[Any, ...]:
+    meta = {k: v for k, v in metadata.items() if k != "timezone"}
+    if spec.timezone:
+        meta["timezone"] = spec.timezone
+    return (spec.description, spec.source, spec.type, dict(spec.limits), spec.cron,
+            spec.http_path, list(spec.http_methods), list(spec.event_types), meta)
+
+
+async def create(db: Db, tenant_id: UUID, spec: ScriptSpec, status: str = "draft",
+                 message: str | None = None) -> UUID:
+    spec.check()
+    metadata = {"change_description": message} if message else {}
+    description, source, type_, *triggers = _columns(spec, metadata)
+    async with _written(spec):
+        script_id: UUID = await db.fetchval(
+            q("script_create"), tenant_id, spec.name, description, source, type_, status,
+            *triggers)
+    return script_id
+
+
+async def current(db: Db, ref: ScriptRef) -> dict[str, Any]:
+    async with translated():
+        row = await db.fetchrow(q("script_show"), ref.id, ref.tenant_id)
+    if row is None:
+        raise NotFound(f"no script {ref.id}")
+    return dict(row)
+
+
+def spec_of(row: Mapping[str, Any]) -> ScriptSpec:
+    return ScriptSpec(
+        name=row["name"], type=row["type"], source=row["source"],
+        description=row["description"], cron=row["cron_expression"],
+        timezone=row["timezone"], http_path=row["http_path"],
+        http_methods=tuple(row["http_methods"] or ()), event_types=tuple(row["event_types"] or ()),
+        limits=dict(row["resource_limits"] or {}),
+    )
+
+
+async def update(db: Db, ref: ScriptRef, changes: Mapping[str, Any],
+                 message: str | None = None) -> ScriptSpec:
+    """Apply `changes` (ScriptSpec field → value) over the stored script, validate the whole
+    result, write it. A new source becomes a new version."""
+    row = await current(db, ref)
+    spec = replace(_retyped(spec_of(row), changes), **changes).check()
+    metadata = dict(row["metadata"] or {})
+    metadata.pop("change_description", None)
+    if message:
+        metadata["change_description"] = message
+    async with _written(spec):
+        await db.fetchval(q("script_update"), ref.id, ref.tenant_id, spec.name,
+                          *_columns(spec, metadata))
+    return spec
+
+
+def _retyped(spec: ScriptSpec, changes: Mapping[str, Any]) -> ScriptSpec:
+    """A change of type drops the old type's trigger settings (unless given anew)."""
+    new = changes.get("type", spec.type)
+    if new == spec.type:
+        return spec
+    return replace(
+        spec,
+        cron=spec.cron if new == "scheduled" else None,
+        timezone=spec.timezone if new == "scheduled" else None,
+        http_path=spec.http_path if new == "http" else None,
+        http_methods=spec.http_methods if new == "http" else (),
+        event_types=spec.event_types if new == "event" else (),
+    )
+
+
+async def set_status(db: Db, ref: ScriptRef, status: str) -> None:
+    async with translated():
+        row = await db.fetchrow(q("script_set_status"), ref.id, ref.tenant_id, status)
+    if row is None:
+        raise NotFound(f"no script {ref.id}")
+
+
+async def list_scripts(db: Db, tenant_id: UUID | None, type_: str | None, status: str | None,
+                       limit: int = 500) -> list[dict[str, Any]]:
+    async with translated():
+        rows = await db.fetch(q("script_list"), tenant_id, type_, status, limit)
+    return [dict(r) for r in rows]
+
+
+async def versions(db: Db, ref: ScriptRef) -> list[dict[str, Any]]:
+    async with translated():
+        rows = await db.fetch(q("script_versions"), ref.id, ref.tenant_id)
+    return [dict(r) for r in rows]
+
+
+async def rollback(db: Db, ref: ScriptRef, version: int) -> None:
+    """The source of `version` becomes the script's source again (as a new version)."""
+    async with translated():
+        source = await db.fetchval(q("script_version_source"), ref.id, ref.tenant_id, version)
+    if source is None:
+        raise NotFound(f"script {ref.id} has no version {version}")
+    await update(db, ref, {"source": source}, message=f"rollback to version {version}")
+
+
+async def embedded_script(db: Db, tenant_id: UUID, source: str,
+                          limits: Mapping[str, Any] | None) -> UUID:
+    """The 'embedded' script that holds an ad-hoc source: one per (tenant, source, limits),
+    named `embedded-<sha256 of source and limits>`, created active on first use."""
+    merged = parse_limits(dict(limits) if limits is not None else None)
+    problem = check_syntax(source)
+    if problem:
+        raise ValidationError(problem)
+    digest = hashlib.sha256(
+        (json.dumps(merged, sort_keys=True) + "\0" + source).encode()).hexdigest()
+    name = f"embedded-{digest[:32]}"
+    async with translated():
+        try:
+            script_id: UUID | None = await db.fetchval(
+                q("embedded_script"), tenant_id, name, source, merged)
+        except asyncpg.ForeignKeyViolationError:
+            raise NotFound(f"no tenant {tenant_id}") from None
+    if script_id is None:
+        raise ValidationError(f"a script named {name} exists and is not an embedded script")
+    return script_id
+
+
+@asynccontextmanager
+async def _written(spec: ScriptSpec) -> AsyncIterator[None]:
+    """Unique and foreign-key violations as one-line messages."""
+    async with translated():
+        try:
+            yield
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name == "scripts_http_path_tenant_unique":
+                raise ValidationError(
+                    f"--http-path {spec.http_path} is taken in this tenant") from None
+            raise ValidationError(f"a script named {spec.name!r} exists in this tenant") from None
+        except asyncpg.ForeignKeyViolationError:
+            raise NotFound("no such tenant") from None

@@ -1,0 +1,105 @@
+-- Script management (`jsrt scripts`), execution history (`jsrt executions`) and runs started
+-- now (HTTP, `jsrt exec`, the embedded Runtime). The operator CLI may leave the tenant open
+-- ($n::uuid IS NULL); every other caller names it.
+
+-- name: start_now
+-- A running execution owned by $1 (the caller's lease), or no row when the script is full.
+SELECT * FROM jsrt_start_now($1, $2::uuid, $3::uuid, $4, $5::jsonb, $6::jsonb);
+
+-- name: embedded_script
+-- The 'embedded' script holding an ad-hoc source ($2 = name derived from source + limits).
+WITH ins AS (
+    INSERT INTO scripts (tenant_id, name, description, source, type, status, resource_limits)
+    VALUES ($1::uuid, $2, 'ad-hoc source run through the embedded API', $3, 'embedded', 'active',
+            $4::jsonb)
+    ON CONFLICT (tenant_id, name) DO NOTHING
+    RETURNING id
+)
+SELECT id FROM ins
+UNION ALL
+SELECT s.id FROM scripts s WHERE s.tenant_id = $1::uuid AND s.name = $2 AND s.type = 'embedded'
+LIMIT 1;
+
+-- name: script_by_id
+SELECT id, tenant_id, name FROM scripts
+WHERE id = $1::uuid AND ($2::uuid IS NULL OR tenant_id = $2::uuid);
+
+-- name: script_by_name
+SELECT id, tenant_id, name FROM scripts WHERE tenant_id = $1::uuid AND name = $2;
+
+-- name: script_show
+SELECT s.id, s.tenant_id, s.name, s.description, s.type, s.status, s.source, s.resource_limits,
+       s.cron_expression, s.metadata->>'timezone' AS timezone, s.http_path, s.http_methods,
+       s.event_types, s.metadata, s.created_at, s.updated_at,
+       (SELECT max(v.version_number) FROM script_versions v
+        WHERE v.script_id = s.id AND v.tenant_id = s.tenant_id) AS version,
+       j.next_run_at, j.last_run_at, j.last_run_status
+FROM scripts s
+LEFT JOIN script_scheduled_jobs j ON j.script_id = s.id AND j.tenant_id = s.tenant_id
+WHERE s.id = $1::uuid AND s.tenant_id = $2::uuid;
+
+-- name: script_list
+SELECT s.id, s.tenant_id, s.name, s.type, s.status,
+       COALESCE(s.cron_expression, s.http_path, array_to_string(s.event_types, ',')) AS trigger,
+       s.updated_at,
+       (SELECT max(v.version_number) FROM script_versions v
+        WHERE v.script_id = s.id AND v.tenant_id = s.tenant_id) AS version
+FROM scripts s
+WHERE ($1::uuid IS NULL OR s.tenant_id = $1::uuid)
+  AND ($2::text IS NULL OR s.type = $2) AND ($3::text IS NULL OR s.status = $3)
+ORDER BY s.tenant_id, s.name
+LIMIT $4;
+
+-- name: script_create
+INSERT INTO scripts (tenant_id, name, description, source, type, status, resource_limits,
+                     cron_expression, http_path, http_methods, event_types, metadata)
+VALUES ($1::uuid, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10::text[], $11::text[], $12::jsonb)
+RETURNING id;
+
+-- name: script_update
+-- Every editable column at once: the caller merged and validated the whole script.
+UPDATE scripts
+SET name = $3, description = $4, source = $5, type = $6, resource_limits = $7::jsonb,
+    cron_expression = $8, http_path = $9, http_methods = $10::text[], event_types = $11::text[],
+    metadata = $12::jsonb
+WHERE id = $1::uuid AND tenant_id = $2::uuid
+RETURNING id;
+
+-- name: script_set_status
+UPDATE scripts SET status = $3
+WHERE id = $1::uuid AND tenant_id = $2::uuid
+RETURNING id, status;
+
+-- name: script_versions
+SELECT v.version_number, v.created_at, v.change_description, length(v.source) AS size,
+       v.source = s.source AS current
+FROM script_versions v
+JOIN scripts s ON s.id = v.script_id AND s.tenant_id = v.tenant_id
+WHERE v.script_id = $1::uuid AND v.tenant_id = $2::uuid
+ORDER BY v.version_number DESC;
+
+-- name: script_version_source
+SELECT source FROM script_versions
+WHERE script_id = $1::uuid AND tenant_id = $2::uuid AND version_number = $3;
+
+-- name: executions_list
+SELECT e.id, e.tenant_id, e.script_id, s.name AS script_name, e.status, e.trigger_type,
+       e.started_at, e.completed_at, (e.metrics->>'duration_ms')::bigint AS duration_ms,
+       left(split_part(e.error, E'\n', 1), 120) AS error
+FROM script_executions e
+JOIN scripts s ON s.id = e.script_id AND s.tenant_id = e.tenant_id
+WHERE ($1::uuid IS NULL OR e.tenant_id = $1::uuid)
+  AND ($2::uuid IS NULL OR e.script_id = $2::uuid)
+  AND ($3::text IS NULL OR e.status = $3)
+  AND ($4::timestamptz IS NULL OR e.started_at >= $4)
+ORDER BY e.started_at DESC
+LIMIT $5;
+
+-- name: execution_show
+SELECT e.id, e.tenant_id, e.script_id, s.name AS script_name, e.status, e.trigger_type,
+       e.trigger_data, e.input, e.output, e.error, e.metrics, e.started_at, e.completed_at,
+       COALESCE(l.lines, '[]'::jsonb) AS logs
+FROM script_executions e
+JOIN scripts s ON s.id = e.script_id AND s.tenant_id = e.tenant_id
+LEFT JOIN jsrt_execution_logs l ON l.execution_id = e.id AND l.tenant_id = e.tenant_id
+WHERE e.id = $1::uuid AND ($2::uuid IS NULL OR e.tenant_id = $2::uuid);

@@ -1,0 +1,205 @@
+"""Checks on what people and host applications hand us, before anything reaches the database.
+
+Each check returns a one-line problem (or None); `problems(spec)` gathers them for a script;
+ScriptSpec.check() raises ValidationError with them. Pure functions, except check_syntax,
+which asks V8 to parse (never run) the source."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from py_mini_racer import JSParseException, MiniRacer
+
+from consumer.cron import CronError, validate
+from consumer.errors import ValidationError
+from consumer.sandbox.engine import parse_error
+from consumer.sandbox.script import rewrite_exports
+from consumer.sandbox.types import DEFAULT_LIMITS
+
+TYPES = ("scheduled", "http", "event", "oneoff", "embedded")
+STATUSES = ("draft", "active", "paused", "disabled", "archived")
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+# Sane maxima: a script may ask for less than these, never more.
+LIMIT_MAXIMA: Mapping[str, int] = {
+    "max_execution_time_ms": 15 * 60 * 1000,
+    "max_memory_bytes": 1 << 30,
+    "max_concurrent_runs": 1000,
+    "max_api_calls_per_minute": 100_000,
+    "max_output_size_bytes": 64 << 20,
+}
+MAX_NAME = 255
+MAX_PATH = 500
+MAX_EVENT_TYPE = 255
+MAX_SOURCE = 1 << 20
+_PATH_CHARS = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
+_PARSE_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptSpec:
+    """A script as it will be written (create, or the merged result of an update)."""
+
+    name: str
+    type: str
+    source: str
+    description: str | None = None
+    cron: str | None = None
+    timezone: str | None = None
+    http_path: str | None = None
+    http_methods: tuple[str, ...] = ()
+    event_types: tuple[str, ...] = ()
+    limits: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
+
+    def check(self) -> ScriptSpec:
+        found = problems(self)
+        if found:
+            raise ValidationError("; ".join(found))
+        return self
+
+
+def problems(spec: ScriptSpec) -> list[str]:
+    checks = [
+        check_name(spec.name),
+        check_type(spec.type),
+        *_trigger_problems(spec),
+        check_limit_values(spec.limits),
+        check_syntax(spec.source),
+    ]
+    return [p for p in checks if p]
+
+
+def _trigger_problems(spec: ScriptSpec) -> list[str | None]:
+    out: list[str | None] = []
+    if spec.type == "scheduled":
+        out.append(check_cron(spec.cron, spec.timezone or "UTC"))
+    elif spec.cron or spec.timezone:
+        out.append("--cron and --timezone apply only to scheduled scripts")
+    if spec.type == "http":
+        out.append(check_http_path(spec.http_path))
+    elif spec.http_path or spec.http_methods:
+        out.append("--http-path and --methods apply only to http scripts")
+    if spec.type == "event":
+        out.append(check_event_types(spec.event_types))
+    elif spec.event_types:
+        out.append("--event-types applies only to event scripts")
+    return out
+
+
+def check_type(type_: str) -> str | None:
+    return None if type_ in TYPES else f"--type must be one of {', '.join(TYPES)} (got {type_!r})"
+
+
+def check_name(name: str) -> str | None:
+    if not name or not name.strip():
+        return "--name must not be empty"
+    if len(name) > MAX_NAME:
+        return f"--name is longer than {MAX_NAME} characters"
+    if "/" in name or any(ord(c) < 32 for c in name):
+        return "--name must not contain '/' or control characters"
+    return None
+
+
+def check_cron(expression: str | None, timezone: str) -> str | None:
+    if not expression:
+        return "a scheduled script needs --cron"
+    try:
+        validate(expression, timezone)
+    except CronError as exc:
+        return f"--cron/--timezone: {exc}"
+    return None
+
+
+def check_http_path(path: str | None) -> str | None:
+    if not path:
+        return "an http script needs --http-path"
+    if len(path) > MAX_PATH:
+        return f"--http-path is longer than {MAX_PATH} characters"
+    if not path.startswith("/"):
+        return f"--http-path must start with '/' (got {path!r})"
+    if not _PATH_CHARS.match(path) or "//" in path:
+        return f"--http-path has characters or empty segments a URL path cannot have ({path!r})"
+    segments = path.split("/")
+    if any(seg in (".", "..") for seg in segments) or ".." in path:
+        return f"--http-path must not contain '..' or '.' segments ({path!r})"
+    if "%" in path:
+        return f"--http-path must be given decoded, without '%' escapes ({path!r})"
+    if segments[1] == "t":
+        return "--http-path must not start with /t/ (reserved for /t/{tenant_id}/...)"
+    return None
+
+
+def normalize_methods(methods: Iterable[str]) -> tuple[tuple[str, ...], str | None]:
+    """Upper-cased, de-duplicated, sorted; the problem when one is not supported."""
+    upper = sorted({m.strip().upper() for m in methods if m.strip()})
+    bad = [m for m in upper if m not in HTTP_METHODS]
+    if bad:
+        return (), f"--methods must be among {', '.join(HTTP_METHODS)} (got {', '.join(bad)})"
+    return tuple(upper), None
+
+
+def check_event_types(event_types: Iterable[str]) -> str | None:
+    types = list(event_types)
+    if not types:
+        return "an event script needs --event-types"
+    for t in types:
+        if not isinstance(t, str) or not t.strip():
+            return "--event-types must be non-empty strings"
+        if len(t) > MAX_EVENT_TYPE or t != t.strip():
+            return f"--event-types: {t!r} must be at most {MAX_EVENT_TYPE} characters, unpadded"
+    return None
+
+
+def parse_limits(raw: str | Mapping[str, Any] | None,
+                 base: Mapping[str, Any] | None = None) -> dict[str, int]:
+    """A limits object (JSON text or mapping) over `base` (default: the seed's defaults).
+    Raises ValidationError naming the first bad key or value."""
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raise ValidationError("--limits must be a JSON object") from None
+    if raw is not None and not isinstance(raw, Mapping):
+        raise ValidationError("--limits must be a JSON object")
+    unknown = sorted(set(raw or {}) - set(DEFAULT_LIMITS))
+    if unknown:
+        raise ValidationError(
+            f"--limits: unknown key {unknown[0]!r} (allowed: {', '.join(DEFAULT_LIMITS)})")
+    merged = {**DEFAULT_LIMITS, **dict(base or {}), **dict(raw or {})}
+    problem = check_limit_values(merged)
+    if problem:
+        raise ValidationError(problem)
+    return {k: int(merged[k]) for k in DEFAULT_LIMITS}
+
+
+def check_limit_values(limits: Mapping[str, Any]) -> str | None:
+    for key, maximum in LIMIT_MAXIMA.items():
+        value = limits.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            return f"--limits: {key} must be a positive integer (got {value!r})"
+        if value > maximum:
+            return f"--limits: {key} must be at most {maximum} (got {value})"
+    return None
+
+
+def check_syntax(source: str) -> str | None:
+    """V8 parses the source as the sandbox will wrap it, without running any of it."""
+    if not source.strip():
+        return "the source is empty"
+    if len(source.encode()) > MAX_SOURCE:
+        return f"the source is larger than {MAX_SOURCE} bytes"
+    racer = MiniRacer()
+    try:
+        # A function expression is parsed, never called: the top level does not run.
+        code = "(function () {" + rewrite_exports(source) + "\n})"
+        racer.eval(code, timeout_sec=_PARSE_TIMEOUT_S)
+    except JSParseException as exc:
+        return f"the source does not parse: {parse_error(str(exc)).error}"
+    except Exception as exc:
+        return f"the source could not be checked: {type(exc).__name__}"
+    finally:
+        racer.close()
+    return None

@@ -1,0 +1,313 @@
+"""HTTP triggers against a real PostgreSQL and real V8: the app through httpx's ASGI
+transport, and once through a real uvicorn server on a loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+from uuid import UUID
+
+import anyio
+import asyncpg
+import httpx
+import pytest
+from starlette.applications import Starlette
+from support.factories import executions, make_script, make_tenant
+
+from consumer.daemon import store_publisher
+from consumer.http import HttpServer, build_app
+from consumer.lease import Lease
+from consumer.ondemand import OnDemand
+from consumer.sandbox import Executor
+from consumer.settings import Settings
+from consumer.store import Store
+
+ECHO = "async function handler(req, ctx) { return { got: req, tenant: ctx.tenantId } }"
+
+
+@dataclass
+class Http:
+    app: Starlette
+    client: httpx.AsyncClient
+    store: Store
+    executor: Executor
+    settings: Settings
+
+
+@pytest.fixture
+async def http(db_url: str) -> AsyncIterator[Http]:
+    settings = Settings.from_env(env={"DATABASE_URL": db_url}, http_max_body_bytes=1024)
+    store = await Store.open(db_url)
+    try:
+        async with Executor(workers=1, publisher=store_publisher(store),
+                            fetch_allowlist=["127.0.0.1"]) as ex, \
+                Lease(store, 0.5, kind="http-test") as lease:
+            app = build_app(store, OnDemand(store, ex, lease.id), settings)
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://jsrt") as client:
+                yield Http(app, client, store, ex, settings)
+    finally:
+        await store.close()
+
+
+async def raw_get(app: Starlette, raw_path: str) -> tuple[int, Any]:
+    """One GET through the ASGI app with the path exactly as given (no client normalising)."""
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "GET", "scheme": "http", "path": unquote(raw_path),
+             "raw_path": raw_path.encode(), "root_path": "", "query_string": b"",
+             "headers": [(b"host", b"jsrt")], "client": ("127.0.0.1", 1),
+             "server": ("jsrt", 80)}
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    body = b"".join(m.get("body", b"") for m in sent[1:])
+    return sent[0]["status"], json.loads(body)
+
+
+async def endpoint(conn: asyncpg.Connection, tenant: UUID, path: str, source: str = ECHO,
+                   methods: list[str] | None = None, **kw: Any) -> UUID:
+    return await make_script(conn, tenant, source, type="http", http_path=path,
+                             http_methods=methods if methods is not None else ["GET", "POST"],
+                             **kw)
+
+
+async def test_get_runs_the_script_and_records_the_execution(
+    conn: asyncpg.Connection, http: Http
+) -> None:
+    tenant = await make_tenant(conn)
+    script = await endpoint(conn, tenant, "/hooks/echo")
+
+    r = await http.client.get(f"/t/{tenant}/hooks/echo?a=1&b=2&b=3",
+                              headers={"authorization": "Bearer s3cret", "x-thing": "yes"})
+
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/json"
+    body = r.json()
+    assert body["tenant"] == str(tenant)
+    got = body["got"]
+    assert (got["method"], got["path"], got["body"]) == ("GET", "/hooks/echo", None)
+    assert got["query"] == {"a": "1", "b": ["2", "3"]}
+    assert got["headers"]["x-thing"] == "yes"
+    assert got["headers"]["authorization"] == "Bearer s3cret"  # the script sees it...
+    [row] = await executions(conn, tenant)
+    assert row["id"] == UUID(r.headers["x-execution-id"])
+    assert (row["script_id"], row["status"], row["trigger_type"]) == (script, "completed", "http")
+    assert row["trigger_data"]["method"] == "GET"
+    assert row["trigger_data"]["path"] == "/hooks/echo"
+    assert row["trigger_data"]["query"] == "a=1&b=2&b=3"
+    assert row["input"]["headers"]["authorization"] == "[redacted]"  # ...history does not
+    assert row["output"] == body
+    assert await conn.fetchval("SELECT count(*) FROM jsrt_runs") == 0
+
+
+async def test_header_tenant_and_bodies(conn: asyncpg.Connection, http: Http) -> None:
+    tenant = await make_tenant(conn)
+    await endpoint(conn, tenant, "/orders")
+    hdr = {"x-tenant-id": str(tenant)}
+
+    r = await http.client.post("/orders", json={"n": 1}, headers=hdr)
+    assert r.status_code == 200, r.text
+    assert r.json()["got"]["body"] == {"n": 1}
+
+    r = await http.client.post("/orders", content="plain words",
+                               headers={**hdr, "content-type": "text/plain"})
+    assert r.json()["got"]["body"] == "plain words"
+
+    r = await http.client.post("/orders", content="{not json",
+                               headers={**hdr, "content-type": "application/json"})
+    assert r.status_code == 400
+    assert r.json() == {"error": "request body is not valid JSON"}
+    assert len(await executions(conn, tenant)) == 2  # the rejected request ran nothing
+
+
+async def test_shaped_and_plain_responses(conn: asyncpg.Connection, http: Http) -> None:
+    tenant = await make_tenant(conn)
+    await endpoint(conn, tenant, "/created", "async function handler() { return "
+                   "{ status: 201, headers: { 'X-Custom': 'v', 'Content-Length': '999' }, "
+                   "body: 'made it' } }")
+    await endpoint(conn, tenant, "/json", "function handler() { return { status: 202, "
+                   "body: { ok: true } } }")
+    await endpoint(conn, tenant, "/plain", "function handler() { return [1, 'two'] }")
+    await endpoint(conn, tenant, "/not-shaped", "function handler() { return { status: 201, "
+                   "extra: 1 } }")
+
+    r = await http.client.get(f"/t/{tenant}/created")
+    assert (r.status_code, r.text, r.headers["x-custom"]) == (201, "made it", "v")
+    assert r.headers["content-type"].startswith("text/plain")
+    r = await http.client.get(f"/t/{tenant}/json")
+    assert (r.status_code, r.json()) == (202, {"ok": True})
+    r = await http.client.get(f"/t/{tenant}/plain")
+    assert (r.status_code, r.json()) == (200, [1, "two"])
+    r = await http.client.get(f"/t/{tenant}/not-shaped")
+    assert (r.status_code, r.json()) == (200, {"status": 201, "extra": 1})
+
+
+async def test_not_found_never_tells_tenants_apart(conn: asyncpg.Connection, http: Http) -> None:
+    a, b = await make_tenant(conn, "a"), await make_tenant(conn, "b")
+    await endpoint(conn, a, "/private")
+    await endpoint(conn, b, "/other")
+    unknown = uuid.uuid4()
+
+    answers = [
+        await http.client.get(f"/t/{b}/private"),  # tenant A's path with tenant B's id
+        await http.client.get("/private", headers={"x-tenant-id": str(b)}),
+        await http.client.get(f"/t/{unknown}/private"),  # a tenant that does not exist
+        await http.client.get(f"/t/{a}/nope"),
+        await http.client.get("/private"),  # no tenant at all
+        await http.client.get("/private", headers={"x-tenant-id": "not-a-uuid"}),
+    ]
+    for r in answers:
+        assert (r.status_code, r.json()) == (404, {"error": "not found"}), r.request.url
+    # Paths exactly as a client may send them (httpx would normalise the dot segments away);
+    # the server percent-decodes like uvicorn does, then matches exactly, never resolves.
+    for raw in (f"/t/{b}/../{a}/private", f"/t/{b}%2F..%2F{a}/private",
+                f"/t/{a}/x/%2E%2E/private", f"/t/{a}/./private", f"/t/{a}//private",
+                f"/t/{b}/..%2F..%2Ft%2F{a}%2Fprivate"):
+        assert await raw_get(http.app, raw) == (404, {"error": "not found"}), raw
+    await endpoint(conn, a, "/paused", status="paused")
+    assert (await http.client.get(f"/t/{a}/paused")).status_code == 404
+    assert await executions(conn) == []
+
+
+async def test_methods_and_body_limit(conn: asyncpg.Connection, http: Http) -> None:
+    tenant = await make_tenant(conn)
+    await endpoint(conn, tenant, "/post-only", methods=["POST", "PUT"])
+    await endpoint(conn, tenant, "/default", methods=[])
+
+    r = await http.client.get(f"/t/{tenant}/post-only")
+    assert r.status_code == 405 and r.headers["allow"] == "POST, PUT"
+    r = await http.client.delete(f"/t/{tenant}/default")
+    assert r.status_code == 405 and r.headers["allow"] == "GET"
+    assert (await http.client.get(f"/t/{tenant}/default")).status_code == 200
+
+    r = await http.client.post(f"/t/{tenant}/post-only", content=b"x" * 1025)
+    assert r.status_code == 413
+    assert (await http.client.post(f"/t/{tenant}/post-only", content=b"x" * 1024)).status_code \
+        == 200
+    assert len(await executions(conn, tenant)) == 2
+
+
+async def test_script_error_and_timeout(conn: asyncpg.Connection, http: Http) -> None:
+    tenant = await make_tenant(conn)
+    await endpoint(conn, tenant, "/boom", "function handler() { console.log('about to');"
+                   " throw new Error('secret detail /srv/x') }")
+    await endpoint(conn, tenant, "/spin", "function handler() { while (true) {} }",
+                   limits={"max_execution_time_ms": 300})
+
+    r = await http.client.get(f"/t/{tenant}/boom")
+    assert r.status_code == 500
+    body = r.json()
+    assert body["error"] == "script failed" and "Traceback" not in r.text
+    assert "secret detail" not in r.text
+    row = (await executions(conn, tenant))[0]
+    assert str(row["id"]) == body["execution_id"]
+    assert row["status"] == "failed" and "secret detail" in row["error"]
+    logs = await conn.fetchval("SELECT lines::text FROM jsrt_execution_logs WHERE execution_id = $1",
+                               row["id"])
+    assert "about to" in logs
+
+    r = await http.client.get(f"/t/{tenant}/spin")
+    assert r.status_code == 504
+    spin = [e for e in await executions(conn, tenant) if str(e["id"]) == r.json()["execution_id"]]
+    assert spin[0]["status"] == "timeout"
+
+
+class Gate:
+    """A loopback HTTP server whose responses wait until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.arrived = 0
+        self.changed = asyncio.Condition()
+        self.open = asyncio.Event()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        async with self.changed:
+            self.arrived += 1
+            self.changed.notify_all()
+        await self.open.wait()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    async def wait_arrived(self, n: int) -> None:
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(lambda: self.arrived >= n), 20)
+
+
+async def test_concurrent_requests_within_and_over_the_limit(
+    conn: asyncpg.Connection, http: Http
+) -> None:
+    gate = Gate()
+    server = await asyncio.start_server(gate.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    tenant = await make_tenant(conn)
+    await endpoint(conn, tenant, "/slow", "async function handler(req, ctx) {"
+                   f" const r = await ctx.http.fetch('http://127.0.0.1:{port}/'); return r.body }}",
+                   limits={"max_concurrent_runs": 2})
+    url = f"/t/{tenant}/slow"
+    async with server:
+        first = [asyncio.create_task(http.client.get(url)) for _ in range(2)]
+        await gate.wait_arrived(2)  # both runs hold their slots now
+        over = await asyncio.gather(http.client.get(url), http.client.get(url))
+        assert [r.status_code for r in over] == [429, 429]
+        assert over[0].headers["retry-after"] == "1"
+        gate.open.set()
+        within = await asyncio.gather(*first)
+    assert [(r.status_code, r.json()) for r in within] == [(200, "ok"), (200, "ok")]
+    rows = await executions(conn, tenant)
+    assert [r["status"] for r in rows] == ["completed", "completed"]
+
+
+async def test_full_counts_runs_of_other_processes(conn: asyncpg.Connection, http: Http) -> None:
+    tenant = await make_tenant(conn)
+    script = await endpoint(conn, tenant, "/one", limits={"max_concurrent_runs": 1})
+    # a run of this script held by another live process (a daemon, another server)
+    await conn.execute("INSERT INTO jsrt_daemons (id, hostname, pid) VALUES ('elsewhere', 'h', 1)")
+    exec_id = await conn.fetchval(
+        "INSERT INTO script_executions (script_id, tenant_id, status, trigger_type) "
+        "VALUES ($1, $2, 'running', 'event') RETURNING id", script, tenant)
+    await conn.execute(
+        "INSERT INTO jsrt_runs (execution_id, tenant_id, script_id, state, daemon_id) "
+        "VALUES ($1, $2, $3, 'running', 'elsewhere')", exec_id, tenant, script)
+
+    assert (await http.client.get(f"/t/{tenant}/one")).status_code == 429
+    await conn.execute("DELETE FROM jsrt_runs WHERE execution_id = $1", exec_id)
+    assert (await http.client.get(f"/t/{tenant}/one")).status_code == 200
+
+
+async def test_real_uvicorn_server(conn: asyncpg.Connection, db_url: str) -> None:
+    tenant = await make_tenant(conn)
+    await endpoint(conn, tenant, "/live", "function handler(req) { return { hello: req.body } }")
+    settings = Settings.from_env(env={"DATABASE_URL": db_url}, heartbeat_interval=0.2,
+                                 heartbeat_timeout=2.0)
+    store = await Store.open(db_url)
+    try:
+        async with Executor(workers=1, publisher=store_publisher(store)) as ex:
+            server = HttpServer(settings, store, ex, "127.0.0.1:0")
+            async with anyio.create_task_group() as tg:
+                port = await tg.start(server.run)
+                assert await conn.fetchval("SELECT count(*) FROM jsrt_daemons") == 1
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                    r = await client.post(f"/t/{tenant}/live", json={"x": 1})
+                    bad = await client.request("BREW", f"/t/{tenant}/live")
+                await server.shutdown()
+    finally:
+        await store.close()
+    assert (r.status_code, r.json()) == (200, {"hello": {"x": 1}})
+    assert bad.status_code == 405
+    assert [e["trigger_type"] for e in await executions(conn, tenant)] == ["http"]
+    assert await conn.fetchval("SELECT count(*) FROM jsrt_daemons") == 0  # lease released
+    assert json.loads(r.text) == {"hello": {"x": 1}}
