@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 from uuid import UUID
 
+import anyio
 import asyncpg
 
 from consumer.errors import NotFound, ValidationError
@@ -176,7 +177,7 @@ async def embedded_script(db: Db, tenant_id: UUID, source: str,
     """The 'embedded' script that holds an ad-hoc source: one per (tenant, source, limits),
     named `embedded-<sha256 of source and limits>`, created active on first use."""
     merged = parse_limits(dict(limits) if limits is not None else None)
-    problem = check_syntax(source)
+    problem = await anyio.to_thread.run_sync(check_syntax, source)
     if problem:
         raise ValidationError(problem)
     digest = hashlib.sha256(

@@ -148,7 +148,7 @@ class Store:
                     q("save_logs"),
                     [o.run.execution_id for o in logged],
                     [o.run.tenant_id for o in logged],
-                    [list(o.result.logs) for o in logged],
+                    [json.dumps(list(o.result.logs)) for o in logged],
                 )
             finished = [Finished.from_row(r) for r in rows]
             await _dead_letter(conn, finished, retry_at)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from py_mini_racer import JSParseException, MiniRacer
@@ -185,12 +187,23 @@ def check_limit_values(limits: Mapping[str, Any]) -> str | None:
     return None
 
 
+@lru_cache(maxsize=256)
 def check_syntax(source: str) -> str | None:
-    """V8 parses the source as the sandbox will wrap it, without running any of it."""
+    """V8 parses the source as the sandbox will wrap it, without running any of it. The parse
+    runs on a thread of its own: mini-racer's timeout is not allowed on a thread with a
+    running event loop."""
     if not source.strip():
         return "the source is empty"
     if len(source.encode()) > MAX_SOURCE:
         return f"the source is larger than {MAX_SOURCE} bytes"
+    result: list[str | None] = []
+    thread = threading.Thread(target=lambda: result.append(_parse(source)), name="jsrt-parse")
+    thread.start()
+    thread.join()
+    return result[0] if result else "the source could not be checked"
+
+
+def _parse(source: str) -> str | None:
     racer = MiniRacer()
     try:
         # A function expression is parsed, never called: the top level does not run.

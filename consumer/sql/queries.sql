@@ -106,8 +106,11 @@ RETURNING e.id, e.tenant_id, e.script_id, e.status, e.error, e.trigger_type, e.t
           e.input, mine.dead_letter_id;
 
 -- name: save_logs
+-- $3 holds each execution's lines as JSON text: a jsonb[] of lists would be read as a
+-- multi-dimensional array and unnest would flatten it line by line.
 INSERT INTO jsrt_execution_logs (execution_id, tenant_id, lines)
-SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[])
+SELECT l.execution_id, l.tenant_id, l.lines::jsonb
+FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS l(execution_id, tenant_id, lines)
 ON CONFLICT (execution_id) DO UPDATE SET lines = EXCLUDED.lines;
 
 -- name: release_runs
