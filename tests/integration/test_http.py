@@ -213,8 +213,8 @@ async def test_script_error_and_timeout(conn: asyncpg.Connection, http: Http) ->
     row = (await executions(conn, tenant))[0]
     assert str(row["id"]) == body["execution_id"]
     assert row["status"] == "failed" and "secret detail" in row["error"]
-    logs = await conn.fetchval("SELECT lines::text FROM jsrt_execution_logs WHERE execution_id = $1",
-                               row["id"])
+    logs = await conn.fetchval(
+        "SELECT lines::text FROM jsrt_execution_logs WHERE execution_id = $1", row["id"])
     assert "about to" in logs
 
     r = await http.client.get(f"/t/{tenant}/spin")

@@ -7,10 +7,10 @@ from typing import Any
 
 import asyncpg
 import pytest
+from support.factories import executions, make_script, make_tenant
 
 from consumer.errors import NotFound, ScriptBusy, ValidationError
 from consumer.runtime import Runtime
-from support.factories import executions, make_script, make_tenant
 
 DOUBLE = "async function handler(input, ctx) { return { doubled: input.n * 2, t: ctx.tenantId } }"
 
