@@ -59,7 +59,8 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jsrt", description="Multi-tenant JavaScript runtime on PostgreSQL")
+    p = argparse.ArgumentParser(
+        prog="jsrt", description="Multi-tenant JavaScript runtime on PostgreSQL")
     sub = p.add_subparsers(dest="command", required=True)
 
     m = sub.add_parser("migrate", help="apply, undo or list schema migrations")

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import socket
@@ -25,14 +26,14 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from consumer import log, retention
 from consumer.clock import Clock, SystemClock
+from consumer.errors import StoreError
 from consumer.listener import Listener
 from consumer.records import Finished, Outcome, Run
 from consumer.retry import next_retry_at
-from consumer.scheduler import decide, log_decisions
 from consumer.sandbox import Executor
 from consumer.sandbox.types import ExecutionResult, Publisher, PublishRequest
+from consumer.scheduler import decide, log_decisions
 from consumer.settings import Settings
-from consumer.errors import StoreError
 from consumer.store import Store, StoreUnavailable
 
 _LOG = log.get("jsrt.daemon")
@@ -114,10 +115,8 @@ class Daemon:
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
-                try:
+                with contextlib.suppress(StoreUnavailable):
                     await self.store.unregister_daemon(self.id)
-                except StoreUnavailable:
-                    pass
             _LOG.info("daemon_stopped", daemon_id=self.id, recorded=self.counters.recorded)
 
     # ------------------------------------------------------------ claim
@@ -145,34 +144,31 @@ class Daemon:
 
     async def _claim_once(self, runs: TaskGroup, until_idle: bool) -> bool:
         s = self.settings
-        events = 0
-        if self._maybe_events:
-            # Cleared before the query, so a wake-up that arrives during it is not lost.
-            self._maybe_events = False
-            events, created = await self.store.dispatch_events(s.claim_batch, s.tenant_batch)
-            self.counters.dispatched_events += events
-            self._maybe_events = self._maybe_events or events > 0
-            self._maybe_runs = self._maybe_runs or created > 0
         retried = await self._claim_retries(force=False)
         fired = await self._schedule(force=False)
         if retried or fired:
             self._maybe_runs = True
-        return bool(events or retried or fired or await self._start_runs(runs))
-
-    async def _start_runs(self, runs: TaskGroup) -> int:
-        s = self.settings
         free = s.concurrency - len(self._in_flight)
         # Start in batches, not one run per freed slot: fewer, larger round trips.
-        if not self._maybe_runs or free < min(self._min_start, s.concurrency) and self._in_flight:
-            return 0
-        self._maybe_runs = False
-        started = await self.store.start_runs(self.id, free, max(1, s.concurrency // 2))
-        self._maybe_runs = self._maybe_runs or len(started) >= free
+        want_runs = self._maybe_runs and (free >= self._min_start or not self._in_flight)
+        event_limit = s.claim_batch if self._maybe_events else 0
+        run_limit = free if want_runs else 0
+        if not (event_limit or run_limit):
+            return bool(retried or fired)
+        # Hints are cleared before the query, so a wake-up that arrives during it is kept.
+        self._maybe_events = self._maybe_events and not event_limit
+        self._maybe_runs = self._maybe_runs and not run_limit
+        events, created, started = await self.store.claim(
+            self.id, event_limit, s.tenant_batch, run_limit, max(1, s.concurrency // 2))
+        self._maybe_events = self._maybe_events or events > 0
+        # new executions may be beyond this batch, or blocked only until a slot frees
+        self._maybe_runs = self._maybe_runs or created > 0 or (run_limit and len(started) >= free)
         for run in started:
             self._in_flight[run.execution_id] = run
             runs.start_soon(self._execute, run)
+        self.counters.dispatched_events += events
         self.counters.started += len(started)
-        return len(started)
+        return bool(events or retried or fired or started)
 
     async def _claim_retries(self, force: bool) -> int:
         now = anyio.current_time()
@@ -385,7 +381,8 @@ async def run_daemon(settings: Settings, until_idle: bool = False, http: str | N
 
     from consumer.http import start_http
 
-    store = await Store.open(settings.require_database(), max_size=max(4, settings.concurrency // 4 + 4))
+    pool_size = max(4, settings.concurrency // 4 + 4)
+    store = await Store.open(settings.require_database(), max_size=pool_size)
     try:
         executor = Executor(workers=settings.worker_count, publisher=store_publisher(store),
                             fetch_allowlist=settings.fetch_allowlist)

@@ -7,6 +7,7 @@ several daemons receiving the same notification store it once."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from typing import Any
@@ -70,7 +71,8 @@ class Listener:
             await conn.add_listener(ch, self._notified)
         await conn.add_listener(SCRIPTS_CHANNEL, self._script_changed)
         self._conn = conn
-        self._leader = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", RAW_INGEST_LOCK))
+        self._leader = bool(
+            await conn.fetchval("SELECT pg_try_advisory_lock($1)", RAW_INGEST_LOCK))
         if self.connected.is_set():
             self.reconnects += 1
             _LOG.info("listener_reconnected", leader=self._leader, reconnects=self.reconnects)
@@ -85,7 +87,8 @@ class Listener:
         if conn is None or self._leader or conn.is_closed():
             return
         try:
-            self._leader = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", RAW_INGEST_LOCK))
+            self._leader = bool(
+            await conn.fetchval("SELECT pg_try_advisory_lock($1)", RAW_INGEST_LOCK))
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
             return
         if self._leader:
@@ -145,7 +148,5 @@ class Listener:
     def _script_changed(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         self._wake()
         if self._on_script_change is not None:
-            try:
+            with contextlib.suppress(ValueError):
                 self._on_script_change(json.loads(payload))
-            except ValueError:
-                pass

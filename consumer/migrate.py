@@ -71,10 +71,12 @@ class Migrator:
 
     async def _ensure_table(self) -> None:
         await self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS gorp_migrations (id TEXT PRIMARY KEY, applied_at TIMESTAMPTZ)"
+            "CREATE TABLE IF NOT EXISTS gorp_migrations "
+            "(id TEXT PRIMARY KEY, applied_at TIMESTAMPTZ)"
         )
         await self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS jsrt_schema_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+            "CREATE TABLE IF NOT EXISTS jsrt_schema_state "
+            "(key TEXT PRIMARY KEY, value TEXT NOT NULL)"
         )
 
     async def _applied(self) -> dict[str, datetime | None]:
@@ -108,7 +110,8 @@ class Migrator:
                 await self._run(m, m.down, record=False)
             if todo:
                 # The triggers may have gone with the tables: re-apply on the next `up`.
-                await self._conn.execute("DELETE FROM jsrt_schema_state WHERE key = 'triggers_sha256'")
+                await self._conn.execute(
+                    "DELETE FROM jsrt_schema_state WHERE key = 'triggers_sha256'")
         return [m.id for m in todo]
 
     async def _run(self, m: Migration, sql: str, record: bool) -> None:
@@ -183,6 +186,6 @@ async def migrate_up(dsn: str, schema_dir: Path, triggers_file: Path) -> list[st
 def fingerprint(schema_dir: Path, triggers_file: Path) -> str:
     """Changes whenever a migration or triggers.sql changes (test template cache key)."""
     h = hashlib.sha256()
-    for p in sorted(schema_dir.glob("*.sql")) + [triggers_file]:
+    for p in [*sorted(schema_dir.glob("*.sql")), triggers_file]:
         h.update(p.name.encode() + b"\0" + p.read_bytes())
     return h.hexdigest()[:16]

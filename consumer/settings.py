@@ -21,8 +21,8 @@ class Settings:
     # Sandbox worker processes; 0 means one per core.
     workers: int = 0
     poll_interval: float = 1.0  # seconds; NOTIFY is only a hint, this is the fallback
-    claim_batch: int = 256  # events fanned out per claim
-    tenant_batch: int = 64  # at most this many events of one tenant per claim (fairness)
+    claim_batch: int = 512  # events fanned out per claim
+    tenant_batch: int = 128  # at most this many events of one tenant per claim (fairness)
     grace_period: float = 30.0  # seconds running executions get on SIGTERM
     heartbeat_interval: float = 2.0
     heartbeat_timeout: float = 15.0  # a daemon silent this long is presumed dead
@@ -112,5 +112,6 @@ def _parse(name: str, raw: str, default: Any) -> Any:
         if isinstance(default, Path):
             return Path(raw)
     except ValueError:
-        raise ConfigError(f"JSRT_{name.upper()}={raw!r} is not a valid {type(default).__name__}") from None
+        kind = type(default).__name__
+        raise ConfigError(f"JSRT_{name.upper()}={raw!r} is not a valid {kind}") from None
     return raw.strip().lower() if name in ("log_format", "log_level") else raw

@@ -106,26 +106,28 @@ class Store:
         async with translated():
             return bool(await self._pool.fetchval(q("tenant_exists"), str(tenant_id)))
 
-    async def dispatch_events(self, limit: int, per_tenant: int) -> tuple[int, int]:
-        """Fan out up to `limit` due events; returns (events, executions created)."""
-        start = uuid.uuid4()  # a random first tenant: no tenant is favoured by its id
-        async with translated():
-            row = await self._pool.fetchrow(q("dispatch_events"), limit, per_tenant, start)
-            events, execs = row["events"], row["executions"]
-            if events < limit:  # wrap round to the tenants below the random start
-                row = await self._pool.fetchrow(
-                    q("dispatch_events"), limit - events, per_tenant, None
-                )
-                events, execs = events + row["events"], execs + row["executions"]
-        return int(events), int(execs)
-
-    # ------------------------------------------------------------- runs
-    async def start_runs(self, daemon_id: str, limit: int, per_script: int) -> list[Run]:
-        async with translated():
-            rows = await self._pool.fetch(
-                q("start_runs"), daemon_id, limit, per_script, uuid.uuid4()
+    async def claim(
+        self, daemon_id: str, event_limit: int, per_tenant: int, run_limit: int, per_script: int
+    ) -> tuple[int, int, list[Run]]:
+        """Fan out up to `event_limit` due events into executions, then start up to `run_limit`
+        pending runs for this daemon: one transaction, one commit.
+        Returns (events dispatched, executions created, runs started)."""
+        async with translated(), self._pool.acquire() as conn, conn.transaction():
+            events, created = (
+                await _dispatch(conn, event_limit, per_tenant) if event_limit else (0, 0)
             )
-        return [Run.from_row(r) for r in rows]
+            rows = (
+                await conn.fetch(q("start_runs"), daemon_id, run_limit, per_script, uuid.uuid4())
+                if run_limit else []
+            )
+        return events, created, [Run.from_row(r) for r in rows]
+
+    async def dispatch_events(self, limit: int, per_tenant: int) -> tuple[int, int]:
+        async with translated(), self._pool.acquire() as conn:
+            return await _dispatch(conn, limit, per_tenant)
+
+    async def start_runs(self, daemon_id: str, limit: int, per_script: int) -> list[Run]:
+        return (await self.claim(daemon_id, 0, 0, limit, per_script))[2]
 
     async def complete_runs(self, daemon_id: str, outcomes: Sequence[Outcome]) -> list[Finished]:
         """Record results, dead-letter failures and resolve succeeded retries, atomically."""
@@ -198,6 +200,16 @@ class Store:
     async def pending_work(self, now: datetime | None = None) -> bool:
         async with translated():
             return bool(await self._pool.fetchval(q("pending_work"), now))
+
+
+async def _dispatch(conn: asyncpg.Connection, limit: int, per_tenant: int) -> tuple[int, int]:
+    start = uuid.uuid4()  # a random first tenant: no tenant is favoured by its id
+    row = await conn.fetchrow(q("dispatch_events"), limit, per_tenant, start)
+    events, execs = int(row["events"]), int(row["executions"])
+    if events < limit:  # wrap round to the tenants below the random start
+        row = await conn.fetchrow(q("dispatch_events"), limit - events, per_tenant, None)
+        events, execs = events + int(row["events"]), execs + int(row["executions"])
+    return events, execs
 
 
 async def _dead_letter(

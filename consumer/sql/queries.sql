@@ -46,8 +46,9 @@ claimed AS (
     LIMIT $1
 ),
 marked AS (
+    -- = ANY(ARRAY(...)): the planner's estimate for a join here picks a seq scan
     UPDATE jsrt_events e SET dispatched_at = NOW()
-    FROM claimed c WHERE e.id = c.id AND e.tenant_id = c.tenant_id
+    WHERE e.id = ANY (ARRAY(SELECT id FROM claimed))
     RETURNING e.id
 ),
 targets AS (
@@ -70,7 +71,8 @@ execs AS (
            jsonb_build_object('type', 'event', 'event_id', t.event_id, 'event_type', t.event_type,
                               'published_at', t.published_at, 'attempt', 1, 'depth', t.depth),
            t.payload
-    FROM targets t JOIN deliveries d USING (execution_id)
+    FROM targets t
+    WHERE t.execution_id = ANY (ARRAY(SELECT execution_id FROM deliveries))
     RETURNING id, tenant_id, script_id, (trigger_data->>'event_id')::uuid AS event_id
 ),
 runs AS (

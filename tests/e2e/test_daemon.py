@@ -9,7 +9,6 @@ import uuid
 
 import anyio
 import asyncpg
-
 from support.daemons import daemon_process
 from support.factories import make_script, make_tenant, publish
 
@@ -48,7 +47,8 @@ async def test_raw_notify_is_stored_and_executed(conn: asyncpg.Connection, db_ur
         assert await conn.fetchval("SELECT count(*) FROM jsrt_events WHERE tenant_id = $1",
                                    tenant) == 1
         d.stop()
-    rows = await conn.fetch("SELECT input::text FROM script_executions WHERE tenant_id = $1", tenant)
+    rows = await conn.fetch(
+        "SELECT input::text FROM script_executions WHERE tenant_id = $1", tenant)
     assert [json.loads(r[0]) for r in rows] == [{"a": 1}]
 
 
@@ -152,7 +152,8 @@ async def test_listener_survives_backend_termination(conn: asyncpg.Connection,
     with daemon_process(db_url, env={"JSRT_POLL_INTERVAL": "30"}) as d:
         d.wait_event("listener_connected")
         await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                           "WHERE application_name = 'jsrt-listener' AND datname = current_database()")
+                           "WHERE application_name = 'jsrt-listener' "
+                           "AND datname = current_database()")
         d.wait_event("listener_reconnected")
         # with a 30 s poll, only the notification can make this fast
         await publish(conn, tenant, "thing.happened")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import anyio
 import asyncpg
-
 from support.daemons import daemon_process
 from support.factories import make_script, make_tenant
 

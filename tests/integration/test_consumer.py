@@ -6,12 +6,12 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+from support.daemons import drain
+from support.factories import executions, make_script, make_tenant, publish
 
 from consumer.daemon import store_publisher
 from consumer.sandbox import Executor
 from consumer.store import Store
-from support.daemons import drain
-from support.factories import executions, make_script, make_tenant, publish
 
 
 @pytest.fixture

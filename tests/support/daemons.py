@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -71,13 +72,12 @@ class DaemonProcess:
         for line in self.proc.stdout:
             with self._cond:
                 self.raw.append(line)
-                try:
+                with contextlib.suppress(ValueError):
                     self.lines.append(json.loads(line))
-                except ValueError:
-                    pass
                 self._cond.notify_all()
 
-    def wait_for(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 30) -> dict[str, Any]:
+    def wait_for(self, pred: Callable[[dict[str, Any]], bool],
+                 timeout: float = 30) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         seen = 0
         with self._cond:

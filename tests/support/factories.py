@@ -64,7 +64,8 @@ async def publish(conn: asyncpg.Connection, tenant_id: UUID, event_type: str,
     return event_id
 
 
-async def executions(conn: asyncpg.Connection, tenant_id: UUID | None = None) -> list[dict[str, Any]]:
+async def executions(conn: asyncpg.Connection,
+                     tenant_id: UUID | None = None) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         """SELECT id, script_id, tenant_id, status, trigger_type, trigger_data::text AS td,
                   input::text AS inp, output::text AS out, error, metrics::text AS met,

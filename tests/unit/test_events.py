@@ -51,7 +51,9 @@ def test_jsrt_publish_wakeups_are_recognised() -> None:
         ("[" * 5000 + "]" * 5000, "nested deeper than 64"),
     ],
 )
-def test_malformed_events_are_rejected_with_one_readable_line(text: str, reason: str | None) -> None:
+def test_malformed_events_are_rejected_with_one_readable_line(
+    text: str, reason: str | None
+) -> None:
     if reason is None:
         parse_raw(decode(text))
         return

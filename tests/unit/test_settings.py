@@ -28,7 +28,7 @@ def test_defaults_and_environment() -> None:
 )
 def test_invalid_settings_fail_at_start_with_a_clear_message(env: dict[str, str],
                                                               message: str) -> None:
-    with pytest.raises(ConfigError, match="invalid settings|is not a valid") as info:
+    with pytest.raises(ConfigError, match=r"invalid settings|is not a valid") as info:
         Settings.from_env(env=env)
     assert message in str(info.value)
 
