@@ -1,7 +1,8 @@
 """Retention: the seed's policy (finished executions after 90 days, exhausted dead letters
 after 30) plus the runtime's own tables (dispatched events, fired cron ticks), every age
 configurable. Deletes run in batches of `batch` rows, each its own short statement, so no
-lock is held for long; `dry_run` only counts."""
+lock is held for long. `dry_run` only counts, rule by rule on the rows as they are: a real pass
+may delete a few more executions, those only the exhausted letters it deletes first pointed at."""
 
 from __future__ import annotations
 

@@ -69,9 +69,9 @@ SELECT d.tenant_id, d.script_id, s.name AS script_name,
        count(*) FILTER (WHERE st.resolution = 'discarded') AS discarded,
        count(*) FILTER (WHERE st.resolved_at IS NULL AND NOT st.in_flight
                           AND d.retry_count >= st.max_retries) AS exhausted,
-       sum(d.retry_count + (st.resolution = 'succeeded')::int) AS retries,
+       sum(d.retry_count + (st.resolution IS NOT DISTINCT FROM 'succeeded')::int) AS retries,
        round(count(*) FILTER (WHERE st.resolution = 'succeeded')::numeric
-             / NULLIF(sum(d.retry_count + (st.resolution = 'succeeded')::int), 0), 4)
+             / NULLIF(sum(d.retry_count + (st.resolution IS NOT DISTINCT FROM 'succeeded')::int), 0), 4)
            AS retry_success_rate,
        round(count(*) FILTER (WHERE st.resolution = 'succeeded')::numeric
              / NULLIF(count(*) FILTER (WHERE st.resolution = 'succeeded'

@@ -14,6 +14,9 @@ from uuid import UUID
 import anyio
 import asyncpg
 import pytest
+import structlog
+from support.daemons import daemon_for, drain
+from support.factories import executions, make_script, make_tenant, publish
 
 from consumer import cli
 from consumer import dead_letters as dl
@@ -21,8 +24,6 @@ from consumer.clock import FakeClock
 from consumer.daemon import store_publisher
 from consumer.sandbox import Executor
 from consumer.store import Store
-from support.daemons import daemon_for, drain
-from support.factories import executions, make_script, make_tenant, publish
 
 ALWAYS_FAILS = "function handler(i, ctx) { throw new Error('boom ' + ctx.trigger.attempt); }"
 # Fails on the first attempt and the first retry, succeeds on the second retry.
@@ -384,3 +385,299 @@ async def test_retry_and_discard_skip_resolved_in_flight_unknown_and_foreign_let
     await drain(db_url, executor, clock)
     assert len([r for r in await executions(conn, tenant)
                 if r["trigger_data"].get("dead_letter_id") == str(a)]) == 0
+
+
+# ---------------------------------------------------------------- the CLI
+async def insert_letter(
+    conn: asyncpg.Connection, tenant: UUID, script: UUID, *, retry_count: int = 0,
+    error: str = "Error: boom\n    at handler", created_ago: timedelta = timedelta(minutes=5),
+    resolution: str | None = None, in_flight: bool = False, max_retries: int = 3,
+    next_retry_in: timedelta | None = timedelta(seconds=30), event_type: str = "thing.happened",
+) -> UUID:
+    """A letter as the runtime leaves it, written directly (fast, for output and views)."""
+    when = datetime.now(UTC) - created_ago
+    execution = await conn.fetchval(
+        """INSERT INTO script_executions (script_id, tenant_id, status, trigger_type, trigger_data,
+                                          input, error, started_at, completed_at)
+           VALUES ($1, $2, 'failed', 'event', $3::jsonb, '{"k": 1}', $4, $5, $5) RETURNING id""",
+        script, tenant, json.dumps({"event_id": str(uuid.uuid4()), "event_type": event_type,
+                                    "attempt": retry_count + 1}), error, when)
+    letter = await conn.fetchval(
+        """INSERT INTO script_event_dead_letters (script_id, tenant_id, execution_id, event_type,
+               event_data, error, retry_count, last_retry_at, created_at)
+           VALUES ($1, $2, $3, $4, '{"k": 1}', $5, $6, CASE WHEN $6 > 0 THEN $7::timestamptz END,
+                   $7::timestamptz)
+           RETURNING id""", script, tenant, execution, event_type, error, retry_count, when)
+    exhausted = retry_count >= max_retries
+    await conn.execute(
+        """INSERT INTO jsrt_dead_letter_state (dead_letter_id, tenant_id, next_retry_at, in_flight,
+               resolved_at, resolution, max_retries, script_version)
+           VALUES ($1, $2, $3, $4, CASE WHEN $5::text IS NOT NULL THEN NOW() END, $5, $6, 1)""",
+        letter, tenant,
+        None if resolution or exhausted or next_retry_in is None else when + next_retry_in,
+        in_flight, resolution, max_retries)
+    return letter
+
+
+async def jsrt(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], db_url: str,
+               *argv: str) -> tuple[int, str, str]:
+    """`jsrt ...` in-process (on its own event loop, in a thread): exit code, stdout, stderr."""
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    capsys.readouterr()
+    try:
+        code = await anyio.to_thread.run_sync(cli.main, list(argv))
+    except SystemExit as exc:  # argparse rejected the arguments
+        code = int(exc.code or 0)
+    finally:
+        structlog.reset_defaults()  # main() logged to the captured stderr, closed after the test
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+async def cli_letters(conn: asyncpg.Connection) -> dict[str, Any]:
+    tenant, other = await make_tenant(conn, "acme"), await make_tenant(conn, "other")
+    script = await make_script(conn, tenant, ALWAYS_FAILS, name="billing")
+    mailer = await make_script(conn, tenant, ALWAYS_FAILS, name="mailer",
+                               event_types=["mail.bounced"])
+    fresh = await insert_letter(conn, tenant, script, created_ago=timedelta(minutes=1))
+    spent = await insert_letter(conn, tenant, script, retry_count=3, error="TypeError: x is null",
+                                created_ago=timedelta(hours=3))
+    mail = await insert_letter(conn, tenant, mailer, event_type="mail.bounced",
+                               created_ago=timedelta(days=2))
+    foreign = await insert_letter(conn, other, await make_script(conn, other, ALWAYS_FAILS))
+    return dict(tenant=tenant, other=other, script=script, fresh=fresh, spent=spent, mail=mail,
+                foreign=foreign)
+
+
+async def test_cli_list_table_and_json(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], db_url: str,
+    cli_letters: dict[str, Any],
+) -> None:
+    c = cli_letters
+    code, out, _ = await jsrt(monkeypatch, capsys, db_url, "dead-letters", "list",
+                              "--tenant", str(c["tenant"]))
+    assert code == 0
+    header, *lines = out.splitlines()
+    assert header.split() == ["ID", "TENANT", "SCRIPT", "EVENT", "TYPE", "RETRIES", "STATE",
+                              "NEXT", "RETRY", "CREATED", "ERROR"]
+    assert [ln.split()[0] for ln in lines] == [str(c["fresh"]), str(c["spent"]), str(c["mail"])]
+    fresh, spent, _ = lines
+    assert fresh.split()[1:6] == ["acme", "billing", "thing.happened", "0/3", "scheduled"]
+    assert "Error: boom" in fresh and "at handler" not in fresh  # first line of the error only
+    assert spent.split()[4:6] == ["3/3", "exhausted"]
+
+    code, out, _ = await jsrt(monkeypatch, capsys, db_url, "dead-letters", "list", "--json",
+                              "--tenant", str(c["tenant"]), "--exhausted")
+    [row] = json.loads(out)
+    assert row["id"] == str(c["spent"]) and row["tenant_id"] == str(c["tenant"])
+    assert (row["state"], row["retry_count"], row["max_retries"]) == ("exhausted", 3, 3)
+    assert row["next_retry_at"] is None and row["error"] == "TypeError: x is null"
+    datetime.fromisoformat(row["created_at"])
+
+    async def ids(*args: str) -> list[str]:
+        _, text, _ = await jsrt(monkeypatch, capsys, db_url, "dead-letters", "list", "--json",
+                                *args)
+        return [r["id"] for r in json.loads(text)]
+
+    assert await ids("--script", "mailer") == [str(c["mail"])]
+    assert await ids("--script", str(c["script"])) == [str(c["fresh"]), str(c["spent"])]
+    assert await ids("--event-type", "mail.bounced") == [str(c["mail"])]
+    assert await ids("--tenant", str(c["tenant"]), "--since", "1h") == [str(c["fresh"])]
+    assert len(await ids()) == 4  # every tenant
+    assert await ids("--tenant", str(c["tenant"]), "--limit", "1") == [str(c["fresh"])]
+    code, out, _ = await jsrt(monkeypatch, capsys, db_url, "dead-letters", "list",
+                              "--tenant", str(uuid.uuid4()))
+    assert (code, out) == (0, "no dead letters\n")
+
+
+async def test_cli_show_every_attempt_table_and_json(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    conn: asyncpg.Connection, db_url: str, executor: Executor, clock: FakeClock,
+) -> None:
+    tenant = await make_tenant(conn)
+    await make_script(conn, tenant, SECOND_RETRY_WORKS, name="flaky")
+    await publish(conn, tenant, "thing.happened", {"order": 42})
+    await drain(db_url, executor, clock)
+    for _ in range(2):
+        due(clock, await one_letter(conn, tenant))
+        await drain(db_url, executor, clock)
+    letter = await one_letter(conn, tenant)
+    rows = await executions(conn, tenant)
+
+    code, out, _ = await jsrt(monkeypatch, capsys, db_url, "dead-letters", "show", "--json",
+                              str(letter["id"]))
+    assert code == 0
+    shown = json.loads(out)
+    assert shown["event_data"] == {"order": 42}
+    assert (shown["state"], shown["resolution"], shown["script_name"]) == (
+        "succeeded", "succeeded", "flaky")
+    assert "attempt 2" in shown["error"]
+    assert [(a["attempt"], a["id"], a["status"]) for a in shown["attempts"]] == [
+        (1, str(rows[0]["id"]), "failed"), (2, str(rows[1]["id"]), "failed"),
+        (3, str(rows[2]["id"]), "completed")]
+    assert all(a["started_at"] and a["completed_at"] for a in shown["attempts"])
+    assert "attempt 1" in shown["attempts"][0]["error"]
+
+    code, out, _ = await jsrt(monkeypatch, capsys, db_url, "dead-letters", "show",
+                              str(letter["id"]), "--tenant", str(tenant))
+    assert code == 0
+    assert f"dead letter  {letter['id']}" in out
+    assert "state        succeeded, 1/3 retries used" in out
+    assert '"order": 42' in out
+    attempts = out[out.index("\nattempts\n"):].splitlines()[3:]  # after the header
+    assert [ln.split()[:3] for ln in attempts] == [
+        ["1", str(rows[0]["id"]), "failed"], ["2", str(rows[1]["id"]), "failed"],
+        ["3", str(rows[2]["id"]), "completed"]]
+
+    code, _, err = await jsrt(monkeypatch, capsys, db_url, "dead-letters", "show",
+                              str(letter["id"]), "--tenant", str(uuid.uuid4()))
+    assert code == 1 and "jsrt: error: no dead letter" in err
+
+
+async def test_cli_retry_and_discard(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    conn: asyncpg.Connection, db_url: str, cli_letters: dict[str, Any],
+) -> None:
+    c = cli_letters
+    code, out, err = await jsrt(monkeypatch, capsys, db_url, "dead-letters", "retry",
+                                str(c["spent"]))
+    assert (code, out, err) == (0, "retried 1 dead letter(s): due now\n", "")
+    st = await conn.fetchrow("SELECT next_retry_at, max_retries FROM jsrt_dead_letter_state "
+                             "WHERE dead_letter_id = $1", c["spent"])
+    assert st["max_retries"] == 4
+    assert abs((st["next_retry_at"] - datetime.now(UTC)).total_seconds()) < 60
+
+    code, out, _ = await jsrt(monkeypatch, capsys, db_url, "dead-letters", "discard", "--json",
+                              str(c["fresh"]), str(c["foreign"]), "--tenant", str(c["tenant"]))
+    assert code == 1  # one was skipped
+    assert json.loads(out) == {"discarded": [str(c["fresh"])],
+                               "skipped": {str(c["foreign"]): "not found"}}
+    code, out, err = await jsrt(monkeypatch, capsys, db_url, "dead-letters", "retry",
+                                str(c["fresh"]))
+    assert code == 1
+    assert out == "retried 0 dead letter(s): due now\n"
+    assert err == f"jsrt: skipped {c['fresh']}: already resolved (discarded)\n"
+    code, out, _ = await jsrt(monkeypatch, capsys, db_url, "dead-letters", "list", "--json",
+                              "--resolved", "--tenant", str(c["tenant"]))
+    assert {r["id"]: r["state"] for r in json.loads(out)}[str(c["fresh"])] == "discarded"
+
+    code, _, err = await jsrt(monkeypatch, capsys, db_url, "dead-letters", "retry")
+    assert code == 1 and "give dead letter ids, or --all" in err
+    code, _, err = await jsrt(monkeypatch, capsys, db_url, "dead-letters", "retry", "nope")
+    assert code == 2 and "not a UUID" in err
+
+
+async def test_cli_retry_all_with_filters_shows_progress(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    conn: asyncpg.Connection, db_url: str,
+) -> None:
+    tenant, other = await make_tenant(conn), await make_tenant(conn)
+    script = await make_script(conn, tenant, ALWAYS_FAILS)
+    many = [await insert_letter(conn, tenant, script, retry_count=3) for _ in range(120)]
+    await insert_letter(conn, tenant, script, event_type="other.type", retry_count=3)
+    await insert_letter(conn, other, await make_script(conn, other, ALWAYS_FAILS), retry_count=3)
+
+    code, out, err = await jsrt(monkeypatch, capsys, db_url, "dead-letters", "retry", "--all",
+                                "--tenant", str(tenant), "--event-type", "thing.happened",
+                                "--exhausted", "--json")
+    assert code == 0
+    assert sorted(json.loads(out)["retried"]) == sorted(str(i) for i in many)
+    assert err.endswith("\rretrying dead letters: 120/120\n")
+    assert "retrying dead letters: 100/120" in err
+    due_now = await conn.fetchval(
+        "SELECT count(*) FROM jsrt_dead_letter_state WHERE next_retry_at IS NOT NULL")
+    assert due_now == 120
+
+    code, out, err = await jsrt(monkeypatch, capsys, db_url, "dead-letters", "retry", "--all",
+                                "--tenant", str(other))
+    assert (code, out, err) == (0, "retried 1 dead letter(s): due now\n", "")
+
+
+# ---------------------------------------------------------------- review views
+async def test_view_failures_24h_by_script_and_error(conn: asyncpg.Connection) -> None:
+    tenant, other = await make_tenant(conn), await make_tenant(conn)
+    a = await make_script(conn, tenant, name="a")
+    b = await make_script(conn, other, name="b")
+
+    async def execution(tenant_id: UUID, script: UUID, status: str, error: str | None,
+                        ago: timedelta = timedelta(hours=1), trigger: str = "event") -> None:
+        await conn.execute(
+            """INSERT INTO script_executions (script_id, tenant_id, status, trigger_type, error,
+                                              started_at)
+               VALUES ($1, $2, $3, $4, $5, NOW() - $6::interval)""",
+            script, tenant_id, status, trigger, error, ago)
+
+    await execution(tenant, a, "failed", "Error: a\n    at handler (1)")
+    await execution(tenant, a, "failed", "Error: a\n    at handler (2)", timedelta(hours=20))
+    await execution(tenant, a, "timeout", None)
+    await execution(tenant, a, "failed", "Error: a", timedelta(hours=25))  # too old
+    await execution(tenant, a, "completed", None)
+    await execution(tenant, a, "failed", "Error: cron", trigger="cron")  # not an event
+    await execution(other, b, "failed", "Error: b")
+    rows = await conn.fetch(
+        "SELECT script_name, status, error, failures FROM jsrt_dl_failures_24h "
+        "WHERE tenant_id = $1 ORDER BY failures DESC", tenant)
+    assert [tuple(r) for r in rows] == [("a", "failed", "Error: a", 2),
+                                        ("a", "timeout", "timeout", 1)]
+    assert await conn.fetchval("SELECT count(*) FROM jsrt_dl_failures_24h") == 3
+
+
+async def test_view_exhausted_by_tenant(conn: asyncpg.Connection) -> None:
+    tenant, other = await make_tenant(conn, "acme"), await make_tenant(conn, "other")
+    s1, s2 = await make_script(conn, tenant), await make_script(conn, tenant)
+    await insert_letter(conn, tenant, s1, retry_count=3, created_ago=timedelta(days=3))
+    await insert_letter(conn, tenant, s2, retry_count=3)
+    await insert_letter(conn, tenant, s1, retry_count=4, max_retries=4)
+    await insert_letter(conn, tenant, s1, retry_count=3, resolution="discarded")  # resolved
+    await insert_letter(conn, tenant, s1, retry_count=1)  # retries left
+    await insert_letter(conn, tenant, s1, retry_count=3, max_retries=4,
+                        next_retry_in=timedelta(0))  # granted one more
+    await insert_letter(conn, tenant, s1, retry_count=3, in_flight=True)
+    await insert_letter(conn, other, await make_script(conn, other), retry_count=3)
+    row = await conn.fetchrow("SELECT * FROM jsrt_dl_exhausted_by_tenant WHERE tenant_id = $1",
+                              tenant)
+    assert (row["tenant_name"], row["exhausted"], row["scripts"]) == ("acme", 3, 2)
+    assert row["oldest_created_at"] < datetime.now(UTC) - timedelta(days=2)
+    assert await conn.fetchval(
+        "SELECT exhausted FROM jsrt_dl_exhausted_by_tenant WHERE tenant_id = $1", other) == 1
+
+
+async def test_view_oldest_unresolved(conn: asyncpg.Connection) -> None:
+    tenant = await make_tenant(conn)
+    active = await make_script(conn, tenant, name="active")
+    paused = await make_script(conn, tenant, name="paused", status="paused")
+    old = await insert_letter(conn, tenant, active, retry_count=3, created_ago=timedelta(days=9))
+    waiting = await insert_letter(conn, tenant, paused, created_ago=timedelta(days=5))
+    flying = await insert_letter(conn, tenant, active, retry_count=1, in_flight=True,
+                                 created_ago=timedelta(days=1))
+    new = await insert_letter(conn, tenant, active, created_ago=timedelta(minutes=1))
+    await insert_letter(conn, tenant, active, resolution="succeeded",
+                        created_ago=timedelta(days=20))
+    rows = await conn.fetch(
+        "SELECT dead_letter_id, script_name, state, age FROM jsrt_dl_oldest_unresolved "
+        "WHERE tenant_id = $1 ORDER BY created_at LIMIT 10", tenant)
+    assert [(r["dead_letter_id"], r["state"]) for r in rows] == [
+        (old, "exhausted"), (waiting, "waiting_for_script"), (flying, "in_flight"),
+        (new, "scheduled")]
+    assert rows[0]["age"] > timedelta(days=8)
+
+
+async def test_view_retry_success_rate(conn: asyncpg.Connection) -> None:
+    tenant = await make_tenant(conn)
+    script = await make_script(conn, tenant, name="s")
+    quiet = await make_script(conn, tenant, name="quiet")
+    await insert_letter(conn, tenant, script, retry_count=1, resolution="succeeded")
+    await insert_letter(conn, tenant, script, retry_count=3)  # exhausted
+    await insert_letter(conn, tenant, script, retry_count=0, resolution="discarded")
+    await insert_letter(conn, tenant, script, retry_count=0)  # waiting for its first retry
+    await insert_letter(conn, tenant, quiet)
+    rows = {r["script_name"]: r for r in await conn.fetch(
+        "SELECT * FROM jsrt_dl_retry_success_rate WHERE tenant_id = $1", tenant)}
+    r = rows["s"]
+    assert (r["letters"], r["recovered"], r["discarded"], r["exhausted"], r["retries"]) == (
+        4, 1, 1, 1, 5)  # retries: 1 failed + 1 succeeded, 3 failed
+    assert float(r["retry_success_rate"]) == 0.2
+    assert float(r["recovery_rate"]) == 0.5
+    q = rows["quiet"]
+    assert (q["retries"], q["retry_success_rate"], q["recovery_rate"]) == (0, None, None)
