@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -89,8 +90,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
-        log.configure(settings.log_format, settings.log_level, stream=sys.stderr
-                      if args.command != "run" else None)
+        # people running `jsrt dev` read the logs; machines read `jsrt run`'s JSON lines
+        fmt = "console" if args.command == "dev" and "JSRT_LOG_FORMAT" not in os.environ \
+            else settings.log_format
+        log.configure(fmt, settings.log_level,
+                      stream=None if args.command in ("run", "dev", "serve") else sys.stderr)
         func: Command = args.func
         return anyio.run(func, args, settings)
     except (JsrtError, asyncpg.PostgresError, OSError, json.JSONDecodeError) as exc:

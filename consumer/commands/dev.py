@@ -1,0 +1,147 @@
+"""`jsrt dev`: what `make run` starts. The daemon on DATABASE_URL, or on an embedded
+PostgreSQL kept under .jsrt/pgdata when none is set; migrations applied; a demo tenant with
+example scripts; human-readable logs."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from consumer import log
+from consumer.errors import ConfigError
+from consumer.migrate import Migrator
+from consumer.settings import Settings
+
+DEMO_TENANT = "00000000-0000-4000-8000-00000000de70"
+
+DEMO_SCRIPTS: list[dict[str, Any]] = [
+    {
+        "name": "demo-welcome",
+        "type": "event",
+        "event_types": ["user.signed_up"],
+        "source": """\
+// Runs for every user.signed_up event of the demo tenant.
+export default async function handler(input, ctx) {
+  console.log(`welcome, ${input.name ?? 'stranger'}!`);
+  await ctx.events.publish('welcome.sent', {name: input.name ?? null});
+  return {greeted: input.name ?? null};
+}
+""",
+    },
+    {
+        "name": "demo-audit",
+        "type": "event",
+        "event_types": ["welcome.sent"],
+        "source": """\
+// Reacts to the event the welcome script publishes: a chain of two scripts.
+async function handler(input, ctx) {
+  return {audited: input.name, depth: ctx.trigger.depth};
+}
+""",
+    },
+    {
+        "name": "demo-heartbeat",
+        "type": "scheduled",
+        "cron_expression": "* * * * *",
+        "source": """\
+// A cron script: runs every minute (UTC).
+async function handler(input) {
+  return {beat: input.scheduled_for};
+}
+""",
+    },
+    {
+        "name": "demo-hello",
+        "type": "http",
+        "http_path": "/hello",
+        "http_methods": ["GET"],
+        "source": """\
+// An HTTP endpoint: GET /t/<tenant>/hello?name=Ada
+async function handler(req) {
+  return {status: 200, body: {hello: req.query.name ?? 'world'}};
+}
+""",
+    },
+]
+
+
+def embedded_database(data_dir: Path) -> str:
+    """Start (or reuse) the embedded server; it stops when this process exits."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            import pgserver  # type: ignore[import-untyped]
+        except ImportError:
+            raise ConfigError(
+                "DATABASE_URL is not set and the embedded server is not installed "
+                "(pip install 'jsruntime[embedded]')") from None
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
+        data_dir.parent.chmod(0o755)  # pgserver runs postgres as another user when root
+        server = pgserver.get_server(data_dir.resolve(), cleanup_mode="stop")
+    return str(server.get_uri())
+
+
+async def seed_demo(conn: asyncpg.Connection) -> None:
+    await conn.execute(
+        "INSERT INTO tenants (id) VALUES ($1::uuid) ON CONFLICT DO NOTHING", DEMO_TENANT)
+    for script in DEMO_SCRIPTS:
+        await conn.execute(
+            """INSERT INTO scripts (tenant_id, name, source, type, status, event_types,
+                                    cron_expression, http_path, http_methods)
+               VALUES ($1::uuid, $2, $3, $4, 'active', $5, $6, $7, $8)
+               ON CONFLICT (tenant_id, name) DO NOTHING""",
+            DEMO_TENANT, script["name"], script["source"], script["type"],
+            script.get("event_types", []), script.get("cron_expression"),
+            script.get("http_path"), script.get("http_methods", []),
+        )
+
+
+def banner(dsn: str, http: str | None) -> str:
+    payload = json.dumps({"name": "Ada"})
+    lines = [
+        "",
+        "jsruntime is running. In another terminal:",
+        f"  export DATABASE_URL='{dsn}'",
+        f"  .venv/bin/jsrt publish {DEMO_TENANT} user.signed_up '{payload}'",
+        "  .venv/bin/jsrt executions list --tenant " + DEMO_TENANT,
+        "or with SQL: psql \"$DATABASE_URL\" -c \"SELECT jsrt_publish('"
+        + DEMO_TENANT + "', 'user.signed_up', '{\\\"name\\\": \\\"Ada\\\"}')\"",
+    ]
+    if http:
+        lines.append(f"  curl 'http://{http}/t/{DEMO_TENANT}/hello?name=Ada'")
+    lines += ["Stop with Ctrl-C.", ""]
+    return "\n".join(lines)
+
+
+async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
+    from consumer.daemon import run_daemon
+
+    dsn = settings.database_url or embedded_database(Path(args.data_dir))
+    conn = await asyncpg.connect(dsn)
+    try:
+        await Migrator(conn, settings.schema_dir, settings.triggers_file).up()
+        if not args.no_demo:
+            await seed_demo(conn)
+    finally:
+        await conn.close()
+    settings = dataclasses.replace(settings, database_url=dsn)
+    log.get("jsrt.dev").info("dev_ready", database=dsn, demo_tenant=DEMO_TENANT)
+    print(banner(dsn, args.http), flush=True)
+    kwargs = {"http": args.http} if args.http else {}
+    return await run_daemon(settings, **kwargs)
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("dev", help="run locally: embedded PostgreSQL if needed, demo scripts")
+    p.add_argument("--data-dir", default=".jsrt/pgdata",
+                   help="embedded server data directory (when DATABASE_URL is unset)")
+    p.add_argument("--no-demo", action="store_true", help="do not create the demo tenant")
+    p.add_argument("--http", default=None, metavar="HOST:PORT",
+                   help="also serve HTTP endpoints (e.g. 127.0.0.1:8080)")
+    p.set_defaults(func=cmd_dev)
