@@ -328,8 +328,8 @@ class Daemon:
                 await self.store.heartbeat(self.id)
                 lost = await self.store.rescue_lost_runs(
                     s.heartbeat_timeout, lambda f: self._next_retry(f.trigger_data))
-            except StoreUnavailable as exc:
-                _LOG.warning("heartbeat_failed", error=str(exc)[:200])
+            except StoreError as exc:  # unavailable, or e.g. a deadlock between rescuers
+                _LOG.warning("heartbeat_failed", error=str(exc).splitlines()[0][:200])
                 continue
             for f in lost:
                 _LOG.warning("execution_worker_lost", tenant_id=str(f.tenant_id),
