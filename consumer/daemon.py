@@ -55,7 +55,7 @@ class Counters:
 class Daemon:
     def __init__(
         self, settings: Settings, store: Store, executor: Executor,
-        clock: Clock | None = None, daemon_id: str | None = None,
+        clock: Clock | None = None, daemon_id: str | None = None, listen: bool = True,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -75,6 +75,7 @@ class Daemon:
         self._min_start = max(1, settings.concurrency // 8)
         self._next_cron_poll = 0.0
         self.listener: Listener | None = None
+        self._listen = listen  # False: polling only (tests of the loop without a database)
 
     # ------------------------------------------------------------ public
     def stop(self) -> None:
@@ -98,7 +99,7 @@ class Daemon:
                   until_idle=until_idle)
         try:
             async with anyio.create_task_group() as tg:
-                if not until_idle:
+                if not until_idle and self._listen:
                     self.listener = Listener(
                         self.settings.require_database(), self.store, self.wake,
                         self.settings.channels,

@@ -1,0 +1,167 @@
+"""The daemon's loop logic through the store seam: an in-memory store and executor, no
+database and no V8 (those are exercised for real in tests/integration and tests/e2e)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+import anyio
+import pytest
+
+from consumer.daemon import Daemon
+from consumer.errors import StoreError
+from consumer.records import Finished, Outcome, Run
+from consumer.sandbox import ExecutionRequest, ExecutionResult, Executor, Limits
+from consumer.settings import Settings
+from consumer.store import Store, StoreUnavailable
+
+
+def make_run(n: int) -> Run:
+    return Run(uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), "function handler(){}", "v1",
+               Limits(), {"n": n}, "event", {"attempt": 1}, uuid.uuid4(), None, 0)
+
+
+class FakeStore:
+    """The named operations the daemon uses, kept in memory."""
+
+    def __init__(self, runs: int) -> None:
+        self.pending = [make_run(i) for i in range(runs)]
+        self.running: dict[uuid.UUID, Run] = {}
+        self.recorded: dict[uuid.UUID, Outcome] = {}
+        self.released: list[uuid.UUID] = []
+        self.fail_complete: list[BaseException] = []  # raised by the next complete calls
+        self.fail_claim: list[BaseException] = []
+        self.refuse: Callable[[Outcome], bool] = lambda o: False
+
+    async def register_daemon(self, *_: Any) -> None: ...
+    async def unregister_daemon(self, *_: Any) -> None: ...
+    async def heartbeat(self, *_: Any) -> None: ...
+    async def rescue_lost_runs(self, *_: Any, **__: Any) -> list[Finished]:
+        return []
+    async def claim_retries(self, *_: Any) -> int:
+        return 0
+    async def schedule_due(self, *_: Any) -> tuple[list[Any], set[uuid.UUID]]:
+        return [], set()
+    async def pending_work(self, *_: Any) -> bool:
+        return bool(self.pending or self.running)
+
+    async def claim(self, daemon_id: str, event_limit: int, per_tenant: int, run_limit: int,
+                    per_script: int) -> tuple[int, int, list[Run]]:
+        if self.fail_claim:
+            raise self.fail_claim.pop(0)
+        started, self.pending = self.pending[:run_limit], self.pending[run_limit:]
+        self.running.update((r.execution_id, r) for r in started)
+        return 0, 0, started
+
+    async def complete_runs(self, daemon_id: str, outcomes: Sequence[Outcome]) -> list[Finished]:
+        if self.fail_complete:
+            raise self.fail_complete.pop(0)
+        if any(self.refuse(o) for o in outcomes):
+            raise StoreError("database error: unsupported Unicode escape sequence")
+        done = []
+        for o in outcomes:
+            self.running.pop(o.run.execution_id)
+            self.recorded[o.run.execution_id] = o
+            done.append(Finished(o.run.execution_id, o.run.tenant_id, o.run.script_id,
+                                 o.result.status, o.result.error, "event", {}, None, None))
+        return done
+
+    async def release_runs(self, daemon_id: str, ids: Sequence[uuid.UUID]) -> int:
+        self.released.extend(ids)
+        for i in ids:
+            self.pending.append(self.running.pop(i))
+        return len(ids)
+
+
+class FakeExecutor:
+    def __init__(self, gate: anyio.Event | None = None) -> None:
+        self.gate = gate
+        self.in_flight = 0
+        self.most = 0
+
+    async def execute(self, req: ExecutionRequest) -> ExecutionResult:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            if self.gate is not None:
+                await self.gate.wait()
+            await anyio.sleep(0)
+            if req.input.get("n") == -1:
+                return ExecutionResult("completed", output="\u0000")
+            return ExecutionResult("completed", output=req.input["n"], metrics={"duration_ms": 0})
+        finally:
+            self.in_flight -= 1
+
+
+def daemon(store: FakeStore, executor: FakeExecutor, **overrides: Any) -> Daemon:
+    settings = Settings.from_env(env={}, **{"poll_interval": 0.01, "concurrency": 4,
+                                            "cleanup_interval": 0, **overrides})
+    return Daemon(settings, cast(Store, store), cast(Executor, executor), listen=False)
+
+
+async def test_drain_runs_everything_within_the_concurrency_limit() -> None:
+    store, ex = FakeStore(runs=50), FakeExecutor()
+    with anyio.fail_after(10):
+        await daemon(store, ex).run(until_idle=True)
+    assert len(store.recorded) == 50
+    assert not store.running and not store.pending
+    assert 1 <= ex.most <= 4
+    assert {o.result.output for o in store.recorded.values()} == set(range(50))
+
+
+async def test_results_wait_out_an_unreachable_database() -> None:
+    store, ex = FakeStore(runs=5), FakeExecutor()
+    store.fail_complete = [StoreUnavailable("gone"), StoreUnavailable("still gone")]
+    with anyio.fail_after(10):
+        await daemon(store, ex).run(until_idle=True)
+    assert len(store.recorded) == 5
+
+
+async def test_claim_errors_such_as_deadlocks_are_retried() -> None:
+    store, ex = FakeStore(runs=3), FakeExecutor()
+    store.fail_claim = [StoreError("database error: deadlock detected"), StoreUnavailable("x")]
+    with anyio.fail_after(10):
+        await daemon(store, ex).run(until_idle=True)
+    assert len(store.recorded) == 3
+
+
+async def test_a_result_the_database_refuses_becomes_a_failure_that_says_why() -> None:
+    store, ex = FakeStore(runs=4), FakeExecutor()
+    store.pending[0] = Run(*[getattr(make_run(-1), f) for f in Run.__slots__])
+    store.refuse = lambda o: o.result.output == "\u0000"
+    with anyio.fail_after(10):
+        await daemon(store, ex, concurrency=8).run(until_idle=True)
+    statuses = sorted(o.result.status for o in store.recorded.values())
+    assert statuses == ["completed", "completed", "completed", "failed"]
+    [bad] = [o for o in store.recorded.values() if o.result.status == "failed"]
+    assert bad.result.error is not None
+    assert bad.result.error.startswith("result could not be recorded: unsupported Unicode")
+
+
+async def test_stop_releases_what_did_not_finish_within_the_grace_period() -> None:
+    gate = anyio.Event()  # never set: executions hang
+    store, ex = FakeStore(runs=6), FakeExecutor(gate)
+    d = daemon(store, ex, grace_period=0.05)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(d.run)
+        with anyio.fail_after(5):
+            while ex.in_flight < 4:
+                await anyio.sleep(0.005)
+        running = set(store.running)
+        d.stop()
+    assert set(store.released) == running
+    assert len(store.released) == 4
+    assert len(store.pending) == 6  # given back, for any daemon to take
+    assert not store.recorded
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+async def test_slots_are_refilled_as_executions_finish(concurrency: int) -> None:
+    store, ex = FakeStore(runs=20), FakeExecutor()
+    with anyio.fail_after(10):
+        await daemon(store, ex, concurrency=concurrency).run(until_idle=True)
+    assert len(store.recorded) == 20
+    assert ex.most <= concurrency
+
