@@ -290,6 +290,24 @@ def parse_bind(bind: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket. Its protocol is IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY
+    only on sockets that say so, and without it keep-alive responses (headers and body are
+    two writes) wait ~40 ms for the client's delayed ACK."""
+    family, type_, proto, _, addr = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, type_, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(socket.SOMAXCONN)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class HttpServer:
     """uvicorn serving the app, under this process's lease, on the given executor."""
 
@@ -313,8 +331,7 @@ class HttpServer:
                                         timeout_graceful_shutdown=int(self.settings.grace_period))
                 self._server = _Server(config)
                 self._server.should_exit = self._stop_requested
-                sock = config.bind_socket()
-                sock.listen(socket.SOMAXCONN)
+                sock = listen(self.host, self.port)
                 self.port = sock.getsockname()[1]
                 _LOG.info("http_listening", host=self.host, port=self.port, owner=lease.id)
                 task_status.started(self.port)

@@ -1,0 +1,179 @@
+"""HTTP trigger throughput and latency: `jsrt serve` (uvicorn, real V8 executor) on a
+loopback port, driven by httpx at a few concurrency levels.
+
+    .venv/bin/python bench/http_triggers.py [--n 1000] [--concurrency 1,8,32] [--workers 2]
+                                            [--seconds 20]
+
+A fresh database is created (and dropped) on DATABASE_URL's server; the script is trivial
+(echo the query), so the figures are the cost of the path: route lookup, start under the
+per-script limit, the sandbox step, recording, and the HTTP round trip. Every request is a
+recorded execution. Loopback only; each level stops after --n requests or --seconds.
+(Not named http.py: a file of that name in bench/ would shadow the standard library's http
+package for every script in this folder.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from consumer.migrate import Migrator  # noqa: E402
+
+HANDLER = "function handler(req) { return { ok: true, n: req.query.n } }"
+
+
+def admin_url() -> str:
+    return os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def with_database(dsn: str, name: str) -> str:
+    return urlunsplit(urlsplit(dsn)._replace(path="/" + name))
+
+
+async def fresh_database() -> str:
+    name = f"jsrt_bench_http_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(admin_url())
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = with_database(admin_url(), name)
+    conn = await asyncpg.connect(url)
+    try:
+        await Migrator(conn, ROOT / "schema", ROOT / "triggers.sql").up()
+    finally:
+        await conn.close()
+    return url
+
+
+async def drop_database(url: str) -> None:
+    admin = await asyncpg.connect(admin_url())
+    try:
+        name = urlsplit(url).path.lstrip("/")
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def seed(url: str) -> uuid.UUID:
+    conn = await asyncpg.connect(url)
+    try:
+        tenant = uuid.uuid4()
+        await conn.execute("INSERT INTO tenants (id, name) VALUES ($1, 'bench')", tenant)
+        await conn.execute(
+            "INSERT INTO scripts (tenant_id, name, source, type, status, http_path, http_methods,"
+            " resource_limits) VALUES ($1, 'echo', $2, 'http', 'active', '/echo', '{GET}',"
+            " '{\"max_execution_time_ms\": 5000, \"max_memory_bytes\": 67108864,"
+            " \"max_concurrent_runs\": 1000, \"max_api_calls_per_minute\": 60,"
+            " \"max_output_size_bytes\": 1048576}')", tenant, HANDLER)
+    finally:
+        await conn.close()
+    return tenant
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"jsrt serve exited with {proc.returncode}")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.1)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return
+    raise SystemExit("jsrt serve did not start listening")
+
+
+async def level(client: httpx.AsyncClient, url: str, n: int, concurrency: int,
+                seconds: float) -> None:
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    deadline = time.monotonic() + seconds
+    counter = iter(range(n))
+
+    async def worker() -> None:
+        for i in counter:
+            if time.monotonic() > deadline:
+                return
+            t0 = time.perf_counter()
+            r = await client.get(url, params={"n": i})
+            latencies.append(time.perf_counter() - t0)
+            statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    p50 = statistics.median(latencies) * 1000
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+    print(f"concurrency {concurrency:>3}: {len(latencies):>5} requests in {elapsed:5.1f} s  "
+          f"{len(latencies) / elapsed:7.1f} req/s  p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  "
+          f"statuses {statuses}", flush=True)
+
+
+async def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=1000, help="requests per concurrency level")
+    p.add_argument("--concurrency", default="1,8,32")
+    p.add_argument("--workers", type=int, default=2, help="sandbox worker processes")
+    p.add_argument("--seconds", type=float, default=20.0, help="time cap per level")
+    args = p.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+
+    url = await fresh_database()
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": url, "JSRT_WORKERS": str(args.workers),
+           "JSRT_LOG_LEVEL": "warning"}
+    proc = subprocess.Popen([sys.executable, "-m", "consumer.cli", "serve", "--http",
+                             f"127.0.0.1:{port}"], env=env, cwd=ROOT)
+    try:
+        tenant = await seed(url)
+        await wait_listening(port, proc)
+        target = f"http://127.0.0.1:{port}/t/{tenant}/echo"
+        print(f"jsrt serve on 127.0.0.1:{port}, {args.workers} sandbox workers, "
+              f"{os.cpu_count()} cores", flush=True)
+        limits = httpx.Limits(max_connections=max(levels), max_keepalive_connections=max(levels))
+        async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+            await level(client, target, 50, 4, 10)  # warm-up: connections, V8 contexts
+            print("(warm-up above)")
+            for c in levels:
+                await level(client, target, args.n, c, args.seconds)
+        conn = await asyncpg.connect(url)
+        try:
+            recorded = await conn.fetchval(
+                "SELECT count(*) FROM script_executions WHERE status = 'completed'")
+        finally:
+            await conn.close()
+        print(f"recorded executions: {recorded}")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        await drop_database(url)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
