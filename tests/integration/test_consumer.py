@@ -131,3 +131,46 @@ async def test_script_published_events_stay_in_the_tenant_and_run(
     assert r2["status"] == "completed"
     assert r2["output"] == 2
     assert r2["trigger_data"]["depth"] == 1
+
+
+async def test_a_script_cannot_publish_into_another_tenant(
+    conn: asyncpg.Connection, db_url: str, executor: Executor
+) -> None:
+    a, b = await make_tenant(conn, "a"), await make_tenant(conn, "b")
+    await make_script(conn, a, f"""
+        async function handler(input, ctx) {{
+            // every way a script might try to name another tenant
+            await ctx.events.publish('victim.event', {{tenant_id: '{b}'}}, {{tenant_id: '{b}'}});
+            ctx.tenantId = '{b}';
+            await ctx.events.publish('victim.event', {{}});
+            return 'tried';
+        }}""", event_types=["attack"])
+    victim = await make_script(conn, b, event_types=["victim.event"])
+    await publish(conn, a, "attack")
+    await drain(db_url, executor)
+    assert await executions(conn, b) == []
+    assert await conn.fetchval(
+        "SELECT count(*) FROM jsrt_events WHERE tenant_id = $1", b) == 0
+    assert await conn.fetchval(
+        "SELECT count(*) FROM jsrt_events WHERE tenant_id = $1 AND event_type = 'victim.event'",
+        a) == 2
+    assert victim  # exists, and never ran
+
+
+async def test_a_raw_event_for_one_tenant_never_reaches_another(
+    conn: asyncpg.Connection, db_url: str, executor: Executor
+) -> None:
+    a, b = await make_tenant(conn, "a"), await make_tenant(conn, "b")
+    await make_script(conn, a, event_types=["shared.name"])
+    await make_script(conn, b, event_types=["shared.name"])
+    # the same dedup key in two tenants are two events; a repeat within a tenant is one
+    store = await Store.open(db_url)
+    try:
+        for tenant in (a, b, a):
+            await store.enqueue(tenant, "shared.name", {"who": str(tenant)}, "same-key", 0, "notify")
+    finally:
+        await store.close()
+    await drain(db_url, executor)
+    for tenant in (a, b):
+        rows = await executions(conn, tenant)
+        assert [r["input"] for r in rows] == [{"who": str(tenant)}]
