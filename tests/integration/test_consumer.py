@@ -167,7 +167,8 @@ async def test_a_raw_event_for_one_tenant_never_reaches_another(
     store = await Store.open(db_url)
     try:
         for tenant in (a, b, a):
-            await store.enqueue(tenant, "shared.name", {"who": str(tenant)}, "same-key", 0, "notify")
+            await store.enqueue(tenant, "shared.name", {"who": str(tenant)}, "same-key", 0,
+                                "notify")
     finally:
         await store.close()
     await drain(db_url, executor)
