@@ -143,7 +143,7 @@ def to_response(output: Any) -> tuple[int, dict[str, str], bytes]:
     status: int = output["status"]
     headers = _response_headers(output.get("headers"))
     body = output.get("body")
-    if body is None or status in (204, 304):
+    if body is None or status in (204, 304):  # these carry no body
         content = b""
     elif isinstance(body, str):
         content = body.encode()

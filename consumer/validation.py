@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from py_mini_racer import JSParseException, MiniRacer
+from py_mini_racer import JSEvalException, MiniRacer
 
 from consumer.cron import CronError, validate
 from consumer.errors import ValidationError
-from consumer.sandbox.engine import parse_error
 from consumer.sandbox.script import rewrite_exports
 from consumer.sandbox.types import DEFAULT_LIMITS
 
@@ -39,6 +38,9 @@ MAX_EVENT_TYPE = 255
 MAX_SOURCE = 1 << 20
 _PATH_CHARS = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
 _PARSE_TIMEOUT_S = 2.0
+# "undefined:4: SyntaxError: ..." - V8 puts "(function anonymous(\n) {\n" before the body.
+_FN_LOCATION = re.compile(r"^undefined:(\d+): (.*)$")
+_FN_HEADER_LINES = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,11 +208,17 @@ def check_syntax(source: str) -> str | None:
 def _parse(source: str) -> str | None:
     racer = MiniRacer()
     try:
-        # A function expression is parsed, never called: the top level does not run.
-        code = "(function () {" + rewrite_exports(source) + "\n})"
+        # The Function constructor compiles the body on its own and never calls it: the top
+        # level does not run, and the source cannot close a wrapper to run code of its own.
+        code = "new Function(" + json.dumps(rewrite_exports(source)) + "); 0"
         racer.eval(code, timeout_sec=_PARSE_TIMEOUT_S)
-    except JSParseException as exc:
-        return f"the source does not parse: {parse_error(str(exc)).error}"
+    except JSEvalException as exc:
+        first = str(exc).split("\n", 1)[0]
+        match = _FN_LOCATION.match(first)
+        if match is None:
+            return f"the source does not parse: {first}"
+        line = max(1, int(match[1]) - _FN_HEADER_LINES)
+        return f"the source does not parse: {match[2]} at line {line}"
     except Exception as exc:
         return f"the source could not be checked: {type(exc).__name__}"
     finally:

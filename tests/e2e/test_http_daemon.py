@@ -1,0 +1,34 @@
+"""`jsrt run --http`: the daemon and the HTTP trigger server in one real process."""
+
+from __future__ import annotations
+
+import asyncpg
+import httpx
+from support.daemons import daemon_process
+from support.factories import make_script, make_tenant, publish
+
+
+async def test_run_with_http_serves_requests_and_events(conn: asyncpg.Connection,
+                                                        db_url: str) -> None:
+    tenant = await make_tenant(conn)
+    await make_script(conn, tenant)  # an event script
+    await make_script(conn, tenant, "function handler(req) { return { you: req.query.name } }",
+                      type="http", http_path="/hello", http_methods=["GET"])
+    with daemon_process(db_url, args=("--http", "127.0.0.1:0")) as d:
+        port = d.wait_event("http_listening")["port"]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            r = await client.get("/hello", params={"name": "ada"},
+                                 headers={"x-tenant-id": str(tenant)})
+        assert (r.status_code, r.json()) == (200, {"you": "ada"})
+        await publish(conn, tenant, "thing.happened", {"x": 1})
+        d.wait_event("execution_completed", tenant_id=str(tenant), trigger="event")
+        # two leases while running: the daemon's and the HTTP server's
+        assert await conn.fetchval("SELECT count(*) FROM jsrt_daemons") == 2
+        assert d.stop() == 0
+    d.wait_event("http_stopped")
+    d.wait_event("daemon_stopped")
+    rows = await conn.fetch("SELECT trigger_type, status FROM script_executions "
+                            "WHERE tenant_id = $1 ORDER BY trigger_type", tenant)
+    assert [(r["trigger_type"], r["status"]) for r in rows] == [
+        ("event", "completed"), ("http", "completed")]
+    assert await conn.fetchval("SELECT count(*) FROM jsrt_daemons") == 0
