@@ -202,7 +202,7 @@ class Executor:
         worker.inflight[seq] = pending
         pending.dispatched_at = time.monotonic()
         pending.api_calls = 0
-        worker.send([protocol.RUN, seq, *pending.tail])
+        worker.send([protocol.RUN, seq, *pending.tail, pending.attempts])
         return True
 
     def _pick(self) -> WorkerProcess | None:

@@ -89,9 +89,8 @@
     debug: (...a) => log('debug', a),
   });
 
-  function hostCall(op, args) {
-    const e = ex;
-    if (e === null) return Promise.reject(new Error('host API used outside an execution'));
+  // Host calls belong to the execution whose ctx made them, even when they run late.
+  function hostCall(e, op, args) {
     const json = stringify(args); // throws here, in the caller, if args are not JSON
     const id = nextCall++;
     return new Promise((resolve, reject) => {
@@ -100,14 +99,14 @@
     });
   }
 
-  async function publish(type, payload) {
+  async function publish(e, type, payload) {
     if (typeof type !== 'string' || type.length === 0 || type.length > 255) {
       throw new TypeError('events.publish: type must be a non-empty string of at most 255 characters');
     }
-    if (ex !== null && ex.depth + 1 > MAX_DEPTH) {
+    if (e.depth + 1 > MAX_DEPTH) {
       throw new Error('events.publish: event chain depth limit (' + MAX_DEPTH + ') exceeded');
     }
-    return hostCall('publish', [type, payload === undefined ? null : payload]);
+    return hostCall(e, 'publish', [type, payload === undefined ? null : payload]);
   }
 
   function fetchRequest(url, opts) {
@@ -126,8 +125,8 @@
     return { url: String(url), method: String(o.method || 'GET').toUpperCase(), headers, body, timeoutMs };
   }
 
-  async function fetch(url, opts) {
-    const r = await hostCall('fetch', [fetchRequest(url, opts)]);
+  async function fetch(e, url, opts) {
+    const r = await hostCall(e, 'fetch', [fetchRequest(url, opts)]);
     const body = r.body;
     return freeze({
       status: r.status,
@@ -163,6 +162,11 @@
   function settle(e, ok, value) {
     if (e.settled) return;
     e.settled = true;
+    record(e, ok, value);
+    if (batch !== null && ex === e) advance(e);
+  }
+
+  function record(e, ok, value) {
     if (!ok) { e.result = [0, describe(value)]; return; }
     try {
       let s = stringify(value === undefined ? null : value);
@@ -187,7 +191,9 @@
     }
     const ctx = freeze({
       tenantId: info.tenantId, scriptId: info.scriptId, executionId: info.executionId,
-      trigger: info.trigger, input, events: freeze({ publish }), http: freeze({ fetch }),
+      trigger: info.trigger, input,
+      events: freeze({ publish: (type, payload) => publish(e, type, payload) }),
+      http: freeze({ fetch: (url, opts) => fetch(e, url, opts) }),
     });
     let r;
     try {
@@ -230,16 +236,43 @@
     fireTimers(e);
   }
 
-  function collect() {
-    const e = ex;
+  function outbox(e) {
     let next = -1;
     for (const timer of e.timers.values()) if (next < 0 || timer[0] < next) next = timer[0];
-    const out = stringify([
-      e.settled ? 1 : 0, e.result, e.calls, e.logs, next < 0 ? -1 : Math.max(0, next - now()), e.pending.size,
-    ]);
+    const out = [e.settled ? 1 : 0, e.result, e.calls, e.logs, next < 0 ? -1 : Math.max(0, next - now()), e.pending.size];
     e.calls = [];
     e.logs = [];
     return out;
+  }
+
+  function collect() {
+    return stringify(outbox(ex));
+  }
+
+  // Batches: several runs of this script version, one after the other, in one step. The
+  // chain goes on only while each run ends cleanly within the step (no error, no host call,
+  // no timer, no pending work) and the batch is young; the run that breaks it keeps the
+  // context, and the runs not started go back to the worker.
+  let batch = null;
+
+  function runMany(items, budgetMs) {
+    batch = { done: [], rest: items.slice(1), started: now(), budgetMs };
+    run(...items[0]);
+  }
+
+  function advance(e) {
+    const b = batch;
+    const clean = e.result[0] === 1 && e.timers.size === 0 && e.pending.size === 0 && e.calls.length === 0;
+    if (!clean || b.rest.length === 0 || now() - b.started > b.budgetMs) return;
+    b.done.push([e.id, outbox(e)]);
+    run(...b.rest.shift());
+  }
+
+  function collectMany() {
+    const b = batch;
+    batch = null;
+    b.done.push([ex.id, outbox(ex)]);
+    return stringify([b.done, b.rest.map((item) => item[0])]);
   }
 
   // What a timed-out or terminated execution still has to say.
@@ -253,7 +286,7 @@
   }
 
   Object.defineProperty(g, '__jsrt', {
-    value: freeze({ run, resume, collect, logs, install }),
+    value: freeze({ run, runMany, resume, collect, collectMany, logs, install }),
     writable: false, enumerable: false, configurable: false,
   });
   for (const [name, value] of [['console', console], ['setTimeout', setTimeout],

@@ -16,7 +16,8 @@ from typing import Any
 from consumer.sandbox.errors import ProtocolError
 
 # Parent → worker
-RUN = "run"  # [RUN, seq, tenant, script, version, source, input_json, info_json, time_ms, mem, out]
+# [RUN, seq, tenant, script, version, source, input_json, info_json, time_ms, mem, out, attempts]
+RUN = "run"
 RET = "ret"  # [RET, seq, call_id, ok, value | [error_name, message]]
 QUIT = "quit"  # [QUIT]
 # Worker → parent

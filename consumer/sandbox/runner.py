@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +47,7 @@ class Job:
     time_ms: int
     memory: int
     output: int
+    batchable: bool = True  # a re-run (the parent counts attempts) always runs alone
     started: float = 0.0
     deadline: float = 0.0
     responses: list[list[Any]] = field(default_factory=list)
@@ -55,10 +58,14 @@ class Job:
     memory_peak: int = 0
     memory_hit: bool = False
     poll_s: float = 0.001
+    ctx: JsContext | None = None  # the context this job owns, once it owns one
+    handoff: asyncio.Future[Start] | None = None  # set when another job's batch took it
 
     @classmethod
     def from_message(cls, m: list[Any]) -> Job:
-        return cls(m[1], (m[2], m[3], m[4]), m[5], m[6], m[7], int(m[8]), int(m[9]), int(m[10]))
+        job = cls(m[1], (m[2], m[3], m[4]), m[5], m[6], m[7], int(m[8]), int(m[9]), int(m[10]))
+        job.batchable = len(m) < 12 or m[11] == 0
+        return job
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
@@ -68,8 +75,22 @@ class Job:
         self.responses.append(response)
         self.wakeup.set()
 
+    def limits(self) -> tuple[int, int, int]:
+        return self.time_ms, self.memory, self.output
+
+    def restart(self, *, alone: bool) -> None:
+        """Forget a start that did not happen (the batch stopped before it, or failed)."""
+        self.started = self.deadline = 0.0
+        self.logs, self.memory_peak, self.memory_hit = [], 0, False
+        self.batchable = self.batchable and not alone
+
 
 Outbox = list[Any]  # [settled, result, calls, logs, next_timer_ms, pending_calls]
+# How a job's first step ended: ("own", ctx, outbox) it continues with that context;
+# ("done", fields) it finished inside a batch; ("retry",) it must start again.
+Start = tuple[Any, ...]
+MAX_BATCH = 32
+BATCH_BUDGET_S = 0.05  # a batch starts no new run after this; it may then run one full limit
 
 
 class Runner:
@@ -86,22 +107,27 @@ class Runner:
         self._watchdog = watchdog
         self._lock = asyncio.Lock()
         self._step_token = 0
+        self._waiting: dict[Key, list[Job]] = {}  # batchable jobs queued for their first step
+        self._salvaged: dict[int, Any] = {}  # what a cut-short batch could still tell
 
     async def run(self, job: Job) -> None:
-        self._send([protocol.DONE, job.seq, *await self._execute(job)])
+        try:
+            fields = await self._execute(job)
+        except Exception:  # a bug here must fail one execution, not leave it hanging
+            traceback.print_exc(file=sys.stderr)
+            fields = _fields(job, "failed", error="sandbox internal error")
+        self._send([protocol.DONE, job.seq, *fields])
 
     async def _execute(self, job: Job) -> list[Any]:
-        ctx = self._pool.take(job.key, job.source)
         clean = False
         try:
-            if ctx is None:
-                ctx = await self._boot(job)
-                code = install_code(job.source) + "\n" + self._run_code(job)
-            else:
-                code = self._run_code(job)
-            ctx.set_memory_limit(job.memory)
-            ctx.runs += 1
-            outbox = await self._converse(job, ctx, await self._step(job, ctx, code))
+            start = await self._begin(job)
+            while start[0] == "retry":
+                start = await self._begin(job)
+            if start[0] == "done":
+                fields: list[Any] = start[1]
+                return fields
+            outbox = await self._converse(job, start[1], start[2])
             fields, clean = self._finish(job, outbox)
         except StepTimeout:
             fields = _fields(
@@ -115,12 +141,130 @@ class Runner:
             # collect() returned something else than its outbox: the script broke the runtime
             # of its own context (it can reach nothing else).
             fields = _fields(job, "failed", error="sandbox runtime corrupted by the script")
+        ctx = job.ctx
         if ctx is not None and not ctx.closed:
             if clean:
                 self._pool.give(ctx)
             else:
                 await self._discard(job, ctx)
         return fields
+
+    async def _begin(self, job: Job) -> Start:
+        """The first step: alone, or leading a batch, or inside another job's batch."""
+        if job.batchable:
+            self._waiting.setdefault(job.key, []).append(job)
+        try:
+            async with self._lock:
+                if job.handoff is None:
+                    self._unwait(job)
+                    return await self._first_step(job)
+        finally:
+            self._unwait(job)
+        start = await job.handoff
+        job.handoff = None
+        return start
+
+    def _unwait(self, job: Job) -> None:
+        waiting = self._waiting.get(job.key)
+        if waiting and job in waiting:
+            waiting.remove(job)
+            if not waiting:
+                del self._waiting[job.key]
+
+    async def _first_step(self, job: Job) -> Start:
+        """With the lock held."""
+        ctx = self._pool.take(job.key, job.source)
+        if ctx is None:
+            self._start_clock(job)
+            ctx = job.ctx = await self._pool.fresh(job.key, job.source, job.remaining())
+            code = install_code(job.source) + "\n" + self._run_code(job)
+            return await self._single_step(job, ctx, code)
+        mates = self._take_mates(job) if job.batchable else []
+        if not mates:
+            job.ctx = ctx
+            return await self._single_step(job, ctx, self._run_code(job))
+        return await self._batch_step(ctx, [job, *mates])
+
+    async def _single_step(self, job: Job, ctx: JsContext, code: str) -> Start:
+        ctx.set_memory_limit(job.memory)
+        ctx.runs += 1
+        return ("own", ctx, await self._step_locked(job, ctx, code))
+
+    def _take_mates(self, leader: Job) -> list[Job]:
+        """Jobs waiting for a first step of the same script version, with the same limits."""
+        waiting = self._waiting.get(leader.key, [])
+        mates = [j for j in waiting if j.source == leader.source and j.limits() == leader.limits()][
+            : MAX_BATCH - 1
+        ]
+        loop = asyncio.get_running_loop()
+        for mate in mates:
+            waiting.remove(mate)
+            mate.handoff = loop.create_future()
+        return mates
+
+    async def _batch_step(self, ctx: JsContext, batch: list[Job]) -> Start:
+        """Run a batch in one step; hand every job its Start; return the leader's."""
+        leader = batch[0]
+        for job in batch:
+            self._start_clock(job)
+        items = ",".join(f"[{j.seq},{j.input_json},{j.info_json},{j.output}]" for j in batch)
+        code = f"__jsrt.runMany([{items}],{int(BATCH_BUDGET_S * 1000)})"
+        deadline = leader.deadline + BATCH_BUDGET_S
+        ctx.set_memory_limit(leader.memory)
+        try:
+            raw = await self._step_locked(
+                leader, ctx, code, collect="__jsrt.collectMany()", deadline=deadline, batch=True
+            )
+            state = json.loads(raw)
+            verdict = None
+        except (StepTimeout, MemoryLimitHit) as exc:
+            state, verdict = self._salvaged.pop(leader.seq, None), exc
+        except (ScriptError, ValueError, TypeError):
+            state, verdict = None, None
+            if not ctx.closed:
+                ctx.close()
+        return self._distribute(ctx, batch, state, verdict)
+
+    def _distribute(
+        self, ctx: JsContext, batch: list[Job], state: Any, verdict: Exception | None
+    ) -> Start:
+        by_seq = {job.seq: job for job in batch}
+        starts: dict[int, Start] = {job.seq: ("retry",) for job in batch}
+        if state is None:  # nothing known: every run starts again, alone
+            for job in batch:
+                job.restart(alone=True)
+        else:
+            done, _not_started = state
+            *finished, (current_seq, current_outbox) = done
+            for seq, outbox in finished:
+                ctx.runs += 1
+                by_seq[seq].logs.extend(outbox[3])
+                starts[seq] = ("done", self._finish(by_seq[seq], outbox)[0])
+            current = by_seq[current_seq]
+            ctx.runs += 1
+            if verdict is None:
+                current.ctx = ctx
+                starts[current_seq] = ("own", ctx, current_outbox)
+            elif isinstance(verdict, StepTimeout):  # it ran a full limit: its own timeout
+                current.ctx = None
+                current.logs.extend(current_outbox[3])
+                starts[current_seq] = (
+                    "done",
+                    _fields(
+                        current,
+                        "timeout",
+                        error=(f"timeout: exceeded max_execution_time_ms={current.time_ms}"),
+                    ),
+                )
+            else:  # memory: maybe the batch's garbage, not its own; it runs again alone
+                current.restart(alone=True)
+            for job in batch:
+                if starts[job.seq] == ("retry",) and job is not current:
+                    job.restart(alone=False)
+        for job in batch[1:]:
+            assert job.handoff is not None
+            job.handoff.set_result(starts[job.seq])
+        return starts[batch[0].seq]
 
     async def _discard(self, job: Job, ctx: JsContext) -> None:
         """Close a context under the step lock and the job's name: a terminated script can still
@@ -131,12 +275,6 @@ class Runner:
                 ctx.close()
             finally:
                 self._slot.leave()
-
-    async def _boot(self, job: Job) -> JsContext:
-        """A fresh context, taken under the lock so that a burst of cold starts stays a queue."""
-        async with self._lock:
-            self._start_clock(job)
-            return await self._pool.fresh(job.key, job.source, job.remaining())
 
     @staticmethod
     def _run_code(job: Job) -> str:
@@ -149,32 +287,48 @@ class Runner:
 
     async def _step(self, job: Job, ctx: JsContext, code: str) -> Outbox:
         async with self._lock:
-            self._start_clock(job)
-            if job.remaining() <= 0:
-                raise StepTimeout
-            self._step_token += 1
-            token = self._step_token
-            task = asyncio.current_task()
-            assert task is not None
-            self._slot.enter(job.seq, time.monotonic_ns() + int(job.remaining() * 1e9))
-            self._watchdog.arm(rss_budget(job.memory), lambda: self._on_memory(job, task, token))
-            try:
-                raw = await ctx.step(code, "__jsrt.collect()", job.remaining())
-            except asyncio.CancelledError:
-                if not (job.memory_hit and task.uncancel() == 0):
-                    raise
-                await self._terminate(job, ctx)
-                raise MemoryLimitHit from None
-            except (StepTimeout, MemoryLimitHit):
-                await self._terminate(job, ctx)
+            outbox: Outbox = await self._step_locked(job, ctx, code)
+            return outbox
+
+    async def _step_locked(
+        self,
+        job: Job,
+        ctx: JsContext,
+        code: str,
+        *,
+        collect: str = "__jsrt.collect()",
+        deadline: float | None = None,
+        batch: bool = False,
+    ) -> Any:
+        self._start_clock(job)
+        deadline = job.deadline if deadline is None else deadline
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise StepTimeout
+        self._step_token += 1
+        token = self._step_token
+        task = asyncio.current_task()
+        assert task is not None
+        # A batch is named -1: if it kills the worker, the parent re-runs all of it, alone.
+        self._slot.enter(-1 if batch else job.seq, time.monotonic_ns() + int(remaining * 1e9))
+        self._watchdog.arm(rss_budget(job.memory), lambda: self._on_memory(job, task, token))
+        salvage = collect if batch else "__jsrt.logs()"
+        try:
+            raw = await ctx.step(code, collect, remaining)
+        except asyncio.CancelledError:
+            if not (job.memory_hit and task.uncancel() == 0):
                 raise
-            finally:
-                self._watchdog.disarm()
-                self._slot.leave()
-                self._step_token += 1
-                job.memory_peak = max(job.memory_peak, self._watchdog.growth())
-        outbox: Outbox = json.loads(raw)
-        return outbox
+            await self._terminate(job, ctx, salvage, batch)
+            raise MemoryLimitHit from None
+        except (StepTimeout, MemoryLimitHit):
+            await self._terminate(job, ctx, salvage, batch)
+            raise
+        finally:
+            self._watchdog.disarm()
+            self._slot.leave()
+            self._step_token += 1
+            job.memory_peak = max(job.memory_peak, self._watchdog.growth())
+        return raw if batch else json.loads(raw)
 
     def _on_memory(self, job: Job, task: asyncio.Task[Any], token: int) -> None:
         if token == self._step_token:  # still the step the watchdog measured
@@ -248,16 +402,19 @@ class Runner:
             job, "failed", error=f"memory limit exceeded (max_memory_bytes={job.memory})"
         )
 
-    async def _terminate(self, job: Job, ctx: JsContext) -> None:
+    async def _terminate(self, job: Job, ctx: JsContext, salvage: str, batch: bool) -> None:
         """End a context whose step was cut short, still holding the step lock and with the
         slot naming this execution: terminated JavaScript can go on allocating inside V8's
         runtime (or abort the process) until its thread is joined, and that must neither be
         measured against the next step nor blamed on it."""
         self._watchdog.disarm()
-        self._slot.enter(job.seq, time.monotonic_ns() + CLEANUP_NS)
+        self._slot.enter(-1 if batch else job.seq, time.monotonic_ns() + CLEANUP_NS)
         try:
-            raw = await ctx.eval("__jsrt.logs()", SALVAGE_S)
-            job.logs.extend(json.loads(raw) if raw else [])
+            raw = await ctx.eval(salvage, SALVAGE_S)
+            if batch:
+                self._salvaged[job.seq] = json.loads(raw)
+            else:
+                job.logs.extend(json.loads(raw) if raw else [])
         except Exception:
             pass
         finally:
