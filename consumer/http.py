@@ -323,7 +323,10 @@ class HttpServer:
     async def run(self, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve until stop(); task_status gets the bound port once connections are accepted."""
         try:
-            async with Lease(self.store, self.settings.heartbeat_interval, kind="http") as lease:
+            s = self.settings
+            lease = Lease(self.store, s.heartbeat_interval, kind="http",
+                          rescue_after=s.heartbeat_timeout, retry_base=s.retry_base_seconds)
+            async with lease:
                 app = build_app(self.store, OnDemand(self.store, self.executor, lease.id),
                                 self.settings)
                 config = uvicorn.Config(app, host=self.host, port=self.port, log_config=None,

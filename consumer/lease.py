@@ -12,6 +12,7 @@ import contextlib
 import os
 import socket
 import uuid
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 
 import anyio
@@ -32,10 +33,16 @@ class Lease:
     The heartbeat is a plain asyncio task (the sandbox executor is asyncio too), not a task
     group: a host may enter and leave the lease from different tasks (fixtures, lifespans)."""
 
-    def __init__(self, store: Store, interval: float, kind: str = "ondemand") -> None:
+    def __init__(self, store: Store, interval: float, kind: str = "ondemand",
+                 rescue_after: float | None = None, retry_base: float = 30.0) -> None:
+        """With `rescue_after` (the heartbeat timeout), each beat also rescues runs of
+        processes silent that long - as the daemon does - so a server running without any
+        daemon does not keep a crashed predecessor's runs counted against the limits."""
         self.store = store
         self.interval = interval
         self.id = new_owner_id(kind)
+        self.rescue_after = rescue_after
+        self.retry_base = retry_base
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Lease:
@@ -66,5 +73,13 @@ class Lease:
             try:
                 # An upsert: a lease forgotten after a long stall is taken again.
                 await self.store.register_daemon(self.id, socket.gethostname(), os.getpid())
+                if self.rescue_after is not None:
+                    await self._rescue(self.rescue_after)
             except StoreUnavailable as err:
                 _LOG.warning("heartbeat_failed", owner=self.id, error=str(err)[:200])
+
+    async def _rescue(self, timeout: float) -> None:
+        retry_at = datetime.now(UTC) + timedelta(seconds=self.retry_base)
+        for f in await self.store.rescue_lost_runs(timeout, retry_at):
+            _LOG.warning("execution_worker_lost", tenant_id=str(f.tenant_id),
+                         script_id=str(f.script_id), execution_id=str(f.execution_id))

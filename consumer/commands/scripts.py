@@ -149,7 +149,7 @@ async def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
     changes = _changes(args)
     if args.type == "http" and "http_methods" not in changes:
         changes["http_methods"] = ("GET",)
-    spec = ScriptSpec(**{"source": "", **changes}).check()  # type: ignore[arg-type]
+    spec = ScriptSpec(**{"source": "", **changes}).check()
     conn = await connect(settings.require_database(), "jsrt scripts")
     try:
         script_id = await scripts.create(conn, tenant, spec,

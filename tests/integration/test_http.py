@@ -290,7 +290,18 @@ async def test_full_counts_runs_of_other_processes(conn: asyncpg.Connection, htt
 
 async def test_real_uvicorn_server(conn: asyncpg.Connection, db_url: str) -> None:
     tenant = await make_tenant(conn)
-    await endpoint(conn, tenant, "/live", "function handler(req) { return { hello: req.body } }")
+    script = await endpoint(conn, tenant, "/live", "function handler(req) { return "
+                            "{ hello: req.body } }", limits={"max_concurrent_runs": 1})
+    # a run left behind by a server that died an hour ago: it holds the only slot until the
+    # new server's lease rescues it (no daemon is running here)
+    await conn.execute("INSERT INTO jsrt_daemons (id, hostname, pid, heartbeat_at) "
+                       "VALUES ('dead', 'h', 1, NOW() - interval '1 hour')")
+    lost = await conn.fetchval(
+        "INSERT INTO script_executions (script_id, tenant_id, status, trigger_type) "
+        "VALUES ($1, $2, 'running', 'http') RETURNING id", script, tenant)
+    await conn.execute(
+        "INSERT INTO jsrt_runs (execution_id, tenant_id, script_id, state, daemon_id) "
+        "VALUES ($1, $2, $3, 'running', 'dead')", lost, tenant, script)
     settings = Settings.from_env(env={"DATABASE_URL": db_url}, heartbeat_interval=0.2,
                                  heartbeat_timeout=2.0)
     store = await Store.open(db_url)
@@ -299,6 +310,12 @@ async def test_real_uvicorn_server(conn: asyncpg.Connection, db_url: str) -> Non
             server = HttpServer(settings, store, ex, "127.0.0.1:0")
             async with anyio.create_task_group() as tg:
                 port = await tg.start(server.run)
+                with anyio.fail_after(20):
+                    while await conn.fetchval("SELECT status FROM script_executions "
+                                              "WHERE id = $1", lost) == "running":
+                        await anyio.sleep(0.05)
+                assert await conn.fetchval("SELECT error FROM script_executions WHERE id = $1",
+                                           lost) == "worker lost"
                 assert await conn.fetchval("SELECT count(*) FROM jsrt_daemons") == 1
                 async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
                     r = await client.post(f"/t/{tenant}/live", json={"x": 1})
@@ -308,6 +325,6 @@ async def test_real_uvicorn_server(conn: asyncpg.Connection, db_url: str) -> Non
         await store.close()
     assert (r.status_code, r.json()) == (200, {"hello": {"x": 1}})
     assert bad.status_code == 405
-    assert [e["trigger_type"] for e in await executions(conn, tenant)] == ["http"]
+    assert [e["status"] for e in await executions(conn, tenant)] == ["failed", "completed"]
     assert await conn.fetchval("SELECT count(*) FROM jsrt_daemons") == 0  # lease released
     assert json.loads(r.text) == {"hello": {"x": 1}}
