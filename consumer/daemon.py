@@ -381,6 +381,7 @@ async def run_daemon(settings: Settings, until_idle: bool = False, http: str | N
     import signal
 
     from consumer.http import start_http
+    from consumer.metrics import start_metrics
 
     pool_size = max(4, settings.concurrency // 4 + 4)
     store = await Store.open(settings.require_database(), max_size=pool_size)
@@ -396,10 +397,14 @@ async def run_daemon(settings: Settings, until_idle: bool = False, http: str | N
                             _LOG.info("signal_received", signal=signal.Signals(signum).name)
                             daemon.stop()
                 tg.start_soon(on_signal)
+                metrics = (None if until_idle else
+                           await start_metrics(tg, settings, store, executor, daemon))
                 server = await start_http(tg, settings, store, executor, http) if http else None
                 await daemon.run(until_idle=until_idle)
                 if server is not None:
                     await server.shutdown()
+                if metrics is not None:
+                    await metrics.shutdown()
                 tg.cancel_scope.cancel()
     finally:
         await store.close()

@@ -42,6 +42,9 @@ class Settings:
     triggers_file: Path = REPO_ROOT / "triggers.sql"
     fetch_allowlist: tuple[str, ...] = ()
     http_max_body_bytes: int = 1 << 20  # larger HTTP request bodies get 413
+    # /metrics, /healthz and /readyz of `jsrt run` (HOST:PORT; empty = off; port 0 = any free)
+    metrics_addr: str = "127.0.0.1:9464"
+    metrics_interval: float = 15.0  # seconds between queue-depth / dead-letter queries
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -87,6 +90,9 @@ class Settings:
             ),
             (self.cleanup_interval >= 0, "JSRT_CLEANUP_INTERVAL must be >= 0 (0 disables)"),
             (self.cleanup_batch >= 1, "JSRT_CLEANUP_BATCH must be >= 1"),
+            (not self.metrics_addr or _is_bind(self.metrics_addr),
+             f"JSRT_METRICS_ADDR must be HOST:PORT or empty (got {self.metrics_addr!r})"),
+            (self.metrics_interval > 0, "JSRT_METRICS_INTERVAL must be > 0"),
         ]
 
     @property
@@ -97,6 +103,11 @@ class Settings:
         if not self.database_url:
             raise ConfigError("DATABASE_URL is not set (e.g. postgresql://postgres@127.0.0.1/jsrt)")
         return self.database_url
+
+
+def _is_bind(addr: str) -> bool:
+    _, sep, port = addr.rpartition(":")
+    return bool(sep) and port.isdigit() and int(port) <= 65535
 
 
 def _parse(name: str, raw: str, default: Any) -> Any:

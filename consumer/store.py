@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -30,6 +31,9 @@ _UNAVAILABLE = (
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
+    # a connection broken mid-query can leave its protocol state confused: seen when the
+    # server shuts down under a transaction and the pool then resets the connection
+    asyncpg.InternalClientError,
     ConnectionError,
     OSError,
     TimeoutError,
@@ -61,6 +65,10 @@ async def connect(dsn: str, application_name: str = "jsrt") -> asyncpg.Connectio
 class Store:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        # Observers (metrics), called after commit: events fanned out, by source; results
+        # recorded (the outcomes given, and those actually recorded).
+        self.on_dispatched: list[Callable[[Mapping[str, int]], None]] = []
+        self.on_recorded: list[Callable[[Sequence[Outcome], Sequence[Finished]], None]] = []
 
     @classmethod
     async def open(cls, dsn: str, min_size: int = 2, max_size: int = 10) -> Store:
@@ -112,19 +120,30 @@ class Store:
         """Fan out up to `event_limit` due events into executions, then start up to `run_limit`
         pending runs for this daemon: one transaction, one commit.
         Returns (events dispatched, executions created, runs started)."""
+        by_source: Counter[str] = Counter()
         async with translated(), self._pool.acquire() as conn, conn.transaction():
             events, created = (
-                await _dispatch(conn, event_limit, per_tenant) if event_limit else (0, 0)
+                await _dispatch(conn, event_limit, per_tenant, by_source) if event_limit
+                else (0, 0)
             )
             rows = (
                 await conn.fetch(q("start_runs"), daemon_id, run_limit, per_script, uuid.uuid4())
                 if run_limit else []
             )
+        self._dispatched(by_source)
         return events, created, [Run.from_row(r) for r in rows]
 
     async def dispatch_events(self, limit: int, per_tenant: int) -> tuple[int, int]:
+        by_source: Counter[str] = Counter()
         async with translated(), self._pool.acquire() as conn:
-            return await _dispatch(conn, limit, per_tenant)
+            counts = await _dispatch(conn, limit, per_tenant, by_source)
+        self._dispatched(by_source)
+        return counts
+
+    def _dispatched(self, by_source: Counter[str]) -> None:
+        if by_source:
+            for observe in self.on_dispatched:
+                observe(by_source)
 
     async def start_runs(self, daemon_id: str, limit: int, per_script: int) -> list[Run]:
         return (await self.claim(daemon_id, 0, 0, limit, per_script))[2]
@@ -155,6 +174,8 @@ class Store:
             finished = [Finished.from_row(r) for r in rows]
             await _dead_letter(conn, finished, retry_at)
             await _cron_finished(conn, finished)
+        for observe in self.on_recorded:
+            observe(outcomes, finished)
         return finished
 
     async def release_runs(self, daemon_id: str, execution_ids: Sequence[UUID]) -> int:
@@ -202,12 +223,15 @@ class Store:
             return bool(await self._pool.fetchval(q("pending_work"), now))
 
 
-async def _dispatch(conn: asyncpg.Connection, limit: int, per_tenant: int) -> tuple[int, int]:
+async def _dispatch(conn: asyncpg.Connection, limit: int, per_tenant: int,
+                    by_source: Counter[str]) -> tuple[int, int]:
     start = uuid.uuid4()  # a random first tenant: no tenant is favoured by its id
     row = await conn.fetchrow(q("dispatch_events"), limit, per_tenant, start)
+    by_source.update(row["by_source"])
     events, execs = int(row["events"]), int(row["executions"])
     if events < limit:  # wrap round to the tenants below the random start
         row = await conn.fetchrow(q("dispatch_events"), limit - events, per_tenant, None)
+        by_source.update(row["by_source"])
         events, execs = events + int(row["events"]), execs + int(row["executions"])
     return events, execs
 

@@ -49,7 +49,7 @@ marked AS (
     -- = ANY(ARRAY(...)): the planner's estimate for a join here picks a seq scan
     UPDATE jsrt_events e SET dispatched_at = NOW()
     WHERE e.id = ANY (ARRAY(SELECT id FROM claimed))
-    RETURNING e.id
+    RETURNING e.id, e.source
 ),
 targets AS (
     SELECT c.id AS event_id, c.tenant_id, c.event_type, c.payload, c.depth, c.published_at,
@@ -80,7 +80,9 @@ runs AS (
     SELECT id, tenant_id, script_id, event_id FROM execs
     RETURNING execution_id
 )
-SELECT (SELECT count(*) FROM marked) AS events, (SELECT count(*) FROM runs) AS executions;
+SELECT (SELECT count(*) FROM marked) AS events, (SELECT count(*) FROM runs) AS executions,
+       (SELECT coalesce(jsonb_object_agg(source, n), '{}'::jsonb)
+        FROM (SELECT source, count(*) AS n FROM marked GROUP BY source) s) AS by_source;
 
 -- name: start_runs
 -- Move pending runs to running for this daemon (per-script concurrency across daemons).

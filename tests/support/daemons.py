@@ -56,7 +56,8 @@ class DaemonProcess:
                  args: tuple[str, ...] = ()) -> None:
         full_env = {**os.environ, "DATABASE_URL": db_url, "JSRT_LOG_FORMAT": "json",
                     "JSRT_POLL_INTERVAL": "0.1", "JSRT_HEARTBEAT_INTERVAL": "0.2",
-                    "JSRT_HEARTBEAT_TIMEOUT": "2", **(env or {})}
+                    "JSRT_HEARTBEAT_TIMEOUT": "2", "JSRT_METRICS_ADDR": "127.0.0.1:0",
+                    **(env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "consumer.cli", "run", *args],
             env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -1,0 +1,287 @@
+"""Prometheus metrics and health checks of a daemon process, on a small HTTP server of its own
+(JSRT_METRICS_ADDR; empty disables it).
+
+    /metrics   the Prometheus text exposition of this process's registry
+    /healthz   200 while the process answers (liveness)
+    /readyz    200 when the database answers within READY_TIMEOUT_S and sandbox workers are
+               up, 503 otherwise (readiness); the body says which check failed
+
+Where the numbers come from, so that the daemon's code barely knows about metrics:
+  * the store's observers: events fanned out (by how they were published) and executions
+    recorded (by trigger and status, with their durations), counted after commit;
+  * a collector reading, at scrape time, the counters the listener, daemon and executor keep;
+  * gauges refreshed every metrics_interval by one aggregate query (queue depth, oldest
+    pending event, dead letters by state).
+Each daemon has its own CollectorRegistry, so several can live in one process (tests).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import anyio
+import uvicorn
+from anyio.abc import TaskGroup, TaskStatus
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from consumer import log
+from consumer.daemon import Daemon
+from consumer.errors import ConfigError, StoreError
+from consumer.records import Finished, Outcome
+from consumer.sandbox import Executor
+from consumer.settings import Settings
+from consumer.sql import q
+from consumer.store import Store, translated
+
+_LOG = log.get("jsrt.metrics")
+
+READY_TIMEOUT_S = 2.0
+SNAPSHOT_TIMEOUT_S = 10.0
+TRIGGERS = ("event", "cron", "http", "manual", "api")
+STATUSES = ("completed", "failed", "timeout")
+SOURCES = ("publish", "notify", "script", "cli")
+DEAD_LETTER_STATES = ("retriable", "exhausted", "resolved")
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class Metrics:
+    """The metric families of one daemon, fed by its store, daemon, listener and executor."""
+
+    def __init__(self, store: Store, executor: Executor, daemon: Daemon | None = None,
+                 registry: CollectorRegistry | None = None) -> None:
+        self.store = store
+        self.executor = executor
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events_received = Counter(
+            "jsrt_events_received", "Events this daemon took from the queue and fanned out, "
+            "by how they were published", ["source"], registry=r)
+        self.executions = Counter(
+            "jsrt_executions", "Executions recorded by this process, by trigger and final status",
+            ["trigger", "status"], registry=r)
+        self.duration = Histogram(
+            "jsrt_execution_duration_seconds", "Execution time in the sandbox, by trigger",
+            ["trigger"], buckets=DURATION_BUCKETS, registry=r)
+        self.pending_events = Gauge(
+            "jsrt_queue_pending_events", "Events published but not yet fanned out (all tenants)",
+            registry=r)
+        self.oldest_pending = Gauge(
+            "jsrt_queue_oldest_pending_event_age_seconds",
+            "Age of the oldest event not yet fanned out (0 when none)", registry=r)
+        self.runs = Gauge(
+            "jsrt_queue_runs", "Unfinished executions by state (pending: waiting for a slot)",
+            ["state"], registry=r)
+        self.dead_letters = Gauge(
+            "jsrt_dead_letters", "Dead letters by state (all tenants)", ["state"], registry=r)
+        self._zero()
+        r.register(_LiveCollector(executor, daemon))
+        store.on_dispatched.append(self._dispatched)
+        store.on_recorded.append(self._recorded)
+
+    def _zero(self) -> None:
+        """Every label set is exposed from the start: a missing series is not a zero."""
+        for source in SOURCES:
+            self.events_received.labels(source)
+        for trigger in TRIGGERS:
+            self.duration.labels(trigger)
+            for status in STATUSES:
+                self.executions.labels(trigger, status)
+        for state in ("pending", "running"):
+            self.runs.labels(state)
+        for state in DEAD_LETTER_STATES:
+            self.dead_letters.labels(state)
+
+    # ---------------------------------------------------------------- observers
+    def _dispatched(self, by_source: Mapping[str, int]) -> None:
+        for source, n in by_source.items():
+            self.events_received.labels(source).inc(n)
+
+    def _recorded(self, outcomes: Sequence[Outcome], finished: Sequence[Finished]) -> None:
+        recorded = {f.execution_id for f in finished}
+        for o in outcomes:
+            if o.run.execution_id not in recorded:
+                continue
+            trigger = o.run.trigger_type
+            self.executions.labels(trigger, o.result.status).inc()
+            ms = o.result.metrics.get("duration_ms")
+            if ms is not None:
+                self.duration.labels(trigger).observe(ms / 1000)
+
+    # ---------------------------------------------------------------- snapshot
+    async def refresh(self) -> bool:
+        """Run the aggregate query once; on failure the gauges keep their last values."""
+        try:
+            with anyio.fail_after(SNAPSHOT_TIMEOUT_S):
+                async with translated():
+                    row = await self.store.pool.fetchrow(q("metrics_snapshot"))
+        except (StoreError, TimeoutError) as exc:
+            _LOG.warning("metrics_refresh_failed", error=str(exc).splitlines()[0][:200])
+            return False
+        self.pending_events.set(row["pending_events"])
+        self.oldest_pending.set(row["oldest_pending_age_s"])
+        self.runs.labels("pending").set(row["pending_runs"])
+        self.runs.labels("running").set(row["running_runs"])
+        for state in DEAD_LETTER_STATES:
+            self.dead_letters.labels(state).set(row[f"dl_{state}"])
+        return True
+
+    async def refresh_loop(self, interval: float) -> None:
+        while True:
+            await self.refresh()
+            await anyio.sleep(interval)
+
+    # ---------------------------------------------------------------- health
+    async def readiness(self) -> dict[str, Any]:
+        workers = len(self.executor.stats().workers)
+        database = await self._database()
+        return {"ready": database == "ok" and workers > 0, "database": database,
+                "workers": workers}
+
+    async def _database(self) -> str:
+        try:
+            with anyio.fail_after(READY_TIMEOUT_S):
+                async with translated():
+                    await self.store.pool.fetchval(q("metrics_ping"))
+        except TimeoutError:
+            return f"no answer within {READY_TIMEOUT_S:g} s"
+        except StoreError as exc:
+            return str(exc).splitlines()[0][:200]
+        return "ok"
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _LiveCollector(Collector):
+    """Counters the listener, daemon and executor already keep, read at scrape time."""
+
+    def __init__(self, executor: Executor, daemon: Daemon | None) -> None:
+        self.executor = executor
+        self.daemon = daemon
+
+    def collect(self) -> Iterable[Metric]:
+        listener = self.daemon.listener if self.daemon is not None else None
+        rejected = CounterMetricFamily(
+            "jsrt_events_rejected", "Raw events refused by the listener (invalid or unknown "
+            "tenant)", labels=["source"])
+        rejected.add_metric(["notify"], listener.rejected if listener else 0)
+        yield rejected
+        yield CounterMetricFamily(
+            "jsrt_listener_reconnects", "Times the LISTEN connection was re-established",
+            value=listener.reconnects if listener else 0)
+        yield CounterMetricFamily(
+            "jsrt_executions_lost", "Runs of dead daemons this daemon closed as 'worker lost'",
+            value=self.daemon.counters.rescued if self.daemon is not None else 0)
+        yield from self._sandbox()
+
+    def _sandbox(self) -> Iterator[Metric]:
+        stats = self.executor.stats()
+        yield CounterMetricFamily(
+            "jsrt_sandbox_worker_restarts", "Sandbox workers replaced after a crash, timeout, "
+            "hang or memory overrun", value=stats.restarts)
+        yield GaugeMetricFamily("jsrt_sandbox_workers", "Sandbox worker processes up",
+                                value=len(stats.workers))
+        rss = GaugeMetricFamily("jsrt_sandbox_worker_rss_bytes",
+                                "Resident memory of each sandbox worker", labels=["worker"])
+        for w in stats.workers:
+            rss.add_metric([str(w.index)], w.rss_bytes)
+        yield rss
+
+
+# -------------------------------------------------------------------- the server
+def build_app(metrics: Metrics) -> Starlette:
+    async def metrics_page(_request: Request) -> Response:
+        return Response(metrics.exposition(), headers={"content-type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_request: Request) -> Response:
+        body = await metrics.readiness()
+        return JSONResponse(body, status_code=200 if body["ready"] else 503)
+
+    return Starlette(routes=[Route("/metrics", metrics_page), Route("/healthz", healthz),
+                             Route("/readyz", readyz)])
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the daemon owns signals; it calls MetricsServer.shutdown()
+
+
+def bind(addr: str) -> socket.socket:
+    """A listening socket for HOST:PORT (port 0: any free port), or a one-line ConfigError."""
+    host, _, port = addr.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, int(port)), family=family, backlog=64)
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(f"cannot serve metrics on {addr} ({reason}); "
+                          "set JSRT_METRICS_ADDR to another HOST:PORT, or empty to disable"
+                          ) from None
+
+
+class MetricsServer:
+    def __init__(self, metrics: Metrics, addr: str, interval: float) -> None:
+        self.metrics = metrics
+        self.addr = addr
+        self.interval = interval
+        self.port = 0
+        self._server: _Server | None = None
+        self._stop_requested = False
+        self._stopped = anyio.Event()
+
+    async def run(self, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve (and refresh the gauges) until shutdown(); task_status gets the bound port."""
+        try:
+            with bind(self.addr) as sock:
+                self.port = sock.getsockname()[1]
+                config = uvicorn.Config(build_app(self.metrics), log_config=None,
+                                        access_log=False, lifespan="off",
+                                        timeout_graceful_shutdown=1)
+                self._server = _Server(config)
+                self._server.should_exit = self._stop_requested
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self.metrics.refresh_loop, self.interval)
+                    _LOG.info("metrics_listening", addr=self.addr, port=self.port)
+                    task_status.started(self.port)
+                    await self._server.serve(sockets=[sock])
+                    tg.cancel_scope.cancel()
+        finally:
+            self._stopped.set()
+
+    async def shutdown(self) -> None:
+        self._stop_requested = True
+        if self._server is not None:
+            self._server.should_exit = True
+        await self._stopped.wait()
+
+
+async def start_metrics(tg: TaskGroup, settings: Settings, store: Store, executor: Executor,
+                        daemon: Daemon) -> MetricsServer | None:
+    """Serve /metrics, /healthz and /readyz inside `tg` (None when JSRT_METRICS_ADDR is empty)."""
+    if not settings.metrics_addr:
+        return None
+    server = MetricsServer(Metrics(store, executor, daemon), settings.metrics_addr,
+                           settings.metrics_interval)
+    await tg.start(server.run)
+    return server
