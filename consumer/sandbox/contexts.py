@@ -17,6 +17,7 @@ BOOT_TIMEOUT_S = 10.0
 
 
 SPARES = 2  # booted, unassigned contexts kept ready for cold starts
+CONCURRENT_CREATIONS = 2
 
 
 class ContextPool:
@@ -27,19 +28,36 @@ class ContextPool:
         self._count = 0
         self._spares: list[JsContext] = []
         self._refill: asyncio.Task[None] | None = None
+        # Contexts are created outside the step lock; a creation adds a megabyte or two of RSS
+        # to whatever step is running, so only a couple at a time (well within its margin).
+        self._creating = asyncio.Semaphore(CONCURRENT_CREATIONS)
 
-    async def fresh(self, key: Key, source: str, timeout: float) -> JsContext:
-        """A never-used context for this script version: a spare if one is ready."""
-        ctx = self._spares.pop() if self._spares else await JsContext.create(timeout)
-        ctx.assign(key, source)
-        if self._refill is None:
+    def has_idle(self, key: Key) -> bool:
+        return key in self._idle
+
+    async def spare(self) -> JsContext:
+        """A booted context nobody owns yet."""
+        if self._spares:
+            ctx = self._spares.pop()
+        else:
+            async with self._creating:
+                ctx = await JsContext.create(BOOT_TIMEOUT_S)
+        if self._refill is None and len(self._spares) < SPARES:
             self._refill = asyncio.get_running_loop().create_task(self._make_spares())
         return ctx
+
+    def unused(self, ctx: JsContext) -> None:
+        """A spare that was not needed after all."""
+        if len(self._spares) < SPARES:
+            self._spares.append(ctx)
+        else:
+            ctx.close()
 
     async def _make_spares(self) -> None:
         try:
             while len(self._spares) < SPARES:
-                self._spares.append(await JsContext.create(BOOT_TIMEOUT_S))
+                async with self._creating:
+                    self._spares.append(await JsContext.create(BOOT_TIMEOUT_S))
         finally:
             self._refill = None
 

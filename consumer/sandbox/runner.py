@@ -12,6 +12,7 @@ import json
 import sys
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,14 +109,22 @@ class Runner:
         self._lock = asyncio.Lock()
         self._step_token = 0
         self._waiting: dict[Key, list[Job]] = {}  # batchable jobs queued for their first step
-        self._salvaged: dict[int, Any] = {}  # what a cut-short batch could still tell
+        self._salvaged: dict[int, Any] = {}
+        self._active: Counter[Key] = (
+            Counter()
+        )  # jobs of each script version in this worker  # what a cut-short batch could still tell
 
     async def run(self, job: Job) -> None:
+        self._active[job.key] += 1
         try:
             fields = await self._execute(job)
         except Exception:  # a bug here must fail one execution, not leave it hanging
             traceback.print_exc(file=sys.stderr)
             fields = _fields(job, "failed", error="sandbox internal error")
+        finally:
+            self._active[job.key] -= 1
+            if not self._active[job.key]:
+                del self._active[job.key]
         self._send([protocol.DONE, job.seq, *fields])
 
     async def _execute(self, job: Job) -> list[Any]:
@@ -151,15 +160,21 @@ class Runner:
 
     async def _begin(self, job: Job) -> Start:
         """The first step: alone, or leading a batch, or inside another job's batch."""
+        # A cold start's isolate is made before the lock, while other jobs' steps run; not when
+        # a run of the same version is already here (it will lend its context or a batch).
+        cold = not self._pool.has_idle(job.key) and not self._active[job.key]
+        spare = await self._pool.spare() if cold else None
         if job.batchable:
             self._waiting.setdefault(job.key, []).append(job)
         try:
             async with self._lock:
                 if job.handoff is None:
                     self._unwait(job)
-                    return await self._first_step(job)
+                    return await self._first_step(job, spare)
         finally:
             self._unwait(job)
+            if spare is not None and spare.key is None:
+                self._pool.unused(spare)
         start = await job.handoff
         job.handoff = None
         return start
@@ -171,12 +186,12 @@ class Runner:
             if not waiting:
                 del self._waiting[job.key]
 
-    async def _first_step(self, job: Job) -> Start:
+    async def _first_step(self, job: Job, spare: JsContext | None) -> Start:
         """With the lock held."""
         ctx = self._pool.take(job.key, job.source)
         if ctx is None:
-            self._start_clock(job)
-            ctx = job.ctx = await self._pool.fresh(job.key, job.source, job.remaining())
+            ctx = job.ctx = spare if spare is not None else await self._pool.spare()
+            ctx.assign(job.key, job.source)
             code = install_code(job.source) + "\n" + self._run_code(job)
             return await self._single_step(job, ctx, code)
         mates = self._take_mates(job) if job.batchable else []
