@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench docker clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,9 +12,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,dev,embedded]'
 	touch $(STAMP)
 
-# Starts the daemon on DATABASE_URL, or on an embedded PostgreSQL under .jsrt/ when unset.
+# Starts the daemon on DATABASE_URL, or on an embedded PostgreSQL under .jsrt/ when unset;
+# HTTP endpoints on 127.0.0.1:8080, metrics and health on 127.0.0.1:9464.
 run: $(STAMP)
-	$(BIN)/jsrt dev
+	$(BIN)/jsrt dev --http 127.0.0.1:8080
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -26,6 +27,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/executor.py
 	$(BIN)/python bench/consumer.py
+
+IMAGE ?= jsruntime:latest
+docker:
+	docker build -t $(IMAGE) .
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -86,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _only_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -99,6 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return anyio.run(func, args, settings)
     except (JsrtError, asyncpg.PostgresError, OSError, json.JSONDecodeError) as exc:
         print(f"jsrt: error: {exc}", file=sys.stderr)
+        return 1
+    except BaseExceptionGroup as group:  # raised in a task group, e.g. a port already in use
+        leaf = _only_leaf(group)
+        if not isinstance(leaf, JsrtError | asyncpg.PostgresError | OSError):
+            raise
+        print(f"jsrt: error: {leaf}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -18,6 +18,7 @@ Each daemon has its own CollectorRegistry, so several can live in one process (t
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -234,8 +235,9 @@ def bind(addr: str) -> socket.socket:
     try:
         return socket.create_server((host, int(port)), family=family, backlog=64)
     except (OSError, ValueError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise ConfigError(f"cannot serve metrics on {addr} ({reason}); "
+        errno = getattr(exc, "errno", None)
+        reason = os.strerror(errno).lower() if errno else str(exc)
+        raise ConfigError(f"cannot serve metrics on {addr}: {reason}; "
                           "set JSRT_METRICS_ADDR to another HOST:PORT, or empty to disable"
                           ) from None
 

@@ -102,7 +102,7 @@ async def seed_demo(conn: asyncpg.Connection) -> None:
         )
 
 
-def banner(dsn: str, http: str | None) -> str:
+def banner(dsn: str, http: str | None, metrics: str = "") -> str:
     payload = json.dumps({"name": "Ada"})
     lines = [
         "",
@@ -115,6 +115,8 @@ def banner(dsn: str, http: str | None) -> str:
     ]
     if http:
         lines.append(f"  curl 'http://{http}/t/{DEMO_TENANT}/hello?name=Ada'")
+    if metrics:
+        lines.append(f"  curl http://{metrics}/metrics   (and /healthz, /readyz)")
     lines += ["Stop with Ctrl-C.", ""]
     return "\n".join(lines)
 
@@ -132,7 +134,7 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
         await conn.close()
     settings = dataclasses.replace(settings, database_url=dsn)
     log.get("jsrt.dev").info("dev_ready", database=dsn, demo_tenant=DEMO_TENANT)
-    print(banner(dsn, args.http), flush=True)
+    print(banner(dsn, args.http, settings.metrics_addr), flush=True)
     kwargs = {"http": args.http} if args.http else {}
     return await run_daemon(settings, **kwargs)
 
