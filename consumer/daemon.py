@@ -185,6 +185,8 @@ class Daemon:
         self._next_cron_poll = now + min(self.settings.poll_interval, 1.0)
         decisions, fired = await self.store.schedule_due(self.clock.now(), CRON_BATCH, decide)
         log_decisions(decisions, fired)
+        if len(decisions) >= CRON_BATCH:  # more may be due: the next batch now, not next poll
+            self._next_cron_poll = now
         return len(decisions)
 
     async def _idle(self) -> bool:

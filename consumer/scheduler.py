@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Literal
 from uuid import UUID
 
@@ -43,15 +44,23 @@ class Decision:
     reason: str | None = None
 
 
+# Many jobs share a schedule (every minute, every hour in UTC), and a batch is decided at one
+# `now`: the same plan is computed once per batch, not once per job (~80 us each).
+_next_tick = lru_cache(maxsize=4096)(cron.next_tick)
+_plan = lru_cache(maxsize=4096)(cron.plan)
+
+
 def decide(job: DueJob, now: datetime) -> Decision:
     """fire the latest due tick (folding missed ones into it), plan a new job, skip a tick that
     came while the previous run is still going, or park a job whose schedule is invalid."""
     try:
         if job.next_run_at is None:
-            return Decision(job, "replan", cron.next_tick(job.cron_expression, job.timezone, now))
-        p = cron.plan(job.cron_expression, job.timezone, job.next_run_at, now)
+            return Decision(job, "replan", _next_tick(job.cron_expression, job.timezone, now))
+        p = _plan(job.cron_expression, job.timezone, job.next_run_at, now)
     except cron.CronError as exc:
         return Decision(job, "invalid", reason=str(exc))
+    except Exception as exc:  # one odd schedule must never stop the scheduler for everyone
+        return Decision(job, "invalid", reason=f"cannot plan: {type(exc).__name__}: {exc}"[:300])
     if job.is_running:
         return Decision(job, "skip", p.next_run_at, p.scheduled_for, p.missed,
                         reason="previous run still going")
