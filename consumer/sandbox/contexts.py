@@ -31,6 +31,7 @@ class ContextPool:
         # Contexts are created outside the step lock; a creation adds a megabyte or two of RSS
         # to whatever step is running, so only a couple at a time (well within its margin).
         self._creating = asyncio.Semaphore(CONCURRENT_CREATIONS)
+        self._closing: set[asyncio.Task[None]] = set()
 
     def has_idle(self, key: Key) -> bool:
         return key in self._idle
@@ -51,7 +52,7 @@ class ContextPool:
         if len(self._spares) < SPARES:
             self._spares.append(ctx)
         else:
-            ctx.close()
+            self._retire(ctx)
 
     async def _make_spares(self) -> None:
         try:
@@ -70,13 +71,13 @@ class ContextPool:
         if not contexts:
             del self._idle[key]
         if ctx.source != source:  # the same version id with another text: never trust the cache
-            ctx.close()
+            self._retire(ctx)
             return None
         return ctx
 
     def give(self, ctx: JsContext) -> None:
         if ctx.runs >= self.max_runs or ctx.key is None:
-            ctx.close()
+            self._retire(ctx)
             return
         self._idle.setdefault(ctx.key, []).append(ctx)
         self._idle.move_to_end(ctx.key)
@@ -86,10 +87,16 @@ class ContextPool:
 
     def _evict_oldest(self) -> None:
         key, contexts = next(iter(self._idle.items()))
-        contexts.pop(0).close()
+        self._retire(contexts.pop(0))
         self._count -= 1
         if not contexts:
             del self._idle[key]
+
+    def _retire(self, ctx: JsContext) -> None:
+        """Close a clean context in the background."""
+        task = asyncio.get_running_loop().create_task(ctx.aclose())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def close(self) -> None:
         if self._refill is not None:

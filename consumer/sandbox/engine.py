@@ -98,6 +98,12 @@ class JsContext:
     def closed(self) -> bool:
         return self._closed
 
+    async def aclose(self) -> None:
+        """Close on a thread: freeing an isolate takes about 1.4 ms with the GIL released,
+        which the worker's loop spends on other work meanwhile."""
+        self._closed = True
+        await asyncio.to_thread(self._stack.close)
+
     def close(self) -> None:
         # Freeing the context stops any JavaScript still running in it (leftover microtasks)
         # and waits for its thread: after this, the script can no longer allocate or crash.

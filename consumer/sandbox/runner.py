@@ -109,10 +109,9 @@ class Runner:
         self._lock = asyncio.Lock()
         self._step_token = 0
         self._waiting: dict[Key, list[Job]] = {}  # batchable jobs queued for their first step
-        self._salvaged: dict[int, Any] = {}
-        self._active: Counter[Key] = (
-            Counter()
-        )  # jobs of each script version in this worker  # what a cut-short batch could still tell
+        self._salvaged: dict[int, Any] = {}  # what a cut-short batch could still tell
+        self._active: Counter[Key] = Counter()  # jobs of each script version in this worker
+        self._solo_keys: set[Key] = set()  # versions whose runs do not end within one step
 
     async def run(self, job: Job) -> None:
         self._active[job.key] += 1
@@ -136,6 +135,8 @@ class Runner:
             if start[0] == "done":
                 fields: list[Any] = start[1]
                 return fields
+            if _quick(start[2]):
+                self._solo_keys.discard(job.key)
             outbox = await self._converse(job, start[1], start[2])
             fields, clean = self._finish(job, outbox)
         except StepTimeout:
@@ -164,7 +165,7 @@ class Runner:
         # a run of the same version is already here (it will lend its context or a batch).
         cold = not self._pool.has_idle(job.key) and not self._active[job.key]
         spare = await self._pool.spare() if cold else None
-        if job.batchable:
+        if job.batchable and job.key not in self._solo_keys:
             self._waiting.setdefault(job.key, []).append(job)
         try:
             async with self._lock:
@@ -194,7 +195,7 @@ class Runner:
             ctx.assign(job.key, job.source)
             code = install_code(job.source) + "\n" + self._run_code(job)
             return await self._single_step(job, ctx, code)
-        mates = self._take_mates(job) if job.batchable else []
+        mates = self._take_mates(job) if job.batchable and job.key not in self._solo_keys else []
         if not mates:
             job.ctx = ctx
             return await self._single_step(job, ctx, self._run_code(job))
@@ -237,7 +238,7 @@ class Runner:
         except (ScriptError, ValueError, TypeError):
             state, verdict = None, None
             if not ctx.closed:
-                ctx.close()
+                await ctx.aclose()
         return self._distribute(ctx, batch, state, verdict)
 
     def _distribute(
@@ -257,6 +258,9 @@ class Runner:
                 starts[seq] = ("done", self._finish(by_seq[seq], outbox)[0])
             current = by_seq[current_seq]
             ctx.runs += 1
+            if not finished and not _quick(current_outbox):
+                # Its runs wait for host calls or timers: batching them only delays the others.
+                self._solo_keys.add(current.key)
             if verdict is None:
                 current.ctx = ctx
                 starts[current_seq] = ("own", ctx, current_outbox)
@@ -287,7 +291,7 @@ class Runner:
         async with self._lock:
             self._slot.enter(job.seq, time.monotonic_ns() + CLEANUP_NS)
             try:
-                ctx.close()
+                await ctx.aclose()
             finally:
                 self._slot.leave()
 
@@ -433,7 +437,14 @@ class Runner:
         except Exception:
             pass
         finally:
-            ctx.close()
+            await ctx.aclose()
+
+
+def _quick(outbox: Outbox) -> bool:
+    """Did the run end within its first step, cleanly, with nothing left pending?"""
+    return (
+        bool(outbox[0]) and outbox[1][0] == 1 and not outbox[2] and outbox[4] < 0 and not outbox[5]
+    )
 
 
 def _fields(
