@@ -32,6 +32,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -92,6 +93,7 @@ class Metrics:
             "jsrt_dead_letters", "Dead letters by state (all tenants)", ["state"], registry=r)
         self._zero()
         r.register(_LiveCollector(executor, daemon))
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes…
         store.on_dispatched.append(self._dispatched)
         store.on_recorded.append(self._recorded)
 
