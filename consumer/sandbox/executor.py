@@ -84,6 +84,18 @@ class _Pending:
         self.calls.clear()
 
 
+def _blame_uncertain(reason: KillReason, pending: _Pending) -> bool:
+    """V8 can abort from a background thread (GC, teardown of an earlier script's isolate)
+    while another execution holds the step: a crash is pinned on an execution only when it
+    crashes again running alone."""
+    return reason.kind == "crash" and pending.attempts == 0
+
+
+def _isolated(worker: WorkerProcess) -> bool:
+    """Running a re-run, which nothing may join."""
+    return any(p.attempts > 0 for p in worker.inflight.values())
+
+
 class Executor:
     def __init__(
         self,
@@ -190,12 +202,15 @@ class Executor:
             limits.max_output_size_bytes,
         ]
         pending = _Pending(request, asyncio.get_running_loop().create_future(), tail)
-        if not self._dispatch(pending):
+        # Behind anything already waiting (a re-run waiting for an idle worker must not be
+        # overtaken forever by new work).
+        if self._backlog or not self._dispatch(pending):
             self._backlog.append(pending)
+            self._drain_backlog()
         return await pending.future
 
     def _dispatch(self, pending: _Pending) -> bool:
-        worker = self._pick()
+        worker = self._pick(alone=pending.attempts > 0)
         if worker is None:
             return False
         seq = next(self._seq)
@@ -205,10 +220,16 @@ class Executor:
         worker.send([protocol.RUN, seq, *pending.tail, pending.attempts])
         return True
 
-    def _pick(self) -> WorkerProcess | None:
+    def _pick(self, alone: bool = False) -> WorkerProcess | None:
+        """The least busy worker; for a re-run, an idle one it will have to itself, so that
+        an innocent execution is never killed twice by other scripts' bombs."""
         best: WorkerProcess | None = None
         for worker in self._workers:
-            if worker is None or not worker.alive:
+            if worker is None or not worker.alive or _isolated(worker):
+                continue
+            if alone:
+                if not worker.inflight:
+                    return worker
                 continue
             if len(worker.inflight) < self.options.max_inflight_per_worker and (
                 best is None or len(worker.inflight) < len(best.inflight)
@@ -342,7 +363,7 @@ class Executor:
             return
         for seq, pending in list(worker.inflight.items()):
             pending.cancel_calls()
-            if seq == reason.guilty_seq:
+            if seq == reason.guilty_seq and not _blame_uncertain(reason, pending):
                 self._resolve(pending, self._verdict(reason.kind, pending, worker))
             else:
                 self._rerun(pending)

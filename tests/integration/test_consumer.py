@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import anyio
 import asyncpg
 import pytest
 from support.daemons import drain
@@ -175,3 +176,57 @@ async def test_a_raw_event_for_one_tenant_never_reaches_another(
     for tenant in (a, b):
         rows = await executions(conn, tenant)
         assert [r["input"] for r in rows] == [{"who": str(tenant)}]
+
+
+HOSTILE = {
+    "infinite loop": ("function handler() { while (true) {} }", "timeout", "timeout"),
+    "async loop": ("async function handler() { await null; while (true) {} }", "timeout",
+                   "timeout"),
+    "heap bomb": ("function handler() { const a = []; while (true) a.push(new Array(1e5)); }",
+                  "failed", "memory limit exceeded"),
+    # untouched buffers are not resident: RLIMIT_DATA may turn the bomb into a RangeError first
+    "buffer bomb": (
+        "function handler() { const a = []; while (true) a.push(new Uint8Array(1e7)); }",
+        "failed", "memory|RangeError: Array buffer allocation failed"),
+    "huge output": ("function handler() { return 'x'.repeat(2e6); }", "failed",
+                    "output too large"),
+    # aborts V8 (SIGTRAP) unless the time limit comes first
+    "engine crash": (
+        "function handler() { let a = []; while (true) a.push(new Array(1.2e8).fill(0)); }",
+        "failed|timeout", ""),
+    "syntax error": ("function handler( {", "failed", "SyntaxError"),
+}
+
+
+async def test_hostile_scripts_fail_cleanly_and_everyone_else_carries_on(
+    conn: asyncpg.Connection, db_url: str, executor: Executor
+) -> None:
+    tenant = await make_tenant(conn)
+    limits = {"max_execution_time_ms": 800, "max_memory_bytes": 32 * 2**20}
+    names = {}
+    for name, (source, _, _) in HOSTILE.items():
+        names[await make_script(conn, tenant, source, name=name, limits=limits,
+                                event_types=["attack"])] = name
+    good = await make_script(conn, tenant, "function handler(i) { return i.n; }",
+                             event_types=["attack"])
+    for n in range(3):
+        await publish(conn, tenant, "attack", {"n": n})
+
+    with anyio.fail_after(100):
+        await drain(db_url, executor)
+
+    rows = await executions(conn, tenant)
+    assert len(rows) == 3 * (len(HOSTILE) + 1)  # every (event, script) ran; none lost
+    assert sorted(r["output"] for r in rows if r["script_id"] == good) == [0, 1, 2]
+    for r in rows:
+        if r["script_id"] == good:
+            assert r["status"] == "completed"
+            continue
+        _, status, fragment = HOSTILE[names[r["script_id"]]]
+        assert r["status"] in status.split("|"), (names[r["script_id"]], r["error"])
+        assert any(f in r["error"] for f in fragment.split("|")), r["error"]
+        assert r["output"] is None
+        assert r["error"].splitlines()[0].strip()  # a readable first line
+    letters = await conn.fetchval(
+        "SELECT count(*) FROM script_event_dead_letters WHERE tenant_id = $1", tenant)
+    assert letters == 3 * len(HOSTILE)
