@@ -163,7 +163,8 @@ class Daemon:
             self.id, event_limit, s.tenant_batch, run_limit, max(1, s.concurrency // 2))
         self._maybe_events = self._maybe_events or events > 0
         # new executions may be beyond this batch, or blocked only until a slot frees
-        self._maybe_runs = self._maybe_runs or created > 0 or (run_limit and len(started) >= free)
+        self._maybe_runs = (self._maybe_runs or created > 0
+                            or (run_limit > 0 and len(started) >= free))
         for run in started:
             self._in_flight[run.execution_id] = run
             runs.start_soon(self._execute, run)

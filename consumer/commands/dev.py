@@ -76,14 +76,15 @@ def embedded_database(data_dir: Path) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            import pgserver  # type: ignore[import-untyped]
+            import pgserver
         except ImportError:
             raise ConfigError(
                 "DATABASE_URL is not set and the embedded server is not installed "
                 "(pip install 'jsruntime[embedded]')") from None
         data_dir.parent.mkdir(parents=True, exist_ok=True)
         data_dir.parent.chmod(0o755)  # pgserver runs postgres as another user when root
-        server = pgserver.get_server(data_dir.resolve(), cleanup_mode="stop")
+        server = pgserver.get_server(  # type: ignore[attr-defined]
+            data_dir.resolve(), cleanup_mode="stop")
     return str(server.get_uri())
 
 
