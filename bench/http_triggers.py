@@ -24,7 +24,6 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -32,42 +31,9 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from consumer.migrate import Migrator  # noqa: E402
+from _common import drop_database, fresh_database  # noqa: E402
 
 HANDLER = "function handler(req) { return { ok: true, n: req.query.n } }"
-
-
-def admin_url() -> str:
-    return os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def with_database(dsn: str, name: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path="/" + name))
-
-
-async def fresh_database() -> str:
-    name = f"jsrt_bench_http_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(admin_url())
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = with_database(admin_url(), name)
-    conn = await asyncpg.connect(url)
-    try:
-        await Migrator(conn, ROOT / "schema", ROOT / "triggers.sql").up()
-    finally:
-        await conn.close()
-    return url
-
-
-async def drop_database(url: str) -> None:
-    admin = await asyncpg.connect(admin_url())
-    try:
-        name = urlsplit(url).path.lstrip("/")
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 async def seed(url: str) -> uuid.UUID:
@@ -144,7 +110,7 @@ async def main() -> None:
     args = p.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
 
-    url = await fresh_database()
+    url = await fresh_database("jsrt_bench_http")
     port = free_port()
     env = {**os.environ, "DATABASE_URL": url, "JSRT_WORKERS": str(args.workers),
            "JSRT_LOG_LEVEL": "warning"}

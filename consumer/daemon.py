@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import signal
 import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -378,37 +380,42 @@ def store_publisher(store: Store) -> Publisher:
     return publish
 
 
-async def run_daemon(settings: Settings, until_idle: bool = False, http: str | None = None) -> int:
-    """`jsrt run`: the daemon with signal handling (and, given `http` = HOST:PORT, the HTTP
-    trigger server on the same executor); returns the exit code."""
-    import signal
-
-    from consumer.http import start_http
-    from consumer.metrics import start_metrics
-
+@asynccontextmanager
+async def open_services(settings: Settings) -> AsyncIterator[tuple[Store, Executor]]:
+    """The pool and the sandbox every long-running jsrt process needs."""
     pool_size = max(4, settings.concurrency // 4 + 4)
     store = await Store.open(settings.require_database(), max_size=pool_size)
     try:
-        executor = Executor(workers=settings.worker_count, publisher=store_publisher(store),
-                            fetch_allowlist=settings.fetch_allowlist)
-        async with executor:
-            daemon = Daemon(settings, store, executor)
-            async with anyio.create_task_group() as tg:
-                async def on_signal() -> None:
-                    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                        async for signum in signals:
-                            _LOG.info("signal_received", signal=signal.Signals(signum).name)
-                            daemon.stop()
-                tg.start_soon(on_signal)
-                metrics = (None if until_idle else
-                           await start_metrics(tg, settings, store, executor, daemon))
-                server = await start_http(tg, settings, store, executor, http) if http else None
-                await daemon.run(until_idle=until_idle)
-                if server is not None:
-                    await server.shutdown()
-                if metrics is not None:
-                    await metrics.shutdown()
-                tg.cancel_scope.cancel()
+        async with Executor(workers=settings.worker_count, publisher=store_publisher(store),
+                            fetch_allowlist=settings.fetch_allowlist) as executor:
+            yield store, executor
     finally:
         await store.close()
+
+
+async def stop_on_signals(stop: Callable[[], None]) -> None:
+    """SIGTERM and SIGINT ask for a graceful stop (run as a task; cancel it when done)."""
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            _LOG.info("signal_received", signal=signal.Signals(signum).name)
+            stop()
+
+
+async def run_daemon(settings: Settings, until_idle: bool = False, http: str | None = None) -> int:
+    """`jsrt run`: the daemon with signal handling (and, given `http` = HOST:PORT, the HTTP
+    trigger server on the same executor); returns the exit code."""
+    from consumer.http import start_http
+    from consumer.metrics import start_metrics
+
+    async with open_services(settings) as (store, executor), anyio.create_task_group() as tg:
+        daemon = Daemon(settings, store, executor)
+        tg.start_soon(stop_on_signals, daemon.stop)
+        metrics = None if until_idle else await start_metrics(tg, settings, store, executor, daemon)
+        server = await start_http(tg, settings, store, executor, http) if http else None
+        await daemon.run(until_idle=until_idle)
+        if server is not None:
+            await server.shutdown()
+        if metrics is not None:
+            await metrics.shutdown()
+        tg.cancel_scope.cancel()
     return 0

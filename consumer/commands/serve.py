@@ -4,18 +4,12 @@
 from __future__ import annotations
 
 import argparse
-import signal
 
 import anyio
 
-from consumer import log
-from consumer.daemon import store_publisher
+from consumer.daemon import open_services, stop_on_signals
 from consumer.http import HttpServer
-from consumer.sandbox import Executor
 from consumer.settings import Settings
-from consumer.store import Store
-
-_LOG = log.get("jsrt.serve")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -26,23 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    store = await Store.open(settings.require_database(),
-                             max_size=max(4, settings.concurrency // 4 + 4))
-    try:
-        executor = Executor(workers=settings.worker_count, publisher=store_publisher(store),
-                            fetch_allowlist=settings.fetch_allowlist)
-        async with executor, anyio.create_task_group() as tg:
-            server = HttpServer(settings, store, executor, args.http)
-
-            async def on_signal() -> None:
-                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                    async for signum in signals:
-                        _LOG.info("signal_received", signal=signal.Signals(signum).name)
-                        server.stop()
-
-            tg.start_soon(on_signal)
-            await server.run()
-            tg.cancel_scope.cancel()
-    finally:
-        await store.close()
+    async with open_services(settings) as (store, executor), anyio.create_task_group() as tg:
+        server = HttpServer(settings, store, executor, args.http)
+        tg.start_soon(stop_on_signals, server.stop)
+        await server.run()
+        tg.cancel_scope.cancel()
     return 0

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import anyio
 import asyncpg
 import pytest
 from support.daemons import drain
 from support.factories import executions, make_script, make_tenant, publish
 
-from consumer.daemon import store_publisher
 from consumer.sandbox import Executor
 from consumer.store import Store
-
-
-@pytest.fixture
-async def executor(db_url: str) -> AsyncIterator[Executor]:
-    store = await Store.open(db_url)
-    async with Executor(workers=2, publisher=store_publisher(store)) as ex:
-        yield ex
-    await store.close()
 
 
 async def test_publish_runs_every_subscribed_script_once(

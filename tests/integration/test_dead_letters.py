@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -21,7 +20,6 @@ from support.factories import executions, make_script, make_tenant, publish
 from consumer import cli
 from consumer import dead_letters as dl
 from consumer.clock import FakeClock
-from consumer.daemon import store_publisher
 from consumer.sandbox import Executor
 from consumer.store import Store
 
@@ -41,14 +39,6 @@ LETTER = """SELECT d.*, st.next_retry_at, st.in_flight, st.resolved_at, st.resol
            FROM script_event_dead_letters d
            JOIN jsrt_dead_letter_state st ON st.dead_letter_id = d.id AND st.tenant_id = d.tenant_id
            WHERE d.tenant_id = $1 ORDER BY d.created_at"""
-
-
-@pytest.fixture
-async def executor(db_url: str) -> AsyncIterator[Executor]:
-    store = await Store.open(db_url)
-    async with Executor(workers=2, publisher=store_publisher(store)) as ex:
-        yield ex
-    await store.close()
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from support.daemons import daemon_for, drain
 from support.factories import executions, make_script, make_tenant
 
 from consumer.clock import FakeClock
-from consumer.daemon import store_publisher
 from consumer.sandbox import Executor
 from consumer.scheduler import decide, log_decisions
 from consumer.store import Store
@@ -29,14 +28,6 @@ def utc(*args: int) -> datetime:
 
 
 START = utc(2026, 12, 1, 10, 0, 30)
-
-
-@pytest.fixture
-async def executor(db_url: str) -> AsyncIterator[Executor]:
-    store = await Store.open(db_url)
-    async with Executor(workers=2, publisher=store_publisher(store)) as ex:
-        yield ex
-    await store.close()
 
 
 @pytest.fixture
