@@ -17,7 +17,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 class Settings:
     database_url: str = ""
     # How many executions one daemon runs at once (over all scripts).
-    concurrency: int = 16
+    concurrency: int = 64
     # Sandbox worker processes; 0 means one per core.
     workers: int = 0
     poll_interval: float = 1.0  # seconds; NOTIFY is only a hint, this is the fallback
