@@ -21,9 +21,11 @@ SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1::uuid);
 -- name: dispatch_events
 -- Fan due events out into pending executions, one per active subscribed script, in one
 -- transaction: an event whose claim never commits is claimed again. Tenants are visited
--- in id order from $3 (the caller passes a random start) taking at most $2 events each, so
+-- in id order from $3 round to just below it (the caller passes a random start: no tenant
+-- is favoured by its id) taking at most $2 events each, so
 -- one tenant's backlog cannot delay another tenant's events. $1 = most events in all.
-WITH RECURSIVE tenants_due AS (
+WITH RECURSIVE tenants_up AS (
+    -- a loose index scan over the tenants with due events: from $3 upwards ...
     (SELECT e.tenant_id FROM jsrt_events e
      WHERE e.dispatched_at IS NULL AND ($3::uuid IS NULL OR e.tenant_id > $3::uuid)
      ORDER BY e.tenant_id LIMIT 1)
@@ -31,10 +33,27 @@ WITH RECURSIVE tenants_due AS (
     SELECT (SELECT e.tenant_id FROM jsrt_events e
             WHERE e.dispatched_at IS NULL AND e.tenant_id > t.tenant_id
             ORDER BY e.tenant_id LIMIT 1)
-    FROM tenants_due t WHERE t.tenant_id IS NOT NULL
+    FROM tenants_up t WHERE t.tenant_id IS NOT NULL
+),
+tenants_wrapped AS (
+    -- ... then round from the lowest, up to $3 (scanned only when the first part runs out)
+    (SELECT e.tenant_id FROM jsrt_events e
+     WHERE e.dispatched_at IS NULL AND $3::uuid IS NOT NULL AND e.tenant_id <= $3::uuid
+     ORDER BY e.tenant_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT e.tenant_id FROM jsrt_events e
+            WHERE e.dispatched_at IS NULL AND e.tenant_id > t.tenant_id
+              AND e.tenant_id <= $3::uuid
+            ORDER BY e.tenant_id LIMIT 1)
+    FROM tenants_wrapped t WHERE t.tenant_id IS NOT NULL
+),
+tenants_due AS (
+    SELECT tenant_id FROM tenants_up WHERE tenant_id IS NOT NULL
+    UNION ALL
+    SELECT tenant_id FROM tenants_wrapped WHERE tenant_id IS NOT NULL
 ),
 claimed AS (
-    SELECT ev.* FROM (SELECT tenant_id FROM tenants_due WHERE tenant_id IS NOT NULL LIMIT $1) t
+    SELECT ev.* FROM (SELECT tenant_id FROM tenants_due LIMIT $1) t
     CROSS JOIN LATERAL (
         SELECT e.id, e.tenant_id, e.event_type, e.payload, e.depth, e.published_at
         FROM jsrt_events e

@@ -219,3 +219,26 @@ async def test_hostile_scripts_fail_cleanly_and_everyone_else_carries_on(
     letters = await conn.fetchval(
         "SELECT count(*) FROM script_event_dead_letters WHERE tenant_id = $1", tenant)
     assert letters == 3 * len(HOSTILE)
+
+
+async def test_fan_out_takes_every_tenant_in_one_pass_and_caps_each(
+    conn: asyncpg.Connection, db_url: str
+) -> None:
+    tenants = [await make_tenant(conn, f"t{i}") for i in range(6)]
+    for t in tenants:
+        await make_script(conn, t)
+        for n in range(3):
+            await publish(conn, t, "thing.happened", {"n": n})
+    store = await Store.open(db_url)
+    try:
+        # whatever the random first tenant, one pass wraps round to all six
+        assert await store.dispatch_events(limit=100, per_tenant=2) == (12, 12)
+        per_tenant = await conn.fetch(
+            "SELECT tenant_id, count(*) AS n FROM jsrt_events WHERE dispatched_at IS NOT NULL "
+            "GROUP BY tenant_id")
+        assert sorted(r["n"] for r in per_tenant) == [2] * 6
+        assert await store.dispatch_events(limit=4, per_tenant=2) == (4, 4)
+        assert await store.dispatch_events(limit=100, per_tenant=2) == (2, 2)
+        assert await store.dispatch_events(limit=100, per_tenant=2) == (0, 0)
+    finally:
+        await store.close()
