@@ -160,10 +160,11 @@ class Store:
             [o.error_text() for o in outcomes],
             [dict(o.result.metrics) for o in outcomes],
         )
-        logged = [o for o in outcomes if o.result.logs]
         retry_at = {o.run.execution_id: o.next_retry_at for o in outcomes}
         async with translated(), self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(q("complete_runs"), daemon_id, *cols)
+            mine = {r["id"] for r in rows}  # a run rescued meanwhile keeps the rescuer's record
+            logged = [o for o in outcomes if o.result.logs and o.run.execution_id in mine]
             if logged:
                 await conn.execute(
                     q("save_logs"),
