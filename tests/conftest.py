@@ -9,25 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+from support.databases import create_database, drop_database, with_database
 
 from consumer.migrate import Migrator, fingerprint
 from consumer.settings import REPO_ROOT
 
 SCHEMA_DIR = REPO_ROOT / "schema"
 TRIGGERS = REPO_ROOT / "triggers.sql"
-
-
-def with_database(dsn: str, name: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path="/" + name))
 
 
 def _docker_answers() -> bool:
@@ -93,25 +87,6 @@ def template_db(pg_server: str) -> str:
     name = "jsrt_tpl_" + fingerprint(SCHEMA_DIR, TRIGGERS)
     asyncio.run(_build_template(pg_server, name))
     return name
-
-
-async def create_database(admin_dsn: str, template: str | None = None) -> str:
-    name = "jsrt_t_" + uuid.uuid4().hex[:12]
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        clause = f' TEMPLATE "{template}"' if template else ""
-        await admin.execute(f'CREATE DATABASE "{name}"{clause}')
-    finally:
-        await admin.close()
-    return name
-
-
-async def drop_database(admin_dsn: str, name: str) -> None:
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 @pytest.fixture

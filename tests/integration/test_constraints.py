@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 import pytest
 import pytest_asyncio
-from conftest import create_database, drop_database, with_database
+from support.databases import create_database, drop_database, with_database
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

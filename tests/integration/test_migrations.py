@@ -16,7 +16,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 from catalog import diff, snapshot_schema, snapshot_tables
-from conftest import create_database, drop_database, with_database
+from support.databases import create_database, drop_database, with_database
 
 from consumer.migrate import Migrator, load, parse
 from consumer.settings import REPO_ROOT
