@@ -3,7 +3,7 @@
 V8's hard limit only sees its own heap, so ArrayBuffer and WebAssembly memory is caught here:
 when the worker's RSS grows past the running execution's budget, the step is cancelled (which
 terminates the JavaScript). Steps never overlap in a worker, so the growth is the step's own.
-The baseline is the last sample taken while no step ran, so arming costs no syscall.
+The baseline is sampled when a step is armed (one read of /proc/self/statm).
 """
 
 from __future__ import annotations
@@ -28,6 +28,10 @@ class MemoryWatchdog:
         self._thread.start()
 
     def arm(self, budget: int, on_exceeded: Callable[[], None]) -> None:
+        # A fresh baseline: the thread's last idle sample may predate the previous step, whose
+        # memory (a bomb's, say) is not all returned yet; measured against that older, lower
+        # baseline, the next, innocent step would be blamed for it.
+        self.baseline = self._statm.rss_bytes()
         self._armed = (budget, on_exceeded)
 
     def disarm(self) -> None:
