@@ -172,7 +172,7 @@ BEGIN
     END IF;
     INSERT INTO jsrt_events (tenant_id, event_type, payload, dedup_key, depth, source)
     VALUES (p_tenant_id, p_event_type, COALESCE(p_payload, '{}'::jsonb), p_dedup_key, p_depth, p_source)
-    ON CONFLICT (tenant_id, dedup_key) DO NOTHING
+    ON CONFLICT (tenant_id, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING
     RETURNING id INTO v_id;
     IF v_id IS NULL THEN  -- a duplicate of an event we already hold
         SELECT id INTO v_id FROM jsrt_events WHERE tenant_id = p_tenant_id AND dedup_key = p_dedup_key;

@@ -16,9 +16,13 @@ CREATE TABLE jsrt_events (
     depth INTEGER NOT NULL DEFAULT 0 CHECK (depth >= 0),
     source VARCHAR(50) NOT NULL DEFAULT 'publish' CHECK (source IN ('publish', 'notify', 'script', 'cli')),
     published_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
-    dispatched_at TIMESTAMPTZ,
-    CONSTRAINT jsrt_events_dedup_unique UNIQUE (tenant_id, dedup_key)
+    dispatched_at TIMESTAMPTZ
 );
+
+-- Partial: most events have no key, and every index entry is written twice per event
+-- (insert, then the non-HOT update of dispatched_at).
+CREATE UNIQUE INDEX jsrt_events_dedup_unique ON jsrt_events(tenant_id, dedup_key)
+    WHERE dedup_key IS NOT NULL;
 
 CREATE INDEX idx_jsrt_events_pending ON jsrt_events(tenant_id, published_at) WHERE dispatched_at IS NULL;
 CREATE INDEX idx_jsrt_events_dispatched ON jsrt_events(dispatched_at) WHERE dispatched_at IS NOT NULL;
@@ -66,8 +70,9 @@ CREATE TABLE jsrt_runs (
 
 CREATE INDEX idx_jsrt_runs_pending ON jsrt_runs(script_id, created_at) WHERE state = 'pending';
 CREATE INDEX idx_jsrt_runs_running ON jsrt_runs(script_id) WHERE state = 'running';
-CREATE INDEX idx_jsrt_runs_daemon ON jsrt_runs(daemon_id) WHERE state = 'running';
-CREATE INDEX idx_jsrt_runs_tenant ON jsrt_runs(tenant_id);
+-- No more: every run is inserted, updated (non-HOT) and deleted, and each index is paid for
+-- twice per execution. The table holds only unfinished runs, so the rare scans by daemon or
+-- by tenant (a tenant deleted) are cheap without one.
 
 COMMENT ON TABLE jsrt_runs IS 'Executions not yet finished: pending (waiting for a slot) or running (owned by a daemon)';
 
