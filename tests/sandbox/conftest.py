@@ -4,46 +4,15 @@ a local HTTP server for ctx.http.fetch, and a publisher that records what script
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 import pytest_asyncio
+from support.sandbox_requests import FAST, FETCH_CAP, Run, make_request  # noqa: F401
 
-from consumer.sandbox import ExecutionRequest, ExecutionResult, Executor, Limits, PublishRequest
-
-FETCH_CAP = 64 * 1024
-FAST = Limits(max_execution_time_ms=1000, max_memory_bytes=16 << 20)
-_ids = itertools.count(1)
-
-Run = Callable[..., Awaitable[ExecutionResult]]
-
-
-def make_request(
-    source: str,
-    input: Any = None,
-    *,
-    tenant: str = "tenant-a",
-    script: str | None = None,
-    version: str = "v1",
-    limits: Limits = FAST,
-    trigger: dict[str, Any] | None = None,
-    depth: int = 0,
-) -> ExecutionRequest:
-    n = next(_ids)
-    return ExecutionRequest(
-        source=source,
-        version_id=version,
-        input=input,
-        tenant_id=tenant,
-        script_id=script or f"script-{n}",
-        execution_id=f"exec-{n}",
-        trigger=trigger or {"type": "manual"},
-        limits=limits,
-        event_depth=depth,
-    )
+from consumer.sandbox import ExecutionResult, Executor, PublishRequest
 
 
 class Recorder:

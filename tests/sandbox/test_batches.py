@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import make_request
+from support.sandbox_requests import make_request
 
 from consumer.sandbox import Limits
 

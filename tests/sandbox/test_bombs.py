@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import FAST, make_request
+from support.sandbox_requests import FAST, make_request
 
 from consumer.sandbox import Limits
 

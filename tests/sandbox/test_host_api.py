@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import FETCH_CAP, make_request
+from support.sandbox_requests import FETCH_CAP, make_request
 
 from consumer.sandbox import Executor, Limits
 

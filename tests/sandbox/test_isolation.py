@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import make_request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.sandbox_requests import make_request
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

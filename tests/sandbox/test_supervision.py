@@ -9,7 +9,7 @@ import os
 import signal
 
 import pytest
-from conftest import make_request
+from support.sandbox_requests import make_request
 
 from consumer.sandbox import Executor, Limits, PublishRequest
 
