@@ -16,6 +16,8 @@ from consumer import log
 from consumer.errors import JsrtError
 from consumer.migrate import Migrator
 from consumer.settings import Settings
+from consumer.sql import q
+from consumer.store import connect
 
 Command = Callable[[argparse.Namespace, Settings], Awaitable[int]]
 
@@ -41,12 +43,10 @@ async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     payload: Any = json.loads(args.payload) if args.payload else {}
-    conn = await asyncpg.connect(settings.require_database())
+    conn = await connect(settings.require_database())
     try:
         event_id = await conn.fetchval(
-            "SELECT jsrt_enqueue($1::uuid, $2, $3::jsonb, NULL, 0, 'cli')",
-            args.tenant_id, args.event_type, json.dumps(payload),
-        )
+            q("enqueue_event"), args.tenant_id, args.event_type, payload, None, 0, "cli")
     finally:
         await conn.close()
     print(event_id)

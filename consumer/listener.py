@@ -17,6 +17,7 @@ import asyncpg
 
 from consumer import events, log
 from consumer.errors import InvalidEvent, StoreError
+from consumer.sql import q
 from consumer.store import Store, StoreUnavailable, connect
 
 EVENTS_CHANNEL = "jsrt_events"
@@ -72,7 +73,7 @@ class Listener:
         await conn.add_listener(SCRIPTS_CHANNEL, self._script_changed)
         self._conn = conn
         self._leader = bool(
-            await conn.fetchval("SELECT pg_try_advisory_lock($1)", RAW_INGEST_LOCK))
+            await conn.fetchval(q("raw_ingest_try_lock"), RAW_INGEST_LOCK))
         if self.connected.is_set():
             self.reconnects += 1
             _LOG.info("listener_reconnected", leader=self._leader, reconnects=self.reconnects)
@@ -88,7 +89,7 @@ class Listener:
             return
         try:
             self._leader = bool(
-            await conn.fetchval("SELECT pg_try_advisory_lock($1)", RAW_INGEST_LOCK))
+            await conn.fetchval(q("raw_ingest_try_lock"), RAW_INGEST_LOCK))
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
             return
         if self._leader:

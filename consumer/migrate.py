@@ -14,6 +14,7 @@ import asyncpg
 
 from consumer import log
 from consumer.errors import MigrationError
+from consumer.sql import q
 
 # Any constant works; it only has to be the same for every jsrt process.
 MIGRATION_LOCK = 7_358_201_144
@@ -70,17 +71,10 @@ class Migrator:
         self._triggers = triggers_file
 
     async def _ensure_table(self) -> None:
-        await self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS gorp_migrations "
-            "(id TEXT PRIMARY KEY, applied_at TIMESTAMPTZ)"
-        )
-        await self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS jsrt_schema_state "
-            "(key TEXT PRIMARY KEY, value TEXT NOT NULL)"
-        )
+        await self._conn.execute(q("migrate_bookkeeping"))
 
     async def _applied(self) -> dict[str, datetime | None]:
-        rows = await self._conn.fetch("SELECT id, applied_at FROM gorp_migrations")
+        rows = await self._conn.fetch(q("migrate_applied"))
         return {r["id"]: r["applied_at"] for r in rows}
 
     async def status(self) -> list[MigrationStatus]:
@@ -110,8 +104,7 @@ class Migrator:
                 await self._run(m, m.down, record=False)
             if todo:
                 # The triggers may have gone with the tables: re-apply on the next `up`.
-                await self._conn.execute(
-                    "DELETE FROM jsrt_schema_state WHERE key = 'triggers_sha256'")
+                await self._conn.execute(q("triggers_digest_clear"))
         return [m.id for m in todo]
 
     async def _run(self, m: Migration, sql: str, record: bool) -> None:
@@ -130,28 +123,20 @@ class Migrator:
         if sql.strip():
             await self._conn.execute(sql)
         if record:
-            await self._conn.execute(
-                "INSERT INTO gorp_migrations (id, applied_at) VALUES ($1, now())", m.id
-            )
+            await self._conn.execute(q("migrate_record"), m.id)
         else:
-            await self._conn.execute("DELETE FROM gorp_migrations WHERE id = $1", m.id)
+            await self._conn.execute(q("migrate_forget"), m.id)
 
     async def _apply_triggers(self, force: bool) -> None:
         text = self._triggers.read_text()
         digest = hashlib.sha256(text.encode()).hexdigest()
-        current = await self._conn.fetchval(
-            "SELECT value FROM jsrt_schema_state WHERE key = 'triggers_sha256'"
-        )
+        current = await self._conn.fetchval(q("triggers_digest"))
         if current == digest and not force:
             return
         try:
             async with self._conn.transaction():
                 await self._conn.execute(text)
-                await self._conn.execute(
-                    "INSERT INTO jsrt_schema_state (key, value) VALUES ('triggers_sha256', $1) "
-                    "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                    digest,
-                )
+                await self._conn.execute(q("triggers_digest_save"), digest)
         except asyncpg.PostgresError as exc:
             raise MigrationError(f"triggers.sql failed: {exc}") from exc
         _LOG.info("triggers_applied", sha256=digest[:12])
@@ -168,11 +153,11 @@ class _AdvisoryLock:
         self._then = then
 
     async def __aenter__(self) -> None:
-        await self._conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+        await self._conn.execute(q("migrate_lock"), MIGRATION_LOCK)
         await self._then()  # type: ignore[operator]
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+        await self._conn.execute(q("migrate_unlock"), MIGRATION_LOCK)
 
 
 async def migrate_up(dsn: str, schema_dir: Path, triggers_file: Path) -> list[str]:

@@ -17,6 +17,7 @@ from consumer import log
 from consumer.errors import ConfigError
 from consumer.migrate import Migrator
 from consumer.settings import Settings
+from consumer.sql import q
 
 DEMO_TENANT = "00000000-0000-4000-8000-00000000de70"
 
@@ -89,15 +90,10 @@ def embedded_database(data_dir: Path) -> str:
 
 
 async def seed_demo(conn: asyncpg.Connection) -> None:
-    await conn.execute(
-        "INSERT INTO tenants (id) VALUES ($1::uuid) ON CONFLICT DO NOTHING", DEMO_TENANT)
+    await conn.execute(q("demo_tenant"), DEMO_TENANT)
     for script in DEMO_SCRIPTS:
         await conn.execute(
-            """INSERT INTO scripts (tenant_id, name, source, type, status, event_types,
-                                    cron_expression, http_path, http_methods)
-               VALUES ($1::uuid, $2, $3, $4, 'active', $5, $6, $7, $8)
-               ON CONFLICT (tenant_id, name) DO NOTHING""",
-            DEMO_TENANT, script["name"], script["source"], script["type"],
+            q("demo_script"), DEMO_TENANT, script["name"], script["source"], script["type"],
             script.get("event_types", []), script.get("cron_expression"),
             script.get("http_path"), script.get("http_methods", []),
         )

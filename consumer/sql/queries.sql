@@ -330,3 +330,7 @@ UPDATE script_scheduled_jobs j
 SET is_running = false, last_run_at = NOW(), last_run_status = p.status
 FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS p(script_id, tenant_id, status)
 WHERE j.script_id = p.script_id AND j.tenant_id = p.tenant_id;
+
+-- name: raw_ingest_try_lock
+-- Held for the life of the listener's session: its holder alone stores raw NOTIFY events.
+SELECT pg_try_advisory_lock($1);
