@@ -7,17 +7,10 @@ import json
 import signal
 import uuid
 
-import anyio
 import asyncpg
 from support.daemons import daemon_process
 from support.factories import make_script, make_tenant, publish
-
-
-async def wait_until(conn: asyncpg.Connection, sql: str, *args: object, timeout: float = 60,
-                     expect: object = True) -> None:
-    with anyio.fail_after(timeout):
-        while await conn.fetchval(sql, *args) != expect:
-            await anyio.sleep(0.05)
+from support.waiting import eventually, row_becomes
 
 
 async def test_publish_is_executed_by_the_running_daemon(conn: asyncpg.Connection,
@@ -76,9 +69,8 @@ async def test_malformed_notifications_are_rejected_and_the_daemon_lives_on(
             await conn.execute("SELECT pg_notify('jsrt_events', $1)", text)
         d.wait_for(lambda ln: ln.get("event") == "event_rejected"
                    and "unknown tenant" in ln.get("reason", ""))
-        with anyio.fail_after(20):
-            while d.count("event_rejected") < len(bad):
-                await anyio.sleep(0.05)
+        await eventually(lambda: d.count("event_rejected") >= len(bad), timeout=20,
+                         what="every malformed notification rejected")
         reasons = [ln["reason"] for ln in d.lines if ln.get("event") == "event_rejected"]
         assert all(len(r.splitlines()) == 1 for r in reasons)
         # still alive and working
@@ -99,7 +91,7 @@ async def test_sigterm_lets_running_executions_finish(conn: asyncpg.Connection,
     with daemon_process(db_url, env={"JSRT_GRACE_PERIOD": "20"}) as d:
         d.wait_event("daemon_started")
         await publish(conn, tenant, "thing.happened")
-        await wait_until(conn, "SELECT count(*) = 1 FROM script_executions "
+        await row_becomes(conn, "SELECT count(*) = 1 FROM script_executions "
                          "WHERE tenant_id = $1 AND status = 'running'", tenant)
         assert d.stop(signal.SIGTERM) == 0
     assert await conn.fetchval(
@@ -122,16 +114,16 @@ async def test_sigkill_mid_stream_loses_nothing(conn: asyncpg.Connection, db_url
         first.wait_event("daemon_started")
         for i in range(n):
             await publish(conn, tenant, "thing.happened", {"n": i})
-        await wait_until(conn, "SELECT count(*) >= 20 FROM script_executions "
+        await row_becomes(conn, "SELECT count(*) >= 20 FROM script_executions "
                          "WHERE script_id = $1 AND status = 'completed'", slow)
-        await wait_until(conn, "SELECT count(*) > 0 FROM script_executions "
+        await row_becomes(conn, "SELECT count(*) > 0 FROM script_executions "
                          "WHERE script_id = $1 AND status = 'running'", slow)
         first.proc.send_signal(signal.SIGKILL)
         first.proc.wait(10)
     with daemon_process(db_url, env=env) as second:
         second.wait_event("daemon_started")
         second.wait_event("execution_worker_lost")  # the dead daemon's runs are rescued
-        await wait_until(
+        await row_becomes(
             conn,
             """SELECT count(DISTINCT (input->>'n', script_id)) FROM script_executions
                WHERE tenant_id = $1 AND status = 'completed'""",

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import signal
 
-import anyio
 import asyncpg
 from support.daemons import daemon_process
 from support.factories import make_script, make_tenant, publish
+from support.waiting import row_becomes
 
 # Attempt 1 fails, attempt 2 (the first retry) runs long enough to be killed, attempt 3 works.
 SCRIPT = """function handler(input, ctx) {
@@ -20,11 +20,6 @@ SCRIPT = """function handler(input, ctx) {
 }"""
 
 
-async def wait_until(conn: asyncpg.Connection, sql: str, *args: object, expect: object = True,
-                     timeout: float = 60) -> None:
-    with anyio.fail_after(timeout):
-        while await conn.fetchval(sql, *args) != expect:
-            await anyio.sleep(0.05)
 
 
 async def test_a_daemon_killed_during_a_retry_loses_nothing(
@@ -36,7 +31,7 @@ async def test_a_daemon_killed_during_a_retry_loses_nothing(
     with daemon_process(db_url, env=env) as first:
         first.wait_event("daemon_started")
         await publish(conn, tenant, "thing.happened", {"n": 1})
-        await wait_until(conn, """SELECT count(*) FROM script_executions WHERE tenant_id = $1
+        await row_becomes(conn, """SELECT count(*) FROM script_executions WHERE tenant_id = $1
                                   AND trigger_data ? 'dead_letter_id' AND status = 'running'""",
                          tenant, expect=1)
         first.proc.send_signal(signal.SIGKILL)
@@ -51,7 +46,7 @@ async def test_a_daemon_killed_during_a_retry_loses_nothing(
     with daemon_process(db_url, env=env) as second:
         second.wait_event("daemon_started")
         second.wait_event("execution_worker_lost", tenant_id=str(tenant))
-        await wait_until(conn, "SELECT resolution FROM jsrt_dead_letter_state "
+        await row_becomes(conn, "SELECT resolution FROM jsrt_dead_letter_state "
                          "WHERE dead_letter_id = $1", letter["id"], expect="succeeded")
         assert second.stop() == 0
 

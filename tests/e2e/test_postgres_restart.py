@@ -8,14 +8,14 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 
-import anyio
 import asyncpg
 import pytest
 from support.daemons import daemon_process
 from support.factories import make_script, make_tenant, publish
+from support.waiting import eventually
 
 from consumer.migrate import Migrator
 from consumer.settings import REPO_ROOT
@@ -54,6 +54,10 @@ async def completed(url: str, tenant: object) -> int:
         await conn.close()
 
 
+async def _at_least(count: Awaitable[int], n: int) -> bool:
+    return await count >= n
+
+
 async def test_daemon_survives_a_postgres_restart(private_server: tuple[str, object]) -> None:
     url, server = private_server
     conn = await asyncpg.connect(url)
@@ -75,7 +79,6 @@ async def test_daemon_survives_a_postgres_restart(private_server: tuple[str, obj
                 await publish(conn, tenant, "thing.happened", {"n": n})
         finally:
             await conn.close()
-        with anyio.fail_after(30):
-            while await completed(url, tenant) < 11:
-                await anyio.sleep(0.1)
+        await eventually(lambda: _at_least(completed(url, tenant), 11), timeout=30,
+                         what="11 completed executions")
         assert d.stop() == 0, "".join(d.raw[-20:])

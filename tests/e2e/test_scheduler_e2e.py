@@ -5,20 +5,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import anyio
 import asyncpg
 from support.daemons import daemon_process
 from support.factories import make_script, make_tenant
+from support.waiting import row_becomes
 
 FINITE_PLAN = """SELECT next_run_at > now() AND next_run_at < 'infinity'
                  FROM script_scheduled_jobs WHERE script_id = $1"""
 
 
-async def wait_until(conn: asyncpg.Connection, sql: str, *args: object, timeout: float = 30,
-                     expect: object = True) -> None:
-    with anyio.fail_after(timeout):
-        while await conn.fetchval(sql, *args) != expect:
-            await anyio.sleep(0.05)
 
 
 async def test_a_scheduled_script_is_planned_fired_and_replanned_by_the_running_daemon(
@@ -29,7 +24,7 @@ async def test_a_scheduled_script_is_planned_fired_and_replanned_by_the_running_
         d.wait_event("daemon_started")
         # created while the daemon runs: planned without a restart, and not fired at once
         script = await make_script(conn, tenant, type="scheduled", cron="* * * * *")
-        await wait_until(conn, FINITE_PLAN, script)
+        await row_becomes(conn, FINITE_PLAN, script)
         assert await conn.fetchval(
             "SELECT count(*) FROM script_executions WHERE script_id = $1", script) == 0
 
@@ -44,7 +39,7 @@ async def test_a_scheduled_script_is_planned_fired_and_replanned_by_the_running_
         assert ticks[fired["scheduled_for"]] == fired["missed_ticks"]
         done = d.wait_event("execution_completed", script_id=str(script))
         assert (done["trigger"], done["status"]) == ("cron", "completed")
-        await wait_until(
+        await row_becomes(
             conn, "SELECT last_run_status FROM script_scheduled_jobs WHERE script_id = $1",
             script, expect="completed")
 
@@ -62,7 +57,7 @@ async def test_a_scheduled_script_is_planned_fired_and_replanned_by_the_running_
         # a changed schedule is re-planned by the running daemon
         await conn.execute("UPDATE scripts SET cron_expression = '0 0 1 1 *' WHERE id = $1",
                            script)
-        await wait_until(
+        await row_becomes(
             conn, "SELECT extract(doy FROM next_run_at AT TIME ZONE 'UTC') = 1 AND "
                   "next_run_at > now() FROM script_scheduled_jobs WHERE script_id = $1", script)
 

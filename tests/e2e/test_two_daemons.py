@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import anyio
 import asyncpg
 from support.daemons import daemon_process
 from support.factories import make_script, make_tenant
+from support.waiting import row_becomes
 
 EVENTS = 2000
 
@@ -27,11 +27,8 @@ async def test_two_daemons_run_every_event_script_pair_exactly_once(
         await conn.execute(
             """SELECT jsrt_publish($1, 'thing.happened', jsonb_build_object('n', g))
                FROM generate_series(1, $2) g""", tenant, EVENTS)
-        with anyio.fail_after(100):
-            while await conn.fetchval(
-                "SELECT count(*) FROM script_executions WHERE tenant_id = $1 "
-                "AND status = 'completed'", tenant) < 2 * EVENTS:
-                await anyio.sleep(0.1)
+        await row_becomes(conn, "SELECT count(*) FROM script_executions WHERE tenant_id = $1 "
+                          "AND status = 'completed'", tenant, expect=2 * EVENTS, timeout=100)
         for d in (a, b):
             assert d.stop() == 0, "".join(d.raw[-20:])
         ran_a, ran_b = a.count("execution_completed"), b.count("execution_completed")

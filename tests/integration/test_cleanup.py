@@ -16,6 +16,7 @@ import pytest
 import structlog
 from support.daemons import daemon_for
 from support.factories import make_script, make_tenant
+from support.waiting import row_becomes
 
 from consumer import cli
 from consumer.clock import FakeClock
@@ -219,9 +220,8 @@ async def test_the_daemon_cleans_up_periodically_at_its_clock(
                     daemon_for(db_url, ex, clock, cleanup_interval=0.05) as d,
                     anyio.create_task_group() as tg):
             tg.start_soon(d.run)
-            with anyio.fail_after(30):
-                while await conn.fetchval("SELECT count(*) FROM script_executions"):
-                    await anyio.sleep(0.05)
+            await row_becomes(conn, "SELECT count(*) FROM script_executions", expect=0,
+                              timeout=30)
             d.stop()
     finally:
         await store.close()

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 from support.factories import executions, make_script, make_tenant
+from support.waiting import row_becomes
 
 from consumer.daemon import store_publisher
 from consumer.http import HttpServer, build_app
@@ -310,10 +311,8 @@ async def test_real_uvicorn_server(conn: asyncpg.Connection, db_url: str) -> Non
             server = HttpServer(settings, store, ex, "127.0.0.1:0")
             async with anyio.create_task_group() as tg:
                 port = await tg.start(server.run)
-                with anyio.fail_after(20):
-                    while await conn.fetchval("SELECT status FROM script_executions "
-                                              "WHERE id = $1", lost) == "running":
-                        await anyio.sleep(0.05)
+                await row_becomes(conn, "SELECT status <> 'running' FROM script_executions "
+                                  "WHERE id = $1", lost, timeout=20)
                 assert await conn.fetchval("SELECT error FROM script_executions WHERE id = $1",
                                            lost) == "worker lost"
                 assert await conn.fetchval("SELECT count(*) FROM jsrt_daemons") == 1

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from support.daemons import settings_for
 from support.factories import make_script, make_tenant, publish
 from support.private_pg import private_server
+from support.waiting import eventually
 
 from consumer.daemon import Daemon, store_publisher
 from consumer.metrics import Metrics, start_metrics
@@ -73,10 +74,9 @@ async def serving(db_url: str, **overrides: Any) -> AsyncIterator[Served]:
 
 async def listening(daemon: Daemon) -> None:
     """Until the daemon's LISTEN connection is up (a NOTIFY sent before it is not heard)."""
+    listener = await eventually(lambda: daemon.listener, what="the daemon's listener")
     with anyio.fail_after(30):
-        while daemon.listener is None:
-            await anyio.sleep(0.01)
-        await daemon.listener.connected.wait()
+        await listener.connected.wait()
 
 
 def parse(text: str) -> tuple[set[str], Samples]:
@@ -98,10 +98,13 @@ async def scrape(client: httpx.AsyncClient) -> tuple[set[str], Samples]:
 async def scrape_until(client: httpx.AsyncClient, ok: Callable[[Samples], bool],
                        timeout: float = 30) -> Samples:
     samples: Samples = {}
-    with anyio.fail_after(timeout):
-        while not ok(samples):
-            await anyio.sleep(0.05)
-            _, samples = await scrape(client)
+
+    async def check() -> bool:
+        nonlocal samples
+        _, samples = await scrape(client)
+        return ok(samples)
+
+    await eventually(check, timeout=timeout, what="metrics")
     return samples
 
 
@@ -201,12 +204,11 @@ def private_db() -> Any:
 
 
 async def readiness(client: httpx.AsyncClient, want: int, timeout: float = 30) -> Any:
-    with anyio.fail_after(timeout):
-        while True:
-            resp = await client.get("/readyz")
-            if resp.status_code == want:
-                return resp.json()
-            await anyio.sleep(0.1)
+    async def check() -> Any:
+        resp = await client.get("/readyz")
+        return resp.json() if resp.status_code == want else None
+
+    return await eventually(check, timeout=timeout, what=f"/readyz {want}")
 
 
 async def test_readyz_fails_while_the_database_is_down_and_recovers(private_db: Any) -> None:

@@ -14,6 +14,7 @@ import pytest
 from structlog.testing import capture_logs
 from support.daemons import daemon_for, drain
 from support.factories import executions, make_script, make_tenant
+from support.waiting import eventually
 
 from consumer.clock import FakeClock
 from consumer.sandbox import Executor
@@ -182,9 +183,7 @@ async def test_a_tick_while_the_job_is_running_is_skipped(
 
 
 async def wait_for(pred: Callable[[], Any], timeout: float = 30) -> None:
-    with anyio.fail_after(timeout):
-        while not await pred():
-            await anyio.sleep(0.02)
+    await eventually(pred, timeout=timeout)
 
 
 async def test_a_long_run_is_never_overlapped_by_its_next_tick(

@@ -10,6 +10,7 @@ import signal
 
 import pytest
 from support.sandbox_requests import make_request
+from support.waiting import eventually
 
 from consumer.sandbox import Executor, Limits, PublishRequest
 
@@ -32,8 +33,8 @@ async def test_a_worker_frozen_mid_step_is_killed_and_its_other_work_rerun():
         )
         first = asyncio.ensure_future(ex.execute(guilty))
         await published.wait()
-        while worker.slot.read().seq == 0:  # until the spinning step has begun
-            await asyncio.sleep(0.001)
+        # until the spinning step has begun
+        await eventually(lambda: worker.slot.read().seq != 0, what="the step to begin")
         os.kill(worker.pid, signal.SIGSTOP)  # now the worker can enforce nothing itself
         bystander = make_request("async function handler(i) { return i }", 7, script="bystander")
         result, other = await asyncio.gather(first, ex.execute(bystander))
