@@ -17,14 +17,13 @@ from consumer.errors import JsrtError
 from consumer.migrate import Migrator
 from consumer.settings import Settings
 from consumer.sql import q
-from consumer.store import connect
+from consumer.store import connection
 
 Command = Callable[[argparse.Namespace, Settings], Awaitable[int]]
 
 
 async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    conn = await asyncpg.connect(settings.require_database())
-    try:
+    async with connection(settings.require_database()) as conn:
         migrator = Migrator(conn, settings.schema_dir, settings.triggers_file)
         if args.direction == "up":
             done = await migrator.up()
@@ -36,19 +35,14 @@ async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
             for st in await migrator.status():
                 when = st.applied_at.isoformat(timespec="seconds") if st.applied_at else "pending"
                 print(f"{when:<26} {st.id}")
-    finally:
-        await conn.close()
     return 0
 
 
 async def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     payload: Any = json.loads(args.payload) if args.payload else {}
-    conn = await connect(settings.require_database())
-    try:
+    async with connection(settings.require_database()) as conn:
         event_id = await conn.fetchval(
             q("enqueue_event"), args.tenant_id, args.event_type, payload, None, 0, "cli")
-    finally:
-        await conn.close()
     print(event_id)
     return 0
 

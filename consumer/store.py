@@ -62,6 +62,16 @@ async def connect(dsn: str, application_name: str = "jsrt") -> asyncpg.Connectio
     return conn
 
 
+@asynccontextmanager
+async def connection(dsn: str, application_name: str = "jsrt") -> AsyncIterator[asyncpg.Connection]:
+    """`connect`, closed on the way out (one-shot commands)."""
+    conn = await connect(dsn, application_name)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
 class Store:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool

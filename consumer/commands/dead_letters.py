@@ -17,7 +17,7 @@ from typing import Any
 from consumer import dead_letters as dl
 from consumer.errors import ConfigError
 from consumer.settings import Settings
-from consumer.store import connect
+from consumer.store import connection
 
 PROGRESS_MIN = 50  # show a progress counter on stderr from this many letters on
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
@@ -90,11 +90,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     filters = dl.Filters(args.tenant, args.script, args.event_type, args.exhausted, args.since,
                          args.resolved, args.limit)
-    conn = await connect(settings.require_database(), "jsrt-cli")
-    try:
+    async with connection(settings.require_database(), "jsrt-cli") as conn:
         rows = await dl.list_letters(conn, filters)
-    finally:
-        await conn.close()
     if args.json:
         _print_json(rows)
     elif not rows:
@@ -105,11 +102,8 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
-    conn = await connect(settings.require_database(), "jsrt-cli")
-    try:
+    async with connection(settings.require_database(), "jsrt-cli") as conn:
         letter = await dl.show(conn, args.id, args.tenant)
-    finally:
-        await conn.close()
     if args.json:
         _print_json(letter)
     else:
@@ -120,21 +114,15 @@ async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
     if bool(args.ids) == bool(args.all):
         raise ConfigError("give dead letter ids, or --all (with filters)")
-    conn = await connect(settings.require_database(), "jsrt-cli")
-    try:
+    async with connection(settings.require_database(), "jsrt-cli") as conn:
         ids = list(args.ids) or await _matching(conn, args)
         applied = await dl.retry(conn, ids, args.tenant, progress=_progress(len(ids)))
-    finally:
-        await conn.close()
     return _report(args, applied, "retried", "due now")
 
 
 async def cmd_discard(args: argparse.Namespace, settings: Settings) -> int:
-    conn = await connect(settings.require_database(), "jsrt-cli")
-    try:
+    async with connection(settings.require_database(), "jsrt-cli") as conn:
         applied = await dl.discard(conn, args.ids, args.tenant)
-    finally:
-        await conn.close()
     return _report(args, applied, "discarded", "resolved, kept for review")
 
 

@@ -13,7 +13,7 @@ from consumer.commands._output import dumps, fields, table
 from consumer.errors import NotFound, ValidationError
 from consumer.settings import Settings
 from consumer.sql import q
-from consumer.store import connect, translated
+from consumer.store import connection, translated
 
 EXEC_STATUSES = ("pending", "running", "completed", "failed", "timeout", "cancelled")
 _RELATIVE = re.compile(r"^(\d+)([smhd])$")
@@ -62,15 +62,12 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     since = parse_since(args.since)
     if args.limit < 1:
         raise ValidationError("--limit must be >= 1")
-    conn = await connect(settings.require_database(), "jsrt executions")
-    try:
+    async with connection(settings.require_database(), "jsrt executions") as conn:
         script = await scripts.resolve(conn, args.script, tenant) if args.script else None
         async with translated():
             rows = await conn.fetch(q("executions_list"), tenant,
                                     script.id if script else None, args.status, since,
                                     args.limit)
-    finally:
-        await conn.close()
     records = [dict(r) for r in rows]
     print(dumps(records) if args.json else table(records, _LIST_COLUMNS))
     return 0
@@ -79,12 +76,8 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     execution_id = scripts.parse_uuid(args.id, "execution id")
     tenant = scripts.parse_uuid(args.tenant, "--tenant")
-    conn = await connect(settings.require_database(), "jsrt executions")
-    try:
-        async with translated():
-            row = await conn.fetchrow(q("execution_show"), execution_id, tenant)
-    finally:
-        await conn.close()
+    async with connection(settings.require_database(), "jsrt executions") as conn, translated():
+        row = await conn.fetchrow(q("execution_show"), execution_id, tenant)
     if row is None:
         raise NotFound(f"no execution {args.id}")
     record = dict(row)

@@ -12,7 +12,7 @@ from consumer import scripts
 from consumer.commands._output import dumps, fields, table
 from consumer.errors import ValidationError
 from consumer.settings import Settings
-from consumer.store import connect
+from consumer.store import connection
 from consumer.validation import (
     STATUSES,
     TYPES,
@@ -150,47 +150,35 @@ async def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
     if args.type == "http" and "http_methods" not in changes:
         changes["http_methods"] = ("GET",)
     spec = ScriptSpec(**{"source": "", **changes}).check()
-    conn = await connect(settings.require_database(), "jsrt scripts")
-    try:
+    async with connection(settings.require_database(), "jsrt scripts") as conn:
         script_id = await scripts.create(conn, tenant, spec,
                                          "active" if args.activate else "draft", args.message)
-    finally:
-        await conn.close()
     print(dumps({"id": script_id}) if args.json else script_id)
     return 0
 
 
 async def cmd_update(args: argparse.Namespace, settings: Settings) -> int:
-    conn = await connect(settings.require_database(), "jsrt scripts")
-    try:
+    async with connection(settings.require_database(), "jsrt scripts") as conn:
         ref = await scripts.resolve(conn, args.script, _tenant(args))
         base = (await scripts.current(conn, ref))["resource_limits"]
         changes = _changes(args, base)
         if not changes:
             raise ValidationError("nothing to change (give --file, --cron, --limits, ...)")
         await scripts.update(conn, ref, changes, args.message)
-    finally:
-        await conn.close()
     print(dumps({"id": ref.id, "updated": sorted(changes)}) if args.json else f"updated {ref.id}")
     return 0
 
 
 async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    conn = await connect(settings.require_database(), "jsrt scripts")
-    try:
+    async with connection(settings.require_database(), "jsrt scripts") as conn:
         rows = await scripts.list_scripts(conn, _tenant(args), args.type, args.status)
-    finally:
-        await conn.close()
     print(dumps(rows) if args.json else table(rows, _LIST_COLUMNS))
     return 0
 
 
 async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
-    conn = await connect(settings.require_database(), "jsrt scripts")
-    try:
+    async with connection(settings.require_database(), "jsrt scripts") as conn:
         row = await scripts.current(conn, await scripts.resolve(conn, args.script, _tenant(args)))
-    finally:
-        await conn.close()
     if args.json:
         print(dumps(row))
     else:
@@ -200,34 +188,25 @@ async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    conn = await connect(settings.require_database(), "jsrt scripts")
-    try:
+    async with connection(settings.require_database(), "jsrt scripts") as conn:
         ref = await scripts.resolve(conn, args.script, _tenant(args))
         await scripts.set_status(conn, ref, args.status)
-    finally:
-        await conn.close()
     print(f"{ref.id} {args.status}")
     return 0
 
 
 async def cmd_versions(args: argparse.Namespace, settings: Settings) -> int:
-    conn = await connect(settings.require_database(), "jsrt scripts")
-    try:
+    async with connection(settings.require_database(), "jsrt scripts") as conn:
         rows = await scripts.versions(conn, await scripts.resolve(conn, args.script,
                                                                   _tenant(args)))
-    finally:
-        await conn.close()
     cols = ("version_number", "current", "size", "created_at", "change_description")
     print(dumps(rows) if args.json else table(rows, cols))
     return 0
 
 
 async def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
-    conn = await connect(settings.require_database(), "jsrt scripts")
-    try:
+    async with connection(settings.require_database(), "jsrt scripts") as conn:
         ref = await scripts.resolve(conn, args.script, _tenant(args))
         await scripts.rollback(conn, ref, args.version)
-    finally:
-        await conn.close()
     print(f"{ref.id} rolled back to the source of version {args.version}")
     return 0
