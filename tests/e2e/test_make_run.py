@@ -12,8 +12,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import asyncpg
 import httpx
 import psutil
 import pytest
+from support.daemons import OutputProcess
 
 from consumer.commands.dev import DEMO_TENANT
 from consumer.settings import REPO_ROOT
@@ -32,37 +31,23 @@ def jsrt() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "consumer.cli"]
 
 
-class Dev:
+class Dev(OutputProcess):
     """`jsrt dev` in a subprocess, its output lines collected as they come."""
 
     def __init__(self, workdir: Path, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
+        super().__init__(
             [*jsrt(), "dev", "--data-dir", str(workdir / "pgdata"), "--http", "127.0.0.1:0"],
-            cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+            env, cwd=workdir)
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._cond:
-                self.lines.append(line)
-                self._cond.notify_all()
+    @property
+    def lines(self) -> list[str]:
+        return self.raw
 
     def wait_for(self, pattern: str, timeout: float = 60) -> re.Match[str]:
         rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for line in self.lines:
-                    if m := rx.search(line):
-                        return m
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._reader.is_alive():
-                    raise AssertionError(f"{pattern!r} not seen; output:\n" + "".join(self.lines))
-                self._cond.wait(min(left, 0.5))
+        return self.wait_line(
+            lambda start: next((m for ln in self.raw[start:] if (m := rx.search(ln))), None),
+            timeout, repr(pattern))
 
     def interrupt(self, timeout: float = 60) -> int:
         self.proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
@@ -71,13 +56,6 @@ class Dev:
         finally:
             self.close()
 
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._reader.join(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
 
 
 @pytest.fixture

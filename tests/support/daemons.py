@@ -6,13 +6,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
@@ -21,6 +22,8 @@ from consumer.daemon import Daemon
 from consumer.sandbox import Executor
 from consumer.settings import Settings
 from consumer.store import Store
+
+T = TypeVar("T")
 
 FAST = dict(poll_interval=0.05, heartbeat_interval=0.2, heartbeat_timeout=2.0,
             retry_base_seconds=30.0)
@@ -49,20 +52,13 @@ async def drain(db_url: str, executor: Executor, clock: Clock | None = None,
     return d
 
 
-class DaemonProcess:
-    """`jsrt run` in a subprocess, its JSON log lines collected as they come."""
+class OutputProcess:
+    """A subprocess (stderr merged into stdout) whose lines are collected as they come, so a
+    test can block until a line it expects appears."""
 
-    def __init__(self, db_url: str, env: dict[str, str] | None = None,
-                 args: tuple[str, ...] = ()) -> None:
-        full_env = {**os.environ, "DATABASE_URL": db_url, "JSRT_LOG_FORMAT": "json",
-                    "JSRT_POLL_INTERVAL": "0.1", "JSRT_HEARTBEAT_INTERVAL": "0.2",
-                    "JSRT_HEARTBEAT_TIMEOUT": "2", "JSRT_METRICS_ADDR": "127.0.0.1:0",
-                    **(env or {})}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "consumer.cli", "run", *args],
-            env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        self.lines: list[dict[str, Any]] = []
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: Any = None) -> None:
+        self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
         self.raw: list[str] = []
         self._cond = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -73,25 +69,63 @@ class DaemonProcess:
         for line in self.proc.stdout:
             with self._cond:
                 self.raw.append(line)
-                with contextlib.suppress(ValueError):
-                    self.lines.append(json.loads(line))
+                self._on_line(line)
                 self._cond.notify_all()
 
-    def wait_for(self, pred: Callable[[dict[str, Any]], bool],
-                 timeout: float = 30) -> dict[str, Any]:
+    def _on_line(self, line: str) -> None:
+        """Called for each line, under the lock."""
+
+    def wait_line(self, find: Callable[[int], T | None], timeout: float, what: str) -> T:
+        """Until `find(start)` finds something among the lines from index `start` on."""
         deadline = time.monotonic() + timeout
         seen = 0
         with self._cond:
             while True:
-                for line in self.lines[seen:]:
-                    if pred(line):
-                        return line
-                seen = len(self.lines)
+                found = find(seen)
+                if found is not None:
+                    return found
+                seen = len(self.raw)
                 left = deadline - time.monotonic()
                 if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
-                    raise AssertionError(
-                        "log line not seen; last lines:\n" + "".join(self.raw[-30:]))
+                    raise AssertionError(f"{what} not seen; last lines:\n"
+                                         + "".join(self.raw[-30:]))
                 self._cond.wait(min(left, 0.5))
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._reader.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+class DaemonProcess(OutputProcess):
+    """`jsrt run` in a subprocess; its JSON log lines parsed as they come."""
+
+    def __init__(self, db_url: str, env: dict[str, str] | None = None,
+                 args: tuple[str, ...] = ()) -> None:
+        full_env = {**os.environ, "DATABASE_URL": db_url, "JSRT_LOG_FORMAT": "json",
+                    "JSRT_POLL_INTERVAL": "0.1", "JSRT_HEARTBEAT_INTERVAL": "0.2",
+                    "JSRT_HEARTBEAT_TIMEOUT": "2", "JSRT_METRICS_ADDR": "127.0.0.1:0",
+                    **(env or {})}
+        self.lines: list[dict[str, Any]] = []  # the JSON log lines
+        self._parsed: list[dict[str, Any] | None] = []  # one per raw line, None if not JSON
+        super().__init__([sys.executable, "-m", "consumer.cli", "run", *args], full_env)
+
+    def _on_line(self, line: str) -> None:
+        parsed = None
+        with contextlib.suppress(ValueError):
+            parsed = json.loads(line)
+            self.lines.append(parsed)
+        self._parsed.append(parsed)
+
+    def wait_for(self, pred: Callable[[dict[str, Any]], bool],
+                 timeout: float = 30) -> dict[str, Any]:
+        def find(start: int) -> dict[str, Any] | None:
+            return next((ln for ln in self._parsed[start:] if ln is not None and pred(ln)), None)
+
+        return self.wait_line(find, timeout, "log line")
 
     def wait_event(self, name: str, timeout: float = 30, **fields: Any) -> dict[str, Any]:
         return self.wait_for(
@@ -103,22 +137,12 @@ class DaemonProcess:
             return sum(1 for ln in self.lines if ln.get("event") == name)
 
     def stop(self, sig: int | None = None, timeout: float = 30) -> int:
-        import signal as _signal
-
         if self.proc.poll() is None:
-            self.proc.send_signal(sig or _signal.SIGTERM)
+            self.proc.send_signal(sig or signal.SIGTERM)
         try:
             return self.proc.wait(timeout)
         finally:
             self.close()
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._reader.join(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
 
 
 @contextmanager
