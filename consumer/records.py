@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -54,7 +53,7 @@ class Run:
             tenant_id=str(self.tenant_id),
             script_id=str(self.script_id),
             execution_id=str(self.execution_id),
-            trigger=json.loads(json.dumps(dict(self.trigger_data), default=str)),
+            trigger=self.trigger_data,  # decoded jsonb: already JSON values
             limits=self.limits,
             event_depth=self.depth,
         )
