@@ -270,6 +270,206 @@ BEGIN
 END
 $$;
 
+-- ---------------------------------------------------------------- claim
+-- The claim loop's one round trip, for daemon p_daemon with p_run_limit free slots:
+-- 1. when p_start_pending, start queued runs first (jsrt_start_runs, from p_script_after);
+-- 2. fan due events out into executions, no more events than the slots left (the queue
+--    then stays in jsrt_events, where any daemon can take it); without a daemon (p_run_limit
+--    0) up to p_event_limit. Tenants are visited in id order from p_tenant_after round to just
+--    below it (a random start: no tenant is favoured by its id), at most p_per_tenant events
+--    each, so one tenant's backlog cannot delay another tenant's events;
+-- 3. a new execution whose script has no queued run and a free slot (under the same
+--    per-script lock as jsrt_start_runs) is created 'running' for p_daemon at once: no
+--    'pending' row version is written only to be updated. The others are queued 'pending'.
+-- Returns the started runs, then one summary row (execution_id NULL): events dispatched,
+-- executions created, of which queued, events by source, and whether dispatch was cut
+-- short for lack of slots (more events may be due).
+CREATE OR REPLACE FUNCTION jsrt_claim(
+    p_daemon TEXT, p_event_limit INTEGER, p_per_tenant INTEGER, p_tenant_after UUID,
+    p_run_limit INTEGER, p_per_script INTEGER, p_script_after UUID, p_start_pending BOOLEAN
+) RETURNS TABLE (
+    execution_id UUID, tenant_id UUID, script_id UUID, source TEXT, version_id TEXT,
+    resource_limits JSONB, input JSONB, trigger_type TEXT, trigger_data JSONB,
+    event_id UUID, dead_letter_id UUID, depth INTEGER,
+    events INTEGER, created INTEGER, queued INTEGER, by_source JSONB, deferred BOOLEAN
+)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_event_limit INTEGER := p_event_limit;
+    v_events INTEGER := 0;
+    v_by_source JSONB := '{}';
+    v_exec UUID[]; v_event UUID[]; v_script UUID[]; v_tenant UUID[]; v_type TEXT[];
+    v_payload JSONB[]; v_depth INTEGER[]; v_published TIMESTAMPTZ[];
+    v_run_scripts UUID[] := '{}';
+    v_run_slots INTEGER[] := '{}';
+    v_left INTEGER := GREATEST(COALESCE(p_run_limit, 0), 0);
+    v_started INTEGER := 0;
+    v_free INTEGER;
+    v_n INTEGER;
+    v_now TIMESTAMPTZ;
+    r RECORD;
+BEGIN
+    IF p_start_pending AND v_left > 0 THEN
+        RETURN QUERY
+        SELECT st.*, NULL::int, NULL::int, NULL::int, NULL::jsonb, NULL::boolean
+        FROM jsrt_start_runs(p_daemon, v_left, p_per_script, p_script_after) st;
+        GET DIAGNOSTICS v_n = ROW_COUNT;
+        v_left := v_left - v_n;
+    END IF;
+    IF p_run_limit > 0 THEN
+        v_event_limit := LEAST(p_event_limit, v_left);
+    END IF;
+
+    IF v_event_limit > 0 THEN
+        WITH RECURSIVE tenants_up AS (
+            -- a loose index scan over the tenants with due events: from p_tenant_after up ...
+            (SELECT e.tenant_id FROM jsrt_events e
+             WHERE e.dispatched_at IS NULL
+               AND (p_tenant_after IS NULL OR e.tenant_id > p_tenant_after)
+             ORDER BY e.tenant_id LIMIT 1)
+            UNION ALL
+            SELECT (SELECT e.tenant_id FROM jsrt_events e
+                    WHERE e.dispatched_at IS NULL AND e.tenant_id > t.tenant_id
+                    ORDER BY e.tenant_id LIMIT 1)
+            FROM tenants_up t WHERE t.tenant_id IS NOT NULL
+        ),
+        tenants_wrapped AS (
+            -- ... then round from the lowest (scanned only when the first part runs out)
+            (SELECT e.tenant_id FROM jsrt_events e
+             WHERE e.dispatched_at IS NULL AND p_tenant_after IS NOT NULL
+               AND e.tenant_id <= p_tenant_after
+             ORDER BY e.tenant_id LIMIT 1)
+            UNION ALL
+            SELECT (SELECT e.tenant_id FROM jsrt_events e
+                    WHERE e.dispatched_at IS NULL AND e.tenant_id > t.tenant_id
+                      AND e.tenant_id <= p_tenant_after
+                    ORDER BY e.tenant_id LIMIT 1)
+            FROM tenants_wrapped t WHERE t.tenant_id IS NOT NULL
+        ),
+        tenants_due AS (
+            SELECT tenant_id FROM tenants_up WHERE tenant_id IS NOT NULL
+            UNION ALL
+            SELECT tenant_id FROM tenants_wrapped WHERE tenant_id IS NOT NULL
+        ),
+        claimed AS (
+            SELECT ev.* FROM (SELECT tenant_id FROM tenants_due LIMIT v_event_limit) t
+            CROSS JOIN LATERAL (
+                SELECT e.id, e.tenant_id, e.event_type, e.payload, e.depth, e.published_at
+                FROM jsrt_events e
+                WHERE e.tenant_id = t.tenant_id AND e.dispatched_at IS NULL
+                ORDER BY e.published_at
+                LIMIT p_per_tenant
+                FOR UPDATE SKIP LOCKED
+            ) ev
+            LIMIT v_event_limit
+        ),
+        marked AS (
+            -- = ANY(ARRAY(...)): the planner's estimate for a join here picks a seq scan
+            UPDATE jsrt_events e SET dispatched_at = NOW()
+            WHERE e.id = ANY (ARRAY(SELECT id FROM claimed))
+            RETURNING e.id, e.source
+        ),
+        targets AS (
+            SELECT c.id AS event_id, c.tenant_id, c.event_type, c.payload, c.depth,
+                   c.published_at, sub.script_id, gen_random_uuid() AS execution_id
+            FROM claimed c
+            JOIN script_event_subscriptions sub
+              ON sub.tenant_id = c.tenant_id AND sub.event_type = c.event_type AND sub.is_active
+            JOIN scripts s
+              ON s.id = sub.script_id AND s.tenant_id = c.tenant_id AND s.status = 'active'
+        ),
+        delivered AS (
+            -- the primary key (event, script) is the rule behind exactly-once
+            INSERT INTO jsrt_deliveries (event_id, script_id, tenant_id, execution_id)
+            SELECT t.event_id, t.script_id, t.tenant_id, t.execution_id FROM targets t
+            ON CONFLICT (event_id, script_id) DO NOTHING
+            RETURNING execution_id
+        )
+        SELECT (SELECT count(*) FROM marked),
+               (SELECT COALESCE(jsonb_object_agg(m.source, m.n), '{}'::jsonb)
+                FROM (SELECT source, count(*) AS n FROM marked GROUP BY source) m),
+               array_agg(t.execution_id ORDER BY t.published_at, t.event_id),
+               array_agg(t.event_id ORDER BY t.published_at, t.event_id),
+               array_agg(t.script_id ORDER BY t.published_at, t.event_id),
+               array_agg(t.tenant_id ORDER BY t.published_at, t.event_id),
+               array_agg(t.event_type ORDER BY t.published_at, t.event_id),
+               array_agg(t.payload ORDER BY t.published_at, t.event_id),
+               array_agg(t.depth ORDER BY t.published_at, t.event_id),
+               array_agg(t.published_at ORDER BY t.published_at, t.event_id)
+        INTO v_events, v_by_source, v_exec, v_event, v_script, v_tenant, v_type, v_payload,
+             v_depth, v_published
+        FROM targets t JOIN delivered d ON d.execution_id = t.execution_id;
+    END IF;
+
+    IF v_exec IS NOT NULL THEN
+        -- Free slots of each script with new executions, first come first served. Lock
+        -- first, then count: the count's snapshot then includes every earlier starter.
+        FOR r IN SELECT u.s, count(*)::int AS n FROM unnest(v_script) WITH ORDINALITY u(s, i)
+                 GROUP BY u.s ORDER BY min(u.i) LOOP
+            EXIT WHEN v_left <= 0;
+            CONTINUE WHEN NOT pg_try_advisory_xact_lock(hashtextextended('jsrt_run:' || r.s::text, 0));
+            SELECT COALESCE((s.resource_limits->>'max_concurrent_runs')::int, 5)
+                   - (SELECT count(*) FROM jsrt_runs x WHERE x.script_id = r.s AND x.state = 'running')
+            INTO v_free FROM scripts s
+            WHERE s.id = r.s
+              -- queued runs of the script go first: the new ones queue behind them
+              AND NOT EXISTS (SELECT 1 FROM jsrt_runs x WHERE x.script_id = r.s AND x.state = 'pending');
+            v_n := LEAST(COALESCE(v_free, 0), p_per_script, v_left, r.n);
+            CONTINUE WHEN v_n <= 0;
+            v_run_scripts := v_run_scripts || r.s;
+            v_run_slots := v_run_slots || v_n;
+            v_left := v_left - v_n;
+        END LOOP;
+
+        v_now := clock_timestamp();
+        RETURN QUERY
+        WITH t AS (
+            SELECT u.*, (row_number() OVER (PARTITION BY u.script_id ORDER BY u.i)
+                         <= COALESCE(f.slots, 0)) AS run_now
+            FROM unnest(v_exec, v_event, v_script, v_tenant, v_type, v_payload, v_depth, v_published)
+                 WITH ORDINALITY AS u(execution_id, event_id, script_id, tenant_id, event_type,
+                                      payload, depth, published_at, i)
+            LEFT JOIN unnest(v_run_scripts, v_run_slots) AS f(script_id, slots)
+                   ON f.script_id = u.script_id
+        ),
+        execs AS (
+            INSERT INTO script_executions
+                (id, script_id, tenant_id, status, trigger_type, trigger_data, input, started_at)
+            SELECT t.execution_id, t.script_id, t.tenant_id,
+                   CASE WHEN t.run_now THEN 'running' ELSE 'pending' END, 'event',
+                   jsonb_build_object('type', 'event', 'event_id', t.event_id,
+                                      'event_type', t.event_type, 'published_at', t.published_at,
+                                      'attempt', 1, 'depth', t.depth),
+                   -- started_at is NOT NULL in the seed: a queued one is re-set when it starts
+                   t.payload, CASE WHEN t.run_now THEN v_now ELSE NOW() END
+            FROM t
+            RETURNING id, tenant_id, script_id, status, trigger_data, input
+        ),
+        runs AS (
+            INSERT INTO jsrt_runs (execution_id, tenant_id, script_id, event_id, state, daemon_id, started_at)
+            SELECT t.execution_id, t.tenant_id, t.script_id, t.event_id,
+                   CASE WHEN t.run_now THEN 'running' ELSE 'pending' END,
+                   CASE WHEN t.run_now THEN p_daemon END, CASE WHEN t.run_now THEN v_now END
+            FROM t
+        )
+        SELECT x.id, x.tenant_id, x.script_id, s.source, md5(s.source), s.resource_limits,
+               x.input, 'event'::text, x.trigger_data, (x.trigger_data->>'event_id')::uuid,
+               NULL::uuid, (x.trigger_data->>'depth')::int,
+               NULL::int, NULL::int, NULL::int, NULL::jsonb, NULL::boolean
+        FROM execs x JOIN scripts s ON s.id = x.script_id AND s.tenant_id = x.tenant_id
+        WHERE x.status = 'running';
+        GET DIAGNOSTICS v_started = ROW_COUNT;
+    END IF;
+
+    RETURN QUERY SELECT NULL::uuid, NULL::uuid, NULL::uuid, NULL::text, NULL::text, NULL::jsonb,
+                        NULL::jsonb, NULL::text, NULL::jsonb, NULL::uuid, NULL::uuid, NULL::int,
+                        v_events, COALESCE(cardinality(v_exec), 0),
+                        COALESCE(cardinality(v_exec), 0) - v_started, v_by_source,
+                        v_event_limit < p_event_limit;
+END
+$$;
+
 -- ---------------------------------------------------------------- runs started now
 -- An execution started outside the queue (HTTP request, `jsrt exec`, embedded API): under
 -- the same per-script advisory lock as jsrt_start_runs, count the script's running runs and,

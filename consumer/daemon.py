@@ -9,22 +9,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import random
 import signal
 import socket
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import partial
 from typing import Any
 from uuid import UUID
 
 import anyio
-from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from consumer import log, retention
 from consumer.clock import Clock, SystemClock
@@ -67,9 +68,11 @@ class Daemon:
         self.counters = Counters()
         self._stopping = anyio.Event()
         self._wake = anyio.Event()
-        self._in_flight: dict[UUID, Run] = {}
-        self._send: MemoryObjectSendStream[Outcome]
-        self._recv: MemoryObjectReceiveStream[Outcome]
+        # Runs on the executor, by execution id, with the future their result arrives on: a
+        # callback, not a task per run, hands each result to the completer.
+        self._in_flight: dict[UUID, tuple[Run, asyncio.Future[ExecutionResult]]] = {}
+        self._outcomes: deque[Outcome] = deque()  # results waiting to be recorded
+        self._results = anyio.Event()  # set when _outcomes gets one
         self._unrecorded = 0
         self._next_retry_poll = 0.0
         self._maybe_events = True  # hints: skip round trips that would find nothing
@@ -91,11 +94,6 @@ class Daemon:
         self._wake.set()
 
     async def run(self, until_idle: bool = False) -> None:
-        self._send, self._recv = anyio.create_memory_object_stream[Outcome](10_000)
-        with self._send, self._recv:
-            await self._run(until_idle)
-
-    async def _run(self, until_idle: bool) -> None:
         await self.store.register_daemon(self.id, socket.gethostname(), os.getpid())
         _LOG.info("daemon_started", daemon_id=self.id, concurrency=self.settings.concurrency,
                   until_idle=until_idle)
@@ -111,9 +109,8 @@ class Daemon:
                 tg.start_soon(self._completer)
                 if not until_idle and self.settings.cleanup_interval > 0:
                     tg.start_soon(self._cleanup_loop)
-                async with anyio.create_task_group() as runs:
-                    await self._claim_loop(runs, until_idle)
-                    await self._finish_in_flight(runs)
+                await self._claim_loop(until_idle)
+                await self._finish_in_flight()
                 await self._flush()
                 tg.cancel_scope.cancel()
         finally:
@@ -123,11 +120,11 @@ class Daemon:
             _LOG.info("daemon_stopped", daemon_id=self.id, recorded=self.counters.recorded)
 
     # ------------------------------------------------------------ claim
-    async def _claim_loop(self, runs: TaskGroup, until_idle: bool) -> None:
+    async def _claim_loop(self, until_idle: bool) -> None:
         backoff = 0.1
         while not self._stopping.is_set():
             try:
-                progressed = await self._claim_once(runs, until_idle)
+                progressed = await self._claim_once()
                 backoff = 0.1
             except StoreUnavailable as exc:
                 _LOG.warning("database_unavailable", error=str(exc)[:200], retry_in_s=backoff)
@@ -145,34 +142,37 @@ class Daemon:
                 return
             await self._wait_for_work()
 
-    async def _claim_once(self, runs: TaskGroup, until_idle: bool) -> bool:
+    async def _claim_once(self) -> bool:
         s = self.settings
         retried = await self._claim_retries(force=False)
         fired = await self._schedule(force=False)
         if retried or fired:
             self._maybe_runs = True
-        free = s.concurrency - len(self._in_flight)
-        # Start in batches, not one run per freed slot: fewer, larger round trips.
-        want_runs = self._maybe_runs and (free >= self._min_start or not self._in_flight)
-        event_limit = s.claim_batch if self._maybe_events else 0
-        run_limit = free if want_runs else 0
-        if not (event_limit or run_limit):
+        # A finished run holds its slot until its result is recorded: the database counts it
+        # as running until then, and a claim sized beyond that would only queue new runs.
+        free = s.concurrency - len(self._in_flight) - self._unrecorded
+        # Start in batches, not one run per freed slot: fewer, larger round trips. Events are
+        # dispatched just in time, no more than there are free slots, so that most new
+        # executions start at once, and a busy daemon leaves the queue to the others.
+        batch_ready = free >= self._min_start or not (self._in_flight or self._unrecorded)
+        event_limit = min(s.claim_batch, free) if self._maybe_events and batch_ready else 0
+        start_pending = self._maybe_runs and batch_ready
+        if not (event_limit or start_pending):
             return bool(retried or fired)
         # Hints are cleared before the query, so a wake-up that arrives during it is kept.
         self._maybe_events = self._maybe_events and not event_limit
-        self._maybe_runs = self._maybe_runs and not run_limit
-        events, created, started = await self.store.claim(
-            self.id, event_limit, s.tenant_batch, run_limit, max(1, s.concurrency // 2))
-        self._maybe_events = self._maybe_events or events > 0
-        # new executions may be beyond this batch, or blocked only until a slot frees
-        self._maybe_runs = (self._maybe_runs or created > 0
-                            or (run_limit > 0 and len(started) >= free))
+        self._maybe_runs = self._maybe_runs and not start_pending
+        claimed = await self.store.claim(
+            self.id, event_limit, s.tenant_batch, free, max(1, s.concurrency // 2), start_pending)
+        started = claimed.started
+        self._maybe_events = self._maybe_events or claimed.events > 0 or claimed.deferred
+        # queued executions may be startable, or blocked only until a slot frees
+        self._maybe_runs = self._maybe_runs or claimed.queued > 0 or len(started) >= free
         for run in started:
-            self._in_flight[run.execution_id] = run
-            runs.start_soon(self._execute, run)
-        self.counters.dispatched_events += events
+            self._start(run)
+        self.counters.dispatched_events += claimed.events
         self.counters.started += len(started)
-        return bool(events or retried or fired or started)
+        return bool(claimed.events or retried or fired or started)
 
     async def _claim_retries(self, force: bool) -> int:
         now = anyio.current_time()
@@ -216,21 +216,30 @@ class Daemon:
             await self._stopping.wait()
 
     # ------------------------------------------------------------ execute
-    async def _execute(self, run: Run) -> None:
-        bound = _LOG.bind(tenant_id=str(run.tenant_id), script_id=str(run.script_id),
-                          execution_id=str(run.execution_id), trigger=run.trigger_type,
-                          event_id=str(run.event_id) if run.event_id else None)
-        bound.debug("execution_started")
+    def _start(self, run: Run) -> None:
+        if log.enabled("debug"):
+            _LOG.debug("execution_started", **_run_fields(run))
         try:
-            result = await self.executor.execute(run.request())
-        except anyio.get_cancelled_exc_class():
-            raise
+            future = self.executor.submit(run.request())
         except Exception as exc:  # the executor must never take the daemon down
-            bound.error("executor_error", error=f"{type(exc).__name__}: {exc}"[:300])
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(exc)
+        self._in_flight[run.execution_id] = (run, future)
+        future.add_done_callback(partial(self._executed, run))
+
+    def _executed(self, run: Run, future: asyncio.Future[ExecutionResult]) -> None:
+        if future.cancelled() or self._in_flight.pop(run.execution_id, None) is None:
+            return  # released at shutdown: the run is queued again for any daemon
+        exc = future.exception()
+        if exc is None:
+            result = future.result()
+        else:
+            _LOG.error("executor_error", error=f"{type(exc).__name__}: {exc}"[:300],
+                       **_run_fields(run))
             result = ExecutionResult(status="failed", error=f"executor error: {type(exc).__name__}")
         self._unrecorded += 1
-        del self._in_flight[run.execution_id]
-        await self._send.send(Outcome(run, result, self._retry_at(run)))
+        self._outcomes.append(Outcome(run, result, self._retry_at(run)))
+        self._results.set()
         self._wake.set()
 
     def _retry_at(self, run: Run) -> datetime:
@@ -241,7 +250,7 @@ class Daemon:
         count = int(trigger_data.get("retry", 0) or 0)
         return next_retry_at(self.clock.now(), count, base=self.settings.retry_base_seconds)
 
-    async def _finish_in_flight(self, runs: TaskGroup) -> None:
+    async def _finish_in_flight(self) -> None:
         if not self._in_flight:
             return
         _LOG.info("draining", in_flight=len(self._in_flight), grace_s=self.settings.grace_period)
@@ -250,7 +259,9 @@ class Daemon:
                 await self._wait_for_work()
         if self._in_flight:
             left = list(self._in_flight)
-            runs.cancel_scope.cancel()
+            for _run, future in self._in_flight.values():
+                future.cancel()  # its result, should it come, is no longer ours to record
+            self._in_flight.clear()
             with anyio.CancelScope(shield=True):
                 released = await self.store.release_runs(self.id, left)
             _LOG.warning("executions_released", count=released)
@@ -258,13 +269,11 @@ class Daemon:
     # ------------------------------------------------------------ report
     async def _completer(self) -> None:
         while True:
-            batch = [await self._recv.receive()]
-            while len(batch) < COMPLETE_BATCH:
-                try:
-                    batch.append(self._recv.receive_nowait())
-                except anyio.WouldBlock:
-                    break
-            await self._record(batch)
+            while not self._outcomes:
+                await self._results.wait()
+                self._results = anyio.Event()
+            take = min(len(self._outcomes), COMPLETE_BATCH)
+            await self._record([self._outcomes.popleft() for _ in range(take)])
 
     async def _record(self, batch: list[Outcome]) -> None:
         finished = await self._complete(batch)
@@ -304,22 +313,17 @@ class Daemon:
     def _log_outcome(self, o: Outcome, recorded: bool) -> None:
         r, run = o.result, o.run
         self.counters.by_status[r.status] = self.counters.by_status.get(r.status, 0) + 1
-        name = {"completed": "execution_completed", "timeout": "execution_timed_out"}.get(
-            r.status, "execution_failed")
-        fields: dict[str, Any] = dict(
-            tenant_id=str(run.tenant_id), script_id=str(run.script_id),
-            execution_id=str(run.execution_id), trigger=run.trigger_type, status=r.status,
-            duration_ms=r.metrics.get("duration_ms"),
-            attempt=run.trigger_data.get("attempt"),
-        )
-        if run.event_id:
-            fields.update(event_id=str(run.event_id), event_type=run.trigger_data.get("event_type"))
-        if not recorded:
-            _LOG.warning("execution_result_discarded", reason="run no longer owned", **fields)
-        elif r.status == "completed":
-            _LOG.info(name, **fields)
+        if recorded and r.status == "completed":
+            if log.enabled("info"):  # the fields cost more than a filtered-out line
+                _LOG.info("execution_completed", status=r.status,
+                          duration_ms=r.metrics.get("duration_ms"), **_run_fields(run))
+        elif not recorded:
+            _LOG.warning("execution_result_discarded", reason="run no longer owned",
+                         status=r.status, **_run_fields(run))
         else:
-            _LOG.warning(name, error=r.error, **fields)
+            name = "execution_timed_out" if r.status == "timeout" else "execution_failed"
+            _LOG.warning(name, status=r.status, error=r.error,
+                         duration_ms=r.metrics.get("duration_ms"), **_run_fields(run))
 
     async def _flush(self) -> None:
         while self._unrecorded:
@@ -365,6 +369,18 @@ class Daemon:
         except StoreError as exc:
             _LOG.warning("cleanup_failed", error=str(exc).splitlines()[0][:300])
             return {}
+
+
+def _run_fields(run: Run) -> dict[str, Any]:
+    """What every log line about a run carries."""
+    fields: dict[str, Any] = dict(
+        tenant_id=str(run.tenant_id), script_id=str(run.script_id),
+        execution_id=str(run.execution_id), trigger=run.trigger_type,
+        attempt=run.trigger_data.get("attempt"),
+    )
+    if run.event_id:
+        fields.update(event_id=str(run.event_id), event_type=run.trigger_data.get("event_type"))
+    return fields
 
 
 def store_publisher(store: Store) -> Publisher:

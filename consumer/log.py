@@ -12,7 +12,12 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
            "error": logging.ERROR}
 
 
+_level = logging.INFO
+
+
 def configure(fmt: str = "json", level: str = "info", stream: TextIO | None = None) -> None:
+    global _level
+    _level = _LEVELS[level]
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=False)
         if fmt == "console"
@@ -30,6 +35,11 @@ def configure(fmt: str = "json", level: str = "info", stream: TextIO | None = No
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),
         cache_logger_on_first_use=False,
     )
+
+
+def enabled(level: str) -> bool:
+    """Whether lines of this level are kept: lets a hot path skip building their fields."""
+    return _LEVELS[level] >= _level
 
 
 def get(name: str = "jsrt") -> Any:

@@ -60,6 +60,19 @@ class Run:
 
 
 @dataclass(frozen=True, slots=True)
+class Claimed:
+    """What one claim did: events dispatched, executions created from them (of which
+    `queued` wait as 'pending'), the runs started for this daemon, and whether dispatch
+    was cut short for lack of free slots (more events may be due)."""
+
+    events: int
+    created: int
+    queued: int
+    started: list[Run]
+    deferred: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """What came of a run, ready to be recorded."""
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -17,7 +16,7 @@ from uuid import UUID
 import asyncpg
 
 from consumer.errors import StoreError
-from consumer.records import Finished, Outcome, Run
+from consumer.records import Claimed, Finished, Outcome, Run
 from consumer.scheduler import Decision, DueJob
 from consumer.sql import q
 
@@ -125,38 +124,35 @@ class Store:
             return bool(await self._pool.fetchval(q("tenant_exists"), str(tenant_id)))
 
     async def claim(
-        self, daemon_id: str, event_limit: int, per_tenant: int, run_limit: int, per_script: int
-    ) -> tuple[int, int, list[Run]]:
-        """Fan out up to `event_limit` due events into executions, then start up to `run_limit`
-        pending runs for this daemon: one transaction, one commit.
-        Returns (events dispatched, executions created, runs started)."""
-        by_source: Counter[str] = Counter()
-        async with translated(), self._pool.acquire() as conn, conn.transaction():
-            events, created = (
-                await _dispatch(conn, event_limit, per_tenant, by_source) if event_limit
-                else (0, 0)
+        self, daemon_id: str | None, event_limit: int, per_tenant: int, run_limit: int,
+        per_script: int, start_pending: bool = True,
+    ) -> Claimed:
+        """Fan out up to `event_limit` due events into executions (those of scripts with a
+        free slot start at once, up to `run_limit`), then, when `start_pending`, start queued
+        runs with what is left of `run_limit`: one statement, one round trip, one commit."""
+        async with translated():
+            rows = await self._pool.fetch(
+                q("claim"), daemon_id, event_limit, per_tenant, uuid.uuid4(),
+                run_limit, per_script, uuid.uuid4(), start_pending,
             )
-            rows = (
-                await conn.fetch(q("start_runs"), daemon_id, run_limit, per_script, uuid.uuid4())
-                if run_limit else []
-            )
-        self._dispatched(by_source)
-        return events, created, [Run.from_row(r) for r in rows]
-
-    async def dispatch_events(self, limit: int, per_tenant: int) -> tuple[int, int]:
-        by_source: Counter[str] = Counter()
-        async with translated(), self._pool.acquire() as conn:
-            counts = await _dispatch(conn, limit, per_tenant, by_source)
-        self._dispatched(by_source)
-        return counts
-
-    def _dispatched(self, by_source: Counter[str]) -> None:
+        summary = rows[-1]  # the function always ends with its counts
+        claimed = Claimed(
+            summary["events"], summary["created"], summary["queued"],
+            [Run.from_row(r) for r in rows[:-1]], summary["deferred"],
+        )
+        by_source = summary["by_source"]
         if by_source:
             for observe in self.on_dispatched:
                 observe(by_source)
+        return claimed
+
+    async def dispatch_events(self, limit: int, per_tenant: int) -> tuple[int, int]:
+        """Fan out due events into queued ('pending') executions, starting none."""
+        c = await self.claim(None, limit, per_tenant, 0, 0, start_pending=False)
+        return c.events, c.created
 
     async def start_runs(self, daemon_id: str, limit: int, per_script: int) -> list[Run]:
-        return (await self.claim(daemon_id, 0, 0, limit, per_script))[2]
+        return (await self.claim(daemon_id, 0, 0, limit, per_script)).started
 
     async def complete_runs(self, daemon_id: str, outcomes: Sequence[Outcome]) -> list[Finished]:
         """Record results, dead-letter failures and resolve succeeded retries, atomically."""
@@ -232,14 +228,6 @@ class Store:
     async def pending_work(self, now: datetime | None = None) -> bool:
         async with translated():
             return bool(await self._pool.fetchval(q("pending_work"), now))
-
-
-async def _dispatch(conn: asyncpg.Connection, limit: int, per_tenant: int,
-                    by_source: Counter[str]) -> tuple[int, int]:
-    start = uuid.uuid4()  # a random first tenant: no tenant is favoured by its id
-    row = await conn.fetchrow(q("dispatch_events"), limit, per_tenant, start)
-    by_source.update(row["by_source"])
-    return int(row["events"]), int(row["executions"])
 
 
 async def _dead_letter(

@@ -172,8 +172,14 @@ class Executor:
 
     # executing
     async def execute(self, request: ExecutionRequest) -> ExecutionResult:
+        return await self.submit(request)
+
+    def submit(self, request: ExecutionRequest) -> asyncio.Future[ExecutionResult]:
+        """Start an execution; its result arrives on the future (for callers that run many
+        at once and would rather not pay a task each). Raises ExecutorClosed."""
         if not self._running:
             raise ExecutorClosed
+        future: asyncio.Future[ExecutionResult] = asyncio.get_running_loop().create_future()
         try:
             input_json = protocol.to_json_text(request.input)
             info_json = protocol.to_json_text(
@@ -186,9 +192,9 @@ class Executor:
                 }
             )
         except (TypeError, ValueError):
-            return ExecutionResult(
-                "failed", error="input is not JSON-serialisable", metrics=_metrics()
-            )
+            error = "input is not JSON-serialisable"
+            future.set_result(ExecutionResult("failed", error=error, metrics=_metrics()))
+            return future
         limits = request.limits
         tail = [
             request.tenant_id,
@@ -201,13 +207,13 @@ class Executor:
             limits.max_memory_bytes,
             limits.max_output_size_bytes,
         ]
-        pending = _Pending(request, asyncio.get_running_loop().create_future(), tail)
+        pending = _Pending(request, future, tail)
         # Behind anything already waiting (a re-run waiting for an idle worker must not be
         # overtaken forever by new work).
         if self._backlog or not self._dispatch(pending):
             self._backlog.append(pending)
             self._drain_backlog()
-        return await pending.future
+        return future
 
     def _dispatch(self, pending: _Pending) -> bool:
         worker = self._pick(alone=pending.attempts > 0)

@@ -3,6 +3,7 @@ database and no V8 (those are exercised for real in tests/integration and tests/
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, cast
@@ -14,7 +15,7 @@ from support.waiting import eventually
 
 from consumer.daemon import Daemon
 from consumer.errors import StoreError
-from consumer.records import Finished, Outcome, Run
+from consumer.records import Claimed, Finished, Outcome, Run
 from consumer.sandbox import ExecutionRequest, ExecutionResult, Executor, Limits
 from consumer.settings import Settings
 from consumer.store import Store, StoreUnavailable
@@ -50,12 +51,14 @@ class FakeStore:
         return bool(self.pending or self.running)
 
     async def claim(self, daemon_id: str, event_limit: int, per_tenant: int, run_limit: int,
-                    per_script: int) -> tuple[int, int, list[Run]]:
+                    per_script: int, start_pending: bool = True) -> Claimed:
         if self.fail_claim:
             raise self.fail_claim.pop(0)
+        if not start_pending:
+            return Claimed(0, 0, 0, [])
         started, self.pending = self.pending[:run_limit], self.pending[run_limit:]
         self.running.update((r.execution_id, r) for r in started)
-        return 0, 0, started
+        return Claimed(0, 0, 0, started)
 
     async def complete_runs(self, daemon_id: str, outcomes: Sequence[Outcome]) -> list[Finished]:
         if self.fail_complete:
@@ -82,6 +85,9 @@ class FakeExecutor:
         self.gate = gate
         self.in_flight = 0
         self.most = 0
+
+    def submit(self, req: ExecutionRequest) -> asyncio.Future[ExecutionResult]:
+        return asyncio.ensure_future(self.execute(req))
 
     async def execute(self, req: ExecutionRequest) -> ExecutionResult:
         self.in_flight += 1
