@@ -211,7 +211,8 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
     v_script UUID;
-    v_cursor UUID := p_after;
+    v_after UUID := COALESCE(p_after, '00000000-0000-0000-0000-000000000000');
+    v_cursor UUID := v_after;
     v_second_pass BOOLEAN := false;
     v_free INTEGER;
     v_ids UUID[];
@@ -219,13 +220,23 @@ DECLARE
 BEGIN
     LOOP
         EXIT WHEN cardinality(v_all) >= p_limit;
-        SELECT r.script_id INTO v_script FROM jsrt_runs r
-        WHERE r.state = 'pending'
-          AND (v_cursor IS NULL OR r.script_id > v_cursor)
-          AND (NOT v_second_pass OR r.script_id <= p_after)
-        ORDER BY r.script_id LIMIT 1;
+        -- three plain probes rather than one with "x IS NULL OR" conditions, which would
+        -- be planned afresh on every call
+        IF NOT v_second_pass THEN  -- scripts after p_after ...
+            SELECT r.script_id INTO v_script FROM jsrt_runs r
+            WHERE r.state = 'pending' AND r.script_id > v_cursor
+            ORDER BY r.script_id LIMIT 1;
+        ELSIF v_cursor IS NULL THEN  -- ... then from the lowest ...
+            SELECT r.script_id INTO v_script FROM jsrt_runs r
+            WHERE r.state = 'pending' AND r.script_id <= v_after
+            ORDER BY r.script_id LIMIT 1;
+        ELSE  -- ... up to p_after
+            SELECT r.script_id INTO v_script FROM jsrt_runs r
+            WHERE r.state = 'pending' AND r.script_id > v_cursor AND r.script_id <= v_after
+            ORDER BY r.script_id LIMIT 1;
+        END IF;
         IF v_script IS NULL THEN
-            EXIT WHEN v_second_pass OR p_after IS NULL;
+            EXIT WHEN v_second_pass;
             v_second_pass := true;
             v_cursor := NULL;
             CONTINUE;
@@ -282,8 +293,9 @@ $$;
 --    per-script lock as jsrt_start_runs) is created 'running' for p_daemon at once: no
 --    'pending' row version is written only to be updated. The others are queued 'pending'.
 -- Returns the started runs, then one summary row (execution_id NULL): events dispatched,
--- executions created, of which queued, events by source, and whether dispatch was cut
--- short for lack of slots (more events may be due).
+-- executions created, of which queued, events by source, whether more events may be due
+-- (dispatch was cut short by the slots, the limit or a tenant's share), and whether any
+-- run is left waiting.
 CREATE OR REPLACE FUNCTION jsrt_claim(
     p_daemon TEXT, p_event_limit INTEGER, p_per_tenant INTEGER, p_tenant_after UUID,
     p_run_limit INTEGER, p_per_script INTEGER, p_script_after UUID, p_start_pending BOOLEAN
@@ -291,13 +303,18 @@ CREATE OR REPLACE FUNCTION jsrt_claim(
     execution_id UUID, tenant_id UUID, script_id UUID, source TEXT, version_id TEXT,
     resource_limits JSONB, input JSONB, trigger_type TEXT, trigger_data JSONB,
     event_id UUID, dead_letter_id UUID, depth INTEGER,
-    events INTEGER, created INTEGER, queued INTEGER, by_source JSONB, deferred BOOLEAN
+    events INTEGER, created INTEGER, queued INTEGER, by_source JSONB, more BOOLEAN,
+    waiting BOOLEAN
 )
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
+    -- No "p IS NULL OR" conditions below: they would keep the plan cache from reusing a
+    -- generic plan, and planning the fan-out costs more than running it for a few events.
+    v_tenant_after UUID := COALESCE(p_tenant_after, '00000000-0000-0000-0000-000000000000');
     v_event_limit INTEGER := p_event_limit;
     v_events INTEGER := 0;
+    v_tenant_full BOOLEAN := false;
     v_by_source JSONB := '{}';
     v_exec UUID[]; v_event UUID[]; v_script UUID[]; v_tenant UUID[]; v_type TEXT[];
     v_payload JSONB[]; v_depth INTEGER[]; v_published TIMESTAMPTZ[];
@@ -310,9 +327,11 @@ DECLARE
     v_now TIMESTAMPTZ;
     r RECORD;
 BEGIN
-    IF p_start_pending AND v_left > 0 THEN
+    -- (the probe first: calling jsrt_start_runs costs more than finding nothing to start)
+    IF p_start_pending AND v_left > 0
+       AND EXISTS (SELECT 1 FROM jsrt_runs x WHERE x.state = 'pending') THEN
         RETURN QUERY
-        SELECT st.*, NULL::int, NULL::int, NULL::int, NULL::jsonb, NULL::boolean
+        SELECT st.*, NULL::int, NULL::int, NULL::int, NULL::jsonb, NULL::boolean, NULL::boolean
         FROM jsrt_start_runs(p_daemon, v_left, p_per_script, p_script_after) st;
         GET DIAGNOSTICS v_n = ROW_COUNT;
         v_left := v_left - v_n;
@@ -325,8 +344,7 @@ BEGIN
         WITH RECURSIVE tenants_up AS (
             -- a loose index scan over the tenants with due events: from p_tenant_after up ...
             (SELECT e.tenant_id FROM jsrt_events e
-             WHERE e.dispatched_at IS NULL
-               AND (p_tenant_after IS NULL OR e.tenant_id > p_tenant_after)
+             WHERE e.dispatched_at IS NULL AND e.tenant_id > v_tenant_after
              ORDER BY e.tenant_id LIMIT 1)
             UNION ALL
             SELECT (SELECT e.tenant_id FROM jsrt_events e
@@ -337,13 +355,12 @@ BEGIN
         tenants_wrapped AS (
             -- ... then round from the lowest (scanned only when the first part runs out)
             (SELECT e.tenant_id FROM jsrt_events e
-             WHERE e.dispatched_at IS NULL AND p_tenant_after IS NOT NULL
-               AND e.tenant_id <= p_tenant_after
+             WHERE e.dispatched_at IS NULL AND e.tenant_id <= v_tenant_after
              ORDER BY e.tenant_id LIMIT 1)
             UNION ALL
             SELECT (SELECT e.tenant_id FROM jsrt_events e
                     WHERE e.dispatched_at IS NULL AND e.tenant_id > t.tenant_id
-                      AND e.tenant_id <= p_tenant_after
+                      AND e.tenant_id <= v_tenant_after
                     ORDER BY e.tenant_id LIMIT 1)
             FROM tenants_wrapped t WHERE t.tenant_id IS NOT NULL
         ),
@@ -389,6 +406,9 @@ BEGIN
         SELECT (SELECT count(*) FROM marked),
                (SELECT COALESCE(jsonb_object_agg(m.source, m.n), '{}'::jsonb)
                 FROM (SELECT source, count(*) AS n FROM marked GROUP BY source) m),
+               -- a tenant that filled its share may have more
+               (SELECT COALESCE(max(c.n), 0) >= p_per_tenant
+                FROM (SELECT count(*) AS n FROM claimed GROUP BY tenant_id) c),
                array_agg(t.execution_id ORDER BY t.published_at, t.event_id),
                array_agg(t.event_id ORDER BY t.published_at, t.event_id),
                array_agg(t.script_id ORDER BY t.published_at, t.event_id),
@@ -397,7 +417,7 @@ BEGIN
                array_agg(t.payload ORDER BY t.published_at, t.event_id),
                array_agg(t.depth ORDER BY t.published_at, t.event_id),
                array_agg(t.published_at ORDER BY t.published_at, t.event_id)
-        INTO v_events, v_by_source, v_exec, v_event, v_script, v_tenant, v_type, v_payload,
+        INTO v_events, v_by_source, v_tenant_full, v_exec, v_event, v_script, v_tenant, v_type, v_payload,
              v_depth, v_published
         FROM targets t JOIN delivered d ON d.execution_id = t.execution_id;
     END IF;
@@ -456,7 +476,7 @@ BEGIN
         SELECT x.id, x.tenant_id, x.script_id, s.source, md5(s.source), s.resource_limits,
                x.input, 'event'::text, x.trigger_data, (x.trigger_data->>'event_id')::uuid,
                NULL::uuid, (x.trigger_data->>'depth')::int,
-               NULL::int, NULL::int, NULL::int, NULL::jsonb, NULL::boolean
+               NULL::int, NULL::int, NULL::int, NULL::jsonb, NULL::boolean, NULL::boolean
         FROM execs x JOIN scripts s ON s.id = x.script_id AND s.tenant_id = x.tenant_id
         WHERE x.status = 'running';
         GET DIAGNOSTICS v_started = ROW_COUNT;
@@ -466,7 +486,9 @@ BEGIN
                         NULL::jsonb, NULL::text, NULL::jsonb, NULL::uuid, NULL::uuid, NULL::int,
                         v_events, COALESCE(cardinality(v_exec), 0),
                         COALESCE(cardinality(v_exec), 0) - v_started, v_by_source,
-                        v_event_limit < p_event_limit;
+                        v_event_limit < p_event_limit OR v_tenant_full
+                            OR (v_event_limit > 0 AND v_events >= v_event_limit),
+                        EXISTS (SELECT 1 FROM jsrt_runs x WHERE x.state = 'pending');
 END
 $$;
 

@@ -77,6 +77,7 @@ class Daemon:
         self._next_retry_poll = 0.0
         self._maybe_events = True  # hints: skip round trips that would find nothing
         self._maybe_runs = True
+        self._runs_waiting = True  # the last claim saw queued runs (a freed slot may start one)
         self._min_start = max(1, settings.concurrency // 8)
         self._next_cron_poll = 0.0
         self.listener: Listener | None = None
@@ -165,9 +166,11 @@ class Daemon:
         claimed = await self.store.claim(
             self.id, event_limit, s.tenant_batch, free, max(1, s.concurrency // 2), start_pending)
         started = claimed.started
-        self._maybe_events = self._maybe_events or claimed.events > 0 or claimed.deferred
+        self._maybe_events = self._maybe_events or claimed.more
+        self._runs_waiting = claimed.waiting
         # queued executions may be startable, or blocked only until a slot frees
-        self._maybe_runs = self._maybe_runs or claimed.queued > 0 or len(started) >= free
+        self._maybe_runs = self._maybe_runs or (
+            claimed.waiting and (claimed.queued > 0 or len(started) >= free))
         for run in started:
             self._start(run)
         self.counters.dispatched_events += claimed.events
@@ -282,7 +285,8 @@ class Daemon:
             self._log_outcome(o, o.run.execution_id in recorded)
         self._unrecorded -= len(batch)
         self.counters.recorded += len(finished)
-        self._maybe_runs = True  # slots of these scripts are free again
+        if self._runs_waiting:
+            self._maybe_runs = True  # slots of these scripts are free again
         self._wake.set()
 
     async def _complete(self, batch: list[Outcome]) -> list[Finished]:

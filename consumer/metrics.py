@@ -17,6 +17,7 @@ Each daemon has its own CollectorRegistry, so several can live in one process (t
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import socket
@@ -117,14 +118,23 @@ class Metrics:
 
     def _recorded(self, outcomes: Sequence[Outcome], finished: Sequence[Finished]) -> None:
         recorded = {f.execution_id for f in finished}
+        counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        durations: dict[str, list[float]] = {}
         for o in outcomes:
             if o.run.execution_id not in recorded:
                 continue
             trigger = o.run.trigger_type
-            self.executions.labels(trigger, o.result.status).inc()
+            counts[trigger, o.result.status] += 1
             ms = o.result.metrics.get("duration_ms")
             if ms is not None:
-                self.duration.labels(trigger).observe(ms / 1000)
+                durations.setdefault(trigger, []).append(ms / 1000)
+        # one labelled child per kind in the batch, not one look-up per execution
+        for (trigger, status), n in counts.items():
+            self.executions.labels(trigger, status).inc(n)
+        for trigger, seconds in durations.items():
+            histogram = self.duration.labels(trigger)
+            for value in seconds:
+                histogram.observe(value)
 
     # ---------------------------------------------------------------- snapshot
     async def refresh(self) -> bool:

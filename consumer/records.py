@@ -62,14 +62,15 @@ class Run:
 @dataclass(frozen=True, slots=True)
 class Claimed:
     """What one claim did: events dispatched, executions created from them (of which
-    `queued` wait as 'pending'), the runs started for this daemon, and whether dispatch
-    was cut short for lack of free slots (more events may be due)."""
+    `queued` wait as 'pending'), the runs started for this daemon; whether more events may
+    be due (dispatch stopped at a limit), and whether any run is left waiting."""
 
     events: int
     created: int
     queued: int
     started: list[Run]
-    deferred: bool = False
+    more: bool = False
+    waiting: bool = False
 
 
 @dataclass(frozen=True, slots=True)

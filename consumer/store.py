@@ -54,6 +54,13 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset on release. asyncpg still rolls back an open transaction; its default
+    reset would add a round trip (RESET ALL, UNLISTEN, unlock all) to every operation, for
+    session state that the store never sets: no SET, no LISTEN, only transaction-scoped
+    advisory locks. (The listener and the migrator use connections of their own.)"""
+
+
 async def connect(dsn: str, application_name: str = "jsrt") -> asyncpg.Connection:
     """A single connection with the store's codecs (used by listeners and the CLI)."""
     conn = await asyncpg.connect(dsn, server_settings={"application_name": application_name})
@@ -84,7 +91,7 @@ class Store:
         async with translated():
             pool = await asyncpg.create_pool(
                 dsn, min_size=min_size, max_size=max_size, init=_init_connection,
-                server_settings={"application_name": "jsrt"},
+                reset=_keep_session, server_settings={"application_name": "jsrt"},
             )
         return cls(pool)
 
@@ -138,7 +145,7 @@ class Store:
         summary = rows[-1]  # the function always ends with its counts
         claimed = Claimed(
             summary["events"], summary["created"], summary["queued"],
-            [Run.from_row(r) for r in rows[:-1]], summary["deferred"],
+            [Run.from_row(r) for r in rows[:-1]], summary["more"], summary["waiting"],
         )
         by_source = summary["by_source"]
         if by_source:
@@ -166,6 +173,22 @@ class Store:
             [o.error_text() for o in outcomes],
             [dict(o.result.metrics) for o in outcomes],
         )
+        if not any(map(_needs_more, outcomes)):
+            # the common case, one statement: no BEGIN/COMMIT round trips
+            async with translated():
+                rows = await self._pool.fetch(q("complete_runs"), daemon_id, *cols)
+            finished = [Finished.from_row(r) for r in rows]
+        else:
+            finished = await self._complete_with_followups(daemon_id, outcomes, cols)
+        for observe in self.on_recorded:
+            observe(outcomes, finished)
+        return finished
+
+    async def _complete_with_followups(
+        self, daemon_id: str, outcomes: Sequence[Outcome], cols: tuple[list[Any], ...]
+    ) -> list[Finished]:
+        """Results with console lines, dead letters or cron jobs to update: all of it in
+        one transaction."""
         retry_at = {o.run.execution_id: o.next_retry_at for o in outcomes}
         async with translated(), self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(q("complete_runs"), daemon_id, *cols)
@@ -181,8 +204,6 @@ class Store:
             finished = [Finished.from_row(r) for r in rows]
             await _dead_letter(conn, finished, retry_at)
             await _cron_finished(conn, finished)
-        for observe in self.on_recorded:
-            observe(outcomes, finished)
         return finished
 
     async def release_runs(self, daemon_id: str, execution_ids: Sequence[UUID]) -> int:
@@ -228,6 +249,18 @@ class Store:
     async def pending_work(self, now: datetime | None = None) -> bool:
         async with translated():
             return bool(await self._pool.fetchval(q("pending_work"), now))
+
+
+def _needs_more(o: Outcome) -> bool:
+    """Whether recording this outcome takes more than updating its execution: console
+    lines to save, a dead letter to open, count or resolve, a cron job to update."""
+    run = o.run
+    return bool(
+        o.result.logs
+        or run.trigger_type == "cron"
+        or (run.trigger_type == "event"
+            and (o.result.status != "completed" or run.dead_letter_id is not None))
+    )
 
 
 async def _dead_letter(

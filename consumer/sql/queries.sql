@@ -41,8 +41,11 @@ SET status = res.status, output = res.output, error = res.error, metrics = res.m
     completed_at = NOW()
 FROM res JOIN mine USING (execution_id)
 WHERE e.id = res.execution_id AND e.tenant_id = res.tenant_id
-RETURNING e.id, e.tenant_id, e.script_id, e.status, e.error, e.trigger_type, e.trigger_data,
-          e.input, mine.dead_letter_id;
+-- trigger_data and input only for failures: only dead-lettering reads them back
+RETURNING e.id, e.tenant_id, e.script_id, e.status, e.error, e.trigger_type,
+          CASE WHEN e.status <> 'completed' THEN e.trigger_data END AS trigger_data,
+          CASE WHEN e.status <> 'completed' THEN e.input END AS input,
+          mine.dead_letter_id;
 
 -- name: save_logs
 -- $3 holds each execution's lines as JSON text: a jsonb[] of lists would be read as a

@@ -55,10 +55,10 @@ class FakeStore:
         if self.fail_claim:
             raise self.fail_claim.pop(0)
         if not start_pending:
-            return Claimed(0, 0, 0, [])
+            return Claimed(0, 0, 0, [], waiting=bool(self.pending))
         started, self.pending = self.pending[:run_limit], self.pending[run_limit:]
         self.running.update((r.execution_id, r) for r in started)
-        return Claimed(0, 0, 0, started)
+        return Claimed(0, 0, 0, started, waiting=bool(self.pending))
 
     async def complete_runs(self, daemon_id: str, outcomes: Sequence[Outcome]) -> list[Finished]:
         if self.fail_complete:
