@@ -231,7 +231,7 @@ class Runner:
             raw = await self._step_locked(
                 leader, ctx, code, collect="__jsrt.collectMany()", deadline=deadline, batch=True
             )
-            state = json.loads(raw)
+            state = protocol.loads(raw)
             verdict = None
         except (StepTimeout, MemoryLimitHit) as exc:
             state, verdict = self._salvaged.pop(leader.seq, None), exc
@@ -347,7 +347,7 @@ class Runner:
             self._slot.leave()
             self._step_token += 1
             job.memory_peak = max(job.memory_peak, self._watchdog.growth())
-        return raw if batch else json.loads(raw)
+        return raw if batch else protocol.loads(raw)
 
     def _on_memory(self, job: Job, task: asyncio.Task[Any], token: int) -> None:
         if token == self._step_token:  # still the step the watchdog measured

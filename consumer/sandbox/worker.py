@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import gc
 import os
 import resource
 import signal
@@ -120,6 +121,7 @@ async def serve(args: argparse.Namespace) -> None:
             await asyncio.sleep(HEARTBEAT_S)
 
     beat = loop.create_task(heartbeat())
+    gc.freeze()  # start-up's objects live as long as the worker: keep them out of collections
     writer.send([protocol.READY, os.getpid()])
     await stopped.wait()
     beat.cancel()
