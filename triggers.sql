@@ -327,6 +327,11 @@ DECLARE
     v_now TIMESTAMPTZ;
     r RECORD;
 BEGIN
+    -- A claim need not wait for its WAL flush: should the database crash before the flush,
+    -- the claim is forgotten and its events are claimed again (at least once, as for any
+    -- crash), and the runs it started are only discarded when their results find no run.
+    -- What must survive a crash (events, results, dead letters) still commits durably.
+    PERFORM set_config('synchronous_commit', 'off', true);
     -- (the probe first: calling jsrt_start_runs costs more than finding nothing to start)
     IF p_start_pending AND v_left > 0
        AND EXISTS (SELECT 1 FROM jsrt_runs x WHERE x.state = 'pending') THEN
@@ -340,7 +345,8 @@ BEGIN
         v_event_limit := LEAST(p_event_limit, v_left);
     END IF;
 
-    IF v_event_limit > 0 THEN
+    -- (the probe first: starting the fan-out's plan costs more than finding nothing)
+    IF v_event_limit > 0 AND EXISTS (SELECT 1 FROM jsrt_events e WHERE e.dispatched_at IS NULL) THEN
         WITH RECURSIVE tenants_up AS (
             -- a loose index scan over the tenants with due events: from p_tenant_after up ...
             (SELECT e.tenant_id FROM jsrt_events e

@@ -109,6 +109,8 @@ class Daemon:
                     tg.start_soon(self.listener.run)
                 tg.start_soon(self._heartbeat_loop)
                 tg.start_soon(self._completer)
+                if not until_idle:  # a drain takes retries and ticks when it runs dry
+                    tg.start_soon(self._timers_loop)
                 if not until_idle and self.settings.cleanup_interval > 0:
                     tg.start_soon(self._cleanup_loop)
                 await self._claim_loop(until_idle)
@@ -146,10 +148,6 @@ class Daemon:
 
     async def _claim_once(self) -> bool:
         s = self.settings
-        retried = await self._claim_retries(force=False)
-        fired = await self._schedule(force=False)
-        if retried or fired:
-            self._maybe_runs = True
         # A finished run holds its slot until its result is recorded: the database counts it
         # as running until then, and a claim sized beyond that would only queue new runs.
         free = s.concurrency - len(self._in_flight) - self._unrecorded
@@ -160,7 +158,7 @@ class Daemon:
         event_limit = min(s.claim_batch, free) if self._maybe_events and batch_ready else 0
         start_pending = self._maybe_runs and batch_ready
         if not (event_limit or start_pending):
-            return bool(retried or fired)
+            return False
         # Hints are cleared before the query, so a wake-up that arrives during it is kept.
         self._maybe_events = self._maybe_events and not event_limit
         self._maybe_runs = self._maybe_runs and not start_pending
@@ -176,7 +174,27 @@ class Daemon:
             self._start(run)
         self.counters.dispatched_events += claimed.events
         self.counters.started += len(started)
-        return bool(claimed.events or retried or fired or started)
+        return bool(claimed.events or started)
+
+    async def _timers_loop(self) -> None:
+        """Due retries and cron ticks, polled beside the claim loop (never in front of an
+        event's claim): what they queue wakes the claim loop."""
+        backoff = 0.1
+        while not self._stopping.is_set():
+            try:
+                queued = await self._claim_retries(force=False) + await self._schedule(force=False)
+                backoff = 0.1
+            except StoreError as exc:  # unavailable, or e.g. a deadlock: try again
+                _LOG.warning("timers_failed", error=str(exc).splitlines()[0][:300],
+                             retry_in_s=backoff)
+                await self._sleep_or_stop(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if queued:
+                self._maybe_runs = True
+                self._wake.set()
+            due = min(self._next_retry_poll, self._next_cron_poll)
+            await self._sleep_or_stop(max(0.0, due - anyio.current_time()))
 
     async def _claim_retries(self, force: bool) -> int:
         now = anyio.current_time()
