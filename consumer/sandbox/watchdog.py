@@ -3,7 +3,9 @@
 V8's hard limit only sees its own heap, so ArrayBuffer and WebAssembly memory is caught here:
 when the worker's RSS grows past the running execution's budget, the step is cancelled (which
 terminates the JavaScript). Steps never overlap in a worker, so the growth is the step's own.
-The baseline is sampled when a step is armed (one read of /proc/self/statm).
+The baseline is sampled when a step is armed (one read of /proc/self/statm). Between steps
+the thread sleeps: an idle worker is not woken 500 times a second, and its steps do not share
+the GIL with a poller that has nothing to watch.
 """
 
 from __future__ import annotations
@@ -23,35 +25,49 @@ class MemoryWatchdog:
         self._statm = Statm()
         self.baseline = self._statm.rss_bytes()
         self._armed: tuple[int, Callable[[], None]] | None = None
+        self._stepping = threading.Event()  # set while a step is armed
+        self._fired = False  # this step's growth was blamed already
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="jsrt-memwatch", daemon=True)
         self._thread.start()
 
     def arm(self, budget: int, on_exceeded: Callable[[], None]) -> None:
-        # A fresh baseline: the thread's last idle sample may predate the previous step, whose
-        # memory (a bomb's, say) is not all returned yet; measured against that older, lower
-        # baseline, the next, innocent step would be blamed for it.
+        # A fresh baseline at every step: memory an earlier step (a bomb's, say) has not
+        # returned yet is not this step's, and an older, lower baseline would blame it on it.
         self.baseline = self._statm.rss_bytes()
+        self._fired = False
         self._armed = (budget, on_exceeded)
+        self._stepping.set()
 
     def disarm(self) -> None:
         self._armed = None
+        self._stepping.clear()
+        if self._fired:
+            # The step's memory is blamed already: what the terminated script still holds
+            # (until its context is freed) must not also count as a batch's other runs' growth.
+            self.baseline = self._statm.rss_bytes()
 
     def growth(self) -> int:
-        """RSS now minus the idle baseline."""
+        """RSS now minus the baseline sampled when the step was armed."""
         return self._statm.rss_bytes() - self.baseline
 
     def _run(self) -> None:
-        while not self._stop.wait(INTERVAL_S):
-            armed = self._armed
-            rss = self._statm.rss_bytes()
-            if armed is None:
-                self.baseline = rss
-            elif rss - self.baseline > armed[0]:
-                self._armed = None
-                self._loop.call_soon_threadsafe(armed[1])
+        while not self._stop.is_set():
+            self._stepping.wait()
+            while not self._stop.wait(INTERVAL_S) and self._stepping.is_set():
+                armed = self._armed
+                rss = self._statm.rss_bytes()
+                if armed is None:
+                    # fired: the rest of the step's growth counts from here (its memory is
+                    # already blamed, and a batch's other runs must not inherit it)
+                    self.baseline = rss
+                elif rss - self.baseline > armed[0]:
+                    self._armed = None
+                    self._fired = True
+                    self._loop.call_soon_threadsafe(armed[1])
 
     def close(self) -> None:
         self._stop.set()
+        self._stepping.set()
         self._thread.join()
         self._statm.close()
