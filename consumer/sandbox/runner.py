@@ -167,6 +167,10 @@ class Runner:
         spare = await self._pool.spare() if cold else None
         if job.batchable and job.key not in self._solo_keys:
             self._waiting.setdefault(job.key, []).append(job)
+            if not self._lock.locked():
+                # Runs that arrived in the same read start right after this one: one turn of
+                # the loop lets them queue up, and this run leads them in one step.
+                await asyncio.sleep(0)
         try:
             async with self._lock:
                 if job.handoff is None:
