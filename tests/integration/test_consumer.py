@@ -242,3 +242,55 @@ async def test_fan_out_takes_every_tenant_in_one_pass_and_caps_each(
         assert await store.dispatch_events(limit=100, per_tenant=2) == (0, 0)
     finally:
         await store.close()
+
+
+async def test_a_claim_starts_new_executions_at_once_within_the_free_slots(
+    conn: asyncpg.Connection, db_url: str
+) -> None:
+    tenant = await make_tenant(conn)
+    script = await make_script(conn, tenant, limits={"max_concurrent_runs": 2})
+    for n in range(5):
+        await publish(conn, tenant, "thing.happened", {"n": n})
+    store = await Store.open(db_url)
+    try:
+        # three free slots: three events fanned out (the rest stay queued as events), two
+        # start at once (the script's limit), the third waits as 'pending'
+        claimed = await store.claim("d1", 100, 100, 3, 10, start_pending=True)
+        assert (claimed.events, claimed.created, claimed.queued) == (3, 3, 1)
+        assert [r.input["n"] for r in claimed.started] == [0, 1]
+        assert claimed.more and claimed.waiting  # two events left; one run waits
+        states = await conn.fetch(
+            "SELECT x.status, r.state, r.daemon_id FROM script_executions x "
+            "JOIN jsrt_runs r ON r.execution_id = x.id WHERE x.tenant_id = $1 "
+            "ORDER BY x.input->>'n'", tenant)
+        assert [tuple(s) for s in states] == [
+            ("running", "running", "d1"), ("running", "running", "d1"),
+            ("pending", "pending", None)]
+        assert await conn.fetchval(
+            "SELECT count(*) FROM jsrt_events WHERE tenant_id = $1 AND dispatched_at IS NULL",
+            tenant) == 2
+
+        # a slot frees: the queued run starts before any newer event's execution
+        await conn.execute("DELETE FROM jsrt_runs WHERE execution_id = $1",
+                           claimed.started[0].execution_id)
+        again = await store.claim("d1", 100, 100, 3, 10, start_pending=True)
+        assert [r.input["n"] for r in again.started] == [2]
+        assert again.queued == again.created  # the script is full: new ones queue
+        assert all(r.script_id == script for r in again.started)
+    finally:
+        await store.close()
+
+
+async def test_a_claim_commits_asynchronously_and_leaves_the_session_durable(
+    conn: asyncpg.Connection, db_url: str
+) -> None:
+    tenant = await make_tenant(conn)
+    await make_script(conn, tenant)
+    await publish(conn, tenant, "thing.happened")
+    store = await Store.open(db_url, min_size=1, max_size=1)
+    try:
+        assert len((await store.claim("d1", 10, 10, 10, 10)).started) == 1
+        # synchronous_commit = off held for the claim's own transaction only
+        assert await store.pool.fetchval("SHOW synchronous_commit") == "on"
+    finally:
+        await store.close()
