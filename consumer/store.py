@@ -138,6 +138,7 @@ class Store:
         free slot start at once, up to `run_limit`), then, when `start_pending`, start queued
         runs with what is left of `run_limit`: one statement, one round trip, one commit."""
         async with translated():
+            # random first tenant and first script: none is favoured by its id
             rows = await self._pool.fetch(
                 q("claim"), daemon_id, event_limit, per_tenant, uuid.uuid4(),
                 run_limit, per_script, uuid.uuid4(), start_pending,
