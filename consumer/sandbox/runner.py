@@ -112,8 +112,10 @@ class Runner:
         self._salvaged: dict[int, Any] = {}  # what a cut-short batch could still tell
         self._active: Counter[Key] = Counter()  # jobs of each script version in this worker
         self._solo_keys: set[Key] = set()  # versions whose runs do not end within one step
+        self.arriving = 0  # runs received whose task has not started yet (they may batch)
 
     async def run(self, job: Job) -> None:
+        self.arriving -= 1
         self._active[job.key] += 1
         try:
             fields = await self._execute(job)
@@ -167,7 +169,7 @@ class Runner:
         spare = await self._pool.spare() if cold else None
         if job.batchable and job.key not in self._solo_keys:
             self._waiting.setdefault(job.key, []).append(job)
-            if not self._lock.locked():
+            if self.arriving > 0 and not self._lock.locked():
                 # Runs that arrived in the same read start right after this one: one turn of
                 # the loop lets them queue up, and this run leads them in one step.
                 await asyncio.sleep(0)

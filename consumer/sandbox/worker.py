@@ -74,6 +74,7 @@ class _Jobs:
         if message[0] == protocol.RUN:
             job = Job.from_message(message)
             self._jobs[job.seq] = job
+            self._runner.arriving += 1
             task = asyncio.get_running_loop().create_task(self._run(job))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
