@@ -23,14 +23,16 @@ def with_database(dsn: str, name: str) -> str:
     return urlunsplit(urlsplit(dsn)._replace(path="/" + name))
 
 
-async def fresh_database(prefix: str = "jsrt_bench") -> str:
+async def fresh_database(prefix: str = "jsrt_bench", admin_dsn: str | None = None) -> str:
+    """A new, migrated database next to `admin_dsn` (default: DATABASE_URL); its URL."""
+    admin_dsn = admin_dsn or admin_url()
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(admin_url())
+    admin = await asyncpg.connect(admin_dsn)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    url = with_database(admin_url(), name)
+    url = with_database(admin_dsn, name)
     conn = await asyncpg.connect(url)
     try:
         await Migrator(conn, REPO_ROOT / "schema", REPO_ROOT / "triggers.sql").up()
@@ -39,9 +41,9 @@ async def fresh_database(prefix: str = "jsrt_bench") -> str:
     return url
 
 
-async def drop_database(url: str) -> None:
+async def drop_database(url: str, admin_dsn: str | None = None) -> None:
     name = urlsplit(url).path.lstrip("/")
-    admin = await asyncpg.connect(admin_url())
+    admin = await asyncpg.connect(admin_dsn or admin_url())
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:

@@ -31,13 +31,12 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import anyio
 import asyncpg
+from _common import drop_database, fresh_database
 
 from consumer import log
 from consumer.daemon import CRON_BATCH, Daemon, store_publisher
-from consumer.migrate import Migrator
 from consumer.sandbox import Executor
 from consumer.scheduler import Decision, decide
 from consumer.settings import Settings
@@ -100,31 +99,6 @@ async def sample_rss(ex: Executor, peaks: Peaks) -> None:
 
 
 # ---------------------------------------------------------------------- database
-
-
-async def create_database(admin_dsn: str) -> tuple[str, str]:
-    name = "jsrt_bench_" + uuid.uuid4().hex[:10]
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = admin_dsn.rsplit("/", 1)[0] + "/" + name
-    conn = await asyncpg.connect(dsn)
-    try:
-        s = Settings()
-        await Migrator(conn, s.schema_dir, s.triggers_file).up()
-    finally:
-        await conn.close()
-    return name, dsn
-
-
-async def drop_database(admin_dsn: str, name: str) -> None:
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 async def populate(conn: asyncpg.Connection, scripts: int, tenants: int) -> None:
@@ -297,7 +271,7 @@ async def main() -> None:
     args = parser.parse_args()
 
     print("creating and migrating a fresh database ...", flush=True)
-    name, dsn = await create_database(args.dsn)
+    dsn = await fresh_database(admin_dsn=args.dsn)
     try:
         conn = await asyncpg.connect(dsn)
         try:
@@ -317,7 +291,7 @@ async def main() -> None:
         if args.keep:
             print(f"database kept: {dsn}")
         else:
-            await drop_database(args.dsn, name)
+            await drop_database(dsn, args.dsn)
 
 
 if __name__ == "__main__":
