@@ -193,6 +193,25 @@ $$;
 COMMENT ON FUNCTION jsrt_publish(UUID, TEXT, JSONB) IS
     'Publish a domain event for a tenant; it runs only if the calling transaction commits';
 
+-- ---------------------------------------------------------------- run slots
+-- The per-script advisory lock under which a script's running runs are counted and started:
+-- every starter (jsrt_start_runs, jsrt_claim, jsrt_start_now) takes it.
+CREATE OR REPLACE FUNCTION jsrt_run_lock(p_script UUID) RETURNS BIGINT
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT hashtextextended('jsrt_run:' || p_script::text, 0);
+$$;
+
+-- A script's free slots: its max_concurrent_runs (the seed's default, 5, when unset) minus its
+-- running runs; NULL for no such script. Call it in a statement after taking jsrt_run_lock,
+-- so that its snapshot includes every earlier starter's commit.
+CREATE OR REPLACE FUNCTION jsrt_free_slots(p_script UUID) RETURNS INTEGER
+LANGUAGE sql STABLE AS $$
+    SELECT COALESCE((s.resource_limits->>'max_concurrent_runs')::int, 5)
+           - (SELECT count(*) FROM jsrt_runs r
+              WHERE r.script_id = p_script AND r.state = 'running')::int
+    FROM scripts s WHERE s.id = p_script;
+$$;
+
 -- ---------------------------------------------------------------- runs
 -- Start up to p_limit pending runs for daemon p_daemon. Scripts with pending runs are
 -- visited in id order from p_after, wrapping round (the daemon passes a random start, so
@@ -245,10 +264,8 @@ BEGIN
 
         -- Try, never wait: two starters visiting scripts in different orders would
         -- otherwise deadlock. A script locked now is being started by another daemon.
-        CONTINUE WHEN NOT pg_try_advisory_xact_lock(hashtextextended('jsrt_run:' || v_script::text, 0));
-        SELECT COALESCE((s.resource_limits->>'max_concurrent_runs')::int, 5)
-               - (SELECT count(*) FROM jsrt_runs r WHERE r.script_id = v_script AND r.state = 'running')
-        INTO v_free FROM scripts s WHERE s.id = v_script;
+        CONTINUE WHEN NOT pg_try_advisory_xact_lock(jsrt_run_lock(v_script));
+        v_free := jsrt_free_slots(v_script);
         v_free := LEAST(COALESCE(v_free, 0), p_per_script, p_limit - cardinality(v_all));
         CONTINUE WHEN v_free <= 0;
 
@@ -434,13 +451,11 @@ BEGIN
         FOR r IN SELECT u.s, count(*)::int AS n FROM unnest(v_script) WITH ORDINALITY u(s, i)
                  GROUP BY u.s ORDER BY min(u.i) LOOP
             EXIT WHEN v_left <= 0;
-            CONTINUE WHEN NOT pg_try_advisory_xact_lock(hashtextextended('jsrt_run:' || r.s::text, 0));
-            SELECT COALESCE((s.resource_limits->>'max_concurrent_runs')::int, 5)
-                   - (SELECT count(*) FROM jsrt_runs x WHERE x.script_id = r.s AND x.state = 'running')
-            INTO v_free FROM scripts s
-            WHERE s.id = r.s
-              -- queued runs of the script go first: the new ones queue behind them
-              AND NOT EXISTS (SELECT 1 FROM jsrt_runs x WHERE x.script_id = r.s AND x.state = 'pending');
+            CONTINUE WHEN NOT pg_try_advisory_xact_lock(jsrt_run_lock(r.s));
+            -- queued runs of the script go first: the new ones queue behind them
+            v_free := CASE WHEN EXISTS (SELECT 1 FROM jsrt_runs x
+                                        WHERE x.script_id = r.s AND x.state = 'pending')
+                           THEN 0 ELSE jsrt_free_slots(r.s) END;
             v_n := LEAST(COALESCE(v_free, 0), p_per_script, v_left, r.n);
             CONTINUE WHEN v_n <= 0;
             v_run_scripts := v_run_scripts || r.s;
@@ -519,7 +534,7 @@ DECLARE
     v_script scripts;
     v_id UUID;
 BEGIN
-    PERFORM pg_advisory_xact_lock(hashtextextended('jsrt_run:' || p_script_id::text, 0));
+    PERFORM pg_advisory_xact_lock(jsrt_run_lock(p_script_id));
     SELECT s.* INTO v_script FROM scripts s
     WHERE s.id = p_script_id AND s.tenant_id = p_tenant_id
       AND s.status NOT IN ('disabled', 'archived');
@@ -527,8 +542,7 @@ BEGIN
         RAISE EXCEPTION 'jsrt_start_now: no runnable script % in tenant %', p_script_id, p_tenant_id
             USING ERRCODE = 'no_data_found';
     END IF;
-    IF (SELECT count(*) FROM jsrt_runs r WHERE r.script_id = p_script_id AND r.state = 'running')
-       >= COALESCE((v_script.resource_limits->>'max_concurrent_runs')::int, 5) THEN
+    IF jsrt_free_slots(p_script_id) <= 0 THEN
         RETURN;
     END IF;
     INSERT INTO script_executions (script_id, tenant_id, status, trigger_type, trigger_data, input)
