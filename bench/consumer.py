@@ -70,15 +70,27 @@ async def wait_recorded(conn: asyncpg.Connection, tenant: uuid.UUID, n: int,
 
 
 async def latency(conn: asyncpg.Connection, tenant: uuid.UUID) -> tuple[float, float, float]:
+    p50, p95, p99, _, _ = await latency_split(conn, tenant)
+    return p50, p95, p99
+
+
+async def latency_split(conn: asyncpg.Connection,
+                        tenant: uuid.UUID) -> tuple[float, float, float, float, float]:
+    """Publish -> recorded p50/p95/p99, and the p50s of its two halves: publish -> started
+    (commit, wake-up, claim) and started -> recorded (sandbox, result)."""
     row = await conn.fetchrow(
         """SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (
-                    ORDER BY extract(epoch FROM x.completed_at - e.published_at) * 1000) AS p
+                    ORDER BY extract(epoch FROM x.completed_at - e.published_at) * 1000) AS p,
+                  percentile_cont(0.5) WITHIN GROUP (
+                    ORDER BY extract(epoch FROM x.started_at - e.published_at) * 1000) AS claim,
+                  percentile_cont(0.5) WITHIN GROUP (
+                    ORDER BY extract(epoch FROM x.completed_at - x.started_at) * 1000) AS run
            FROM script_executions x
            JOIN jsrt_events e ON e.id = (x.trigger_data->>'event_id')::uuid
                               AND e.tenant_id = x.tenant_id
            WHERE x.tenant_id = $1""", tenant)
     p50, p95, p99 = row["p"]
-    return p50, p95, p99
+    return p50, p95, p99, row["claim"], row["run"]
 
 
 def start_daemon(url: str, args: argparse.Namespace) -> subprocess.Popen[bytes]:
@@ -123,9 +135,11 @@ async def main(args: argparse.Namespace) -> None:
                 "SELECT jsrt_publish($1, 'bench.event', jsonb_build_object('n', $2::int))", low, i)
             await asyncio.sleep(1 / args.low_rate)
         await wait_recorded(conn, low, args.low_events)
-        p50, p95, p99 = await latency(conn, low)
+        p50, p95, p99, to_start, to_record = await latency_split(conn, low)
         print(f"low rate ({args.low_rate}/s, {args.low_events} events, one at a time): "
               f"publish -> recorded p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms")
+        print(f"  p50 halves: publish -> started {to_start:.1f} ms (commit, wake-up, claim), "
+              f"started -> recorded {to_record:.1f} ms (sandbox, result)")
 
         noisy = await add_tenant_script(conn, args.max_concurrent)
         quiet = await add_tenant_script(conn, args.max_concurrent)
