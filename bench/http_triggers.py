@@ -154,7 +154,7 @@ async def main() -> None:
     url = await fresh_database("jsrt_bench_http")
     port = free_port()
     env = {**os.environ, "DATABASE_URL": url, "JSRT_WORKERS": str(args.workers),
-           "JSRT_LOG_LEVEL": "warning"}
+           "JSRT_LOG_LEVEL": "warning", "JSRT_METRICS_ADDR": "127.0.0.1:0"}
     proc = subprocess.Popen([sys.executable, "-m", "consumer.cli", "serve", "--http",
                              f"127.0.0.1:{port}"], env=env, cwd=ROOT)
     try:

@@ -291,8 +291,9 @@ class MetricsServer:
 
 
 async def start_metrics(tg: TaskGroup, settings: Settings, store: Store, executor: Executor,
-                        daemon: Daemon) -> MetricsServer | None:
-    """Serve /metrics, /healthz and /readyz inside `tg` (None when JSRT_METRICS_ADDR is empty)."""
+                        daemon: Daemon | None) -> MetricsServer | None:
+    """Serve /metrics, /healthz and /readyz inside `tg` (None when JSRT_METRICS_ADDR is empty);
+    `daemon` is None for `jsrt serve`, which has no listener and claims no events."""
     if not settings.metrics_addr:
         return None
     server = MetricsServer(Metrics(store, executor, daemon), settings.metrics_addr,

@@ -1,5 +1,7 @@
-"""`jsrt serve [--http HOST:PORT]`: the HTTP trigger server alone (no event daemon).
-`jsrt run --http HOST:PORT` serves the same app inside the daemon's process."""
+"""`jsrt serve [--http HOST:PORT]`: the HTTP trigger server alone (no event daemon), with
+/metrics, /healthz and /readyz on JSRT_METRICS_ADDR as `jsrt run` has them (the container's
+HEALTHCHECK calls /healthz whatever the command). `jsrt run --http HOST:PORT` serves the same
+app inside the daemon's process."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import anyio
 
 from consumer.daemon import open_services, stop_on_signals
 from consumer.http import HttpServer
+from consumer.metrics import start_metrics
 from consumer.settings import Settings
 
 
@@ -23,6 +26,9 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     async with open_services(settings) as (store, executor), anyio.create_task_group() as tg:
         server = HttpServer(settings, store, executor, args.http)
         tg.start_soon(stop_on_signals, server.stop)
+        metrics = await start_metrics(tg, settings, store, executor, None)
         await server.run()
+        if metrics is not None:
+            await metrics.shutdown()
         tg.cancel_scope.cancel()
     return 0

@@ -1,9 +1,11 @@
-"""`jsrt run --http`: the daemon and the HTTP trigger server in one real process."""
+"""`jsrt run --http`: the daemon and the HTTP trigger server in one real process; `jsrt serve`:
+the HTTP trigger server alone, with the same health and metrics endpoints."""
 
 from __future__ import annotations
 
 import asyncpg
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from support.daemons import daemon_process
 from support.factories import make_script, make_tenant, publish
 
@@ -32,3 +34,29 @@ async def test_run_with_http_serves_requests_and_events(conn: asyncpg.Connection
     assert [(r["trigger_type"], r["status"]) for r in rows] == [
         ("event", "completed"), ("http", "completed")]
     assert await conn.fetchval("SELECT count(*) FROM jsrt_daemons") == 0
+
+
+async def test_serve_alone_answers_health_readiness_and_metrics(conn: asyncpg.Connection,
+                                                               db_url: str) -> None:
+    """The image's HEALTHCHECK calls /healthz whatever the command: `jsrt serve` answers it."""
+    tenant = await make_tenant(conn)
+    await make_script(conn, tenant, "function handler(req) { return { you: req.query.name } }",
+                      type="http", http_path="/hello", http_methods=["GET"])
+    with daemon_process(db_url, command="serve", args=("--http", "127.0.0.1:0")) as d:
+        http_port = d.wait_event("http_listening")["port"]
+        metrics_port = d.wait_event("metrics_listening")["port"]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{metrics_port}") as ops:
+            assert (await ops.get("/healthz")).status_code == 200
+            ready = await ops.get("/readyz")
+            assert ready.status_code == 200, ready.text
+            assert ready.json()["ready"] is True
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as client:
+                r = await client.get(f"/t/{tenant}/hello", params={"name": "ada"})
+            assert (r.status_code, r.json()) == (200, {"you": "ada"})
+            page = (await ops.get("/metrics")).text
+        assert d.stop() == 0
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(page) for s in family.samples}
+    assert samples[("jsrt_executions_total",
+                    (("status", "completed"), ("trigger", "http")))] == 1
+    assert samples[("jsrt_events_received_total", (("source", "publish"),))] == 0

@@ -101,17 +101,18 @@ class OutputProcess:
 
 
 class DaemonProcess(OutputProcess):
-    """`jsrt run` in a subprocess; its JSON log lines parsed as they come."""
+    """`jsrt run` (or another long-running `command`, such as `serve`) in a subprocess; its
+    JSON log lines parsed as they come."""
 
     def __init__(self, db_url: str, env: dict[str, str] | None = None,
-                 args: tuple[str, ...] = ()) -> None:
+                 args: tuple[str, ...] = (), command: str = "run") -> None:
         full_env = {**os.environ, "DATABASE_URL": db_url, "JSRT_LOG_FORMAT": "json",
                     "JSRT_POLL_INTERVAL": "0.1", "JSRT_HEARTBEAT_INTERVAL": "0.2",
                     "JSRT_HEARTBEAT_TIMEOUT": "2", "JSRT_METRICS_ADDR": "127.0.0.1:0",
                     **(env or {})}
         self.lines: list[dict[str, Any]] = []  # the JSON log lines
         self._parsed: list[dict[str, Any] | None] = []  # one per raw line, None if not JSON
-        super().__init__([sys.executable, "-m", "consumer.cli", "run", *args], full_env)
+        super().__init__([sys.executable, "-m", "consumer.cli", command, *args], full_env)
 
     def _on_line(self, line: str) -> None:
         parsed = None
