@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncpg
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 from support.daemons import daemon_process
 from support.factories import make_script, make_tenant, publish
+from support.metrics import parse
 
 
 async def test_run_with_http_serves_requests_and_events(conn: asyncpg.Connection,
@@ -55,8 +55,7 @@ async def test_serve_alone_answers_health_readiness_and_metrics(conn: asyncpg.Co
             assert (r.status_code, r.json()) == (200, {"you": "ada"})
             page = (await ops.get("/metrics")).text
         assert d.stop() == 0
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for family in text_string_to_metric_families(page) for s in family.samples}
+    _, samples = parse(page)
     assert samples[("jsrt_executions_total",
                     (("status", "completed"), ("trigger", "http")))] == 1
     assert samples[("jsrt_events_received_total", (("source", "publish"),))] == 0

@@ -14,9 +14,9 @@ import anyio
 import asyncpg
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from support.daemons import settings_for
 from support.factories import make_script, make_tenant, publish
+from support.metrics import Samples, parse, value
 from support.private_pg import private_server
 from support.waiting import eventually
 
@@ -39,9 +39,6 @@ FORWARD = """async function handler(input, ctx) {
   return {n: input.n};
 }"""
 BOOM = "function handler() { throw new Error('boom'); }"
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
 
 @dataclass
 class Served:
@@ -79,15 +76,6 @@ async def listening(daemon: Daemon) -> None:
         await listener.connected.wait()
 
 
-def parse(text: str) -> tuple[set[str], Samples]:
-    families, samples = set(), {}
-    for fam in text_string_to_metric_families(text):
-        families.add(fam.name)
-        for s in fam.samples:
-            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return families, samples
-
-
 async def scrape(client: httpx.AsyncClient) -> tuple[set[str], Samples]:
     resp = await client.get("/metrics")
     assert resp.status_code == 200
@@ -106,10 +94,6 @@ async def scrape_until(client: httpx.AsyncClient, ok: Callable[[Samples], bool],
 
     await eventually(check, timeout=timeout, what="metrics")
     return samples
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 async def test_each_family_is_exposed_after_a_few_events(db_url: str,
