@@ -1,6 +1,6 @@
 """HTTP trigger throughput and latency: `jsrt serve` (uvicorn, real V8 executor) on a
-loopback port, driven at a few concurrency levels by a
-minimal keep-alive client (see Connection).
+loopback port, driven at a few concurrency levels by a minimal keep-alive client (see
+Connection).
 
     .venv/bin/python bench/http_triggers.py [--n 1000] [--concurrency 1,8,32] [--workers 2]
                                             [--seconds 20]
@@ -88,10 +88,8 @@ class Connection:
 
     @classmethod
     async def open(cls, port: int) -> Connection:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        sock = writer.get_extra_info("socket")
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return cls(reader, writer)
+        # (asyncio sets TCP_NODELAY on TCP transports itself)
+        return cls(*await asyncio.open_connection("127.0.0.1", port))
 
     async def get(self, target: str) -> int:
         self.writer.write(f"GET {target} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
@@ -163,7 +161,7 @@ async def main() -> None:
         path = f"/t/{tenant}/echo"
         print(f"jsrt serve on 127.0.0.1:{port}, {args.workers} sandbox workers, "
               f"{os.cpu_count()} cores", flush=True)
-        await level(port, path, 50, 4, 10)  # warm-up: V8 contexts, pooled connections
+        await level(port, path, 50, 4, 10)  # warm-up: the server's V8 contexts and pool
         print("(warm-up above)")
         for c in levels:
             await level(port, path, args.n, c, args.seconds)
