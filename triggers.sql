@@ -170,6 +170,12 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM tenants WHERE id = p_tenant_id) THEN
         RAISE EXCEPTION 'jsrt_publish: unknown tenant %', p_tenant_id USING ERRCODE = 'foreign_key_violation';
     END IF;
+    -- The nesting limit of every JSON value the runtime takes in (consumer/jsontext.py): a
+    -- container at level 64 (the payload itself is level 0) is the 65th level.
+    IF jsonb_path_exists(p_payload, 'strict $.**{64 to last} ? (@.type() == "object" || @.type() == "array")') THEN
+        RAISE EXCEPTION 'jsrt_publish: payload is nested deeper than 64 levels'
+            USING ERRCODE = 'program_limit_exceeded';
+    END IF;
     INSERT INTO jsrt_events (tenant_id, event_type, payload, dedup_key, depth, source)
     VALUES (p_tenant_id, p_event_type, COALESCE(p_payload, '{}'::jsonb), p_dedup_key, p_depth, p_source)
     ON CONFLICT (tenant_id, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING
@@ -201,12 +207,29 @@ LANGUAGE sql IMMUTABLE AS $$
     SELECT hashtextextended('jsrt_run:' || p_script::text, 0);
 $$;
 
--- A script's free slots: its max_concurrent_runs (the seed's default, 5, when unset) minus its
--- running runs; NULL for no such script. Call it in a statement after taking jsrt_run_lock,
--- so that its snapshot includes every earlier starter's commit.
+-- A script's max_concurrent_runs as its resource_limits hold it, never an error: the seed has
+-- no CHECK on the column, and a value SQL wrote there ("abc", 2.5, 1e10, an array) must cost
+-- that script its runs, not fail every claim of every tenant. Missing: the seed's default, 5.
+-- Not a whole number in 1..1000: 1 slot - the run then fails in the daemon, which reads the
+-- same limits and says what is wrong with them in the execution's error.
+CREATE OR REPLACE FUNCTION jsrt_max_concurrent_runs(p_limits JSONB) RETURNS INTEGER
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN jsonb_typeof(p_limits) IS DISTINCT FROM 'object'
+            THEN CASE WHEN p_limits IS NULL THEN 5 ELSE 1 END
+        WHEN NOT p_limits ? 'max_concurrent_runs' THEN 5
+        WHEN jsonb_typeof(p_limits->'max_concurrent_runs') <> 'number' THEN 1
+        ELSE (SELECT CASE WHEN n BETWEEN 1 AND 1000 AND n = trunc(n) THEN n::int ELSE 1 END
+              FROM (SELECT (p_limits->>'max_concurrent_runs')::numeric AS n) v)
+    END;
+$$;
+
+-- A script's free slots: its max_concurrent_runs minus its running runs; NULL for no such
+-- script. Call it in a statement after taking jsrt_run_lock, so that its snapshot includes
+-- every earlier starter's commit.
 CREATE OR REPLACE FUNCTION jsrt_free_slots(p_script UUID) RETURNS INTEGER
 LANGUAGE sql STABLE AS $$
-    SELECT COALESCE((s.resource_limits->>'max_concurrent_runs')::int, 5)
+    SELECT jsrt_max_concurrent_runs(s.resource_limits)
            - (SELECT count(*) FROM jsrt_runs r
               WHERE r.script_id = p_script AND r.state = 'running')::int
     FROM scripts s WHERE s.id = p_script;

@@ -28,7 +28,7 @@ def request(n: int, version: str, script: str = "bench") -> ExecutionRequest:
     return ExecutionRequest(
         source=HANDLER,
         version_id=version,
-        input={"n": n},
+        input_json=f"{{\"n\": {n}}}",
         tenant_id="bench",
         script_id=script,
         execution_id=f"e{n}",
@@ -66,7 +66,7 @@ async def respawn_cost(ex: Executor) -> None:
     crash = ExecutionRequest(
         source="'x'.repeat(2**29-30).split('')",
         version_id="crash",
-        input=None,
+        input_json="null",
         tenant_id="bench",
         script_id="crash",
         execution_id="crash",

@@ -12,8 +12,8 @@ from typing import Any
 import anyio
 import asyncpg
 
-from consumer import log
-from consumer.errors import JsrtError
+from consumer import jsontext, log
+from consumer.errors import JsrtError, ValidationError
 from consumer.migrate import Migrator
 from consumer.settings import Settings
 from consumer.sql import q
@@ -39,7 +39,10 @@ async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
-    payload: Any = json.loads(args.payload) if args.payload else {}
+    try:
+        payload: Any = jsontext.loads(args.payload, "payload") if args.payload else {}
+    except jsontext.JsonRefused as exc:
+        raise ValidationError(str(exc)) from None
     async with connection(settings.require_database()) as conn:
         event_id = await conn.fetchval(
             q("enqueue_event"), args.tenant_id, args.event_type, payload, None, 0, "cli")

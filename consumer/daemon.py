@@ -20,7 +20,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -28,17 +28,17 @@ from uuid import UUID
 
 import anyio
 
-from consumer import log, retention
+from consumer import log, recording, retention
 from consumer.clock import Clock, SystemClock
-from consumer.errors import StoreError
+from consumer.errors import StoreError, StoreUnavailable
 from consumer.listener import Listener
-from consumer.records import Finished, Outcome, Run
+from consumer.records import Outcome, Run
 from consumer.retry import next_retry_at
 from consumer.sandbox import Executor
 from consumer.sandbox.types import ExecutionResult, Publisher, PublishRequest
 from consumer.scheduler import decide, log_decisions
 from consumer.settings import Settings
-from consumer.store import Store, StoreUnavailable
+from consumer.store import Store
 
 _LOG = log.get("jsrt.daemon")
 
@@ -241,28 +241,50 @@ class Daemon:
     def _start(self, run: Run) -> None:
         if log.enabled("debug"):
             _LOG.debug("execution_started", **_run_fields(run))
-        try:
-            future = self.executor.submit(run.request())
-        except Exception as exc:  # the executor must never take the daemon down
-            future = asyncio.get_running_loop().create_future()
-            future.set_exception(exc)
+        future = self._submit(run)
         self._in_flight[run.execution_id] = (run, future)
         future.add_done_callback(partial(self._executed, run))
+
+    def _submit(self, run: Run) -> asyncio.Future[ExecutionResult]:
+        refused = run.refused()  # e.g. unusable resource_limits: fails, sandbox untouched
+        if refused is None:
+            try:
+                return self.executor.submit(run.request())
+            except Exception as exc:  # the executor must never take the daemon down
+                future = asyncio.get_running_loop().create_future()
+                future.set_exception(exc)
+                return future
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(refused)
+        return future
 
     def _executed(self, run: Run, future: asyncio.Future[ExecutionResult]) -> None:
         if future.cancelled() or self._in_flight.pop(run.execution_id, None) is None:
             return  # released at shutdown: the run is queued again for any daemon
+        try:
+            result = self._result_of(run, future)
+            outcome = Outcome(run, result, self._retry_at(run))
+        except Exception as exc:  # a callback must fail this run only, never the daemon
+            _LOG.error("execution_result_broken", error=f"{type(exc).__name__}: {exc}"[:300],
+                       **_run_fields(run))
+            outcome = Outcome(run, ExecutionResult("failed", error="sandbox result unreadable"),
+                              self.clock.now())
+        self._unrecorded += 1
+        self._outcomes.append(outcome)
+        self._results.set()
+        self._wake.set()
+
+    @staticmethod
+    def _result_of(run: Run, future: asyncio.Future[ExecutionResult]) -> ExecutionResult:
         exc = future.exception()
         if exc is None:
             result = future.result()
-        else:
-            _LOG.error("executor_error", error=f"{type(exc).__name__}: {exc}"[:300],
-                       **_run_fields(run))
-            result = ExecutionResult(status="failed", error=f"executor error: {type(exc).__name__}")
-        self._unrecorded += 1
-        self._outcomes.append(Outcome(run, result, self._retry_at(run)))
-        self._results.set()
-        self._wake.set()
+            if not isinstance(result, ExecutionResult):
+                raise TypeError(f"the executor returned a {type(result).__name__}")
+            return result
+        _LOG.error("executor_error", error=f"{type(exc).__name__}: {exc}"[:300],
+                   **_run_fields(run))
+        return ExecutionResult(status="failed", error=f"executor error: {type(exc).__name__}")
 
     def _retry_at(self, run: Run) -> datetime:
         return self._next_retry(run.trigger_data)
@@ -295,43 +317,36 @@ class Daemon:
                 await self._results.wait()
                 self._results = anyio.Event()
             take = min(len(self._outcomes), COMPLETE_BATCH)
-            await self._record([self._outcomes.popleft() for _ in range(take)])
+            batch = [self._outcomes.popleft() for _ in range(take)]
+            try:
+                await self._record(batch)
+            except Exception as exc:  # a bug in recording must not stop the daemon
+                _LOG.error("completer_error", error=f"{type(exc).__name__}: {exc}"[:300],
+                           executions=len(batch))
+                self._unrecorded -= len(batch)
 
     async def _record(self, batch: list[Outcome]) -> None:
-        finished = await self._complete(batch)
-        recorded = {f.execution_id for f in finished}
+        recorded = {o.run.execution_id: o for o in await self._complete(batch)}
         for o in batch:
-            self._log_outcome(o, o.run.execution_id in recorded)
+            self._log_outcome(recorded.get(o.run.execution_id, o), o.run.execution_id in recorded)
         self._unrecorded -= len(batch)
-        self.counters.recorded += len(finished)
+        self.counters.recorded += len(recorded)
         if self._runs_waiting:
             self._maybe_runs = True  # slots of these scripts are free again
         self._wake.set()
 
-    async def _complete(self, batch: list[Outcome]) -> list[Finished]:
-        """Record a batch; wait out an unreachable database; if the database refuses the
-        batch, record one by one, and a result it refuses becomes a failure saying why."""
+    async def _complete(self, batch: list[Outcome]) -> list[Outcome]:
+        """Record a batch, waiting out an unreachable database; a result the database
+        refuses becomes a failure saying why (consumer.recording)."""
         backoff = 0.1
         while True:
             try:
                 with anyio.CancelScope(shield=True):
-                    return await self.store.complete_runs(self.id, batch)
+                    return await recording.complete(self.store, self.id, batch)
             except StoreUnavailable as exc:
                 _LOG.warning("database_unavailable", error=str(exc)[:200], retry_in_s=backoff)
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-            except StoreError as exc:
-                if len(batch) > 1:
-                    return [f for o in batch for f in await self._complete([o])]
-                bad = batch[0]
-                if bad.result.status == "failed" and bad.result.output is None:
-                    _LOG.error("execution_unrecordable", execution_id=str(bad.run.execution_id),
-                               error=str(exc).splitlines()[0][:300])
-                    return []
-                reason = str(exc).splitlines()[0].removeprefix("database error: ")[:300]
-                batch = [replace(bad, result=ExecutionResult(
-                    status="failed", error=f"result could not be recorded: {reason}",
-                    logs=bad.result.logs, metrics=bad.result.metrics))]
 
     def _log_outcome(self, o: Outcome, recorded: bool) -> None:
         r, run = o.result, o.run

@@ -22,6 +22,10 @@ class StoreError(JsrtError):
     """The database refused or lost an operation."""
 
 
+class StoreUnavailable(StoreError):
+    """The database cannot be reached right now."""
+
+
 class NotFound(JsrtError):
     """No such object for this tenant."""
 

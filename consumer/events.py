@@ -1,14 +1,15 @@
 """Raw NOTIFY payloads from other services: parse and validate, or say in one line why not.
 
 Format: {"tenant_id": "<uuid>", "event_type": "<non-empty string>", "payload": <JSON>,
-"id": "<optional de-duplication key>"}. A payload with "queued" is jsrt_publish's wake-up."""
+"id": "<optional de-duplication key>"}. jsrt_publish's wake-up is exactly
+{"queued": true, "tenant_id": "<uuid>"}; anything else with an event_type is an event."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from uuid import UUID
 
+from consumer import jsontext
 from consumer.errors import InvalidEvent
 from consumer.records import RawEvent
 
@@ -18,15 +19,20 @@ MAX_DEDUP_KEY = 255
 
 
 def is_wakeup(message: Any) -> bool:
-    return isinstance(message, dict) and "queued" in message
+    """jsrt_publish's notification, which carries no event (the row is the truth). Told
+    apart by its exact shape, so that an event of another service that happens to have a
+    "queued" key is stored, not dropped."""
+    return (isinstance(message, dict) and message.get("queued") is True
+            and set(message) <= {"queued", "tenant_id"})
 
 
 def decode(text: str) -> Any:
     try:
-        return json.loads(text)
-    except RecursionError:
-        raise InvalidEvent(f"payload nested deeper than {MAX_NESTING} levels") from None
-    except ValueError as exc:
+        # one level above the payload's limit: the notification object wraps it
+        return jsontext.loads(text, "notification", MAX_NESTING + 1)
+    except jsontext.JsonRefused as exc:
+        if "nested" in str(exc):
+            raise InvalidEvent(f"payload nested deeper than {MAX_NESTING} levels") from None
         raise InvalidEvent(f"not JSON: {exc}") from None
 
 
@@ -49,12 +55,18 @@ def parse_raw(message: Any) -> RawEvent:
     if depth(payload) > MAX_NESTING:
         raise InvalidEvent(f"payload nested deeper than {MAX_NESTING} levels")
     dedup = message.get("id")
-    if dedup is not None and not isinstance(dedup, str | int):
+    if dedup is not None and (isinstance(dedup, bool) or not isinstance(dedup, str | int)):
         raise InvalidEvent("id must be a string or an integer")
-    dedup_key = None if dedup is None else str(dedup)
-    if dedup_key is not None and not (0 < len(dedup_key) <= MAX_DEDUP_KEY):
+    if dedup is not None and not (0 < len(str(dedup)) <= MAX_DEDUP_KEY):
         raise InvalidEvent(f"id must be 1..{MAX_DEDUP_KEY} characters")
+    dedup_key = None if dedup is None else dedup_key_of(dedup)
     return RawEvent(tenant_id, event_type, payload, dedup_key)
+
+
+def dedup_key_of(dedup: str | int) -> str:
+    """The stored de-duplication key: the id's JSON text (`"k1"` → `"\"k1\""`, `1` → `"1"`),
+    so that `"id": 1` and `"id": "1"` are two events, as their JSON says."""
+    return jsontext.dumps(dedup)
 
 
 def depth(value: Any) -> int:

@@ -30,14 +30,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from consumer import log
-from consumer.errors import ConfigError, NotFound
+from consumer import jsontext, log
+from consumer.errors import ConfigError, NotFound, StoreUnavailable
 from consumer.lease import Lease
 from consumer.ondemand import OnDemand, RunResult
 from consumer.sandbox import Executor
 from consumer.settings import Settings
 from consumer.sql import q
-from consumer.store import Store, StoreUnavailable, translated
+from consumer.store import Store, translated
 
 _LOG = log.get("jsrt.http")
 
@@ -91,16 +91,31 @@ def _uuid(text: str | None) -> UUID | None:
 
 
 def parse_body(raw: bytes, content_type: str) -> Any:
-    """JSON when the content type says so (invalid JSON → 400), else text; empty → None."""
+    """JSON when the content type says so, else text; empty → None. JSON that is invalid,
+    nested deeper than jsontext.MAX_DEPTH, holds NaN or U+0000 gets 400 saying which."""
     if not raw:
         return None
     media = content_type.split(";", 1)[0].strip().lower()
     if media == "application/json" or media.endswith("+json"):
         try:
-            return json.loads(raw)
-        except ValueError:
-            raise HttpError(400, "request body is not valid JSON") from None
+            return jsontext.loads(raw, "request body")
+        except jsontext.JsonRefused as exc:
+            message = str(exc)
+            if "is not valid" in message:  # the parser's own detail is for nobody
+                message = "request body is not valid JSON"
+            raise HttpError(400, message) from None
     return raw.decode("utf-8", errors="replace")
+
+
+def input_texts(inp: Mapping[str, Any]) -> tuple[str, str]:
+    """The script's input and the input as recorded (credentials redacted), as JSON text;
+    400 for what cannot be kept (U+0000 in a header, the query or a text body, say)."""
+    try:
+        # one level above the body's limit: the request object wraps it
+        return (jsontext.dumps(inp, "request", jsontext.MAX_DEPTH + 1),
+                jsontext.dumps(redacted(inp), "request", jsontext.MAX_DEPTH + 1))
+    except jsontext.JsonRefused as exc:
+        raise HttpError(400, str(exc)) from None
 
 
 def script_input(method: str, path: str, query: list[tuple[str, str]],
@@ -219,8 +234,9 @@ class HttpTrigger:
         body = parse_body(await self._body(request), request.headers.get("content-type", ""))
         inp = script_input(request.method, where.path, request.query_params.multi_items(),
                            request.headers.items(), body)
+        input_json, stored_json = input_texts(inp)
         run = await self.ondemand.start(where.tenant_id, script_id, "http",
-                                        _summary(request, where), inp, stored_input=redacted(inp))
+                                        _summary(request, where), input_json, stored_json)
         if run is None:
             return _error(429, "too many concurrent requests for this endpoint",
                           headers={"retry-after": "1"})
@@ -231,7 +247,9 @@ class HttpTrigger:
             row = await self.store.pool.fetchrow(q("http_route"), where.tenant_id, where.path)
         if row is None:
             raise HttpError(404, "not found")
-        return row["script_id"], tuple(row["http_methods"] or DEFAULT_METHODS)
+        # a NULL element (written by SQL) is no method: never a TypeError on the way out
+        methods = tuple(m for m in row["http_methods"] or () if isinstance(m, str))
+        return row["script_id"], methods or DEFAULT_METHODS
 
     async def _body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length", "")

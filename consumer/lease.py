@@ -18,7 +18,8 @@ from types import TracebackType
 import anyio
 
 from consumer import log
-from consumer.store import Store, StoreUnavailable
+from consumer.errors import StoreUnavailable
+from consumer.store import Store
 
 _LOG = log.get("jsrt.lease")
 

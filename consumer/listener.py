@@ -16,9 +16,9 @@ import anyio
 import asyncpg
 
 from consumer import events, log
-from consumer.errors import InvalidEvent, StoreError
+from consumer.errors import InvalidEvent, StoreError, StoreUnavailable
 from consumer.sql import q
-from consumer.store import Store, StoreUnavailable, connect
+from consumer.store import Store, connect
 
 EVENTS_CHANNEL = "jsrt_events"
 SCRIPTS_CHANNEL = "jsrt_scripts"

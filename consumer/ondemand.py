@@ -19,14 +19,14 @@ from uuid import UUID
 import anyio
 import asyncpg
 
-from consumer import log
+from consumer import log, recording
 from consumer.clock import Clock, SystemClock
-from consumer.errors import NotFound, ScriptBusy
+from consumer.errors import NotFound, ScriptBusy, StoreUnavailable
 from consumer.records import Outcome, Run
 from consumer.sandbox import Executor
 from consumer.sandbox.types import ExecutionResult
 from consumer.sql import q
-from consumer.store import Store, StoreUnavailable, translated
+from consumer.store import Store, translated
 
 _LOG = log.get("jsrt.ondemand")
 
@@ -66,11 +66,12 @@ class OnDemand:
 
     async def start(
         self, tenant_id: UUID, script_id: UUID, trigger_type: str,
-        trigger_data: Mapping[str, Any], input: Any, stored_input: Any = None,
+        trigger_data: Mapping[str, Any], input_json: str, stored_input_json: str | None = None,
     ) -> Run | None:
-        """Start now, or None when the script is full. `stored_input` (default: `input`) is
-        what the execution row keeps; the script always receives `input`."""
-        recorded = input if stored_input is None else stored_input
+        """Start now, or None when the script is full. The input is JSON text that passed
+        jsontext.check_text; `stored_input_json` (default: the input) is what the execution
+        row keeps, the script always receives the input itself."""
+        recorded = input_json if stored_input_json is None else stored_input_json
         async with translated():
             try:
                 row = await self.store.pool.fetchrow(
@@ -82,18 +83,24 @@ class OnDemand:
         if row is None:
             return None
         run = Run.from_row(row)
-        return run if stored_input is None else dataclasses.replace(run, input=input)
+        return run if stored_input_json is None else dataclasses.replace(run, input_json=input_json)
 
     async def execute(
         self, tenant_id: UUID, script_id: UUID, trigger_type: str,
-        trigger_data: Mapping[str, Any], input: Any, *, max_wait: float | None = None,
+        trigger_data: Mapping[str, Any], input_json: str, *, max_wait: float | None = None,
+        expect_source: str | None = None,
     ) -> RunResult:
         """Start (waiting with backoff while the script is full) and run. Raises ScriptBusy
-        when no slot freed up within max_wait seconds (None = wait as long as it takes)."""
+        when no slot freed up within max_wait seconds (None = wait as long as it takes).
+        With `expect_source`, a script whose source is not that text (changed since the
+        caller looked) is not run: the execution fails saying so."""
         deadline = None if max_wait is None else anyio.current_time() + max_wait
         backoff = _FIRST_BACKOFF
         while True:
-            run = await self.start(tenant_id, script_id, trigger_type, trigger_data, input)
+            run = await self.start(tenant_id, script_id, trigger_type, trigger_data, input_json)
+            if run is not None and expect_source is not None and run.source != expect_source:
+                run = dataclasses.replace(run, refusal=(
+                    "the embedded script was changed while this run started; run it again"))
             if run is not None:
                 return await self.run(run)
             if deadline is not None and anyio.current_time() + backoff > deadline:
@@ -104,7 +111,9 @@ class OnDemand:
             backoff = min(backoff * 2, _MAX_BACKOFF)
 
     async def run(self, run: Run) -> RunResult:
-        """Execute a started run and record its result (even when cancelled meanwhile)."""
+        """Execute a started run and record its result (even when cancelled meanwhile).
+        The result returned is the one recorded: a result the database refused comes back
+        as the failure that was stored instead."""
         try:
             result = await self._sandbox(run)
         except anyio.get_cancelled_exc_class():
@@ -112,10 +121,13 @@ class OnDemand:
                 await self._record(run, ExecutionResult(status="failed", error="cancelled"))
             raise
         with anyio.CancelScope(shield=True):
-            await self._record(run, result)
-        return RunResult.of(run.execution_id, result)
+            recorded = await self._record(run, result)
+        return RunResult.of(run.execution_id, recorded or result)
 
     async def _sandbox(self, run: Run) -> ExecutionResult:
+        refused = run.refused()  # e.g. unusable resource_limits: fails, sandbox untouched
+        if refused is not None:
+            return refused
         try:
             return await self.executor.execute(run.request())
         except anyio.get_cancelled_exc_class():
@@ -125,12 +137,14 @@ class OnDemand:
                        error=f"{type(exc).__name__}: {exc}"[:300])
             return ExecutionResult(status="failed", error=f"executor error: {type(exc).__name__}")
 
-    async def _record(self, run: Run, result: ExecutionResult) -> None:
+    async def _record(self, run: Run, result: ExecutionResult) -> ExecutionResult | None:
+        """The result as recorded, or None when it was not (the run was no longer ours, or
+        the database stayed unreachable)."""
         outcome = Outcome(run, result, self.clock.now())
         backoff = 0.1
         for attempt in range(_RECORD_ATTEMPTS):
             try:
-                finished = await self.store.complete_runs(self.owner, [outcome])
+                recorded = await recording.complete(self.store, self.owner, [outcome])
                 break
             except StoreUnavailable as exc:
                 _LOG.warning("database_unavailable", error=str(exc)[:200], retry_in_s=backoff,
@@ -139,8 +153,12 @@ class OnDemand:
                 backoff = min(backoff * 2, 5.0)
         else:
             _LOG.error("execution_result_lost", execution_id=str(run.execution_id))
-            return
-        _log_outcome(run, result, recorded=bool(finished))
+            return None
+        if not recorded:
+            _log_outcome(run, result, recorded=False)
+            return None
+        _log_outcome(run, recorded[0].result, recorded=True)
+        return recorded[0].result
 
 
 def _log_outcome(run: Run, r: ExecutionResult, recorded: bool) -> None:

@@ -8,12 +8,13 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from consumer.sandbox.types import ExecutionRequest, ExecutionResult, Limits
+from consumer import jsontext
+from consumer.sandbox.types import ExecutionRequest, ExecutionResult, InvalidLimits, Limits
 
 
 @dataclass(frozen=True, slots=True)
 class Run:
-    """An execution this daemon has started (its jsrt_runs row is 'running' and ours)."""
+    """An execution this process has started (its jsrt_runs row is 'running' and ours)."""
 
     execution_id: UUID
     tenant_id: UUID
@@ -21,35 +22,52 @@ class Run:
     source: str
     version_id: str
     limits: Limits
-    input: Any
+    input_json: str  # as the database holds it: passed to V8 as text, never decoded here
     trigger_type: str
     trigger_data: Mapping[str, Any]
     event_id: UUID | None
     dead_letter_id: UUID | None
     depth: int
+    # Why this run cannot be started in the sandbox at all (e.g. its script's resource_limits
+    # are unusable); it then fails with this line and costs nothing else.
+    refusal: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Run:
+        """A started run as the claim returns it: input and resource_limits come as JSON
+        text (the claim casts them), so that no tenant value is decoded on the way."""
+        refusal = None
+        try:
+            limits = Limits.from_json(_decoded(row["resource_limits"]))
+        except (InvalidLimits, jsontext.JsonRefused) as exc:
+            limits, refusal = Limits(), _invalid("resource_limits", exc)
+        try:
+            trigger_data = _decoded(row["trigger_data"]) or {}
+        except jsontext.JsonRefused as exc:
+            trigger_data, refusal = {}, _invalid("trigger_data", exc)
+        if not isinstance(trigger_data, Mapping):
+            trigger_data, refusal = {}, "invalid trigger_data: a JSON object is needed"
         return cls(
             execution_id=row["execution_id"],
             tenant_id=row["tenant_id"],
             script_id=row["script_id"],
             source=row["source"],
             version_id=row["version_id"],
-            limits=Limits.from_json(row["resource_limits"]),
-            input=row["input"],
+            limits=limits,
+            input_json=row["input"] if row["input"] is not None else "null",
             trigger_type=row["trigger_type"],
-            trigger_data=row["trigger_data"] or {},
+            trigger_data=trigger_data,
             event_id=row["event_id"],
             dead_letter_id=row["dead_letter_id"],
-            depth=row["depth"],
+            depth=row["depth"] or 0,
+            refusal=refusal,
         )
 
     def request(self) -> ExecutionRequest:
         return ExecutionRequest(
             source=self.source,
             version_id=self.version_id,
-            input=self.input,
+            input_json=self.input_json,
             tenant_id=str(self.tenant_id),
             script_id=str(self.script_id),
             execution_id=str(self.execution_id),
@@ -57,6 +75,27 @@ class Run:
             limits=self.limits,
             event_depth=self.depth,
         )
+
+    def refused(self) -> ExecutionResult | None:
+        """The result of a run that must not reach the sandbox, or None."""
+        if self.refusal is None:
+            return None
+        return ExecutionResult("failed", error=self.refusal, metrics=dict(NO_METRICS))
+
+
+NO_METRICS: Mapping[str, int] = {
+    "duration_ms": 0, "memory_used_bytes": 0, "api_call_count": 0, "database_query_count": 0,
+}
+
+
+def _decoded(raw: Any) -> Any:
+    """A column as JSON text (from the claim) or already decoded (other callers)."""
+    return jsontext.loads(raw, "the value") if isinstance(raw, str) else raw
+
+
+def _invalid(column: str, exc: Exception) -> str:
+    text = str(exc)
+    return text if text.startswith("invalid ") else f"invalid {column}: {text}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,14 +142,20 @@ class Finished:
     error: str | None
     trigger_type: str
     trigger_data: Mapping[str, Any]
-    input: Any
     dead_letter_id: UUID | None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Finished:
+        """trigger_data may come as text; one that cannot be read is taken as empty, so that
+        one odd row never stops the recording or the rescue of others."""
+        try:
+            trigger_data = _decoded(row["trigger_data"]) or {}
+        except jsontext.JsonRefused:
+            trigger_data = {}
+        if not isinstance(trigger_data, Mapping):
+            trigger_data = {}
         return cls(row["id"], row["tenant_id"], row["script_id"], row["status"], row["error"],
-                   row["trigger_type"], row["trigger_data"] or {}, row["input"],
-                   row["dead_letter_id"])
+                   row["trigger_type"], trigger_data, row["dead_letter_id"])
 
 
 @dataclass(frozen=True, slots=True)

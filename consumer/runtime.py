@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any
 from uuid import UUID
 
-from consumer import scripts
+from consumer import jsontext, scripts
 from consumer.daemon import store_publisher
 from consumer.errors import ConfigError, ValidationError
 from consumer.lease import Lease
@@ -81,9 +81,10 @@ class Runtime:
     async def execute(self, script_id: UUID | str, input: Any = None, *,
                       tenant_id: UUID | str) -> RunResult:
         """Run a stored script of `tenant_id` now (any status but disabled or archived).
-        Raises NotFound when the tenant has no such script."""
+        Raises NotFound when the tenant has no such script, ValidationError when the input
+        is not JSON the runtime can keep (see the README's limits)."""
         return await self._runner.execute(
-            _as_uuid(tenant_id), _as_uuid(script_id), "api", {"type": "api"}, input,
+            _as_uuid(tenant_id), _as_uuid(script_id), "api", {"type": "api"}, _input(input),
             max_wait=self.max_wait)
 
     async def execute_source(self, tenant_id: UUID | str, source: str, input: Any = None,
@@ -93,10 +94,21 @@ class Runtime:
         execution is recorded and its limits hold like any other script's."""
         tenant = _as_uuid(tenant_id)
         runner = self._runner
+        input_json = _input(input)
         script_id = await scripts.embedded_script(runner.store.pool, tenant, source, limits)
         return await runner.execute(tenant, script_id, "api",
-                                    {"type": "api", "source": "execute_source"}, input,
-                                    max_wait=self.max_wait)
+                                    {"type": "api", "source": "execute_source"}, input_json,
+                                    max_wait=self.max_wait, expect_source=source)
+
+
+def _input(value: Any) -> str:
+    """The input as JSON text; None (no input) is `{}`, as it always was."""
+    if value is None:
+        return "{}"
+    try:
+        return jsontext.dumps(value, "input")
+    except jsontext.JsonRefused as exc:
+        raise ValidationError(str(exc)) from None
 
 
 def _as_uuid(value: UUID | str) -> UUID:

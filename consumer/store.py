@@ -15,15 +15,11 @@ from uuid import UUID
 
 import asyncpg
 
-from consumer.errors import StoreError
+from consumer import jsontext
+from consumer.errors import StoreError, StoreUnavailable
 from consumer.records import Claimed, Finished, Outcome, Run
 from consumer.scheduler import Decision, DueJob
 from consumer.sql import q
-
-
-class StoreUnavailable(StoreError):
-    """The database cannot be reached right now."""
-
 
 _UNAVAILABLE = (
     asyncpg.PostgresConnectionError,
@@ -47,11 +43,20 @@ async def translated() -> AsyncIterator[None]:
         raise StoreUnavailable(f"database unavailable: {type(exc).__name__}: {exc}") from exc
     except asyncpg.PostgresError as exc:
         raise StoreError(f"database error: {exc}") from exc
+    except jsontext.JsonRefused as exc:  # a stored value our decoder will not take
+        raise StoreError(f"database value refused: {exc}") from exc
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
+    # Decoding never recurses without bound (a value nested too deeply is an error of its
+    # own). Hot paths do not decode tenant JSON at all: they select it as text.
     for typ in ("jsonb", "json"):
-        await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+        await conn.set_type_codec(typ, encoder=_encode_json, decoder=jsontext.loads_stored,
+                                  schema="pg_catalog")
+
+
+def _encode_json(value: Any) -> str:
+    return json.dumps(value, allow_nan=False)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -170,9 +175,9 @@ class Store:
             [o.run.execution_id for o in outcomes],
             [o.run.tenant_id for o in outcomes],
             [o.result.status for o in outcomes],
-            [o.result.output if o.result.status == "completed" else None for o in outcomes],
-            [o.error_text() for o in outcomes],
-            [dict(o.result.metrics) for o in outcomes],
+            [o.result.output_json if o.result.status == "completed" else None for o in outcomes],
+            [_clean(o.error_text()) for o in outcomes],
+            [_metrics_json(o.result.metrics) for o in outcomes],
         )
         if not any(map(_needs_more, outcomes)):
             # the common case, one statement: no BEGIN/COMMIT round trips
@@ -200,7 +205,7 @@ class Store:
                     q("save_logs"),
                     [o.run.execution_id for o in logged],
                     [o.run.tenant_id for o in logged],
-                    [json.dumps(list(o.result.logs)) for o in logged],
+                    [_logs_json(o.result.logs) for o in logged],
                 )
             finished = [Finished.from_row(r) for r in rows]
             await _dead_letter(conn, finished, retry_at)
@@ -252,6 +257,21 @@ class Store:
             return bool(await self._pool.fetchval(q("pending_work"), now))
 
 
+def _clean(text: str | None) -> str | None:
+    return None if text is None else jsontext.clean_text(text)
+
+
+def _metrics_json(metrics: Mapping[str, int]) -> str:
+    return json.dumps({k: int(v) for k, v in metrics.items()})
+
+
+def _logs_json(lines: Sequence[Mapping[str, Any]]) -> str:
+    """Console lines as JSON text: their messages are cleaned by the sandbox already (and
+    again here), so nothing a script printed can make the batch unstorable."""
+    return json.dumps([{**line, "message": jsontext.clean_text(str(line.get("message", "")))}
+                       for line in lines])
+
+
 def _needs_more(o: Outcome) -> bool:
     """Whether recording this outcome takes more than updating its execution: console
     lines to save, a dead letter to open, count or resolve, a cron job to update."""
@@ -276,10 +296,7 @@ async def _dead_letter(
     if new:
         await conn.execute(
             q("dead_letter_new"),
-            [f.script_id for f in new], [f.tenant_id for f in new],
-            [f.execution_id for f in new],
-            [str(f.trigger_data.get("event_type", "")) for f in new],
-            [f.input if f.input is not None else {} for f in new],
+            [f.execution_id for f in new], [f.tenant_id for f in new],
             [f.error or f.status for f in new],
             [retry_at[f.execution_id] for f in new],
         )

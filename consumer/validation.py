@@ -19,19 +19,11 @@ from py_mini_racer import JSEvalException, MiniRacer
 from consumer.cron import CronError, validate
 from consumer.errors import ValidationError
 from consumer.sandbox.script import rewrite_exports
-from consumer.sandbox.types import DEFAULT_LIMITS
+from consumer.sandbox.types import DEFAULT_LIMITS, limit_problems
 
 TYPES = ("scheduled", "http", "event", "oneoff", "embedded")
 STATUSES = ("draft", "active", "paused", "disabled", "archived")
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-# Sane maxima: a script may ask for less than these, never more.
-LIMIT_MAXIMA: Mapping[str, int] = {
-    "max_execution_time_ms": 15 * 60 * 1000,
-    "max_memory_bytes": 1 << 30,
-    "max_concurrent_runs": 1000,
-    "max_api_calls_per_minute": 100_000,
-    "max_output_size_bytes": 64 << 20,
-}
 MAX_NAME = 255
 MAX_PATH = 500
 MAX_EVENT_TYPE = 255
@@ -180,13 +172,8 @@ def parse_limits(raw: str | Mapping[str, Any] | None,
 
 
 def check_limit_values(limits: Mapping[str, Any]) -> str | None:
-    for key, maximum in LIMIT_MAXIMA.items():
-        value = limits.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            return f"--limits: {key} must be a positive integer (got {value!r})"
-        if value > maximum:
-            return f"--limits: {key} must be at most {maximum} (got {value})"
-    return None
+    found = limit_problems(limits)
+    return "; ".join(f"--limits: {p}" for p in found) if found else None
 
 
 @lru_cache(maxsize=256)

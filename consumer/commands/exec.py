@@ -5,11 +5,9 @@ at its max_concurrent_runs, exec waits for a slot (with backoff)."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from typing import Any
 
-from consumer import scripts
+from consumer import jsontext, scripts
 from consumer.commands._output import dumps
 from consumer.daemon import store_publisher
 from consumer.errors import ValidationError
@@ -32,13 +30,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=cmd_exec)
 
 
-def parse_input(text: str | None) -> Any:
+def parse_input(text: str | None) -> str:
+    """--input as JSON text the runtime can keep (ValidationError in one line otherwise)."""
     if text is None:
-        return {}
+        return "{}"
     try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise ValidationError(f"--input is not valid JSON: {exc}") from None
+        return jsontext.dumps(jsontext.loads(text, "--input"), "--input")
+    except jsontext.JsonRefused as exc:
+        raise ValidationError(str(exc)) from None
 
 
 async def cmd_exec(args: argparse.Namespace, settings: Settings) -> int:

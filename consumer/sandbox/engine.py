@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 from contextlib import ExitStack
 from importlib import resources
 
@@ -40,12 +41,18 @@ class StepTimeout(Exception):
 
 
 class JsContext:
-    """A context with the prelude loaded; `assign` gives it to one script version for good."""
+    """A context with the prelude loaded; `assign` gives it to one script version for good.
+
+    `api` is the name of the prelude's runtime object in this context: a global lexical
+    binding with a random name, reachable by the worker's code and by no script."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.key: tuple[str, str, str] | None = None
         self.source = ""
         self.runs = 0
+        self.api = "__jsrt_" + secrets.token_hex(16)
+        self.held = 0  # RSS charged to this context (see ledger.py)
+        self.reclaimed_at = 0
         self._closed = False
         self._stack = ExitStack()
         self._mr = self._stack.enter_context(_make_context(loop))
@@ -56,11 +63,16 @@ class JsContext:
         happens on a thread, so the worker's loop keeps turning meanwhile."""
         ctx = await asyncio.to_thread(cls, asyncio.get_running_loop())
         try:
-            await ctx.eval(PRELUDE, timeout)
+            await ctx.eval(f"const {ctx.api} = {PRELUDE};", timeout)
         except BaseException:
             ctx.close()
             raise
         return ctx
+
+    async def collect_garbage(self) -> None:
+        """A full collection (only between steps: the isolate must be idle). On a thread: a
+        large heap takes milliseconds."""
+        await asyncio.to_thread(self._mr.low_memory_notification)
 
     def assign(self, key: tuple[str, str, str], source: str) -> None:
         self.key, self.source = key, source

@@ -23,14 +23,22 @@ from typing import Any
 import httpx
 import structlog
 
+from consumer import jsontext
 from consumer.sandbox import protocol
-from consumer.sandbox.errors import ExecutorClosed, HostCallError, WorkerStartError
+from consumer.sandbox.errors import (
+    ExecutorClosed,
+    HostCallError,
+    ProtocolError,
+    WorkerStartError,
+)
 from consumer.sandbox.fetch import Fetcher
 from consumer.sandbox.host import HostApi
 from consumer.sandbox.process import KillReason, WorkerProcess, WorkerSettings
+from consumer.sandbox.slot import CLOSING_AFTER_MEMORY, SlotState
 from consumer.sandbox.types import ExecutionRequest, ExecutionResult, Publisher, Status
 
 log = structlog.get_logger("jsrt.sandbox")
+_ARGS_DEPTH = 4 * jsontext.MAX_DEPTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +56,10 @@ class ExecutorOptions:
     fetch_timeout_s: float = 10.0
     supervise_interval_s: float = 0.05
     respawn_backoff_s: float = 1.0
+    # A step running longer than this takes its worker out of the rotation until it ends, and
+    # the runs waiting behind it there move to other workers (one tenant's long synchronous
+    # step never holds up another tenant's run that has not started).
+    long_step_s: float = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +70,7 @@ class WorkerStats:
     inflight: int
     executions: int
     started_at: float
+    step_ms: int = 0  # how long the step running now has run (0: none is running)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +88,9 @@ class _Pending:
     tail: list[Any]  # the RUN message after its seq
     attempts: int = 0
     dispatched_at: float = 0.0
+    # When the executor took the run: its recorded duration counts from here, so that time
+    # spent waiting for a worker, or behind another execution's step, shows.
+    submitted_at: float = field(default_factory=time.monotonic)
     api_calls: int = 0
     calls: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -181,7 +197,6 @@ class Executor:
             raise ExecutorClosed
         future: asyncio.Future[ExecutionResult] = asyncio.get_running_loop().create_future()
         try:
-            input_json = protocol.to_json_text(request.input)
             info_json = protocol.to_json_text(
                 {
                     "tenantId": request.tenant_id,
@@ -192,7 +207,7 @@ class Executor:
                 }
             )
         except (TypeError, ValueError):
-            error = "input is not JSON-serialisable"
+            error = "trigger data is not JSON-serialisable"
             future.set_result(ExecutionResult("failed", error=error, metrics=_metrics()))
             return future
         limits = request.limits
@@ -201,7 +216,7 @@ class Executor:
             request.script_id,
             request.version_id,
             request.source,
-            input_json,
+            request.input_json,
             info_json,
             limits.max_execution_time_ms,
             limits.max_memory_bytes,
@@ -231,7 +246,7 @@ class Executor:
         an innocent execution is never killed twice by other scripts' bombs."""
         best: WorkerProcess | None = None
         for worker in self._workers:
-            if worker is None or not worker.alive or _isolated(worker):
+            if worker is None or not worker.alive or _isolated(worker) or worker.long_step:
                 continue
             if alone:
                 if not worker.inflight:
@@ -253,32 +268,51 @@ class Executor:
 
     # messages from workers
     def _on_message(self, worker: WorkerProcess, message: list[Any]) -> None:
-        kind = message[0]
-        if kind == protocol.DONE:
-            self._on_done(worker, message)
-        elif kind == protocol.CALL:
-            self._on_call(worker, message)
-        else:
+        """A message the worker sent. A malformed one means the worker no longer follows
+        the protocol: it is killed, and what it held is re-run or failed by _on_lost. Never
+        an exception into the pipe's callback: a result that nobody resolves would hold its
+        script's slot forever."""
+        try:
+            kind = message[0]
+            if kind == protocol.DONE:
+                self._on_done(worker, protocol.Done.parse(message))
+            elif kind == protocol.CALL:
+                self._on_call(worker, message)
+            elif kind == protocol.REVOKED:
+                self._on_revoked(worker, message[1])
+            else:
+                raise ProtocolError(f"unknown message {str(kind)[:20]!r}")
+        except Exception as exc:
+            log.error("worker_protocol_error", index=worker.index, pid=worker.pid,
+                      error=f"{type(exc).__name__}: {exc}"[:300])
             worker.kill(KillReason("protocol", None))
 
-    def _on_done(self, worker: WorkerProcess, m: list[Any]) -> None:
-        pending = worker.inflight.pop(m[1], None)
+    def _on_done(self, worker: WorkerProcess, done: protocol.Done) -> None:
+        pending = worker.inflight.pop(done.seq, None)
         worker.executions += 1
         if pending is None:
             return
         pending.cancel_calls()
-        status, output_json, error, stack, logs, duration, memory, calls = m[2:10]
         result = ExecutionResult(
-            status=status,
-            output=None if output_json is None else json.loads(output_json),
-            error=error,
-            stack=stack,
-            logs=tuple({"level": lv, "message": msg, "ts": ts} for lv, msg, ts in logs),
-            metrics=_metrics(duration, memory, calls),
+            status=done.status,
+            output_json=done.output_json,
+            error=done.error,
+            stack=done.stack,
+            logs=done.log_lines(),
+            metrics=_metrics(_since(pending.submitted_at), done.memory_bytes, done.api_calls),
         )
-        self._emit_logs(pending.request, result)
-        self._resolve(pending, result)
+        try:
+            self._emit_logs(pending.request, result)
+        finally:  # the result is the run's whatever happens to its log lines
+            self._resolve(pending, result)
         if self._backlog:
+            self._drain_backlog()
+
+    def _on_revoked(self, worker: WorkerProcess, seq: int) -> None:
+        """A run given back untouched by a worker stuck in a long step: first in line."""
+        pending = worker.inflight.pop(seq, None)
+        if pending is not None:
+            self._backlog.appendleft(pending)
             self._drain_backlog()
 
     def _on_call(self, worker: WorkerProcess, m: list[Any]) -> None:
@@ -305,9 +339,13 @@ class Executor:
     ) -> None:
         assert self._host is not None
         try:
-            value = await self._host.call(
-                pending.request, op, json.loads(args_json), remaining_ms / 1000
-            )
+            # Decoded here only as deep as Python can safely go; the host operation checks
+            # its values against the runtime's limits and says which one is wrong.
+            if jsontext.depth_exceeds(args_json, _ARGS_DEPTH):
+                raise HostCallError(
+                    f"{op[:32]}: arguments nested deeper than {jsontext.MAX_DEPTH} levels")
+            args = json.loads(args_json)
+            value = await self._host.call(pending.request, op, args, remaining_ms / 1000)
             reply = [protocol.RET, seq, call_id, 1, value]
         except HostCallError as exc:
             reply = [protocol.RET, seq, call_id, 0, [exc.name, str(exc)]]
@@ -415,9 +453,9 @@ class Executor:
             error = f"script crashed the engine: {worker.describe_exit()}"
         else:
             error = "sandbox protocol error"
-        duration = int((time.monotonic() - pending.dispatched_at) * 1000)
         return ExecutionResult(
-            status, error=error, metrics=_metrics(duration, 0, pending.api_calls)
+            status, error=error, metrics=_metrics(_since(pending.submitted_at), 0,
+                                                  pending.api_calls)
         )
 
     async def _replace(self, old: WorkerProcess) -> None:
@@ -459,19 +497,44 @@ class Executor:
         o = self.options
         state = worker.slot.read()
         if state.seq and now_ns > state.deadline_ns + int(o.kill_grace_s * 1e9):
-            worker.kill(KillReason("timeout", state.seq))
+            kind = "memory" if state.phase == CLOSING_AFTER_MEMORY else "timeout"
+            worker.kill(KillReason(kind, state.seq))
         elif worker.inflight and now_ns - state.heartbeat_ns > int(o.heartbeat_timeout_s * 1e9):
             worker.kill(KillReason("unresponsive", state.seq or None))
         elif worker.rss_bytes() > o.max_worker_rss_bytes:
             worker.kill(KillReason("memory", state.seq or None))
+        else:
+            self._watch_long_step(worker, state, now_ns)
+
+    def _watch_long_step(self, worker: WorkerProcess, state: SlotState, now_ns: int) -> None:
+        """Out of the rotation while a step runs long; ask for the runs waiting behind it back
+        (each tick: a run may only start to wait after the first ask)."""
+        long_ns = self.options.long_step_s * 1e9
+        worker.long_step = bool(state.seq) and now_ns - state.since_ns > long_ns
+        if worker.long_step and any(w is not worker and w is not None and w.alive
+                                    and not w.long_step for w in self._workers):
+            for seq in worker.inflight:
+                if seq != state.seq:
+                    worker.send([protocol.REVOKE, seq])
+        elif self._backlog:
+            self._drain_backlog()
 
     def stats(self) -> ExecutorStats:
         workers = tuple(
-            WorkerStats(w.index, w.pid, w.rss_bytes(), len(w.inflight), w.executions, w.started_at)
+            WorkerStats(w.index, w.pid, w.rss_bytes(), len(w.inflight), w.executions,
+                        w.started_at, _step_ms(w.slot.read()))
             for w in self._workers
             if w is not None
         )
         return ExecutorStats(workers, self.restarts, self.last_respawn_ms, self.executions)
+
+
+def _step_ms(state: SlotState) -> int:
+    return (time.monotonic_ns() - state.since_ns) // 1_000_000 if state.seq else 0
+
+
+def _since(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
 
 
 def _metrics(duration_ms: int = 0, memory_bytes: int = 0, api_calls: int = 0) -> dict[str, int]:

@@ -12,7 +12,8 @@ from typing import Any
 
 import structlog
 
-from consumer.errors import JsrtError
+from consumer import jsontext
+from consumer.errors import JsrtError, StoreUnavailable
 from consumer.sandbox.errors import HostCallError, RateLimited
 from consumer.sandbox.fetch import Fetcher, FetchRequest
 from consumer.sandbox.ratelimit import SlidingWindowLimiter
@@ -58,6 +59,10 @@ class HostApi:
             raise HostCallError(
                 f"events.publish: event chain depth limit ({MAX_EVENT_DEPTH}) exceeded"
             )
+        try:
+            jsontext.dumps(payload, "payload")  # what the database would refuse, said plainly
+        except jsontext.JsonRefused as exc:
+            raise HostCallError(f"events.publish: {exc}") from None
         publish = PublishRequest(
             tenant_id=request.tenant_id,
             event_type=event_type,
@@ -67,8 +72,14 @@ class HostApi:
         )
         try:
             return await self._publisher(publish)
+        except StoreUnavailable:
+            raise HostCallError("events.publish failed: the database is unavailable") from None
         except JsrtError as exc:
-            raise HostCallError(f"events.publish failed: {exc}") from None
+            # the database's own words are for the operator's log, not for the script
+            log.warning("publish_refused", tenant_id=request.tenant_id,
+                        script_id=request.script_id, execution_id=request.execution_id,
+                        error=str(exc).splitlines()[0][:300])
+            raise HostCallError("events.publish failed: the event was refused") from None
         except Exception:
             log.exception(
                 "publish_failed",

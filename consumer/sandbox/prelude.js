@@ -2,9 +2,16 @@
 //
 // Python never touches a live JS object (mini-racer's object calls block forever when the
 // isolate is busy), so everything crosses as JSON text through eval: the worker evaluates
-// `__jsrt.run(...)` / `__jsrt.resume(...)`, then `__jsrt.collect()` in a *separate* eval,
-// because mini-racer runs the microtask checkpoint between two tasks: when collect runs,
-// every microtask the previous step queued has run.
+// `API.run(...)` / `API.resume(...)`, then `API.collect()` in a *separate* eval, because
+// mini-racer runs the microtask checkpoint between two tasks: when collect runs, every
+// microtask the previous step queued has run.
+//
+// API is a global *lexical* binding with a random name per context (`const __jsrt_<hex> =
+// <this expression>`): it is not a property of globalThis, so no reflection lists it, and a
+// script cannot call the runtime's own functions without guessing 128 random bits. Values
+// from outside (input, trigger, host-call results) always arrive as JSON *strings* and are
+// read with JSON.parse, never as object-literal source, so `__proto__` stays an own key.
+// The limits enforced here (output size, console lines) are enforced again by the worker.
 (function (g) {
   'use strict';
   const stringify = JSON.stringify;
@@ -182,7 +189,9 @@
     }
   }
 
-  function run(id, input, info, outLimit) {
+  function run(id, inputText, infoText, outLimit) {
+    const input = parse(inputText);
+    const info = parse(infoText);
     const e = fresh(id, info.depth, outLimit);
     ex = e;
     if (typeof handler !== 'function') {
@@ -224,8 +233,9 @@
     }
   }
 
-  function resume(responses) {
+  function resume(responsesText) {
     const e = ex;
+    const responses = parse(responsesText);
     for (const [id, ok, value] of responses) {
       const p = e.pending.get(id);
       if (p === undefined) continue;
@@ -285,12 +295,9 @@
     handler = fn;
   }
 
-  Object.defineProperty(g, '__jsrt', {
-    value: freeze({ run, runMany, resume, collect, collectMany, logs, install }),
-    writable: false, enumerable: false, configurable: false,
-  });
   for (const [name, value] of [['console', console], ['setTimeout', setTimeout],
     ['clearTimeout', clearTimeout], ['RateLimitError', RateLimitError]]) {
     g[name] = value;
   }
-})(globalThis);
+  return freeze({ run, runMany, resume, collect, collectMany, logs, install });
+})(globalThis)

@@ -10,22 +10,67 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import orjson
 
 from consumer.sandbox.errors import ProtocolError
+from consumer.sandbox.types import Status
 
 # Parent → worker
 # [RUN, seq, tenant, script, version, source, input_json, info_json, time_ms, mem, out, attempts]
 RUN = "run"
 RET = "ret"  # [RET, seq, call_id, ok, value | [error_name, message]]
+# [REVOKE, seq]: give this run back if it has not started (its worker is stuck in a long step)
+REVOKE = "revoke"
 QUIT = "quit"  # [QUIT]
 # Worker → parent
 READY = "ready"  # [READY, pid]
-DONE = "done"  # [DONE, seq, status, output_json, error, stack, logs, duration_ms, memory, calls]
+DONE = "done"  # see Done
 CALL = "call"  # [CALL, seq, call_id, op, args_json, remaining_ms]
+REVOKED = "revoked"  # [REVOKED, seq]: the run was given back untouched; run it elsewhere
+
+_STATUSES = ("completed", "failed", "timeout")
+
+
+class Done(NamedTuple):
+    """[DONE, seq, status, output_json, error, stack, logs, duration_ms, memory, calls]: an
+    execution's result. `logs` travel as [level, message, ts] triples."""
+
+    seq: int
+    status: Status
+    output_json: str | None
+    error: str | None
+    stack: str | None
+    logs: Sequence[Sequence[Any]]  # [level, message, ts]
+    duration_ms: int
+    memory_bytes: int
+    api_calls: int
+
+    def encode(self) -> list[Any]:
+        return [DONE, *self]
+
+    def log_lines(self) -> tuple[Mapping[str, Any], ...]:
+        return tuple({"level": lv, "message": msg, "ts": ts} for lv, msg, ts in self.logs)
+
+    @classmethod
+    def parse(cls, m: list[Any]) -> Done:
+        """The parent's reading: every field checked, ProtocolError for anything else."""
+        if len(m) != 10:
+            raise ProtocolError(f"done message with {len(m)} fields")
+        _, seq, status, output_json, error, stack, lines, duration, memory, calls = m
+        if status not in _STATUSES:
+            raise ProtocolError(f"done message with status {str(status)[:20]!r}")
+        if not all(isinstance(v, int) and not isinstance(v, bool)
+                   for v in (seq, duration, memory, calls)):
+            raise ProtocolError("done message with a non-integer count")
+        if not all(v is None or isinstance(v, str) for v in (output_json, error, stack)):
+            raise ProtocolError("done message with a non-text field")
+        if not isinstance(lines, list) or not all(
+                isinstance(x, list) and len(x) == 3 and isinstance(x[1], str) for x in lines):
+            raise ProtocolError("done message with malformed console lines")
+        return cls(seq, status, output_json, error, stack, lines, duration, memory, calls)
 
 _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 

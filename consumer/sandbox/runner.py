@@ -1,8 +1,14 @@
 """Running one execution inside a worker: steps of JavaScript, host calls and timers between.
 
 A step is one `run`/`resume` eval followed by one `collect` eval. Steps of different
-executions never overlap in a worker (a lock), which is what lets the memory watchdog and the
-shared slot blame exactly one execution. The clock of an execution starts with its first step.
+executions never overlap in a worker (the engine lock, which creating and closing contexts
+take too), which is what lets the memory ledger, the watchdog and the shared slot blame exactly
+one execution. The execution's time limit counts from its first step; its recorded duration
+from the moment the worker received it, so a wait behind another execution's step shows.
+
+What the script produced is checked here, in Python, where no script can reach: the output's
+size, nesting depth and storability, and the console's line and byte caps (the prelude checks
+them too, to stop early; these checks are the ones that hold).
 """
 
 from __future__ import annotations
@@ -17,16 +23,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from consumer import jsontext
 from consumer.sandbox import protocol
 from consumer.sandbox.contexts import ContextPool, Key
 from consumer.sandbox.engine import JsContext, MemoryLimitHit, ScriptError, StepTimeout
+from consumer.sandbox.ledger import Ledger
 from consumer.sandbox.script import install_code
-from consumer.sandbox.slot import Slot
+from consumer.sandbox.slot import CLOSING, CLOSING_AFTER_MEMORY, Slot
 from consumer.sandbox.watchdog import MemoryWatchdog
 
 # Off-heap memory is watched through RSS, which also holds the heap V8 already limits and
 # V8's own slack; the margin keeps a script under its heap limit from being blamed for it.
 MEMORY_MARGIN = 8 << 20
+# A step never starts when the worker's memory above its empty state plus the step's budget
+# would pass this: idle warm contexts are closed first (the worker's RLIMIT_DATA is 2 GiB).
+MEMORY_CEILING = 1536 << 20
+MAX_LOG_LINES = 1000
+MAX_LOG_BYTES = 65536
+TRUNCATED = "[console output truncated]"
 POLL_MAX_S = 0.05
 SALVAGE_S = 0.05
 CLEANUP_NS = 2_000_000_000  # how long closing a context may take before the parent kills
@@ -49,12 +63,14 @@ class Job:
     memory: int
     output: int
     batchable: bool = True  # a re-run (the parent counts attempts) always runs alone
+    arrived: float = field(default_factory=time.monotonic)
     started: float = 0.0
     deadline: float = 0.0
     responses: list[list[Any]] = field(default_factory=list)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     outstanding: int = 0
     logs: list[Any] = field(default_factory=list)
+    log_bytes: int = 0
     api_calls: int = 0
     memory_peak: int = 0
     memory_hit: bool = False
@@ -79,10 +95,33 @@ class Job:
     def limits(self) -> tuple[int, int, int]:
         return self.time_ms, self.memory, self.output
 
+    def add_logs(self, lines: Any) -> None:
+        """Console lines from the context, capped and cleaned here: the prelude caps them
+        too, but only these caps are out of the script's reach."""
+        if not isinstance(lines, list):
+            return
+        for line in lines:
+            if self.log_bytes < 0:  # truncated already
+                return
+            try:
+                level, message, ts = line
+                message = jsontext.clean_text(str(message))
+                size = len(message.encode("utf-8"))
+            except (TypeError, ValueError):
+                continue
+            if message == TRUNCATED or len(self.logs) >= MAX_LOG_LINES \
+                    or self.log_bytes + size > MAX_LOG_BYTES:
+                self.logs.append(["warn" if level == "warn" else "log", TRUNCATED,
+                                  ts if isinstance(ts, int | float) else 0])
+                self.log_bytes = -1
+                return
+            self.log_bytes += size
+            self.logs.append([str(level)[:8], message, ts if isinstance(ts, int | float) else 0])
+
     def restart(self, *, alone: bool) -> None:
         """Forget a start that did not happen (the batch stopped before it, or failed)."""
         self.started = self.deadline = 0.0
-        self.logs, self.memory_peak, self.memory_hit = [], 0, False
+        self.logs, self.log_bytes, self.memory_peak, self.memory_hit = [], 0, 0, False
         self.batchable = self.batchable and not alone
 
 
@@ -101,18 +140,32 @@ class Runner:
         slot: Slot,
         pool: ContextPool,
         watchdog: MemoryWatchdog,
+        lock: asyncio.Lock,
+        ledger: Ledger,
     ) -> None:
         self._send = send
         self._slot = slot
         self._pool = pool
         self._watchdog = watchdog
-        self._lock = asyncio.Lock()
+        self._lock = lock  # the engine lock, shared with the pool
+        self._ledger = ledger
         self._step_token = 0
         self._waiting: dict[Key, list[Job]] = {}  # batchable jobs queued for their first step
         self._salvaged: dict[int, Any] = {}  # what a cut-short batch could still tell
         self._active: Counter[Key] = Counter()  # jobs of each script version in this worker
         self._solo_keys: set[Key] = set()  # versions whose runs do not end within one step
         self.arriving = 0  # runs received whose task has not started yet (they may batch)
+        self._queued: set[int] = set()  # jobs waiting for the engine lock, nothing begun
+
+    def revoke(self, job: Job) -> bool:
+        """Take back a job that is still only waiting for the engine lock (no context, no
+        step, no batch that counts on it): the caller then cancels its task. Done at once,
+        so that no batch leader can pick it as a mate before the cancellation lands."""
+        if job.seq not in self._queued or job.handoff is not None or job.started:
+            return False
+        self._queued.discard(job.seq)
+        self._unwait(job)
+        return True
 
     async def run(self, job: Job) -> None:
         self.arriving -= 1
@@ -126,16 +179,16 @@ class Runner:
             self._active[job.key] -= 1
             if not self._active[job.key]:
                 del self._active[job.key]
-        self._send([protocol.DONE, job.seq, *fields])
+        self._send(fields.encode())
 
-    async def _execute(self, job: Job) -> list[Any]:
+    async def _execute(self, job: Job) -> protocol.Done:
         clean = False
         try:
             start = await self._begin(job)
             while start[0] == "retry":
                 start = await self._begin(job)
             if start[0] == "done":
-                fields: list[Any] = start[1]
+                fields: protocol.Done = start[1]
                 return fields
             if _quick(start[2]):
                 self._solo_keys.discard(job.key)
@@ -174,10 +227,17 @@ class Runner:
                 # the loop lets them queue up, and this run leads them in one step.
                 await asyncio.sleep(0)
         try:
-            async with self._lock:
+            self._queued.add(job.seq)
+            try:
+                await self._lock.acquire()
+            finally:
+                self._queued.discard(job.seq)
+            try:
                 if job.handoff is None:
                     self._unwait(job)
                     return await self._first_step(job, spare)
+            finally:
+                self._lock.release()
         finally:
             self._unwait(job)
             if spare is not None and spare.key is None:
@@ -197,14 +257,14 @@ class Runner:
         """With the lock held."""
         ctx = self._pool.take(job.key, job.source)
         if ctx is None:
-            ctx = job.ctx = spare if spare is not None else await self._pool.spare()
-            ctx.assign(job.key, job.source)
-            code = install_code(job.source) + "\n" + self._run_code(job)
+            ctx = job.ctx = spare if spare is not None else await self._pool.spare_locked()
+            self._pool.assign(ctx, job.key, job.source)
+            code = install_code(job.source, ctx.api) + "\n" + self._run_code(job, ctx)
             return await self._single_step(job, ctx, code)
         mates = self._take_mates(job) if job.batchable and job.key not in self._solo_keys else []
         if not mates:
             job.ctx = ctx
-            return await self._single_step(job, ctx, self._run_code(job))
+            return await self._single_step(job, ctx, self._run_code(job, ctx))
         return await self._batch_step(ctx, [job, *mates])
 
     async def _single_step(self, job: Job, ctx: JsContext, code: str) -> Start:
@@ -229,13 +289,14 @@ class Runner:
         leader = batch[0]
         for job in batch:
             self._start_clock(job)
-        items = ",".join(f"[{j.seq},{j.input_json},{j.info_json},{j.output}]" for j in batch)
-        code = f"__jsrt.runMany([{items}],{int(BATCH_BUDGET_S * 1000)})"
+        items = ",".join(_run_args(j) for j in batch)
+        code = f"{ctx.api}.runMany([{items}],{int(BATCH_BUDGET_S * 1000)})"
         deadline = leader.deadline + BATCH_BUDGET_S
         ctx.set_memory_limit(leader.memory)
         try:
             raw = await self._step_locked(
-                leader, ctx, code, collect="__jsrt.collectMany()", deadline=deadline, batch=True
+                leader, ctx, code, collect=f"{ctx.api}.collectMany()", deadline=deadline,
+                batch=True,
             )
             state = protocol.loads(raw)
             verdict = None
@@ -244,7 +305,7 @@ class Runner:
         except (ScriptError, ValueError, TypeError):
             state, verdict = None, None
             if not ctx.closed:
-                await ctx.aclose()
+                await self._pool.close_locked(ctx)
         return self._distribute(ctx, batch, state, verdict)
 
     def _distribute(
@@ -260,7 +321,7 @@ class Runner:
             *finished, (current_seq, current_outbox) = done
             for seq, outbox in finished:
                 ctx.runs += 1
-                by_seq[seq].logs.extend(outbox[3])
+                by_seq[seq].add_logs(outbox[3])
                 starts[seq] = ("done", self._finish(by_seq[seq], outbox)[0])
             current = by_seq[current_seq]
             ctx.runs += 1
@@ -272,7 +333,7 @@ class Runner:
                 starts[current_seq] = ("own", ctx, current_outbox)
             elif isinstance(verdict, StepTimeout):  # it ran a full limit: its own timeout
                 current.ctx = None
-                current.logs.extend(current_outbox[3])
+                current.add_logs(current_outbox[3])
                 starts[current_seq] = (
                     "done",
                     _fields(
@@ -297,13 +358,13 @@ class Runner:
         async with self._lock:
             self._slot.enter(job.seq, time.monotonic_ns() + CLEANUP_NS)
             try:
-                await ctx.aclose()
+                await self._pool.close_locked(ctx)
             finally:
                 self._slot.leave()
 
     @staticmethod
-    def _run_code(job: Job) -> str:
-        return f"__jsrt.run({job.seq},{job.input_json},{job.info_json},{job.output})"
+    def _run_code(job: Job, ctx: JsContext) -> str:
+        return f"{ctx.api}.run({_run_args(job)[1:-1]})"
 
     def _start_clock(self, job: Job) -> None:
         if not job.started:
@@ -321,39 +382,57 @@ class Runner:
         ctx: JsContext,
         code: str,
         *,
-        collect: str = "__jsrt.collect()",
+        collect: str | None = None,
         deadline: float | None = None,
         batch: bool = False,
     ) -> Any:
         self._start_clock(job)
+        budget = rss_budget(job.memory)
+        await self._prepare_memory(ctx, budget)
         deadline = job.deadline if deadline is None else deadline
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise StepTimeout
+        collect = collect or f"{ctx.api}.collect()"
         self._step_token += 1
         token = self._step_token
         task = asyncio.current_task()
         assert task is not None
         # A batch is named -1: if it kills the worker, the parent re-runs all of it, alone.
         self._slot.enter(-1 if batch else job.seq, time.monotonic_ns() + int(remaining * 1e9))
-        self._watchdog.arm(rss_budget(job.memory), lambda: self._on_memory(job, task, token))
-        salvage = collect if batch else "__jsrt.logs()"
+        # What the context holds already counts: the step may grow by what is left.
+        self._watchdog.arm(budget - ctx.held, lambda: self._on_memory(job, task, token))
+        salvage = collect if batch else f"{ctx.api}.logs()"
         try:
             raw = await ctx.step(code, collect, remaining)
         except asyncio.CancelledError:
             if not (job.memory_hit and task.uncancel() == 0):
                 raise
-            await self._terminate(job, ctx, salvage, batch)
+            await self._terminate(job, ctx, salvage, batch, memory=True)
             raise MemoryLimitHit from None
-        except (StepTimeout, MemoryLimitHit):
-            await self._terminate(job, ctx, salvage, batch)
+        except (StepTimeout, MemoryLimitHit) as exc:
+            await self._terminate(job, ctx, salvage, batch,
+                                  memory=isinstance(exc, MemoryLimitHit))
             raise
         finally:
+            growth = self._watchdog.growth()
             self._watchdog.disarm()
             self._slot.leave()
             self._step_token += 1
-            job.memory_peak = max(job.memory_peak, self._watchdog.growth())
+            if not ctx.closed:  # a closed context's memory is nobody's (see _terminate)
+                self._ledger.charge(ctx, growth)
+                job.memory_peak = max(job.memory_peak, ctx.held)
         return raw if batch else protocol.loads(raw)
+
+    async def _prepare_memory(self, ctx: JsContext, budget: int) -> None:
+        """Before a step (lock held, context idle): keep the charges true, collect a context
+        whose charge may be garbage, and make room under the worker's ceiling."""
+        self._ledger.correct(self._pool.live())
+        if self._ledger.wants_reclaim(ctx, budget):
+            before = self._ledger.rss()
+            await ctx.collect_garbage()
+            self._ledger.reclaimed(ctx, self._ledger.rss() - before)
+        await self._pool.make_room_locked(max(budget - ctx.held, 0), MEMORY_CEILING)
 
     def _on_memory(self, job: Job, task: asyncio.Task[Any], token: int) -> None:
         if token == self._step_token:  # still the step the watchdog measured
@@ -369,11 +448,11 @@ class Runner:
                 return outbox
             await self._wait(job, outbox[4], outbox[5])
             responses, job.responses = job.responses, []
-            code = "__jsrt.resume(" + protocol.to_json_text(responses) + ")"
-            outbox = await self._step(job, ctx, code)
+            text = jsontext.string_literal(protocol.to_json_text(responses))
+            outbox = await self._step(job, ctx, f"{ctx.api}.resume({text})")
 
     def _absorb(self, job: Job, outbox: Outbox) -> None:
-        job.logs.extend(outbox[3])
+        job.add_logs(outbox[3])
         for call_id, op, args_json in outbox[2]:
             job.api_calls += 1
             job.outstanding += 1
@@ -408,12 +487,15 @@ class Runner:
             except TimeoutError:
                 break
 
-    def _finish(self, job: Job, outbox: Outbox) -> tuple[list[Any], bool]:
+    def _finish(self, job: Job, outbox: Outbox) -> tuple[protocol.Done, bool]:
         result = outbox[1]
         leftover = outbox[4] >= 0 or outbox[5] > 0
         if job.memory_peak > rss_budget(job.memory):
             return self._memory_exceeded(job), False
         if result[0] == 1:
+            refused = output_problem(result[1], job.output)
+            if refused:
+                return _fields(job, "failed", error=refused), False
             return _fields(job, "completed", output=result[1]), not leftover
         if result[0] == 2:
             error = f"output too large: {result[1]} bytes > max_output_size_bytes={job.output}"
@@ -422,28 +504,34 @@ class Runner:
         error = f"{name}: {message}" if name and message else (name or message)
         return _fields(job, "failed", error=error, stack=stack or None), False
 
-    def _memory_exceeded(self, job: Job) -> list[Any]:
+    def _memory_exceeded(self, job: Job) -> protocol.Done:
         return _fields(
             job, "failed", error=f"memory limit exceeded (max_memory_bytes={job.memory})"
         )
 
-    async def _terminate(self, job: Job, ctx: JsContext, salvage: str, batch: bool) -> None:
+    async def _terminate(
+        self, job: Job, ctx: JsContext, salvage: str, batch: bool, *, memory: bool
+    ) -> None:
         """End a context whose step was cut short, still holding the step lock and with the
         slot naming this execution: terminated JavaScript can go on allocating inside V8's
         runtime (or abort the process) until its thread is joined, and that must neither be
-        measured against the next step nor blamed on it."""
+        measured against the next step nor blamed on it. (V8 keeps a closed isolate's heap
+        pages for the next ones: what stays resident after the close is charged to nobody.)"""
         self._watchdog.disarm()
-        self._slot.enter(-1 if batch else job.seq, time.monotonic_ns() + CLEANUP_NS)
+        # Tearing down a heap bomb's isolate can outlast CLEANUP_NS: the parent's kill then
+        # says "memory", the true cause, not "timeout".
+        phase = CLOSING_AFTER_MEMORY if memory else CLOSING
+        self._slot.enter(-1 if batch else job.seq, time.monotonic_ns() + CLEANUP_NS, phase)
         try:
             raw = await ctx.eval(salvage, SALVAGE_S)
             if batch:
                 self._salvaged[job.seq] = json.loads(raw)
             else:
-                job.logs.extend(json.loads(raw) if raw else [])
+                job.add_logs(json.loads(raw) if raw else [])
         except Exception:
             pass
         finally:
-            await ctx.aclose()
+            await self._pool.close_locked(ctx)
 
 
 def _quick(outbox: Outbox) -> bool:
@@ -453,6 +541,26 @@ def _quick(outbox: Outbox) -> bool:
     )
 
 
+def output_problem(text: Any, limit: int) -> str | None:
+    """Why an output (JSON text from V8) cannot be recorded, or None. Checked in the worker,
+    out of the script's reach, whatever the prelude said."""
+    if not isinstance(text, str):
+        return "output is not JSON text"
+    size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+    if size > limit:
+        return f"output too large: {size} bytes > max_output_size_bytes={limit}"
+    if jsontext.depth_exceeds(text):
+        return f"output is nested deeper than {jsontext.MAX_DEPTH} levels"
+    problem = jsontext.unstorable(text)
+    return f"output cannot be stored: {problem}" if problem else None
+
+
+def _run_args(job: Job) -> str:
+    """[seq, input, info, output limit]: the values as JSON *strings*, parsed in the context."""
+    return (f"[{job.seq},{jsontext.string_literal(job.input_json)},"
+            f"{jsontext.string_literal(job.info_json)},{job.output}]")
+
+
 def _fields(
     job: Job,
     status: str,
@@ -460,15 +568,16 @@ def _fields(
     output: str | None = None,
     error: str | None = None,
     stack: str | None = None,
-) -> list[Any]:
-    duration = int((time.monotonic() - job.started) * 1000) if job.started else 0
-    return [
-        status,
+) -> protocol.Done:
+    duration = int((time.monotonic() - job.arrived) * 1000)
+    return protocol.Done(
+        job.seq,
+        status,  # type: ignore[arg-type]
         output,
-        error,
-        stack,
+        None if error is None else jsontext.clean_text(error),
+        None if stack is None else jsontext.clean_text(stack),
         job.logs,
         duration,
         max(job.memory_peak, 0),
         job.api_calls,
-    ]
+    )

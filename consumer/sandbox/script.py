@@ -19,14 +19,17 @@ def rewrite_exports(source: str) -> str:
     return _EXPORT_DECL.sub(r"\1", source)
 
 
-def install_code(source: str) -> str:
-    """Code that runs the script's top level and installs its handler.
+def install_code(source: str, api: str) -> str:
+    """Code that runs the script's top level and installs its handler through `api` (the
+    context's runtime object).
 
     The wrapper opens on the source's first line so that error line numbers match the
-    tenant's own source.
+    tenant's own source. The name `api` stays outside the wrapper function: a script that
+    reads its own wrapper (`arguments.callee.toString()`) does not find it there.
     """
     return (
-        "__jsrt.install((function () {"
+        api
+        + ".install((function () {"
         + rewrite_exports(source)
         + "\n;return typeof handler === 'function' ? handler"
         + f" : typeof {_DEFAULT_NAME} === 'function' ? {_DEFAULT_NAME} : undefined;\n}})());"

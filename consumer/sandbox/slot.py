@@ -16,8 +16,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-_LAYOUT = struct.Struct("<qqq")  # running seq (0 = none), its deadline (monotonic ns), heartbeat
+# running seq (0 = none), its deadline (monotonic ns), heartbeat, when the running step began,
+# and the phase: why the worker is busy, so that a kill gives the verdict of the true cause
+_LAYOUT = struct.Struct("<qqqqq")
 SIZE = _LAYOUT.size
+RUNNING = 0  # a step of JavaScript
+CLOSING_AFTER_MEMORY = 1  # tearing down a context that hit its memory limit
+CLOSING = 2  # tearing down a context for any other reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +30,8 @@ class SlotState:
     seq: int
     deadline_ns: int
     heartbeat_ns: int
+    since_ns: int
+    phase: int
 
 
 class Slot:
@@ -46,7 +53,8 @@ class Slot:
         os.close(fd)
         return cls(path, create=True)
 
-    def enter(self, seq: int, deadline_ns: int) -> None:
+    def enter(self, seq: int, deadline_ns: int, phase: int = RUNNING) -> None:
+        struct.pack_into("<qq", self._map, 24, time.monotonic_ns(), phase)
         struct.pack_into("<qq", self._map, 0, seq, deadline_ns)
 
     def leave(self) -> None:

@@ -6,6 +6,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from consumer.jsontext import loads_stored
+
 Status = Literal["completed", "failed", "timeout"]
 
 # The seed's defaults for scripts.resource_limits.
@@ -16,6 +18,37 @@ DEFAULT_LIMITS: Mapping[str, int] = {
     "max_api_calls_per_minute": 60,
     "max_output_size_bytes": 1048576,
 }
+# Sane maxima: a script may ask for less than these, never more. The one definition of a
+# valid limit, used when a script is saved and when a row (however it was written) is run.
+LIMIT_MAXIMA: Mapping[str, int] = {
+    "max_execution_time_ms": 15 * 60 * 1000,
+    "max_memory_bytes": 1 << 30,
+    "max_concurrent_runs": 1000,
+    "max_api_calls_per_minute": 100_000,
+    "max_output_size_bytes": 64 << 20,
+}
+
+
+def limit_problems(limits: Mapping[str, Any]) -> list[str]:
+    """Every bad value among the five limits, one line each (missing keys are problems too:
+    merge with DEFAULT_LIMITS first)."""
+    out = []
+    for key, maximum in LIMIT_MAXIMA.items():
+        value = limits.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            out.append(f"{key} must be a positive integer (got {_shown(value)})")
+        elif value > maximum:
+            out.append(f"{key} must be at most {maximum} (got {value})")
+    return out
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "…"
+
+
+class InvalidLimits(ValueError):
+    """A script's resource_limits cannot be used; the message says why, in one line."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,10 +60,20 @@ class Limits:
     max_output_size_bytes: int = 1048576
 
     @classmethod
-    def from_json(cls, raw: Mapping[str, Any] | None) -> Limits:
-        """Missing keys take the seed's defaults; unknown keys are ignored."""
-        merged = {**DEFAULT_LIMITS, **{k: v for k, v in (raw or {}).items() if k in DEFAULT_LIMITS}}
-        return cls(**{k: int(v) for k, v in merged.items()})
+    def from_json(cls, raw: Any) -> Limits:
+        """A row's resource_limits, as decoded JSON: missing keys take the seed's defaults,
+        unknown keys are ignored, anything else wrong raises InvalidLimits. A row can hold
+        whatever SQL wrote into it; a bad one costs its script its runs, nothing more."""
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, Mapping):
+            raise InvalidLimits(
+                f"invalid resource_limits: a JSON object is needed (got {type(raw).__name__})")
+        merged = {**DEFAULT_LIMITS, **{k: v for k, v in raw.items() if k in DEFAULT_LIMITS}}
+        problems = limit_problems(merged)
+        if problems:
+            raise InvalidLimits("invalid resource_limits: " + "; ".join(problems))
+        return cls(**merged)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +81,8 @@ class ExecutionRequest:
     source: str
     # Identifies the source text; warm contexts are keyed by (tenant_id, script_id, version_id).
     version_id: str
-    input: Any
+    # The input as JSON text: it goes to V8 as it came from the database, never decoded here.
+    input_json: str
     tenant_id: str
     script_id: str
     execution_id: str
@@ -50,12 +94,18 @@ class ExecutionRequest:
 @dataclass(frozen=True, slots=True)
 class ExecutionResult:
     status: Status
-    output: Any = None
+    # The output as JSON text, as V8 wrote it and as it is stored; `output` decodes it.
+    output_json: str | None = None
     error: str | None = None  # one readable line
     stack: str | None = None  # the JS stack, when there is one
     logs: tuple[Mapping[str, Any], ...] = ()  # {"level", "message", "ts"}
     metrics: Mapping[str, int] = field(default_factory=dict)
     # duration_ms, memory_used_bytes, api_call_count, database_query_count
+
+    @property
+    def output(self) -> Any:
+        """The output decoded (None when there is none); for callers that need the value."""
+        return None if self.output_json is None else loads_stored(self.output_json)
 
 
 @dataclass(frozen=True, slots=True)

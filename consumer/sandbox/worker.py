@@ -20,6 +20,8 @@ from typing import Any
 from consumer.sandbox import protocol
 from consumer.sandbox.contexts import ContextPool
 from consumer.sandbox.engine import JsContext
+from consumer.sandbox.ledger import Ledger
+from consumer.sandbox.memory import Statm
 from consumer.sandbox.runner import Job, Runner
 from consumer.sandbox.slot import Slot
 from consumer.sandbox.watchdog import MemoryWatchdog
@@ -65,27 +67,37 @@ class _Reader(asyncio.Protocol):
 class _Jobs:
     """The executions this worker holds, by the parent's sequence number."""
 
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: Runner, send: Any) -> None:
         self._runner = runner
-        self._jobs: dict[int, Job] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._send = send
+        self._jobs: dict[int, tuple[Job, asyncio.Task[None]]] = {}
 
     def handle(self, message: list[Any]) -> None:
         if message[0] == protocol.RUN:
             job = Job.from_message(message)
-            self._jobs[job.seq] = job
             self._runner.arriving += 1
             task = asyncio.get_running_loop().create_task(self._run(job))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._jobs[job.seq] = (job, task)
         elif message[0] == protocol.RET:
-            target = self._jobs.get(message[1])
-            if target is not None:
-                target.deliver(message[2:])
+            held = self._jobs.get(message[1])
+            if held is not None:
+                held[0].deliver(message[2:])
+        elif message[0] == protocol.REVOKE:
+            self._revoke(message[1])
+
+    def _revoke(self, seq: int) -> None:
+        """Give a run back to the parent if it has not begun: it is waiting behind another
+        execution's long step, and another worker can run it now."""
+        held = self._jobs.get(seq)
+        if held is not None and self._runner.revoke(held[0]):
+            held[1].cancel()
+            self._send([protocol.REVOKED, seq])
 
     async def _run(self, job: Job) -> None:
         try:
             await self._runner.run(job)
+        except asyncio.CancelledError:
+            pass  # revoked before it began: the parent runs it elsewhere
         finally:
             del self._jobs[job.seq]
 
@@ -99,9 +111,14 @@ async def serve(args: argparse.Namespace) -> None:
     assert isinstance(write_transport, asyncio.WriteTransport)
     writer = protocol.BatchWriter(loop, write_transport.write)
     slot = Slot(args.slot, create=False)
-    pool = ContextPool(args.max_idle_contexts, args.max_context_runs)
     watchdog = MemoryWatchdog(loop)
-    jobs = _Jobs(Runner(writer.send, slot, pool, watchdog))
+    # The first context pays for V8's own start-up (about 0.1 s); pay it before saying ready,
+    # and before the ledger takes the worker's empty RSS.
+    (await JsContext.create(10.0)).close()
+    lock = asyncio.Lock()  # the engine lock: one piece of V8 work at a time (ledger.py)
+    ledger = Ledger(Statm().rss_bytes)
+    pool = ContextPool(lock, ledger, args.max_idle_contexts, args.max_context_runs)
+    jobs = _Jobs(Runner(writer.send, slot, pool, watchdog, lock, ledger), writer.send)
     stopped = asyncio.Event()
 
     def on_message(message: list[Any]) -> None:
@@ -113,8 +130,6 @@ async def serve(args: argparse.Namespace) -> None:
     await loop.connect_read_pipe(
         lambda: _Reader(on_message, stopped.set), os.fdopen(read_fd, "rb", 0)
     )
-    # The first context pays for V8's own start-up (about 0.1 s); pay it before saying ready.
-    (await JsContext.create(10.0)).close()
 
     async def heartbeat() -> None:
         while True:

@@ -20,14 +20,25 @@ SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1::uuid);
 
 -- name: claim
 -- Dispatch due events and start runs for this daemon in one statement (see jsrt_claim in
--- triggers.sql): the started runs, then a summary row with the counts.
-SELECT * FROM jsrt_claim($1, $2, $3, $4::uuid, $5, $6, $7::uuid, $8);
+-- triggers.sql): the started runs, then a summary row with the counts. Tenant JSON (input,
+-- resource_limits, trigger_data) comes back as text: the daemon passes input on to V8 as it
+-- is, and decodes the rest itself, so no value a tenant wrote can fail the whole claim.
+SELECT c.execution_id, c.tenant_id, c.script_id, c.source, c.version_id,
+       c.resource_limits::text AS resource_limits, c.input::text AS input, c.trigger_type,
+       c.trigger_data::text AS trigger_data, c.event_id, c.dead_letter_id, c.depth,
+       c.events, c.created, c.queued, c.by_source, c.more, c.waiting
+FROM jsrt_claim($1, $2, $3, $4::uuid, $5, $6, $7::uuid, $8) c;
 
 -- name: complete_runs
 -- Record finished executions, but only those this daemon still owns: a run rescued from a
--- daemon presumed dead is never overwritten by that daemon's late result.
+-- daemon presumed dead is never overwritten by that daemon's late result. Outputs and
+-- metrics arrive as JSON text, one element per execution: a jsonb[] parameter built from
+-- Python lists would be read as a multi-dimensional array when an output is itself an
+-- array, and unnest would flatten it into other executions' rows.
 WITH res AS (
-    SELECT * FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::jsonb[], $6::text[], $7::jsonb[])
+    SELECT r.execution_id, r.tenant_id, r.status, r.output::jsonb AS output, r.error,
+           r.metrics::jsonb AS metrics
+    FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[])
         AS r(execution_id, tenant_id, status, output, error, metrics)
 ),
 mine AS (
@@ -41,10 +52,9 @@ SET status = res.status, output = res.output, error = res.error, metrics = res.m
     completed_at = NOW()
 FROM res JOIN mine USING (execution_id)
 WHERE e.id = res.execution_id AND e.tenant_id = res.tenant_id
--- trigger_data and input only for failures: only dead-lettering reads them back
+-- trigger_data only for failures: only dead-lettering reads it back
 RETURNING e.id, e.tenant_id, e.script_id, e.status, e.error, e.trigger_type,
-          CASE WHEN e.status <> 'completed' THEN e.trigger_data END AS trigger_data,
-          CASE WHEN e.status <> 'completed' THEN e.input END AS input,
+          CASE WHEN e.status <> 'completed' THEN e.trigger_data::text END AS trigger_data,
           mine.dead_letter_id;
 
 -- name: save_logs
@@ -82,18 +92,27 @@ UPDATE script_executions e
 SET status = 'failed', error = 'worker lost', completed_at = COALESCE($2::timestamptz, NOW())
 FROM lost
 WHERE e.id = lost.execution_id AND e.tenant_id = lost.tenant_id
-RETURNING e.id, e.tenant_id, e.script_id, e.status, e.error, e.trigger_type, e.trigger_data,
-          e.input, lost.dead_letter_id;
+RETURNING e.id, e.tenant_id, e.script_id, e.status, e.error, e.trigger_type,
+          e.trigger_data::text AS trigger_data, lost.dead_letter_id;
 
 -- name: forget_dead_daemons
 DELETE FROM jsrt_daemons
 WHERE heartbeat_at < COALESCE($2::timestamptz, NOW()) - make_interval(secs => $1 * 10);
 
 -- name: dead_letter_new
--- A first failure of an event execution: a new letter, due for retry at $next.
-WITH letters AS (
+-- A first failure of an event execution: a new letter, due for retry at $next. The event's
+-- payload is copied from the execution row in the database (never round-tripped through
+-- the daemon), so every payload a script could receive can be dead-lettered.
+WITH failed AS (
+    SELECT f.execution_id, f.tenant_id, f.error, f.next_retry_at
+    FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[])
+        AS f(execution_id, tenant_id, error, next_retry_at)
+),
+letters AS (
     INSERT INTO script_event_dead_letters (script_id, tenant_id, execution_id, event_type, event_data, error)
-    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::jsonb[], $6::text[])
+    SELECT e.script_id, e.tenant_id, e.id, COALESCE(e.trigger_data->>'event_type', ''),
+           COALESCE(e.input, '{}'::jsonb), f.error
+    FROM failed f JOIN script_executions e ON e.id = f.execution_id AND e.tenant_id = f.tenant_id
     RETURNING id, tenant_id, script_id, execution_id
 ),
 meta AS (
@@ -106,9 +125,8 @@ meta AS (
     JOIN scripts s ON s.id = l.script_id AND s.tenant_id = l.tenant_id
 )
 INSERT INTO jsrt_dead_letter_state (dead_letter_id, tenant_id, event_id, script_version, resource_limits, next_retry_at)
-SELECT m.id, m.tenant_id, m.event_id, m.version, m.resource_limits, n.next_retry_at
-FROM meta m JOIN unnest($3::uuid[], $7::timestamptz[]) AS n(execution_id, next_retry_at)
-  ON n.execution_id = m.execution_id
+SELECT m.id, m.tenant_id, m.event_id, m.version, m.resource_limits, f.next_retry_at
+FROM meta m JOIN failed f ON f.execution_id = m.execution_id
 RETURNING dead_letter_id;
 
 -- name: dead_letter_retry_failed
@@ -141,7 +159,8 @@ RETURNING st.dead_letter_id;
 -- (attempt = retry_count + 2). in_flight keeps a second daemon from retrying the same letter.
 -- max_retries is 3 unless an operator granted an exhausted letter one more attempt.
 WITH due AS (
-    SELECT d.id, d.tenant_id, d.script_id, d.event_type, d.event_data, d.retry_count, st.event_id
+    SELECT d.id, d.tenant_id, d.script_id, d.event_type, d.event_data, d.retry_count, st.event_id,
+           d.execution_id
     FROM jsrt_dead_letter_state st
     JOIN script_event_dead_letters d ON d.id = st.dead_letter_id AND d.tenant_id = st.tenant_id
     JOIN scripts s ON s.id = d.script_id AND s.tenant_id = d.tenant_id AND s.status = 'active'
@@ -157,13 +176,17 @@ flagged AS (
     RETURNING st.dead_letter_id
 ),
 execs AS (
+    -- The whole original trigger (published_at, depth, ...) carries over from the attempt
+    -- the letter points at: a retried chain keeps its depth, so its limit still holds.
     INSERT INTO script_executions (script_id, tenant_id, status, trigger_type, trigger_data, input)
     SELECT due.script_id, due.tenant_id, 'pending', 'event',
-           jsonb_build_object('type', 'event', 'event_id', due.event_id, 'event_type', due.event_type,
-                              'attempt', due.retry_count + 2, 'dead_letter_id', due.id,
-                              'retry', due.retry_count + 1),
+           COALESCE(prev.trigger_data, '{}'::jsonb)
+           || jsonb_build_object('type', 'event', 'event_id', due.event_id, 'event_type', due.event_type,
+                                 'attempt', due.retry_count + 2, 'dead_letter_id', due.id,
+                                 'retry', due.retry_count + 1),
            due.event_data
     FROM due JOIN flagged f ON f.dead_letter_id = due.id
+    LEFT JOIN script_executions prev ON prev.id = due.execution_id AND prev.tenant_id = due.tenant_id
     RETURNING id, tenant_id, script_id, (trigger_data->>'dead_letter_id')::uuid AS dead_letter_id,
               (trigger_data->>'event_id')::uuid AS event_id
 )

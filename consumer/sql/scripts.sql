@@ -4,15 +4,26 @@
 
 -- name: start_now
 -- A running execution owned by $1 (the caller's lease), or no row when the script is full.
-SELECT * FROM jsrt_start_now($1, $2::uuid, $3::uuid, $4, $5::jsonb, $6::jsonb);
+-- The input to keep ($6) is JSON text, checked by the caller; tenant JSON comes back as text
+-- as from the claim.
+SELECT n.execution_id, n.tenant_id, n.script_id, n.source, n.version_id,
+       n.resource_limits::text AS resource_limits, n.input::text AS input, n.trigger_type,
+       n.trigger_data::text AS trigger_data, n.event_id, n.dead_letter_id, n.depth
+FROM jsrt_start_now($1, $2::uuid, $3::uuid, $4, $5::jsonb, $6::text::jsonb) n;
 
 -- name: embedded_script
 -- The 'embedded' script holding an ad-hoc source ($2 = name derived from source + limits).
+-- The name promises the source and limits: a row edited since (by SQL or `jsrt scripts
+-- update`) is set back to them (a new version), never run as it was edited.
 WITH ins AS (
     INSERT INTO scripts (tenant_id, name, description, source, type, status, resource_limits)
     VALUES ($1::uuid, $2, 'ad-hoc source run through the embedded API', $3, 'embedded', 'active',
             $4::jsonb)
-    ON CONFLICT (tenant_id, name) DO NOTHING
+    ON CONFLICT (tenant_id, name) DO UPDATE
+        SET source = EXCLUDED.source, resource_limits = EXCLUDED.resource_limits
+        WHERE scripts.type = 'embedded'
+          AND (scripts.source IS DISTINCT FROM EXCLUDED.source
+               OR scripts.resource_limits IS DISTINCT FROM EXCLUDED.resource_limits)
     RETURNING id
 )
 SELECT id FROM ins

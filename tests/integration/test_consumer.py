@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import anyio
 import asyncpg
 import pytest
@@ -257,7 +259,7 @@ async def test_a_claim_starts_new_executions_at_once_within_the_free_slots(
         # start at once (the script's limit), the third waits as 'pending'
         claimed = await store.claim("d1", 100, 100, 3, 10, start_pending=True)
         assert (claimed.events, claimed.created, claimed.queued) == (3, 3, 1)
-        assert [r.input["n"] for r in claimed.started] == [0, 1]
+        assert [json.loads(r.input_json)["n"] for r in claimed.started] == [0, 1]
         assert claimed.more and claimed.waiting  # two events left; one run waits
         states = await conn.fetch(
             "SELECT x.status, r.state, r.daemon_id FROM script_executions x "
@@ -274,7 +276,7 @@ async def test_a_claim_starts_new_executions_at_once_within_the_free_slots(
         await conn.execute("DELETE FROM jsrt_runs WHERE execution_id = $1",
                            claimed.started[0].execution_id)
         again = await store.claim("d1", 100, 100, 3, 10, start_pending=True)
-        assert [r.input["n"] for r in again.started] == [2]
+        assert [json.loads(r.input_json)["n"] for r in again.started] == [2]
         assert again.queued == again.created  # the script is full: new ones queue
         assert all(r.script_id == script for r in again.started)
     finally:

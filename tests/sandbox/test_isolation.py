@@ -78,5 +78,19 @@ json_values = st.recursive(
 async def test_json_input_round_trips(executor, value):
     request = make_request("async function handler(input) { return input }", value, script="echo")
     result = await executor.execute(request)
+    if _has_nul(value):  # PostgreSQL cannot store U+0000: refused, in one line
+        assert (result.status, result.error) == (
+            "failed", "output cannot be stored: it contains U+0000, which PostgreSQL cannot store")
+        return
     assert result.status == "completed", result
     assert result.output == value
+
+
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(map(_has_nul, value))
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    return False

@@ -29,7 +29,7 @@ def test_rewrite_exports(source, expected):
 
 
 def test_install_code_keeps_line_numbers():
-    code = install_code("a\nb\nc")
+    code = install_code("a\nb\nc", "__jsrt_api")
     assert code.split("\n")[1:3] == ["b", "c"]
 
 
@@ -87,3 +87,52 @@ def test_sliding_window_with_an_injected_clock():
 
 def test_rss_budget_leaves_room_over_the_heap_limit():
     assert rss_budget(16 << 20) == (16 << 20) + (4 << 20) + (8 << 20)
+
+
+# ---------------------------------------------------------------- checks out of the script's reach
+def test_the_worker_checks_the_output_whatever_the_prelude_said():
+    from consumer.sandbox.runner import output_problem
+
+    assert output_problem('{"a": 1}', 100) is None
+    assert output_problem('"' + "é" * 60 + '"', 100) == (
+        "output too large: 122 bytes > max_output_size_bytes=100")
+    assert output_problem("[" * 65 + "]" * 65, 1000) == "output is nested deeper than 64 levels"
+    assert output_problem('"\\u0000"', 100) == (
+        "output cannot be stored: it contains U+0000, which PostgreSQL cannot store")
+    assert output_problem(None, 100) == "output is not JSON text"
+
+
+def test_the_worker_caps_and_cleans_console_lines_itself():
+    from consumer.sandbox.runner import MAX_LOG_LINES, TRUNCATED, Job
+
+    job = Job(1, ("t", "s", "v"), "src", "{}", "{}", 1000, 1 << 20, 1 << 20)
+    job.add_logs([["log", f"line {i}", 1] for i in range(MAX_LOG_LINES + 500)])
+    job.add_logs([["log", "after the cap", 1]])
+    assert len(job.logs) == MAX_LOG_LINES + 1
+    assert job.logs[-1][1] == TRUNCATED
+    big = Job(2, ("t", "s", "v"), "src", "{}", "{}", 1000, 1 << 20, 1 << 20)
+    big.add_logs([["log", "x" * 40_000, 1], ["warn", "y" * 40_000, 2], ["log", "z", 3]])
+    assert [line[1][:1] for line in big.logs] == ["x", TRUNCATED[0]]
+    dirty = Job(3, ("t", "s", "v"), "src", "{}", "{}", 1000, 1 << 20, 1 << 20)
+    dirty.add_logs([["error", "a\x00b\ud800", 1], "not a line", ["log"]])
+    assert dirty.logs == [["error", "a\ufffdb\ufffd", 1]]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        ["done", 1, "completed", "1", None, None, [], 1, 2],  # a field short
+        ["done", 1, "exploded", "1", None, None, [], 1, 2, 3],
+        ["done", "1", "completed", "1", None, None, [], 1, 2, 3],
+        ["done", 1, "completed", 1, None, None, [], 1, 2, 3],
+        ["done", 1, "completed", "1", None, None, [["log", 5, 1]], 1, 2, 3],
+        ["done", 1, "completed", "1", None, None, "logs", 1, 2, 3],
+        ["done", 1, "completed", "1", None, None, [], True, 2, 3],
+    ],
+)
+def test_a_malformed_result_message_is_a_protocol_error(message):
+    from consumer.sandbox.errors import ProtocolError
+    from consumer.sandbox.protocol import Done
+
+    with pytest.raises(ProtocolError):
+        Done.parse(message)

@@ -4,6 +4,7 @@ whichever conftest pytest loaded last)."""
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -31,7 +32,7 @@ def make_request(
     return ExecutionRequest(
         source=source,
         version_id=version,
-        input=input,
+        input_json=json.dumps(input),
         tenant_id=tenant,
         script_id=script or f"script-{n}",
         execution_id=f"exec-{n}",

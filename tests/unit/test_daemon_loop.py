@@ -4,6 +4,7 @@ database and no V8 (those are exercised for real in tests/integration and tests/
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, cast
@@ -14,16 +15,16 @@ import pytest
 from support.waiting import eventually
 
 from consumer.daemon import Daemon
-from consumer.errors import StoreError
+from consumer.errors import StoreError, StoreUnavailable
 from consumer.records import Claimed, Finished, Outcome, Run
 from consumer.sandbox import ExecutionRequest, ExecutionResult, Executor, Limits
 from consumer.settings import Settings
-from consumer.store import Store, StoreUnavailable
+from consumer.store import Store
 
 
 def make_run(n: int) -> Run:
     return Run(uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), "function handler(){}", "v1",
-               Limits(), {"n": n}, "event", {"attempt": 1}, uuid.uuid4(), None, 0)
+               Limits(), json.dumps({"n": n}), "event", {"attempt": 1}, uuid.uuid4(), None, 0)
 
 
 class FakeStore:
@@ -70,7 +71,7 @@ class FakeStore:
             self.running.pop(o.run.execution_id)
             self.recorded[o.run.execution_id] = o
             done.append(Finished(o.run.execution_id, o.run.tenant_id, o.run.script_id,
-                                 o.result.status, o.result.error, "event", {}, None, None))
+                                 o.result.status, o.result.error, "event", {}, None))
         return done
 
     async def release_runs(self, daemon_id: str, ids: Sequence[uuid.UUID]) -> int:
@@ -96,9 +97,11 @@ class FakeExecutor:
             if self.gate is not None:
                 await self.gate.wait()
             await anyio.lowlevel.checkpoint()  # let other tasks run, as a real execution would
-            if req.input.get("n") == -1:
-                return ExecutionResult("completed", output="\u0000")
-            return ExecutionResult("completed", output=req.input["n"], metrics={"duration_ms": 0})
+            n = json.loads(req.input_json)["n"]
+            if n == -1:
+                return ExecutionResult("completed", output_json='"\\u0000"')
+            return ExecutionResult("completed", output_json=json.dumps(n),
+                                   metrics={"duration_ms": 0})
         finally:
             self.in_flight -= 1
 
@@ -138,7 +141,7 @@ async def test_claim_errors_such_as_deadlocks_are_retried() -> None:
 async def test_a_result_the_database_refuses_becomes_a_failure_that_says_why() -> None:
     store, ex = FakeStore(runs=4), FakeExecutor()
     store.pending[0] = Run(*[getattr(make_run(-1), f) for f in Run.__slots__])
-    store.refuse = lambda o: o.result.output == "\u0000"
+    store.refuse = lambda o: o.result.output_json == '"\\u0000"'
     with anyio.fail_after(10):
         await daemon(store, ex, concurrency=8).run(until_idle=True)
     statuses = sorted(o.result.status for o in store.recorded.values())
@@ -171,3 +174,43 @@ async def test_slots_are_refilled_as_executions_finish(concurrency: int) -> None
     assert len(store.recorded) == 20
     assert ex.most <= concurrency
 
+
+
+class OddExecutor(FakeExecutor):
+    """An executor that misbehaves for some runs: raises on submit, or resolves the future
+    with something that is not a result."""
+
+    def submit(self, req: ExecutionRequest) -> asyncio.Future[ExecutionResult]:
+        n = json.loads(req.input_json)["n"]
+        if n == 0:
+            raise RuntimeError("submit exploded")
+        if n == 1:
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            future.set_result(object())
+            return future
+        return super().submit(req)
+
+
+async def test_a_misbehaving_executor_fails_those_runs_and_no_other() -> None:
+    store, ex = FakeStore(runs=6), OddExecutor()
+    with anyio.fail_after(10):
+        await daemon(store, ex).run(until_idle=True)
+    by_n = {json.loads(o.run.input_json)["n"]: o.result for o in store.recorded.values()}
+    assert by_n[0].status == "failed" and by_n[0].error == "executor error: RuntimeError"
+    assert by_n[1].status == "failed" and by_n[1].error == "sandbox result unreadable"
+    assert all(by_n[n].status == "completed" for n in range(2, 6))
+
+
+async def test_a_run_refused_before_the_sandbox_is_recorded_as_failed() -> None:
+    store, ex = FakeStore(runs=3), FakeExecutor()
+    bad = store.pending[0]
+    store.pending[0] = Run(*[getattr(bad, f) for f in Run.__slots__ if f != "refusal"],
+                           refusal="invalid resource_limits: max_memory_bytes must be a"
+                                   " positive integer (got 'lots')")
+    with anyio.fail_after(10):
+        await daemon(store, ex).run(until_idle=True)
+    refused = store.recorded[bad.execution_id].result
+    assert (refused.status, refused.error) == (
+        "failed", "invalid resource_limits: max_memory_bytes must be a positive integer"
+                  " (got 'lots')")
+    assert ex.most <= 2  # the refused run never reached the executor

@@ -15,7 +15,7 @@ def test_a_valid_raw_event_parses() -> None:
     assert str(ev.tenant_id) == TENANT
     assert ev.event_type == "user.created"
     assert ev.payload == {"a": [1]}
-    assert ev.dedup_key == "k1"
+    assert ev.dedup_key == '"k1"'
 
 
 def test_payload_defaults_to_empty_object_and_integer_ids_are_keys() -> None:
@@ -24,8 +24,21 @@ def test_payload_defaults_to_empty_object_and_integer_ids_are_keys() -> None:
     assert ev.dedup_key == "42"
 
 
+def test_an_integer_id_and_the_same_digits_as_a_string_are_two_keys() -> None:
+    as_int = parse_raw({"tenant_id": TENANT, "event_type": "x", "id": 1})
+    as_str = parse_raw({"tenant_id": TENANT, "event_type": "x", "id": "1"})
+    assert as_int.dedup_key != as_str.dedup_key
+
+
+def test_an_event_with_a_queued_key_is_an_event_not_a_wakeup() -> None:
+    message = {"tenant_id": TENANT, "event_type": "job.state", "queued": True, "payload": {}}
+    assert not is_wakeup(message)
+    assert parse_raw(message).event_type == "job.state"
+
+
 def test_jsrt_publish_wakeups_are_recognised() -> None:
     assert is_wakeup({"queued": True, "tenant_id": TENANT})
+    assert not is_wakeup({"queued": True, "tenant_id": TENANT, "event_type": "x"})
     assert not is_wakeup({"tenant_id": TENANT, "event_type": "x"})
 
 
