@@ -101,7 +101,7 @@ def parse_body(raw: bytes, content_type: str) -> Any:
             return jsontext.loads(raw, "request body")
         except jsontext.JsonRefused as exc:
             message = str(exc)
-            if "is not valid" in message:  # the parser's own detail is for nobody
+            if message.startswith("request body is not valid"):  # the parser's detail, no
                 message = "request body is not valid JSON"
             raise HttpError(400, message) from None
     return raw.decode("utf-8", errors="replace")

@@ -39,6 +39,7 @@ from consumer.sandbox.types import ExecutionRequest, ExecutionResult, Publisher,
 
 log = structlog.get_logger("jsrt.sandbox")
 _ARGS_DEPTH = 4 * jsontext.MAX_DEPTH
+_LOG_LEVELS = {"warn": "warning", "error": "error", "debug": "debug"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,7 +372,9 @@ class Executor:
             execution_id=request.execution_id,
         )
         for line in result.logs:
-            bound.info("script_console", level=line["level"], message=line["message"])
+            # console.warn/error reach the log at warning/error: operators alert on those
+            emit = getattr(bound, _LOG_LEVELS.get(line["level"], "info"))
+            emit("script_console", level=line["level"], message=line["message"])
 
     def _resolve(self, pending: _Pending, result: ExecutionResult) -> None:
         self.executions += 1

@@ -45,6 +45,28 @@ async def test_raw_notify_is_stored_and_executed(conn: asyncpg.Connection, db_ur
     assert [json.loads(r[0]) for r in rows] == [{"a": 1}]
 
 
+async def test_raw_events_with_a_queued_key_or_ids_of_two_types_are_all_kept(
+    conn: asyncpg.Connection, db_url: str
+) -> None:
+    """A raw event whose body has a top-level "queued" key is an event, not jsrt_publish's
+    wake-up (the red team's was dropped without a line); "id": 1 and "id": "1" are two."""
+    tenant = await make_tenant(conn)
+    await make_script(conn, tenant, event_types=["raw.event"])
+    with daemon_process(db_url) as d:
+        d.wait_event("listener_connected")
+        for extra in ({"queued": True}, {"id": 1}, {"id": "1"}):
+            msg = {"tenant_id": str(tenant), "event_type": "raw.event", "payload": extra,
+                   **extra}
+            await conn.execute("SELECT pg_notify('jsrt_events', $1)", json.dumps(msg))
+        await eventually(lambda: d.count("execution_completed") >= 3, timeout=30,
+                         what="three raw events run")
+        d.stop()
+    rows = await conn.fetch("SELECT payload::text FROM jsrt_events WHERE tenant_id = $1",
+                            tenant)  # (stored concurrently: in no particular order)
+    assert sorted(r[0] for r in rows) == sorted(
+        json.dumps(p) for p in ({"queued": True}, {"id": 1}, {"id": "1"}))
+
+
 async def test_malformed_notifications_are_rejected_and_the_daemon_lives_on(
     conn: asyncpg.Connection, db_url: str
 ) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pytest
+import structlog.testing
 from support.sandbox_requests import FETCH_CAP, make_request
 
 from consumer.sandbox import Executor, Limits
@@ -41,6 +42,13 @@ async def test_console_is_captured_with_levels(run):
     assert result.logs[3]["message"].startswith("Error: bad\n    at handler")
     assert result.logs[4]["message"] == "undefined null x"
     assert all(isinstance(line["ts"], int) for line in result.logs)
+
+
+async def test_console_warn_and_error_reach_the_log_at_their_level(run):
+    with structlog.testing.capture_logs() as logs:
+        await run("function handler() { console.log('l'); console.warn('w'); console.error('e') }")
+    levels = {line["message"]: line["log_level"] for line in logs if line["event"] == "script_console"}
+    assert levels == {"l": "info", "w": "warning", "e": "error"}
 
 
 async def test_publish_goes_to_the_scripts_own_tenant(run, recorder):
