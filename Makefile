@@ -21,8 +21,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check consumer tests bench
-	$(BIN)/mypy consumer
+	$(BIN)/ruff check consumer tests bench setup.py
+	$(BIN)/mypy consumer setup.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/executor.py
