@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench docker docker-base docker-test clean
+.PHONY: run test lint bench docker docker-base docker-pg docker-test clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,14 @@ docker:
 DEBIAN_BASE ?= jsruntime-base:bookworm
 docker-base:
 	EXTRA_CA_CERTS=$(EXTRA_CA_CERTS) .ci/docker-base $(DEBIAN_BASE)
+
+# PostgreSQL 15 for the test suite's Docker path when postgres:16-alpine cannot be pulled, on a
+# Debian bookworm base (PG_BASE_IMAGE=$(DEBIAN_BASE) without Docker Hub):
+#   JSRT_TEST_PG_IMAGE=$(PG_IMAGE) TESTCONTAINERS_RYUK_DISABLED=true make test
+PG_IMAGE      ?= jsruntime-pg:15
+PG_BASE_IMAGE ?= debian:bookworm-slim
+docker-pg:
+	docker build --build-arg BASE_IMAGE=$(PG_BASE_IMAGE) -t $(PG_IMAGE) .ci/postgres-image
 
 # Builds the image and runs migrate up, the daemon and one event in it against the host's
 # PostgreSQL (ADMIN_URL), checks the health check and the non-root user, then cleans up.
