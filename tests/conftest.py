@@ -18,6 +18,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 from support.databases import create_database, drop_database, with_database
+from support.private_pg import private_server
 
 from consumer.migrate import Migrator, fingerprint
 from consumer.settings import REPO_ROOT
@@ -58,17 +59,6 @@ def _container(image: str) -> Iterator[str]:
         yield pg.get_connection_url()
 
 
-@contextlib.contextmanager
-def _embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with warnings.catch_warnings():
-        # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); harmless here
-        warnings.simplefilter("ignore")
-        import pgserver  # type: ignore[import-untyped]
-
-        server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
-    yield server.get_uri()
-
-
 def _say(config: pytest.Config, line: str) -> None:
     """One line on the terminal, past output capturing (a warning would fail the run)."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
@@ -80,8 +70,7 @@ def _say(config: pytest.Config, line: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def pg_server(request: pytest.FixtureRequest,
-              tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_server(request: pytest.FixtureRequest) -> Iterator[str]:
     """An admin DSN for a PostgreSQL server the tests may create databases on."""
     if os.environ.get("DATABASE_URL"):
         yield os.environ["DATABASE_URL"]
@@ -97,7 +86,10 @@ def pg_server(request: pytest.FixtureRequest,
             else:
                 yield dsn
                 return
-        yield stack.enter_context(_embedded(tmp_path_factory))
+        # Under /tmp, not pytest's tmp dir: pgserver opens that dir's parents to the unprivileged
+        # user it runs postgres as when we are root, and any pytest session starting meanwhile
+        # closes /tmp/pytest-of-<user> again (0700), which made the server panic mid-run.
+        yield stack.enter_context(private_server()).uri
 
 
 async def _build_template(admin_dsn: str, name: str) -> None:
