@@ -1,41 +1,46 @@
-# syntax=docker/dockerfile:1
 # jsruntime: the daemon (`jsrt run`) in a slim image, as a non-root user.
 #
-#   docker build -t jsruntime .
+#   docker build -t jsruntime .                                   # on python:3.11-slim
+#   docker build --build-arg BASE_IMAGE=jsruntime-base:bookworm -t jsruntime .
+#       # on a Debian base made from Debian's packages (`make docker-base`), no Docker Hub
 #   docker run --rm -e DATABASE_URL=postgresql://user:pass@db:5432/jsrt jsruntime migrate up
 #   docker run -d -e DATABASE_URL=postgresql://user:pass@db:5432/jsrt -p 9464:9464 jsruntime
 #   (HTTP triggers too: ... -p 8080:8080 jsruntime run --http 0.0.0.0:8080)
+#
+# The classic builder builds it as well as BuildKit (no RUN --mount). Any base with Python 3.11
+# and its venv module works: the image uses `python3 -m venv`, never the base's own pip.
+ARG BASE_IMAGE=python:3.11-slim
 
-# ---------------------------------------------------------------- builder: wheels only
-FROM python:3.11-slim AS builder
+# ---------------------------------------------------------------- builder: the venv
+FROM ${BASE_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py MANIFEST.in README.md triggers.sql ./
+COPY schema ./schema
 COPY consumer ./consumer
-# the project and every dependency as wheels (all of them ship binary wheels: no compiler)
-RUN pip wheel --wheel-dir /wheels .
+# The wheel carries schema/ and triggers.sql (setup.py), so `jsrt migrate up` needs nothing
+# beside the venv; every dependency ships binary wheels (no compiler). pip and setuptools
+# leave the venv afterwards: nothing at run time installs anything.
+RUN python3 -m venv /opt/venv \
+    && /opt/venv/bin/pip install --quiet . \
+    && /opt/venv/bin/pip uninstall --quiet --yes pip setuptools
 
 # ---------------------------------------------------------------- runtime
-FROM python:3.11-slim
-ENV PYTHONDONTWRITEBYTECODE=1 \
+FROM ${BASE_IMAGE}
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    JSRT_SCHEMA_DIR=/app/schema \
-    JSRT_TRIGGERS_FILE=/app/triggers.sql \
     JSRT_METRICS_ADDR=0.0.0.0:9464 \
     JSRT_LOG_FORMAT=json
-RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links /wheels jsruntime \
-    && useradd --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/nologin jsrt
+RUN useradd --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/nologin jsrt
+# the same path as in the builder: the venv's scripts name /opt/venv/bin/python3 in their #!
+COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
-# migrations and triggers, where JSRT_SCHEMA_DIR / JSRT_TRIGGERS_FILE point (`jsrt migrate up`)
-COPY schema ./schema
-COPY triggers.sql ./
 USER jsrt
 # 8080: HTTP triggers (with `run --http 0.0.0.0:8080`); 9464: /metrics, /healthz, /readyz
 EXPOSE 8080 9464
 # liveness from /healthz on the metrics port (no curl in a slim image: Python's urllib)
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; port = os.environ.get('JSRT_METRICS_ADDR', ':9464').rpartition(':')[2]; urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=3)"]
+    CMD ["python3", "-c", "import os, urllib.request; port = os.environ.get('JSRT_METRICS_ADDR', ':9464').rpartition(':')[2]; urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=3)"]
 ENTRYPOINT ["jsrt"]
 CMD ["run"]

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench docker clean
+.PHONY: run test lint bench docker docker-base docker-pg docker-test clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,16 +21,38 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check consumer tests bench
-	$(BIN)/mypy consumer
+	$(BIN)/ruff check consumer tests bench setup.py
+	$(BIN)/mypy consumer setup.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/executor.py
 	$(BIN)/python bench/consumer.py
 
-IMAGE ?= jsruntime:latest
+# The image (Dockerfile). BASE_IMAGE is its base: python:3.11-slim, or, where Docker Hub cannot
+# be reached, the Debian image `make docker-base` builds from Debian's packages.
+IMAGE      ?= jsruntime:latest
+BASE_IMAGE ?= python:3.11-slim
 docker:
-	docker build -t $(IMAGE) .
+	docker build --build-arg BASE_IMAGE=$(BASE_IMAGE) -t $(IMAGE) .
+
+# A Debian bookworm base with Python 3.11 from Debian's packages (mmdebstrap + docker import);
+# EXTRA_CA_CERTS=FILE adds certificates the network needs (see .ci/docker-base).
+DEBIAN_BASE ?= jsruntime-base:bookworm
+docker-base:
+	EXTRA_CA_CERTS=$(EXTRA_CA_CERTS) .ci/docker-base $(DEBIAN_BASE)
+
+# PostgreSQL 15 for the test suite's Docker path when postgres:16-alpine cannot be pulled, on a
+# Debian bookworm base (PG_BASE_IMAGE=$(DEBIAN_BASE) without Docker Hub):
+#   JSRT_TEST_PG_IMAGE=$(PG_IMAGE) TESTCONTAINERS_RYUK_DISABLED=true make test
+PG_IMAGE      ?= jsruntime-pg:15
+PG_BASE_IMAGE ?= debian:bookworm-slim
+docker-pg:
+	docker build --build-arg BASE_IMAGE=$(PG_BASE_IMAGE) -t $(PG_IMAGE) .ci/postgres-image
+
+# Builds the image and runs migrate up, the daemon and one event in it against the host's
+# PostgreSQL (ADMIN_URL), checks the health check and the non-root user, then cleans up.
+docker-test:
+	BASE_IMAGE=$(BASE_IMAGE) IMAGE=$(IMAGE) .ci/docker-test
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

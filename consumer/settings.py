@@ -11,6 +11,11 @@ from typing import Any
 from consumer.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# schema/ and triggers.sql: a wheel carries them in consumer/_bundle/ (setup.py copies them there
+# at build time); a checkout or an editable install has no such directory and reads the
+# repository's own, so the repository keeps a single copy.
+_BUNDLE = Path(__file__).resolve().parent / "_bundle"
+SQL_ROOT = _BUNDLE if _BUNDLE.is_dir() else REPO_ROOT
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +43,8 @@ class Settings:
     retention_cron_firings_days: float = 7.0
     cleanup_interval: float = 3600.0
     cleanup_batch: int = 1000  # rows per DELETE statement (each its own short transaction)
-    schema_dir: Path = REPO_ROOT / "schema"
-    triggers_file: Path = REPO_ROOT / "triggers.sql"
+    schema_dir: Path = SQL_ROOT / "schema"
+    triggers_file: Path = SQL_ROOT / "triggers.sql"
     fetch_allowlist: tuple[str, ...] = ()
     http_max_body_bytes: int = 1 << 20  # larger HTTP request bodies get 413
     # /metrics, /healthz and /readyz of `jsrt run` (HOST:PORT; empty = off; port 0 = any free)

@@ -2,12 +2,14 @@
 fresh database cloned from it for every test (NOTIFY needs real commits, so no
 rolled-back-transaction tricks).
 
-Server selection: DATABASE_URL when set; otherwise a testcontainers PostgreSQL when a Docker
-engine answers; otherwise an embedded server from the `pgserver` package."""
+Server selection: DATABASE_URL when set; otherwise a testcontainers PostgreSQL (image
+JSRT_TEST_PG_IMAGE, default postgres:16-alpine) when a Docker engine answers; otherwise, or when
+the container does not start, an embedded server from the `pgserver` package."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import warnings
 from collections.abc import AsyncIterator, Iterator
@@ -16,12 +18,14 @@ from pathlib import Path
 import asyncpg
 import pytest
 from support.databases import create_database, drop_database, with_database
+from support.private_pg import private_server
 
 from consumer.migrate import Migrator, fingerprint
 from consumer.settings import REPO_ROOT
 
 SCHEMA_DIR = REPO_ROOT / "schema"
 TRIGGERS = REPO_ROOT / "triggers.sql"
+PG_IMAGE = os.environ.get("JSRT_TEST_PG_IMAGE", "postgres:16-alpine")
 
 
 def _docker_answers() -> bool:
@@ -41,24 +45,51 @@ def _docker_answers() -> bool:
             return False
 
 
+@contextlib.contextmanager
+def _container(image: str) -> Iterator[str]:
+    with warnings.catch_warnings():
+        # testcontainers 4.15 moved the module and warns on the old path, which older
+        # releases alone have; the suite turns warnings into errors
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            from testcontainers.community.postgres import PostgresContainer
+        except ImportError:
+            from testcontainers.postgres import PostgresContainer
+    with PostgresContainer(image, driver=None) as pg:
+        yield pg.get_connection_url()
+
+
+def _say(config: pytest.Config, line: str) -> None:
+    """One line on the terminal, past output capturing (a warning would fail the run)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        return
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        reporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_server(request: pytest.FixtureRequest) -> Iterator[str]:
     """An admin DSN for a PostgreSQL server the tests may create databases on."""
     if os.environ.get("DATABASE_URL"):
         yield os.environ["DATABASE_URL"]
-    elif _docker_answers():
-        from testcontainers.postgres import PostgresContainer
-
-        with PostgresContainer("postgres:16-alpine", driver=None) as pg:
-            yield pg.get_connection_url()
-    else:
-        with warnings.catch_warnings():
-            # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); harmless here
-            warnings.simplefilter("ignore")
-            import pgserver  # type: ignore[import-untyped]
-
-            server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
-        yield server.get_uri()
+        return
+    with contextlib.ExitStack() as stack:
+        if _docker_answers():
+            try:
+                dsn = stack.enter_context(_container(PG_IMAGE))
+            except Exception as exc:  # any failure to start: pull refused, no wait, no socket
+                reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+                _say(request.config, f"tests: the PostgreSQL container ({PG_IMAGE}) did not "
+                                     f"start, using the embedded server instead ({reason})")
+            else:
+                yield dsn
+                return
+        # Under /tmp, not pytest's tmp dir: pgserver opens that dir's parents to the unprivileged
+        # user it runs postgres as when we are root, and any pytest session starting meanwhile
+        # closes /tmp/pytest-of-<user> again (0700), which made the server panic mid-run.
+        yield stack.enter_context(private_server()).uri
 
 
 async def _build_template(admin_dsn: str, name: str) -> None:

@@ -89,6 +89,8 @@ class WorkerProcess(asyncio.SubprocessProtocol):
             str(settings.max_idle_contexts),
             "--max-context-runs",
             str(settings.max_context_runs),
+            "--parent-pid",
+            str(os.getpid()),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

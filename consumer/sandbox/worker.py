@@ -1,4 +1,4 @@
-"""A sandbox worker process: `python -m consumer.sandbox.worker --slot PATH`.
+"""A sandbox worker process: `python -m consumer.sandbox.worker --slot PATH --parent-pid PID`.
 
 It runs tenants' JavaScript so that the daemon never has to: when V8 aborts, hangs or eats
 memory, only this process is lost, and its parent replaces it. Requests arrive on stdin and
@@ -30,7 +30,7 @@ HEARTBEAT_S = 0.1
 THREAD_STACK_BYTES = 2 << 20
 
 
-def _harden(rlimit_data: int) -> None:
+def _harden(rlimit_data: int, parent_pid: int) -> None:
     # RLIMIT_DATA (not RLIMIT_AS, which V8's address-space reservations break) turns an
     # ArrayBuffer bomb into a RangeError instead of a machine-wide memory shortage.
     if rlimit_data > 0:
@@ -38,7 +38,9 @@ def _harden(rlimit_data: int) -> None:
     # Die with the parent, even when stuck inside V8 and deaf to the closed stdin.
     pr_set_pdeathsig = 1
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() == 1:
+    # A parent that died before prctl leaves us re-parented. Compared with the pid the parent
+    # gave, not with 1: a daemon that is itself PID 1 (a container's entrypoint) is alive.
+    if os.getppid() != parent_pid:
         os._exit(1)
 
 
@@ -165,8 +167,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rlimit-data", type=int, default=2 << 30)
     parser.add_argument("--max-idle-contexts", type=int, default=32)
     parser.add_argument("--max-context-runs", type=int, default=1000)
+    parser.add_argument("--parent-pid", type=int, required=True)
     args = parser.parse_args(argv)
-    _harden(args.rlimit_data)
+    _harden(args.rlimit_data, args.parent_pid)
     asyncio.run(serve(args))
     sys.stderr.flush()
     # Skip interpreter teardown: V8's threads have nothing left to say.

@@ -1,7 +1,9 @@
+from pathlib import Path
+
 import pytest
 
 from consumer.errors import ConfigError
-from consumer.settings import Settings
+from consumer.settings import REPO_ROOT, Settings
 
 
 def test_defaults_and_environment() -> None:
@@ -14,6 +16,15 @@ def test_defaults_and_environment() -> None:
     assert s.log_format == "console"
     assert s.poll_interval == 0.5
     assert Settings.from_env(env={}).retry_base_seconds == 30.0
+
+
+def test_a_checkout_migrates_from_the_repository_unless_told_otherwise() -> None:
+    # an installed wheel reads its own copy instead: tests/e2e/test_wheel.py
+    s = Settings.from_env(env={})
+    assert (s.schema_dir, s.triggers_file) == (REPO_ROOT / "schema", REPO_ROOT / "triggers.sql")
+    s = Settings.from_env(env={"JSRT_SCHEMA_DIR": "/srv/schema",
+                               "JSRT_TRIGGERS_FILE": "/srv/triggers.sql"})
+    assert (s.schema_dir, s.triggers_file) == (Path("/srv/schema"), Path("/srv/triggers.sql"))
 
 
 @pytest.mark.parametrize(
