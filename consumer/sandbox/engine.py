@@ -72,7 +72,10 @@ class JsContext:
     async def collect_garbage(self) -> None:
         """A full collection (only between steps: the isolate must be idle). On a thread: a
         large heap takes milliseconds."""
-        await asyncio.to_thread(self._mr.low_memory_notification)
+        try:
+            await asyncio.to_thread(self._mr.low_memory_notification)
+        except RuntimeError:  # no thread to be had (see aclose)
+            self._mr.low_memory_notification()
 
     def assign(self, key: tuple[str, str, str], source: str) -> None:
         self.key, self.source = key, source
@@ -114,7 +117,13 @@ class JsContext:
         """Close on a thread: freeing an isolate takes about 1.4 ms with the GIL released,
         which the worker's loop spends on other work meanwhile."""
         self._closed = True
-        await asyncio.to_thread(self._stack.close)
+        try:
+            await asyncio.to_thread(self._stack.close)
+        except RuntimeError:
+            # no thread to be had (a bomb of untouched buffers ran the worker into its
+            # RLIMIT_DATA, which thread stacks count against): close here, blocking the loop
+            # for the milliseconds it takes - the memory comes back with it
+            self._stack.close()
 
     def close(self) -> None:
         # Freeing the context stops any JavaScript still running in it (leftover microtasks)
