@@ -64,7 +64,11 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 async def connect(dsn: str, application_name: str = "jsrt") -> asyncpg.Connection:
     """A single connection with the store's codecs (used by listeners and the CLI)."""
     conn = await asyncpg.connect(dsn, server_settings={"application_name": application_name})
-    await _init_connection(conn)
+    try:
+        await _init_connection(conn)
+    except BaseException:  # an error or a cancellation: nobody else will ever close it
+        conn.terminate()
+        raise
     return conn
 
 
