@@ -399,8 +399,10 @@ def _run_fields(run: Run) -> dict[str, Any]:
     fields: dict[str, Any] = dict(
         tenant_id=str(run.tenant_id), script_id=str(run.script_id),
         execution_id=str(run.execution_id), trigger=run.trigger_type,
-        attempt=run.trigger_data.get("attempt"),
     )
+    attempt = run.trigger_data.get("attempt")
+    if attempt is not None:  # event runs only: a cron or manual run has no attempts
+        fields["attempt"] = attempt
     if run.event_id:
         fields.update(event_id=str(run.event_id), event_type=run.trigger_data.get("event_type"))
     return fields

@@ -9,16 +9,21 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
+from consumer import log
 from consumer.errors import StoreError
 from consumer.records import Claimed, Finished, Outcome, Run
 from consumer.scheduler import Decision, DueJob
 from consumer.sql import q
+
+
+_LOG = log.get("jsrt.store")
 
 
 class StoreUnavailable(StoreError):
@@ -207,8 +212,9 @@ class Store:
                     [json.dumps(list(o.result.logs)) for o in logged],
                 )
             finished = [Finished.from_row(r) for r in rows]
-            await _dead_letter(conn, finished, retry_at)
+            letters = await _dead_letter(conn, finished, retry_at)
             await _cron_finished(conn, finished)
+        _log_letters(letters)  # after the commit: only what really happened
         return finished
 
     async def release_runs(self, daemon_id: str, execution_ids: Sequence[UUID]) -> int:
@@ -229,9 +235,11 @@ class Store:
         async with translated(), self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(q("rescue_lost_runs"), timeout_s, now)
             finished = [Finished.from_row(r) for r in rows]
-            await _dead_letter(conn, finished, {f.execution_id: when(f) for f in finished})
+            letters = await _dead_letter(conn, finished,
+                                         {f.execution_id: when(f) for f in finished})
             await _cron_finished(conn, finished)
             await conn.execute(q("forget_dead_daemons"), timeout_s, now)
+        _log_letters(letters)
         return finished
 
     async def claim_retries(self, limit: int, now: datetime | None = None) -> int:
@@ -268,17 +276,29 @@ def _needs_more(o: Outcome) -> bool:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Letter:
+    """What recording did to one dead letter, for its log line."""
+
+    event: str  # dead_letter_created | dead_letter_exhausted | dead_letter_resolved
+    dead_letter_id: UUID
+    run: Finished  # the execution that made the change
+    retry_count: int  # retries used, the one just recorded included
+
+
 async def _dead_letter(
     conn: asyncpg.Connection, finished: Iterable[Finished], retry_at: dict[UUID, datetime]
-) -> None:
+) -> list[_Letter]:
     """Failures of event runs become dead letters (or count against theirs); a retry that
-    completed resolves its letter."""
+    completed resolves its letter. Returns the letters created, exhausted and resolved."""
     events = [f for f in finished if f.trigger_type == "event"]
     new = [f for f in events if f.status != "completed" and f.dead_letter_id is None]
     again = [f for f in events if f.status != "completed" and f.dead_letter_id is not None]
     fixed = [f for f in events if f.status == "completed" and f.dead_letter_id is not None]
+    letters: list[_Letter] = []
     if new:
-        await conn.execute(
+        by_execution = {f.execution_id: f for f in new}
+        rows = await conn.fetch(
             q("dead_letter_new"),
             [f.script_id for f in new], [f.tenant_id for f in new],
             [f.execution_id for f in new],
@@ -287,18 +307,44 @@ async def _dead_letter(
             [f.error or f.status for f in new],
             [retry_at[f.execution_id] for f in new],
         )
+        letters += [_Letter("dead_letter_created", r["dead_letter_id"],
+                            by_execution[r["execution_id"]], 0)
+                    for r in rows]
     if again:
-        await conn.execute(
+        by_letter = {f.dead_letter_id: f for f in again}
+        rows = await conn.fetch(
             q("dead_letter_retry_failed"),
             [f.dead_letter_id for f in again], [f.tenant_id for f in again],
             [f.execution_id for f in again], [f.error or f.status for f in again],
             [retry_at[f.execution_id] for f in again],
         )
+        letters += [_Letter("dead_letter_exhausted", r["dead_letter_id"],
+                            by_letter[r["dead_letter_id"]], r["retry_count"])
+                    for r in rows if r["exhausted"]]
     if fixed:
-        await conn.execute(
+        by_letter = {f.dead_letter_id: f for f in fixed}
+        rows = await conn.fetch(
             q("dead_letter_resolved"),
             [f.dead_letter_id for f in fixed], [f.tenant_id for f in fixed],
         )
+        letters += [_Letter("dead_letter_resolved", r["dead_letter_id"],
+                            by_letter[r["dead_letter_id"]], r["retry_count"] + 1) for r in rows]
+    return letters
+
+
+_LETTER_LEVELS = {"dead_letter_created": "warning", "dead_letter_exhausted": "error",
+                  "dead_letter_resolved": "info"}
+
+
+def _log_letters(letters: Sequence[_Letter]) -> None:
+    """One line per letter created (warning), exhausted (error: no retries left, an operator
+    must look) or resolved by a retry that completed (info): the lines operators alert on."""
+    for letter in letters:
+        f = letter.run
+        getattr(_LOG, _LETTER_LEVELS[letter.event])(
+            letter.event, tenant_id=str(f.tenant_id), script_id=str(f.script_id),
+            dead_letter_id=str(letter.dead_letter_id), execution_id=str(f.execution_id),
+            retry_count=letter.retry_count)
 
 
 async def _apply_cron(conn: asyncpg.Connection, decisions: Sequence[Decision]) -> set[UUID]:

@@ -14,6 +14,7 @@ import anyio
 import asyncpg
 import pytest
 import structlog
+from structlog.testing import capture_logs
 from support.daemons import daemon_for, drain
 from support.factories import executions, make_script, make_tenant, publish
 
@@ -143,6 +144,47 @@ async def test_success_on_the_second_retry_resolves_the_letter(
     assert [r["trigger_data"].get("dead_letter_id") for r in rows] == [
         None, str(letter["id"]), str(letter["id"])]
     assert rows[-1]["output"] == {"ok": 3}
+
+
+async def test_letters_created_exhausted_and_resolved_are_logged(
+    conn: asyncpg.Connection, db_url: str, executor: Executor, clock: FakeClock
+) -> None:
+    """The lines operators alert on, with the letter's and the execution's ids."""
+    tenant = await make_tenant(conn)
+    broken = await make_script(conn, tenant, ALWAYS_FAILS, name="broken")
+    flaky = await make_script(conn, tenant, FAILS_ONCE, name="flaky")
+    await publish(conn, tenant, "thing.happened")
+    logged: list[dict[str, Any]] = []
+    with capture_logs() as logs:
+        await drain(db_url, executor, clock)
+    logged += logs
+    for _ in range(3):
+        planned = [r for r in await letters(conn, tenant) if r["next_retry_at"] is not None]
+        due(clock, max(planned, key=lambda r: r["next_retry_at"]))
+        with capture_logs() as logs:
+            await drain(db_url, executor, clock)
+        logged += logs
+
+    rows = {r["script_id"]: r for r in await letters(conn, tenant)}
+    runs = await executions(conn, tenant)
+
+    def lines(event: str) -> list[tuple[Any, ...]]:
+        return [(e["log_level"], e["script_id"], e["dead_letter_id"], e["execution_id"],
+                 e["retry_count"], e["tenant_id"]) for e in logged if e["event"] == event]
+
+    def first_run(script: UUID) -> str:
+        return str(next(r["id"] for r in runs if r["script_id"] == script))
+
+    def last_run(script: UUID) -> str:
+        return str([r["id"] for r in runs if r["script_id"] == script][-1])
+
+    t = str(tenant)
+    assert sorted(lines("dead_letter_created")) == sorted([
+        ("warning", str(s), str(rows[s]["id"]), first_run(s), 0, t) for s in (broken, flaky)])
+    assert lines("dead_letter_resolved") == [
+        ("info", str(flaky), str(rows[flaky]["id"]), last_run(flaky), 1, t)]
+    assert lines("dead_letter_exhausted") == [
+        ("error", str(broken), str(rows[broken]["id"]), last_run(broken), 3, t)]
 
 
 async def test_a_timeout_is_dead_lettered_like_a_failure(
