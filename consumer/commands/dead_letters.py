@@ -160,7 +160,7 @@ LIST_COLUMNS = ("ID", "TENANT", "SCRIPT", "EVENT TYPE", "RETRIES", "STATE", "NEX
 
 def _list_cells(r: dict[str, Any]) -> list[str]:
     return [str(r["id"]), r["tenant_name"] or str(r["tenant_id"])[:8], r["script_name"],
-            r["event_type"], f"{r['retry_count']}/{r['max_retries']}", r["state"],
+            r["event_type"], f"{r['retries_used']}/{r['max_retries']}", r["state"],
             fmt_time(r["next_retry_at"]), fmt_time(r["created_at"]), clip(r["error"], 60)]
 
 
@@ -179,7 +179,7 @@ def render_letter(d: dict[str, Any]) -> str:
         f"script       {d['script_name']} ({d['script_id']}), {d['script_status']}, "
         f"failed at version {version}",
         f"event        {d['event_type']} (event {d['event_id']})",
-        f"state        {d['state']}, {d['retry_count']}/{d['max_retries']} retries used",
+        f"state        {d['state']}, {d['retries_used']}/{d['max_retries']} retries used",
         f"next retry   {fmt_time(d['next_retry_at'])}",
         f"created      {fmt_time(d['created_at'])}",
         f"last retry   {fmt_time(d['last_retry_at'])}",

@@ -131,12 +131,18 @@ WHERE st.dead_letter_id = upd.id AND st.tenant_id = upd.tenant_id
 RETURNING st.dead_letter_id, upd.retry_count, st.next_retry_at IS NULL AS exhausted;
 
 -- name: dead_letter_resolved
-UPDATE jsrt_dead_letter_state st
-SET in_flight = false, resolved_at = NOW(), resolution = 'succeeded', next_retry_at = NULL
-FROM unnest($1::uuid[], $2::uuid[]) AS r(id, tenant_id)
-JOIN script_event_dead_letters d ON d.id = r.id AND d.tenant_id = r.tenant_id
-WHERE st.dead_letter_id = r.id AND st.tenant_id = r.tenant_id
-RETURNING st.dead_letter_id, d.retry_count;
+-- A retry completed: the letter is resolved, and its last_retry_at is this retry's. (Its
+-- retry_count keeps counting failed retries only, as the review views expect.)
+WITH resolved AS (
+    UPDATE jsrt_dead_letter_state st
+    SET in_flight = false, resolved_at = NOW(), resolution = 'succeeded', next_retry_at = NULL
+    FROM unnest($1::uuid[], $2::uuid[]) AS r(id, tenant_id)
+    WHERE st.dead_letter_id = r.id AND st.tenant_id = r.tenant_id
+    RETURNING st.dead_letter_id, st.tenant_id
+)
+UPDATE script_event_dead_letters d SET last_retry_at = NOW()
+FROM resolved r WHERE d.id = r.dead_letter_id AND d.tenant_id = r.tenant_id
+RETURNING d.id AS dead_letter_id, d.retry_count;
 
 -- name: claim_retries
 -- Due, unresolved, not exhausted letters of active scripts become new pending executions

@@ -555,7 +555,7 @@ async def test_cli_show_every_attempt_table_and_json(
                               str(letter["id"]), "--tenant", str(tenant))
     assert code == 0
     assert f"dead letter  {letter['id']}" in out
-    assert "state        succeeded, 1/3 retries used" in out
+    assert "state        succeeded, 2/3 retries used" in out  # one failed, one that worked
     assert '"order": 42' in out
     attempts = out[out.index("\nattempts\n"):].splitlines()[3:]  # after the header
     assert [ln.split()[:3] for ln in attempts] == [
@@ -565,6 +565,35 @@ async def test_cli_show_every_attempt_table_and_json(
     code, _, err = await jsrt(monkeypatch, capsys, db_url, "dead-letters", "show",
                               str(letter["id"]), "--tenant", str(uuid.uuid4()))
     assert code == 1 and "jsrt: error: no dead letter" in err
+
+
+async def test_cli_show_counts_an_operator_retry_that_succeeded(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    conn: asyncpg.Connection, db_url: str, executor: Executor, clock: FakeClock,
+) -> None:
+    tenant = await make_tenant(conn)
+    script = await make_script(conn, tenant, ALWAYS_FAILS)
+    letter = await make_exhausted(conn, db_url, executor, clock, tenant)
+    await conn.execute("UPDATE scripts SET source = $2 WHERE id = $1", script,
+                       "function handler(i) { return i; }")
+    await dl.retry(conn, [letter["id"]], tenant)
+    await drain(db_url, executor, clock)
+
+    code, out, _ = await jsrt(monkeypatch, capsys, db_url, "dead-letters", "show", "--json",
+                              str(letter["id"]))
+    shown = json.loads(out)
+    last = shown["attempts"][-1]
+    assert (code, last["attempt"], last["status"]) == (0, 5, "completed")
+    assert (shown["retries_used"], shown["max_retries"]) == (4, 4)
+    assert shown["last_retry_at"] == last["completed_at"]  # the retry that worked
+    code, out, _ = await jsrt(monkeypatch, capsys, db_url, "dead-letters", "show",
+                              str(letter["id"]))
+    assert "state        succeeded, 4/4 retries used" in out
+    completed = datetime.fromisoformat(last["completed_at"]).astimezone(UTC)
+    assert f"last retry   {completed:%Y-%m-%d %H:%M:%S}" in out
+    code, out, _ = await jsrt(monkeypatch, capsys, db_url, "dead-letters", "list",
+                              "--resolved", "--tenant", str(tenant))
+    assert out.splitlines()[1].split()[4:6] == ["4/4", "succeeded"]
 
 
 async def test_cli_retry_and_discard(
