@@ -163,13 +163,17 @@ async def versions(db: Db, ref: ScriptRef) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-async def rollback(db: Db, ref: ScriptRef, version: int) -> None:
-    """The source of `version` becomes the script's source again (as a new version)."""
+async def rollback(db: Db, ref: ScriptRef, version: int) -> bool:
+    """The source of `version` becomes the script's source again (as a new version); False
+    when it is the source already (nothing is written)."""
     async with translated():
         source = await db.fetchval(q("script_version_source"), ref.id, ref.tenant_id, version)
     if source is None:
         raise NotFound(f"script {ref.id} has no version {version}")
+    if source == (await current(db, ref))["source"]:
+        return False
     await update(db, ref, {"source": source}, message=f"rollback to version {version}")
+    return True
 
 
 async def embedded_script(db: Db, tenant_id: UUID, source: str,

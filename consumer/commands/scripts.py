@@ -207,6 +207,11 @@ async def cmd_versions(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     async with connection(settings.require_database(), "jsrt scripts") as conn:
         ref = await scripts.resolve(conn, args.script, _tenant(args))
-        await scripts.rollback(conn, ref, args.version)
-    print(f"{ref.id} rolled back to the source of version {args.version}")
+        changed = await scripts.rollback(conn, ref, args.version)
+        now = (await scripts.current(conn, ref))["version"]
+    if not changed:
+        print(f"{ref.id} already has the source of version {args.version} (current version "
+              f"{now}): nothing changed")
+    else:
+        print(f"{ref.id} rolled back to the source of version {args.version}, as version {now}")
     return 0

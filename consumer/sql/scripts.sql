@@ -71,8 +71,12 @@ WHERE id = $1::uuid AND tenant_id = $2::uuid
 RETURNING id, status;
 
 -- name: script_versions
+-- Current: the newest version with the script's source (a rollback makes a new version with
+-- an older version's source: only the new one is current).
 SELECT v.version_number, v.created_at, v.change_description, length(v.source) AS size,
-       v.source = s.source AS current
+       v.version_number = (SELECT max(c.version_number) FROM script_versions c
+                           WHERE c.script_id = v.script_id AND c.tenant_id = v.tenant_id
+                             AND c.source = s.source) AS current
 FROM script_versions v
 JOIN scripts s ON s.id = v.script_id AND s.tenant_id = v.tenant_id
 WHERE v.script_id = $1::uuid AND v.tenant_id = $2::uuid

@@ -127,9 +127,21 @@ async def test_lifecycle(conn: asyncpg.Connection, db_url: str, handler: Path, t
     await jsrt(db_url, "scripts", "versions", ref, "--json")
     versions = json.loads(capsys.readouterr().out)
     assert [(v["version_number"], v["current"]) for v in versions] == [
-        (3, True), (2, False), (1, True)]
+        (3, True), (2, False), (1, False)]  # version 1's source, but version 3 is current
     assert versions[0]["change_description"] == "rollback to version 1"
     assert versions[1]["change_description"] == "second"
+    for again in ("1", "3"):  # the source already: nothing to roll back, no new version
+        assert await jsrt(db_url, "scripts", "rollback", ref, again) == 0
+        assert capsys.readouterr().out == (
+            f"{script_id} already has the source of version {again} (current version 3): "
+            "nothing changed\n")
+    assert await conn.fetchval(
+        "SELECT max(version_number) FROM script_versions WHERE script_id = $1", script_id) == 3
+    await jsrt(db_url, "scripts", "rollback", ref, "2")
+    assert capsys.readouterr().out == (
+        f"{script_id} rolled back to the source of version 2, as version 4\n")
+    await jsrt(db_url, "scripts", "rollback", ref, "1")
+    capsys.readouterr()
 
     await jsrt(db_url, "scripts", "pause", ref)
     await jsrt(db_url, "scripts", "list", "--tenant", str(tenant))
