@@ -218,6 +218,10 @@ def _parse(source: str) -> str | None:
         if match is None:
             return f"the source does not parse: {first}"
         line = max(1, int(match[1]) - _FN_HEADER_LINES)
+        last = max(1, len(source.splitlines()))
+        if line > last:  # at the wrapper's closing `})`: the source ended with a block,
+            # call or string still open, and the token V8 names is not the tenant's
+            return f"the source does not parse: SyntaxError: Unexpected end of input at line {last}"
         return f"the source does not parse: {match[2]} at line {line}"
     except Exception as exc:
         return f"the source could not be checked: {type(exc).__name__}"

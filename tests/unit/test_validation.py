@@ -88,6 +88,18 @@ def test_sources_that_parse(source: str) -> None:
     assert check_syntax(source) is None
 
 
+@pytest.mark.parametrize(("source", "line"), [
+    ("function handler(i) {\n  return [1,\n    2\n", 3),  # unclosed: ends inside a block
+    ("function handler(i) {\n  return 1\n", 2),
+    ("const s = `abc", 1),
+])
+def test_a_source_that_ends_too_early_is_reported_at_its_last_line(source: str,
+                                                                    line: int) -> None:
+    """Never past the end of the file, nor with a token of the check's own wrapper."""
+    assert check_syntax(source) == \
+        f"the source does not parse: SyntaxError: Unexpected end of input at line {line}"
+
+
 def test_sources_that_do_not() -> None:
     assert check_syntax("function handler() {\n  return 1 +;\n}") == \
         "the source does not parse: SyntaxError: Unexpected token ';' at line 2"
