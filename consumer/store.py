@@ -22,7 +22,6 @@ from consumer.records import Claimed, Finished, Outcome, Run
 from consumer.scheduler import Decision, DueJob
 from consumer.sql import q
 
-
 _LOG = log.get("jsrt.store")
 
 
