@@ -86,6 +86,13 @@ def _only_leaf(exc: BaseException) -> BaseException:
     return exc
 
 
+def _failed(exc: BaseException) -> int:
+    """One `jsrt: error:` line per problem (a validation error may name several)."""
+    for line in str(exc).splitlines() or [type(exc).__name__]:
+        print(f"jsrt: error: {line}", file=sys.stderr)
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -98,14 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         func: Command = args.func
         return anyio.run(func, args, settings)
     except (JsrtError, asyncpg.PostgresError, OSError, json.JSONDecodeError) as exc:
-        print(f"jsrt: error: {exc}", file=sys.stderr)
-        return 1
+        return _failed(exc)
     except BaseExceptionGroup as group:  # raised in a task group, e.g. a port already in use
         leaf = _only_leaf(group)
         if not isinstance(leaf, JsrtError | asyncpg.PostgresError | OSError):
             raise
-        print(f"jsrt: error: {leaf}", file=sys.stderr)
-        return 1
+        return _failed(leaf)
     except KeyboardInterrupt:
         return 130
 

@@ -117,7 +117,7 @@ async def update(db: Db, ref: ScriptRef, changes: Mapping[str, Any],
     """Apply `changes` (ScriptSpec field → value) over the stored script, validate the whole
     result, write it. A new source becomes a new version."""
     row = await current(db, ref)
-    spec = replace(_retyped(spec_of(row), changes), **changes).check()
+    spec = merged(row, changes).check()
     metadata = dict(row["metadata"] or {})
     metadata.pop("change_description", None)
     if message:
@@ -126,6 +126,11 @@ async def update(db: Db, ref: ScriptRef, changes: Mapping[str, Any],
         await db.fetchval(q("script_update"), ref.id, ref.tenant_id, spec.name,
                           *_columns(spec, metadata))
     return spec
+
+
+def merged(row: Mapping[str, Any], changes: Mapping[str, Any]) -> ScriptSpec:
+    """The stored script with `changes` applied (not yet checked)."""
+    return replace(_retyped(spec_of(row), changes), **changes)
 
 
 def _retyped(spec: ScriptSpec, changes: Mapping[str, Any]) -> ScriptSpec:

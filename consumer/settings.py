@@ -66,7 +66,7 @@ class Settings:
     def validated(self) -> Settings:
         problems = [msg for ok, msg in self._checks() if not ok]
         if problems:
-            raise ConfigError("invalid settings: " + "; ".join(problems))
+            raise ConfigError("\n".join(f"invalid settings: {p}" for p in problems))
         return self
 
     def _checks(self) -> list[tuple[bool, str]]:

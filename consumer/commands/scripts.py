@@ -17,11 +17,10 @@ from consumer.validation import (
     STATUSES,
     TYPES,
     ScriptSpec,
-    check_event_types,
-    check_http_path,
-    check_syntax,
+    lines,
     normalize_methods,
     parse_limits,
+    problems,
 )
 
 _LIST_COLUMNS = ("id", "tenant_id", "name", "type", "status", "trigger", "version", "updated_at")
@@ -109,34 +108,36 @@ def _split(text: str | None) -> tuple[str, ...]:
     return tuple(p.strip() for p in text.split(",")) if text is not None else ()
 
 
-def _changes(args: argparse.Namespace, base_limits: Any = None) -> dict[str, Any]:
-    """ScriptSpec fields given on the command line, each checked on its own first."""
+def _changes(args: argparse.Namespace,
+             base_limits: Any = None) -> tuple[dict[str, Any], list[str]]:
+    """ScriptSpec fields given on the command line, and the problems of those the spec's own
+    check does not see (methods, limits); everything else is checked with the whole spec, so
+    that every problem is reported at once."""
     out: dict[str, Any] = {}
+    found: list[str] = []
     for arg, key in (("name", "name"), ("type", "type"), ("description", "description"),
-                     ("cron", "cron"), ("timezone", "timezone")):
+                     ("cron", "cron"), ("timezone", "timezone"), ("http_path", "http_path")):
         if getattr(args, arg, None) is not None:
             out[key] = getattr(args, arg)
     if getattr(args, "file", None) is not None:
-        out["source"] = _read_source(args.file)
-        _raise(check_syntax(out["source"]))
-    if args.http_path is not None:
-        out["http_path"] = args.http_path
-        _raise(check_http_path(args.http_path))
+        out["source"] = _read_source(args.file)  # unreadable: nothing else can be checked
     if args.methods is not None:
         methods, problem = normalize_methods(_split(args.methods))
-        _raise(problem or (None if methods else "--methods must name at least one method"))
+        found += lines(problem or (None if methods else "--methods must name at least one method"))
         out["http_methods"] = methods
     if args.event_types is not None:
         out["event_types"] = _split(args.event_types)
-        _raise(check_event_types(out["event_types"]))
     if args.limits is not None:
-        out["limits"] = parse_limits(args.limits, base_limits)
-    return out
+        try:
+            out["limits"] = parse_limits(args.limits, base_limits)
+        except ValidationError as exc:
+            found += lines(str(exc))
+    return out, found
 
 
-def _raise(problem: str | None) -> None:
-    if problem:
-        raise ValidationError(problem)
+def _raise(found: list[str]) -> None:
+    if found:
+        raise ValidationError("\n".join(found))
 
 
 def _tenant(args: argparse.Namespace) -> Any:
@@ -146,10 +147,11 @@ def _tenant(args: argparse.Namespace) -> Any:
 # ------------------------------------------------------------------ handlers
 async def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
     tenant = _tenant(args)
-    changes = _changes(args)
+    changes, found = _changes(args)
     if args.type == "http" and "http_methods" not in changes:
         changes["http_methods"] = ("GET",)
-    spec = ScriptSpec(**{"source": "", **changes}).check()
+    spec = ScriptSpec(**{"source": "", **changes})
+    _raise(found + problems(spec))
     async with connection(settings.require_database(), "jsrt scripts") as conn:
         script_id = await scripts.create(conn, tenant, spec,
                                          "active" if args.activate else "draft", args.message)
@@ -160,10 +162,11 @@ async def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_update(args: argparse.Namespace, settings: Settings) -> int:
     async with connection(settings.require_database(), "jsrt scripts") as conn:
         ref = await scripts.resolve(conn, args.script, _tenant(args))
-        base = (await scripts.current(conn, ref))["resource_limits"]
-        changes = _changes(args, base)
-        if not changes:
+        row = await scripts.current(conn, ref)
+        changes, found = _changes(args, row["resource_limits"])
+        if not changes and not found:
             raise ValidationError("nothing to change (give --file, --cron, --limits, ...)")
+        _raise(found and found + problems(scripts.merged(row, changes)))
         await scripts.update(conn, ref, changes, args.message)
     print(dumps({"id": ref.id, "updated": sorted(changes)}) if args.json else f"updated {ref.id}")
     return 0

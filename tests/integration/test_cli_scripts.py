@@ -247,9 +247,37 @@ async def test_cli_prints_one_error_line_and_exits_1(
                    "--type", "scheduled", "--cron", "* * *", "--file", str(handler))
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
-        "jsrt: error: --cron/--timezone: invalid cron expression '* * *': expected 5 fields "
+        "jsrt: error: --cron: invalid cron expression '* * *': expected 5 fields "
         "(minute hour day-of-month month day-of-week), got 3"]
     assert await conn.fetchval("SELECT count(*) FROM scripts") == 0
+
+
+async def test_cli_prints_every_problem_on_a_line_of_its_own(
+    conn: asyncpg.Connection, db_url: str, tmp_path: Path
+) -> None:
+    tenant = await make_tenant(conn)
+    broken = tmp_path / "broken.js"
+    broken.write_text("function handler(input) {\n  return input +;\n}")
+    done = run_cli(db_url, "scripts", "create", "--tenant", str(tenant), "--name", "a/b",
+                   "--type", "scheduled", "--cron", "61 * * * *", "--timezone", "Mars/Base",
+                   "--http-path", "/x", "--file", str(broken))
+    assert done.stderr.splitlines() == [
+        "jsrt: error: --name must not contain '/' or control characters",
+        "jsrt: error: --cron: invalid cron expression '61 * * * *': minute field '61' is not "
+        "valid (allowed: 0-59)",
+        "jsrt: error: --timezone: unknown timezone 'Mars/Base'",
+        "jsrt: error: --http-path and --methods apply only to http scripts",
+        "jsrt: error: the source does not parse: SyntaxError: Unexpected token ';' at line 2"]
+    (tmp_path / "ok.js").write_text(HANDLER)
+    await jsrt(db_url, "scripts", "create", "--tenant", str(tenant), "--name", "hook",
+               "--type", "http", "--http-path", "/hook", "--file", str(tmp_path / "ok.js"))
+    done = run_cli(db_url, "scripts", "update", f"{tenant}/hook", "--methods", "GET,FETCH",
+                   "--http-path", "/t/x", "--event-types", "a")
+    assert done.stderr.splitlines() == [
+        "jsrt: error: --methods must be among GET, POST, PUT, PATCH, DELETE (got FETCH)",
+        "jsrt: error: --http-path must not start with /t/ (reserved for /t/{tenant_id}/...)",
+        "jsrt: error: --event-types applies only to event scripts"]
+    assert await conn.fetchval("SELECT count(*) FROM scripts") == 1
 
 
 async def test_exec_exit_codes(conn: asyncpg.Connection, db_url: str) -> None:
