@@ -17,7 +17,7 @@ from consumer.errors import JsrtError
 from consumer.migrate import Migrator
 from consumer.settings import Settings
 from consumer.sql import q
-from consumer.store import connection
+from consumer.store import connection, store_error
 
 Command = Callable[[argparse.Namespace, Settings], Awaitable[int]]
 
@@ -88,6 +88,8 @@ def _only_leaf(exc: BaseException) -> BaseException:
 
 def _failed(exc: BaseException) -> int:
     """One `jsrt: error:` line per problem (a validation error may name several)."""
+    if isinstance(exc, asyncpg.PostgresError):  # from a command that did not translate it
+        exc = store_error(exc)
     for line in str(exc).splitlines() or [type(exc).__name__]:
         print(f"jsrt: error: {line}", file=sys.stderr)
     return 1

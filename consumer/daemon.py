@@ -442,9 +442,12 @@ async def stop_on_signals(stop: Callable[[], None]) -> None:
             stop()
 
 
-async def run_daemon(settings: Settings, until_idle: bool = False, http: str | None = None) -> int:
+async def run_daemon(settings: Settings, until_idle: bool = False, http: str | None = None,
+                     ready: Callable[[str | None, str | None], None] | None = None) -> int:
     """`jsrt run`: the daemon with signal handling (and, given `http` = HOST:PORT, the HTTP
-    trigger server on the same executor); returns the exit code."""
+    trigger server on the same executor); returns the exit code. `ready(http, metrics)` is
+    called with the addresses really bound, once both listen and before the daemon starts
+    (`jsrt dev` prints its banner then, never before an address turned out to be taken)."""
     from consumer.http import start_http
     from consumer.metrics import start_metrics
 
@@ -456,6 +459,8 @@ async def run_daemon(settings: Settings, until_idle: bool = False, http: str | N
         tg.start_soon(stop_on_signals, daemon.stop)
         metrics = None if until_idle else await start_metrics(tg, settings, store, executor, daemon)
         server = await start_http(tg, settings, store, executor, http) if http else None
+        if ready is not None:
+            ready(server.address if server else None, metrics.addr if metrics else None)
         await daemon.run(until_idle=until_idle)
         if server is not None:
             await server.shutdown()

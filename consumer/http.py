@@ -294,18 +294,30 @@ def listen(host: str, port: int) -> socket.socket:
     """A listening TCP socket. Its protocol is IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY
     only on sockets that say so, and without it keep-alive responses (headers and body are
     two writes) wait ~40 ms for the client's delayed ACK."""
-    family, type_, proto, _, addr = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, flags=socket.AI_PASSIVE)[0]
-    sock = socket.socket(family, type_, proto)
+    try:
+        family, type_, proto, _, addr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP,
+            flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, type_, proto)
+    except OSError as exc:
+        raise _cannot_serve(host, port, exc) from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(addr)
         sock.listen(socket.SOMAXCONN)
         sock.setblocking(False)
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise _cannot_serve(host, port, exc) from None
     return sock
+
+
+def _cannot_serve(host: str, port: int, exc: OSError) -> ConfigError:
+    """The address and what to do, not `[Errno 98] Address already in use`."""
+    reason = (exc.strerror or str(exc)).lower()
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return ConfigError(f"cannot serve HTTP on {shown}: {reason}; "
+                       "give --http another HOST:PORT (port 0: any free port)")
 
 
 class HttpServer:
@@ -343,6 +355,11 @@ class HttpServer:
         finally:
             self._stopped.set()
             _LOG.info("http_stopped", port=self.port)
+
+    @property
+    def address(self) -> str:
+        """HOST:PORT as bound (the real port once listening, also for port 0)."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def stop(self) -> None:
         self._stop_requested = True

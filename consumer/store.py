@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 from uuid import UUID
 
 import asyncpg
@@ -27,6 +28,10 @@ _LOG = log.get("jsrt.store")
 
 class StoreUnavailable(StoreError):
     """The database cannot be reached right now."""
+
+
+class SchemaMissing(StoreError):
+    """The database has no jsruntime schema (or an older one): run `jsrt migrate up`."""
 
 
 _UNAVAILABLE = (
@@ -50,7 +55,44 @@ async def translated() -> AsyncIterator[None]:
     except _UNAVAILABLE as exc:
         raise StoreUnavailable(f"database unavailable: {type(exc).__name__}: {exc}") from exc
     except asyncpg.PostgresError as exc:
-        raise StoreError(f"database error: {exc}") from exc
+        raise store_error(exc) from exc
+
+
+def store_error(exc: asyncpg.PostgresError) -> StoreError:
+    """A database error as one line; a missing table or function says what to do."""
+    if isinstance(exc, asyncpg.UndefinedTableError | asyncpg.UndefinedFunctionError):
+        first = str(exc).splitlines()[0]  # not the driver's hint about type casts
+        return SchemaMissing(f"database error: {first}: the jsruntime schema is missing or "
+                             "out of date here; run `jsrt migrate up`")
+    return StoreError(f"database error: {exc}")
+
+
+def unreachable(dsn: str, exc: BaseException) -> StoreUnavailable:
+    """A failed connection attempt, naming where it went and what to check (an OSError of
+    the driver says neither, e.g. `[Errno 2] No such file or directory` for a socket)."""
+    where = _target(dsn)
+    if isinstance(exc, FileNotFoundError | ConnectionRefusedError):
+        reason = "no server is listening there"
+    elif isinstance(exc, OSError) and exc.strerror:
+        reason = exc.strerror.lower()
+    else:
+        reason = str(exc) or type(exc).__name__
+    hint = "is PostgreSQL running there, and is DATABASE_URL right?"
+    if "/.jsrt/" in where or where.endswith("/.jsrt"):
+        hint = "the embedded server runs only while `make run` (`jsrt dev`) does"
+    return StoreUnavailable(f"cannot reach the database at {where}: {reason}; {hint}")
+
+
+def _target(dsn: str) -> str:
+    """host:port or the socket directory of a DSN, never its password."""
+    try:
+        parts = urlsplit(dsn)
+        query = parse_qs(parts.query)
+        host = (query.get("host") or [parts.hostname or ""])[0] or "localhost"
+        port = (query.get("port") or [str(parts.port or 5432)])[0]
+    except ValueError:
+        return "DATABASE_URL"
+    return f"the socket in {host}" if host.startswith("/") else f"{host}:{port}"
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -79,7 +121,10 @@ async def connect(dsn: str, application_name: str = "jsrt") -> asyncpg.Connectio
 @asynccontextmanager
 async def connection(dsn: str, application_name: str = "jsrt") -> AsyncIterator[asyncpg.Connection]:
     """`connect`, closed on the way out (one-shot commands)."""
-    conn = await connect(dsn, application_name)
+    try:
+        conn = await connect(dsn, application_name)
+    except OSError as exc:
+        raise unreachable(dsn, exc) from exc
     try:
         yield conn
     finally:
@@ -97,10 +142,13 @@ class Store:
     @classmethod
     async def open(cls, dsn: str, min_size: int = 2, max_size: int = 10) -> Store:
         async with translated():
-            pool = await asyncpg.create_pool(
-                dsn, min_size=min_size, max_size=max_size, init=_init_connection,
-                reset=_keep_session, server_settings={"application_name": "jsrt"},
-            )
+            try:
+                pool = await asyncpg.create_pool(
+                    dsn, min_size=min_size, max_size=max_size, init=_init_connection,
+                    reset=_keep_session, server_settings={"application_name": "jsrt"},
+                )
+            except OSError as exc:
+                raise unreachable(dsn, exc) from exc
         return cls(pool)
 
     async def close(self) -> None:

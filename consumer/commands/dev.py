@@ -130,10 +130,12 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         await conn.close()
     settings = dataclasses.replace(settings, database_url=dsn)
-    log.get("jsrt.dev").info("dev_ready", database=dsn, demo_tenant=DEMO_TENANT)
-    print(banner(dsn, args.http, settings.metrics_addr), flush=True)
-    kwargs = {"http": args.http} if args.http else {}
-    return await run_daemon(settings, **kwargs)
+
+    def ready(http: str | None, metrics: str | None) -> None:
+        log.get("jsrt.dev").info("dev_ready", database=dsn, demo_tenant=DEMO_TENANT)
+        print(banner(dsn, http, metrics or ""), flush=True)
+
+    return await run_daemon(settings, http=args.http, ready=ready)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -3,6 +3,11 @@ the HTTP trigger server alone, with the same health and metrics endpoints."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+
 import asyncpg
 import httpx
 from support.daemons import daemon_process
@@ -59,3 +64,23 @@ async def test_serve_alone_answers_health_readiness_and_metrics(conn: asyncpg.Co
     assert samples[("jsrt_executions_total",
                     (("status", "completed"), ("trigger", "http")))] == 1
     assert samples[("jsrt_events_received_total", (("source", "publish"),))] == 0
+
+
+def run_cli(db_url: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": db_url, "JSRT_WORKERS": "1",
+           "JSRT_METRICS_ADDR": "127.0.0.1:0"}
+    return subprocess.run([sys.executable, "-m", "consumer.cli", *argv], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+async def test_a_taken_http_address_is_named_before_any_banner(db_url: str) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        addr = f"127.0.0.1:{taken.getsockname()[1]}"
+        for argv in (("run", "--http", addr), ("dev", "--no-demo", "--http", addr),
+                     ("serve", "--http", addr)):
+            done = run_cli(db_url, *argv)
+            assert done.returncode == 1, argv
+            assert done.stderr.splitlines()[-1] == (
+                f"jsrt: error: cannot serve HTTP on {addr}: address already in use; give "
+                "--http another HOST:PORT (port 0: any free port)"), done.stderr
+            assert "jsruntime is running" not in done.stdout

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -278,6 +280,36 @@ async def test_cli_prints_every_problem_on_a_line_of_its_own(
         "jsrt: error: --http-path must not start with /t/ (reserved for /t/{tenant_id}/...)",
         "jsrt: error: --event-types applies only to event scripts"]
     assert await conn.fetchval("SELECT count(*) FROM scripts") == 1
+
+
+async def test_errors_say_what_to_do(db_url: str, empty_db_url: str, tmp_path: Path) -> None:
+    """A server that is down, a database never migrated: where, and what to do."""
+    embedded = tmp_path / ".jsrt" / "pgdata"
+    embedded.mkdir(parents=True)
+    down = run_cli(f"postgresql://postgres:@/postgres?host={embedded}", "executions", "list")
+    assert down.returncode == 1
+    assert down.stderr.splitlines() == [
+        f"jsrt: error: cannot reach the database at the socket in {embedded}: no server is "
+        "listening there; the embedded server runs only while `make run` (`jsrt dev`) does"]
+    with socket.create_server(("127.0.0.1", 0)) as free:  # a port nobody answers on
+        port = free.getsockname()[1]
+    refused = run_cli(f"postgresql://postgres:secret@127.0.0.1:{port}/x", "scripts", "list")
+    assert refused.stderr.splitlines() == [
+        f"jsrt: error: cannot reach the database at 127.0.0.1:{port}: no server is listening "
+        "there; is PostgreSQL running there, and is DATABASE_URL right?"]
+
+    for argv in (("executions", "list"), ("publish", str(uuid.uuid4()), "x.y"),
+                 ("dead-letters", "list")):
+        bare = run_cli(empty_db_url, *argv)
+        assert bare.returncode == 1, argv
+        [line] = bare.stderr.splitlines()
+        assert line.startswith("jsrt: error: database error: ") and line.endswith(
+            "does not exist: the jsruntime schema is missing or out of date here; run "
+            "`jsrt migrate up`"), line
+
+    usage = run_cli(db_url, "exec", "--help")
+    assert "not in a running daemon: the daemon's settings do not apply" in " ".join(
+        usage.stdout.split())
 
 
 async def test_exec_exit_codes(conn: asyncpg.Connection, db_url: str) -> None:
