@@ -3,13 +3,11 @@ the HTTP trigger server alone, with the same health and metrics endpoints."""
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 
 import asyncpg
 import httpx
+from support.cli import run_cli
 from support.daemons import daemon_process
 from support.factories import make_script, make_tenant, publish
 from support.metrics import parse
@@ -64,13 +62,6 @@ async def test_serve_alone_answers_health_readiness_and_metrics(conn: asyncpg.Co
     assert samples[("jsrt_executions_total",
                     (("status", "completed"), ("trigger", "http")))] == 1
     assert samples[("jsrt_events_received_total", (("source", "publish"),))] == 0
-
-
-def run_cli(db_url: str, *argv: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": db_url, "JSRT_WORKERS": "1",
-           "JSRT_METRICS_ADDR": "127.0.0.1:0"}
-    return subprocess.run([sys.executable, "-m", "consumer.cli", *argv], env=env,
-                          capture_output=True, text=True, timeout=60)
 
 
 async def test_a_taken_http_address_is_named_before_any_banner(db_url: str) -> None:
