@@ -13,6 +13,7 @@ Python traceback.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import re
@@ -281,6 +282,15 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield  # the host process owns signals; it calls HttpServer.stop()
+
+
+def http_address(text: str) -> str:
+    """--http's argparse type: a bad HOST:PORT is a usage error, reported with the usage."""
+    try:
+        parse_bind(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--http ")) from None
+    return text
 
 
 def parse_bind(bind: str) -> tuple[str, int]:

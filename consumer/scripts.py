@@ -66,6 +66,11 @@ async def resolve(db: Db, ref: str, tenant_id: UUID | None = None) -> ScriptRef:
     return ScriptRef(row["id"], row["tenant_id"], row["name"])
 
 
+def is_bare_name(ref: str) -> bool:
+    """SCRIPT given as a name alone (neither a script id nor tenant_id/name)."""
+    return not _NAME_REF.match(ref) and not _is_uuid(ref)
+
+
 def _is_uuid(text: str) -> bool:
     try:
         UUID(text)
@@ -179,6 +184,18 @@ async def rollback(db: Db, ref: ScriptRef, version: int) -> bool:
         return False
     await update(db, ref, {"source": source}, message=f"rollback to version {version}")
     return True
+
+
+async def delete(db: Db, ref: ScriptRef, really: bool) -> dict[str, int]:
+    """What deleting the script takes with it (versions, executions, of which unfinished,
+    dead letters) - and, when `really`, delete it: everything else goes by ON DELETE CASCADE,
+    a running execution's late result is then discarded by its daemon."""
+    async with translated():
+        row = await db.fetchrow(q("script_delete" if really else "script_delete_preview"),
+                                ref.id, ref.tenant_id)
+    if row is None:
+        raise NotFound(f"no script {ref.id}")
+    return {k: int(row[k]) for k in ("versions", "executions", "unfinished", "dead_letters")}
 
 
 async def embedded_script(db: Db, tenant_id: UUID, source: str,

@@ -1,6 +1,6 @@
 """`jsrt scripts create | update | list | show | activate | pause | archive | versions |
-rollback`: script management without hand-written SQL. Everything given is validated before
-anything is written."""
+rollback | delete`: script management without hand-written SQL. Everything given is validated
+before anything is written."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from consumer import scripts
-from consumer.commands._output import dumps, fields, table
+from consumer.commands._output import cut, dumps, fields, table
 from consumer.errors import ValidationError
 from consumer.settings import Settings
 from consumer.store import connection
@@ -55,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ls.add_argument("--tenant")
     ls.add_argument("--type", choices=TYPES)
     ls.add_argument("--status", choices=STATUSES)
+    ls.add_argument("--limit", type=int, default=500, help="at most this many (default 500)")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_list)
 
@@ -66,6 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     for name, status in (("activate", "active"), ("pause", "paused"), ("archive", "archived")):
         st = ss.add_parser(name, help=f"set the script's status to {status}")
         _script_arg(st)
+        st.add_argument("--json", action="store_true")
         st.set_defaults(func=cmd_status, status=status)
 
     v = ss.add_parser("versions", help="the script's source versions")
@@ -76,7 +78,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     r = ss.add_parser("rollback", help="make an earlier version's source current again")
     _script_arg(r)
     r.add_argument("version", type=int)
+    r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_rollback)
+
+    d = ss.add_parser("delete", help="delete a script with its versions, executions and dead "
+                                     "letters (says what would go unless --yes)")
+    _script_arg(d)
+    d.add_argument("--yes", action="store_true", help="really delete")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=cmd_delete)
 
 
 def _script_arg(p: argparse.ArgumentParser) -> None:
@@ -173,8 +183,12 @@ async def cmd_update(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    if args.limit < 1:
+        raise ValidationError("--limit must be >= 1")
     async with connection(settings.require_database(), "jsrt scripts") as conn:
-        rows = await scripts.list_scripts(conn, _tenant(args), args.type, args.status)
+        rows = await scripts.list_scripts(conn, _tenant(args), args.type, args.status,
+                                          args.limit + 1)  # one more: were there more?
+    rows = list(cut(rows, args.limit))
     print(dumps(rows) if args.json else table(rows, _LIST_COLUMNS))
     return 0
 
@@ -194,7 +208,7 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     async with connection(settings.require_database(), "jsrt scripts") as conn:
         ref = await scripts.resolve(conn, args.script, _tenant(args))
         await scripts.set_status(conn, ref, args.status)
-    print(f"{ref.id} {args.status}")
+    print(dumps({"id": ref.id, "status": args.status}) if args.json else f"{ref.id} {args.status}")
     return 0
 
 
@@ -212,9 +226,29 @@ async def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
         ref = await scripts.resolve(conn, args.script, _tenant(args))
         changed = await scripts.rollback(conn, ref, args.version)
         now = (await scripts.current(conn, ref))["version"]
-    if not changed:
+    if args.json:
+        print(dumps({"id": ref.id, "rolled_back_to": args.version, "changed": changed,
+                     "version": now}))
+    elif not changed:
         print(f"{ref.id} already has the source of version {args.version} (current version "
               f"{now}): nothing changed")
     else:
         print(f"{ref.id} rolled back to the source of version {args.version}, as version {now}")
+    return 0
+
+
+async def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
+    async with connection(settings.require_database(), "jsrt scripts") as conn:
+        ref = await scripts.resolve(conn, args.script, _tenant(args))
+        what = await scripts.delete(conn, ref, really=args.yes)
+    if args.json:
+        print(dumps({"id": ref.id, "tenant_id": ref.tenant_id, "name": ref.name,
+                     "deleted": args.yes, **what}))
+    else:
+        verb = "deleted" if args.yes else "would delete"
+        print(f"{verb} script {ref.id} ({ref.tenant_id}/{ref.name}) with "
+              f"{what['versions']} version(s), {what['executions']} execution(s) "
+              f"({what['unfinished']} unfinished) and {what['dead_letters']} dead letter(s)")
+    if not args.yes:
+        raise ValidationError("nothing deleted: give --yes to delete")
     return 0

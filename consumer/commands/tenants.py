@@ -10,7 +10,7 @@ from uuid import UUID
 
 import asyncpg
 
-from consumer.commands._output import dumps, table
+from consumer.commands._output import cut, dumps, table
 from consumer.errors import StoreError, ValidationError
 from consumer.settings import Settings
 from consumer.sql import q
@@ -64,7 +64,7 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     if args.limit < 1:
         raise ValidationError("--limit must be >= 1")
     async with connection(settings.require_database(), "jsrt tenants") as conn, translated():
-        rows: list[dict[str, Any]] = [dict(r) for r in await conn.fetch(q("tenant_list"),
-                                                                          args.limit)]
+        found = await conn.fetch(q("tenant_list"), args.limit + 1)  # one more: were there more?
+    rows: list[dict[str, Any]] = [dict(r) for r in cut(found, args.limit)]
     print(dumps(rows) if args.json else table(rows, _LIST_COLUMNS))
     return 0

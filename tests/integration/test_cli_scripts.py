@@ -241,13 +241,13 @@ def run_cli(db_url: str, *argv: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60)
 
 
-async def test_cli_prints_one_error_line_and_exits_1(
+async def test_cli_prints_one_error_line_and_exits_2(
     conn: asyncpg.Connection, db_url: str, handler: Path
 ) -> None:
     tenant = await make_tenant(conn)
     done = run_cli(db_url, "scripts", "create", "--tenant", str(tenant), "--name", "n",
                    "--type", "scheduled", "--cron", "* * *", "--file", str(handler))
-    assert done.returncode == 1
+    assert done.returncode == 2  # a usage error: nothing was attempted
     assert done.stderr.strip().splitlines() == [
         "jsrt: error: --cron: invalid cron expression '* * *': expected 5 fields "
         "(minute hour day-of-month month day-of-week), got 3"]
@@ -337,7 +337,7 @@ async def test_exec_exit_codes(conn: asyncpg.Connection, db_url: str) -> None:
     assert json.loads(slow.stdout)["status"] == "timeout"
 
     bad_input = run_cli(db_url, "exec", f"{tenant}/double", "--input", "{nope")
-    assert bad_input.returncode == 1 and "--input is not valid JSON" in bad_input.stderr
+    assert bad_input.returncode == 2 and "--input is not valid JSON" in bad_input.stderr
 
     rows = await conn.fetch("SELECT status, trigger_type FROM script_executions "
                             "WHERE tenant_id = $1 ORDER BY started_at", tenant)

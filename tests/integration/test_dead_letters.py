@@ -590,7 +590,7 @@ async def test_cli_show_counts_an_operator_retry_that_succeeded(
                               str(letter["id"]))
     assert "state        succeeded, 4/4 retries used" in out
     completed = datetime.fromisoformat(last["completed_at"]).astimezone(UTC)
-    assert f"last retry   {completed:%Y-%m-%d %H:%M:%S}" in out
+    assert f"last retry   {completed:%Y-%m-%dT%H:%M:%SZ}" in out
     code, out, _ = await jsrt(monkeypatch, capsys, db_url, "dead-letters", "list",
                               "--resolved", "--tenant", str(tenant))
     assert out.splitlines()[1].split()[4:6] == ["4/4", "succeeded"]
@@ -624,7 +624,7 @@ async def test_cli_retry_and_discard(
     assert {r["id"]: r["state"] for r in json.loads(out)}[str(c["fresh"])] == "discarded"
 
     code, _, err = await jsrt(monkeypatch, capsys, db_url, "dead-letters", "retry")
-    assert code == 1 and "give dead letter ids, or --all" in err
+    assert code == 2 and "give dead letter ids, or --all" in err
     code, _, err = await jsrt(monkeypatch, capsys, db_url, "dead-letters", "retry", "nope")
     assert code == 2 and "not a UUID" in err
 
