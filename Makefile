@@ -13,9 +13,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Starts the daemon on DATABASE_URL, or on an embedded PostgreSQL under .jsrt/ when unset;
-# HTTP endpoints on 127.0.0.1:8080, metrics and health on 127.0.0.1:9464.
+# HTTP endpoints on 127.0.0.1:8080, metrics and health on 127.0.0.1:9464. The demo tenant and
+# its scripts are created on the embedded server only (`make run DEV_ARGS=--demo` for
+# DATABASE_URL's database too).
+DEV_ARGS ?=
 run: $(STAMP)
-	$(BIN)/jsrt dev --http 127.0.0.1:8080
+	$(BIN)/jsrt dev --http 127.0.0.1:8080 $(DEV_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

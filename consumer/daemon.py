@@ -414,8 +414,10 @@ def _run_fields(run: Run) -> dict[str, Any]:
     fields: dict[str, Any] = dict(
         tenant_id=str(run.tenant_id), script_id=str(run.script_id),
         execution_id=str(run.execution_id), trigger=run.trigger_type,
-        attempt=run.trigger_data.get("attempt"),
     )
+    attempt = run.trigger_data.get("attempt")
+    if attempt is not None:  # event runs only: a cron or manual run has no attempts
+        fields["attempt"] = attempt
     if run.event_id:
         fields.update(event_id=str(run.event_id), event_type=run.trigger_data.get("event_type"))
     return fields
@@ -455,9 +457,12 @@ async def stop_on_signals(stop: Callable[[], None]) -> None:
             stop()
 
 
-async def run_daemon(settings: Settings, until_idle: bool = False, http: str | None = None) -> int:
+async def run_daemon(settings: Settings, until_idle: bool = False, http: str | None = None,
+                     ready: Callable[[str | None, str | None], None] | None = None) -> int:
     """`jsrt run`: the daemon with signal handling (and, given `http` = HOST:PORT, the HTTP
-    trigger server on the same executor); returns the exit code."""
+    trigger server on the same executor); returns the exit code. `ready(http, metrics)` is
+    called with the addresses really bound, once both listen and before the daemon starts
+    (`jsrt dev` prints its banner then, never before an address turned out to be taken)."""
     from consumer.http import start_http
     from consumer.metrics import start_metrics
 
@@ -469,6 +474,8 @@ async def run_daemon(settings: Settings, until_idle: bool = False, http: str | N
         tg.start_soon(stop_on_signals, daemon.stop)
         metrics = None if until_idle else await start_metrics(tg, settings, store, executor, daemon)
         server = await start_http(tg, settings, store, executor, http) if http else None
+        if ready is not None:
+            ready(server.address if server else None, metrics.addr if metrics else None)
         await daemon.run(until_idle=until_idle)
         if server is not None:
             await server.shutdown()

@@ -13,6 +13,7 @@ Python traceback.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import re
@@ -301,6 +302,15 @@ class _Server(uvicorn.Server):
         yield  # the host process owns signals; it calls HttpServer.stop()
 
 
+def http_address(text: str) -> str:
+    """--http's argparse type: a bad HOST:PORT is a usage error, reported with the usage."""
+    try:
+        parse_bind(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--http ")) from None
+    return text
+
+
 def parse_bind(bind: str) -> tuple[str, int]:
     host, sep, port = bind.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -312,18 +322,30 @@ def listen(host: str, port: int) -> socket.socket:
     """A listening TCP socket. Its protocol is IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY
     only on sockets that say so, and without it keep-alive responses (headers and body are
     two writes) wait ~40 ms for the client's delayed ACK."""
-    family, type_, proto, _, addr = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, flags=socket.AI_PASSIVE)[0]
-    sock = socket.socket(family, type_, proto)
+    try:
+        family, type_, proto, _, addr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP,
+            flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, type_, proto)
+    except OSError as exc:
+        raise _cannot_serve(host, port, exc) from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(addr)
         sock.listen(socket.SOMAXCONN)
         sock.setblocking(False)
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise _cannot_serve(host, port, exc) from None
     return sock
+
+
+def _cannot_serve(host: str, port: int, exc: OSError) -> ConfigError:
+    """The address and what to do, not `[Errno 98] Address already in use`."""
+    reason = (exc.strerror or str(exc)).lower()
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return ConfigError(f"cannot serve HTTP on {shown}: {reason}; "
+                       "give --http another HOST:PORT (port 0: any free port)")
 
 
 class HttpServer:
@@ -361,6 +383,11 @@ class HttpServer:
         finally:
             self._stopped.set()
             _LOG.info("http_stopped", port=self.port)
+
+    @property
+    def address(self) -> str:
+        """HOST:PORT as bound (the real port once listening, also for port 0)."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def stop(self) -> None:
         self._stop_requested = True

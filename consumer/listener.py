@@ -67,13 +67,19 @@ class Listener:
     async def _connect(self) -> None:
         self._lost = anyio.Event()
         conn = await connect(self._dsn, "jsrt-listener")
-        conn.add_termination_listener(lambda _c: self._lost.set())
-        for ch in self._channels:
-            await conn.add_listener(ch, self._notified)
-        await conn.add_listener(SCRIPTS_CHANNEL, self._script_changed)
-        self._conn = conn
-        self._leader = bool(
-            await conn.fetchval(q("raw_ingest_try_lock"), RAW_INGEST_LOCK))
+        try:
+            conn.add_termination_listener(lambda _c: self._lost.set())
+            for ch in self._channels:
+                await conn.add_listener(ch, self._notified)
+            await conn.add_listener(SCRIPTS_CHANNEL, self._script_changed)
+            leader = bool(await conn.fetchval(q("raw_ingest_try_lock"), RAW_INGEST_LOCK))
+        except BaseException:
+            # Not yet ours to close in run(): a LISTEN or the lock query that failed, or a
+            # cancellation (shutdown) in the middle, would otherwise leave it open until the
+            # garbage collector finds it.
+            conn.terminate()
+            raise
+        self._conn, self._leader = conn, leader
         if self.connected.is_set():
             self.reconnects += 1
             _LOG.info("listener_reconnected", leader=self._leader, reconnects=self.reconnects)

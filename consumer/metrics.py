@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import os
 import socket
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -239,27 +240,67 @@ class _Server(uvicorn.Server):
         yield  # the daemon owns signals; it calls MetricsServer.shutdown()
 
 
+def _host(addr: str) -> str:
+    return addr.rpartition(":")[0].strip("[]") or "127.0.0.1"
+
+
+def _create(addr: str) -> socket.socket:
+    host, port = _host(addr), addr.rpartition(":")[2]
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, int(port)), family=family, backlog=64)
+
+
 def bind(addr: str) -> socket.socket:
     """A listening socket for HOST:PORT (port 0: any free port), or a one-line ConfigError."""
-    host, _, port = addr.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        return socket.create_server((host, int(port)), family=family, backlog=64)
+        return _create(addr)
     except (OSError, ValueError) as exc:
-        errno = getattr(exc, "errno", None)
-        reason = os.strerror(errno).lower() if errno else str(exc)
-        raise ConfigError(f"cannot serve metrics on {addr}: {reason}; "
-                          "set JSRT_METRICS_ADDR to another HOST:PORT, or empty to disable"
-                          ) from None
+        raise _cannot_serve(addr, exc) from None
+
+
+def _cannot_serve(addr: str, exc: Exception) -> ConfigError:
+    code = getattr(exc, "errno", None)
+    reason = os.strerror(code).lower() if code else str(exc)
+    return ConfigError(f"cannot serve metrics on {addr}: {reason}; "
+                       "set JSRT_METRICS_ADDR to another HOST:PORT, or empty to disable")
+
+
+def listen(settings: Settings) -> socket.socket | None:
+    """The metrics socket. A JSRT_METRICS_ADDR that was set is bound or fails (ConfigError).
+    The default address, when another process of this host holds it (a second daemon, a
+    `jsrt serve` beside a daemon), gives way: one warning, then any free port of the same
+    host, or no metrics at all if even that fails."""
+    addr = settings.metrics_addr
+    try:
+        return _create(addr)
+    except (OSError, ValueError) as exc:
+        if settings.metrics_addr_given or getattr(exc, "errno", None) != errno.EADDRINUSE:
+            raise _cannot_serve(addr, exc) from None
+    try:
+        sock = _create(f"{addr.rpartition(':')[0]}:0")
+    except OSError as exc:
+        _LOG.warning("metrics_addr_in_use", addr=addr, fallback=None,
+                     error=os.strerror(exc.errno).lower() if exc.errno else str(exc),
+                     hint="metrics are off; set JSRT_METRICS_ADDR to a free HOST:PORT")
+        return None
+    _LOG.warning("metrics_addr_in_use", addr=addr, fallback=_address(sock),
+                 hint="serving metrics on a free port; set JSRT_METRICS_ADDR to choose one")
+    return sock
+
+
+def _address(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class MetricsServer:
-    def __init__(self, metrics: Metrics, addr: str, interval: float) -> None:
+    def __init__(self, metrics: Metrics, addr: str, interval: float,
+                 sock: socket.socket | None = None) -> None:
         self.metrics = metrics
         self.addr = addr
         self.interval = interval
         self.port = 0
+        self._sock = sock  # bound already (start_metrics); otherwise run() binds addr
         self._server: _Server | None = None
         self._stop_requested = False
         self._stopped = anyio.Event()
@@ -267,8 +308,9 @@ class MetricsServer:
     async def run(self, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve (and refresh the gauges) until shutdown(); task_status gets the bound port."""
         try:
-            with bind(self.addr) as sock:
+            with self._sock or bind(self.addr) as sock:
                 self.port = sock.getsockname()[1]
+                self.addr = _address(sock)
                 config = uvicorn.Config(build_app(self.metrics), log_config=None,
                                         access_log=False, lifespan="off",
                                         timeout_graceful_shutdown=1)
@@ -296,7 +338,10 @@ async def start_metrics(tg: TaskGroup, settings: Settings, store: Store, executo
     `daemon` is None for `jsrt serve`, which has no listener and claims no events."""
     if not settings.metrics_addr:
         return None
+    sock = listen(settings)
+    if sock is None:
+        return None
     server = MetricsServer(Metrics(store, executor, daemon), settings.metrics_addr,
-                           settings.metrics_interval)
+                           settings.metrics_interval, sock)
     await tg.start(server.run)
     return server

@@ -66,6 +66,11 @@ async def resolve(db: Db, ref: str, tenant_id: UUID | None = None) -> ScriptRef:
     return ScriptRef(row["id"], row["tenant_id"], row["name"])
 
 
+def is_bare_name(ref: str) -> bool:
+    """SCRIPT given as a name alone (neither a script id nor tenant_id/name)."""
+    return not _NAME_REF.match(ref) and not _is_uuid(ref)
+
+
 def _is_uuid(text: str) -> bool:
     try:
         UUID(text)
@@ -117,7 +122,7 @@ async def update(db: Db, ref: ScriptRef, changes: Mapping[str, Any],
     """Apply `changes` (ScriptSpec field → value) over the stored script, validate the whole
     result, write it. A new source becomes a new version."""
     row = await current(db, ref)
-    spec = replace(_retyped(spec_of(row), changes), **changes).check()
+    spec = merged(row, changes).check()
     metadata = dict(row["metadata"] or {})
     metadata.pop("change_description", None)
     if message:
@@ -126,6 +131,11 @@ async def update(db: Db, ref: ScriptRef, changes: Mapping[str, Any],
         await db.fetchval(q("script_update"), ref.id, ref.tenant_id, spec.name,
                           *_columns(spec, metadata))
     return spec
+
+
+def merged(row: Mapping[str, Any], changes: Mapping[str, Any]) -> ScriptSpec:
+    """The stored script with `changes` applied (not yet checked)."""
+    return replace(_retyped(spec_of(row), changes), **changes)
 
 
 def _retyped(spec: ScriptSpec, changes: Mapping[str, Any]) -> ScriptSpec:
@@ -163,13 +173,29 @@ async def versions(db: Db, ref: ScriptRef) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-async def rollback(db: Db, ref: ScriptRef, version: int) -> None:
-    """The source of `version` becomes the script's source again (as a new version)."""
+async def rollback(db: Db, ref: ScriptRef, version: int) -> bool:
+    """The source of `version` becomes the script's source again (as a new version); False
+    when it is the source already (nothing is written)."""
     async with translated():
         source = await db.fetchval(q("script_version_source"), ref.id, ref.tenant_id, version)
     if source is None:
         raise NotFound(f"script {ref.id} has no version {version}")
+    if source == (await current(db, ref))["source"]:
+        return False
     await update(db, ref, {"source": source}, message=f"rollback to version {version}")
+    return True
+
+
+async def delete(db: Db, ref: ScriptRef, really: bool) -> dict[str, int]:
+    """What deleting the script takes with it (versions, executions, of which unfinished,
+    dead letters) - and, when `really`, delete it: everything else goes by ON DELETE CASCADE,
+    a running execution's late result is then discarded by its daemon."""
+    async with translated():
+        row = await db.fetchrow(q("script_delete" if really else "script_delete_preview"),
+                                ref.id, ref.tenant_id)
+    if row is None:
+        raise NotFound(f"no script {ref.id}")
+    return {k: int(row[k]) for k in ("versions", "executions", "unfinished", "dead_letters")}
 
 
 async def embedded_script(db: Db, tenant_id: UUID, source: str,

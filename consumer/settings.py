@@ -49,6 +49,10 @@ class Settings:
     http_max_body_bytes: int = 1 << 20  # larger HTTP request bodies get 413
     # /metrics, /healthz and /readyz of `jsrt run` (HOST:PORT; empty = off; port 0 = any free)
     metrics_addr: str = "127.0.0.1:9464"
+    # Whether metrics_addr was chosen (JSRT_METRICS_ADDR, or by the caller): a chosen address
+    # that is taken is an error; the default one, taken by another daemon on the same host,
+    # gives way to a free port, so that several daemons can run side by side.
+    metrics_addr_given: bool = False
     metrics_interval: float = 15.0  # seconds between queue-depth / dead-letter queries
 
     @classmethod
@@ -59,14 +63,15 @@ class Settings:
             values["database_url"] = env["DATABASE_URL"]
         for f in fields(cls):
             key = "JSRT_" + f.name.upper()
-            if key in env:
+            if key in env and f.name not in _NOT_FROM_ENV:
                 values[f.name] = _parse(f.name, env[key], getattr(cls(), f.name))
+        values["metrics_addr_given"] = "metrics_addr" in values or "metrics_addr" in overrides
         return replace(cls(), **{**values, **overrides}).validated()
 
     def validated(self) -> Settings:
         problems = [msg for ok, msg in self._checks() if not ok]
         if problems:
-            raise ConfigError("invalid settings: " + "; ".join(problems))
+            raise ConfigError("\n".join(f"invalid settings: {p}" for p in problems))
         return self
 
     def _checks(self) -> list[tuple[bool, str]]:
@@ -108,6 +113,9 @@ class Settings:
         if not self.database_url:
             raise ConfigError("DATABASE_URL is not set (e.g. postgresql://postgres@127.0.0.1/jsrt)")
         return self.database_url
+
+
+_NOT_FROM_ENV = frozenset({"metrics_addr_given"})  # derived, never set by a variable
 
 
 def _is_bind(addr: str) -> bool:

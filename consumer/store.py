@@ -9,17 +9,26 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 from uuid import UUID
 
 import asyncpg
 
-from consumer import jsontext
+from consumer import jsontext, log
 from consumer.errors import StoreError, StoreUnavailable
 from consumer.records import Claimed, Finished, Outcome, Run
 from consumer.scheduler import Decision, DueJob
 from consumer.sql import q
+
+_LOG = log.get("jsrt.store")
+
+
+class SchemaMissing(StoreError):
+    """The database has no jsruntime schema (or an older one): run `jsrt migrate up`."""
+
 
 _UNAVAILABLE = (
     asyncpg.PostgresConnectionError,
@@ -42,9 +51,46 @@ async def translated() -> AsyncIterator[None]:
     except _UNAVAILABLE as exc:
         raise StoreUnavailable(f"database unavailable: {type(exc).__name__}: {exc}") from exc
     except asyncpg.PostgresError as exc:
-        raise StoreError(f"database error: {exc}") from exc
+        raise store_error(exc) from exc
     except jsontext.JsonRefused as exc:  # a stored value our decoder will not take
         raise StoreError(f"database value refused: {exc}") from exc
+
+
+def store_error(exc: asyncpg.PostgresError) -> StoreError:
+    """A database error as one line; a missing table or function says what to do."""
+    if isinstance(exc, asyncpg.UndefinedTableError | asyncpg.UndefinedFunctionError):
+        first = str(exc).splitlines()[0]  # not the driver's hint about type casts
+        return SchemaMissing(f"database error: {first}: the jsruntime schema is missing or "
+                             "out of date here; run `jsrt migrate up`")
+    return StoreError(f"database error: {exc}")
+
+
+def unreachable(dsn: str, exc: BaseException) -> StoreUnavailable:
+    """A failed connection attempt, naming where it went and what to check (an OSError of
+    the driver says neither, e.g. `[Errno 2] No such file or directory` for a socket)."""
+    where = _target(dsn)
+    if isinstance(exc, FileNotFoundError | ConnectionRefusedError):
+        reason = "no server is listening there"
+    elif isinstance(exc, OSError) and exc.strerror:
+        reason = exc.strerror.lower()
+    else:
+        reason = str(exc) or type(exc).__name__
+    hint = "is PostgreSQL running there, and is DATABASE_URL right?"
+    if "/.jsrt/" in where or where.endswith("/.jsrt"):
+        hint = "the embedded server runs only while `make run` (`jsrt dev`) does"
+    return StoreUnavailable(f"cannot reach the database at {where}: {reason}; {hint}")
+
+
+def _target(dsn: str) -> str:
+    """host:port or the socket directory of a DSN, never its password."""
+    try:
+        parts = urlsplit(dsn)
+        query = parse_qs(parts.query)
+        host = (query.get("host") or [parts.hostname or ""])[0] or "localhost"
+        port = (query.get("port") or [str(parts.port or 5432)])[0]
+    except ValueError:
+        return "DATABASE_URL"
+    return f"the socket in {host}" if host.startswith("/") else f"{host}:{port}"
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -69,14 +115,21 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 async def connect(dsn: str, application_name: str = "jsrt") -> asyncpg.Connection:
     """A single connection with the store's codecs (used by listeners and the CLI)."""
     conn = await asyncpg.connect(dsn, server_settings={"application_name": application_name})
-    await _init_connection(conn)
+    try:
+        await _init_connection(conn)
+    except BaseException:  # an error or a cancellation: nobody else will ever close it
+        conn.terminate()
+        raise
     return conn
 
 
 @asynccontextmanager
 async def connection(dsn: str, application_name: str = "jsrt") -> AsyncIterator[asyncpg.Connection]:
     """`connect`, closed on the way out (one-shot commands)."""
-    conn = await connect(dsn, application_name)
+    try:
+        conn = await connect(dsn, application_name)
+    except OSError as exc:
+        raise unreachable(dsn, exc) from exc
     try:
         yield conn
     finally:
@@ -94,10 +147,13 @@ class Store:
     @classmethod
     async def open(cls, dsn: str, min_size: int = 2, max_size: int = 10) -> Store:
         async with translated():
-            pool = await asyncpg.create_pool(
-                dsn, min_size=min_size, max_size=max_size, init=_init_connection,
-                reset=_keep_session, server_settings={"application_name": "jsrt"},
-            )
+            try:
+                pool = await asyncpg.create_pool(
+                    dsn, min_size=min_size, max_size=max_size, init=_init_connection,
+                    reset=_keep_session, server_settings={"application_name": "jsrt"},
+                )
+            except OSError as exc:
+                raise unreachable(dsn, exc) from exc
         return cls(pool)
 
     async def close(self) -> None:
@@ -208,8 +264,9 @@ class Store:
                     [_logs_json(o.result.logs) for o in logged],
                 )
             finished = [Finished.from_row(r) for r in rows]
-            await _dead_letter(conn, finished, retry_at)
+            letters = await _dead_letter(conn, finished, retry_at)
             await _cron_finished(conn, finished)
+        _log_letters(letters)  # after the commit: only what really happened
         return finished
 
     async def release_runs(self, daemon_id: str, execution_ids: Sequence[UUID]) -> int:
@@ -230,9 +287,11 @@ class Store:
         async with translated(), self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(q("rescue_lost_runs"), timeout_s, now)
             finished = [Finished.from_row(r) for r in rows]
-            await _dead_letter(conn, finished, {f.execution_id: when(f) for f in finished})
+            letters = await _dead_letter(conn, finished,
+                                         {f.execution_id: when(f) for f in finished})
             await _cron_finished(conn, finished)
             await conn.execute(q("forget_dead_daemons"), timeout_s, now)
+        _log_letters(letters)
         return finished
 
     async def claim_retries(self, limit: int, now: datetime | None = None) -> int:
@@ -284,34 +343,72 @@ def _needs_more(o: Outcome) -> bool:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Letter:
+    """What recording did to one dead letter, for its log line."""
+
+    event: str  # dead_letter_created | dead_letter_exhausted | dead_letter_resolved
+    dead_letter_id: UUID
+    run: Finished  # the execution that made the change
+    retry_count: int  # retries used, the one just recorded included
+
+
 async def _dead_letter(
     conn: asyncpg.Connection, finished: Iterable[Finished], retry_at: dict[UUID, datetime]
-) -> None:
+) -> list[_Letter]:
     """Failures of event runs become dead letters (or count against theirs); a retry that
-    completed resolves its letter."""
+    completed resolves its letter. Returns the letters created, exhausted and resolved."""
     events = [f for f in finished if f.trigger_type == "event"]
     new = [f for f in events if f.status != "completed" and f.dead_letter_id is None]
     again = [f for f in events if f.status != "completed" and f.dead_letter_id is not None]
     fixed = [f for f in events if f.status == "completed" and f.dead_letter_id is not None]
+    letters: list[_Letter] = []
     if new:
-        await conn.execute(
+        by_execution = {f.execution_id: f for f in new}
+        rows = await conn.fetch(
             q("dead_letter_new"),
             [f.execution_id for f in new], [f.tenant_id for f in new],
             [f.error or f.status for f in new],
             [retry_at[f.execution_id] for f in new],
         )
+        letters += [_Letter("dead_letter_created", r["dead_letter_id"],
+                            by_execution[r["execution_id"]], 0)
+                    for r in rows]
     if again:
-        await conn.execute(
+        by_letter = {f.dead_letter_id: f for f in again}
+        rows = await conn.fetch(
             q("dead_letter_retry_failed"),
             [f.dead_letter_id for f in again], [f.tenant_id for f in again],
             [f.execution_id for f in again], [f.error or f.status for f in again],
             [retry_at[f.execution_id] for f in again],
         )
+        letters += [_Letter("dead_letter_exhausted", r["dead_letter_id"],
+                            by_letter[r["dead_letter_id"]], r["retry_count"])
+                    for r in rows if r["exhausted"]]
     if fixed:
-        await conn.execute(
+        by_letter = {f.dead_letter_id: f for f in fixed}
+        rows = await conn.fetch(
             q("dead_letter_resolved"),
             [f.dead_letter_id for f in fixed], [f.tenant_id for f in fixed],
         )
+        letters += [_Letter("dead_letter_resolved", r["dead_letter_id"],
+                            by_letter[r["dead_letter_id"]], r["retry_count"] + 1) for r in rows]
+    return letters
+
+
+_LETTER_LEVELS = {"dead_letter_created": "warning", "dead_letter_exhausted": "error",
+                  "dead_letter_resolved": "info"}
+
+
+def _log_letters(letters: Sequence[_Letter]) -> None:
+    """One line per letter created (warning), exhausted (error: no retries left, an operator
+    must look) or resolved by a retry that completed (info): the lines operators alert on."""
+    for letter in letters:
+        f = letter.run
+        getattr(_LOG, _LETTER_LEVELS[letter.event])(
+            letter.event, tenant_id=str(f.tenant_id), script_id=str(f.script_id),
+            dead_letter_id=str(letter.dead_letter_id), execution_id=str(f.execution_id),
+            retry_count=letter.retry_count)
 
 
 async def _apply_cron(conn: asyncpg.Connection, decisions: Sequence[Decision]) -> set[UUID]:

@@ -1,8 +1,8 @@
 """Checks on what people and host applications hand us, before anything reaches the database.
 
-Each check returns a one-line problem (or None); `problems(spec)` gathers them for a script;
-ScriptSpec.check() raises ValidationError with them. Pure functions, except check_syntax,
-which asks V8 to parse (never run) the source."""
+Each check returns its problems (or None), one line per problem; `problems(spec)` gathers
+them for a script, a line each; ScriptSpec.check() raises ValidationError with them, one per
+line. Pure functions, except check_syntax, which asks V8 to parse (never run) the source."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ class ScriptSpec:
     def check(self) -> ScriptSpec:
         found = problems(self)
         if found:
-            raise ValidationError("; ".join(found))
+            raise ValidationError("\n".join(found))
         return self
 
 
@@ -65,7 +65,12 @@ def problems(spec: ScriptSpec) -> list[str]:
         check_limit_values(spec.limits),
         check_syntax(spec.source),
     ]
-    return [p for p in checks if p]
+    return lines(*checks)
+
+
+def lines(*found: str | None) -> list[str]:
+    """The problems of several checks, one line each (a check may report several)."""
+    return [line for problem in found if problem for line in problem.splitlines()]
 
 
 def _trigger_problems(spec: ScriptSpec) -> list[str | None]:
@@ -100,13 +105,18 @@ def check_name(name: str) -> str | None:
 
 
 def check_cron(expression: str | None, timezone: str) -> str | None:
-    if not expression:
-        return "a scheduled script needs --cron"
-    try:
-        validate(expression, timezone)
-    except CronError as exc:
-        return f"--cron/--timezone: {exc}"
-    return None
+    """The expression and the time zone are checked each on its own: a bad one never hides
+    the other."""
+    found = ["a scheduled script needs --cron"] if not expression else []
+    for option, (expr, zone) in (("--cron", (expression, "UTC")),
+                                 ("--timezone", ("* * * * *", timezone))):
+        if not expr:
+            continue
+        try:
+            validate(expr, zone)
+        except CronError as exc:
+            found.append(f"{option}: {exc}")
+    return "\n".join(found) or None
 
 
 def check_http_path(path: str | None) -> str | None:
@@ -114,18 +124,20 @@ def check_http_path(path: str | None) -> str | None:
         return "an http script needs --http-path"
     if len(path) > MAX_PATH:
         return f"--http-path is longer than {MAX_PATH} characters"
+    found = []
     if not path.startswith("/"):
-        return f"--http-path must start with '/' (got {path!r})"
-    if not _PATH_CHARS.match(path) or "//" in path:
-        return f"--http-path has characters or empty segments a URL path cannot have ({path!r})"
+        found.append(f"--http-path must start with '/' (got {path!r})")
+    if not _PATH_CHARS.match("/" + path.lstrip("/")) or "//" in path:
+        found.append(
+            f"--http-path has characters or empty segments a URL path cannot have ({path!r})")
     segments = path.split("/")
     if any(seg in (".", "..") for seg in segments) or ".." in path:
-        return f"--http-path must not contain '..' or '.' segments ({path!r})"
+        found.append(f"--http-path must not contain '..' or '.' segments ({path!r})")
     if "%" in path:
-        return f"--http-path must be given decoded, without '%' escapes ({path!r})"
-    if segments[1] == "t":
-        return "--http-path must not start with /t/ (reserved for /t/{tenant_id}/...)"
-    return None
+        found.append(f"--http-path must be given decoded, without '%' escapes ({path!r})")
+    if path.startswith("/t/") or path == "/t":
+        found.append("--http-path must not start with /t/ (reserved for /t/{tenant_id}/...)")
+    return "\n".join(found) or None
 
 
 def normalize_methods(methods: Iterable[str]) -> tuple[tuple[str, ...], str | None]:
@@ -141,12 +153,17 @@ def check_event_types(event_types: Iterable[str]) -> str | None:
     types = list(event_types)
     if not types:
         return "an event script needs --event-types"
+    found = []
     for t in types:
         if not isinstance(t, str) or not t.strip():
-            return "--event-types must be non-empty strings"
-        if len(t) > MAX_EVENT_TYPE or t != t.strip():
-            return f"--event-types: {t!r} must be at most {MAX_EVENT_TYPE} characters, unpadded"
-    return None
+            problem = "--event-types must be non-empty strings"
+        elif len(t) > MAX_EVENT_TYPE or t != t.strip():
+            problem = f"--event-types: {t!r} must be at most {MAX_EVENT_TYPE} characters, unpadded"
+        else:
+            continue
+        if problem not in found:
+            found.append(problem)
+    return "\n".join(found) or None
 
 
 def parse_limits(raw: str | Mapping[str, Any] | None,
@@ -205,6 +222,10 @@ def _parse(source: str) -> str | None:
         if match is None:
             return f"the source does not parse: {first}"
         line = max(1, int(match[1]) - _FN_HEADER_LINES)
+        last = max(1, len(source.splitlines()))
+        if line > last:  # at the wrapper's closing `})`: the source ended with a block,
+            # call or string still open, and the token V8 names is not the tenant's
+            return f"the source does not parse: SyntaxError: Unexpected end of input at line {last}"
         return f"the source does not parse: {match[2]} at line {line}"
     except Exception as exc:
         return f"the source could not be checked: {type(exc).__name__}"

@@ -15,7 +15,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from consumer import dead_letters as dl
-from consumer.errors import ConfigError
+from consumer.commands._output import cut, when
+from consumer.errors import ValidationError
 from consumer.settings import Settings
 from consumer.store import connection
 
@@ -88,10 +89,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 # ---------------------------------------------------------------- commands
 async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    if args.limit < 1:
+        raise ValidationError("--limit must be >= 1")
     filters = dl.Filters(args.tenant, args.script, args.event_type, args.exhausted, args.since,
-                         args.resolved, args.limit)
+                         args.resolved, args.limit + 1)  # one more: were there more?
     async with connection(settings.require_database(), "jsrt-cli") as conn:
-        rows = await dl.list_letters(conn, filters)
+        rows = list(cut(await dl.list_letters(conn, filters), args.limit))
     if args.json:
         _print_json(rows)
     elif not rows:
@@ -113,7 +116,7 @@ async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
     if bool(args.ids) == bool(args.all):
-        raise ConfigError("give dead letter ids, or --all (with filters)")
+        raise ValidationError("give dead letter ids, or --all (with filters)")
     async with connection(settings.require_database(), "jsrt-cli") as conn:
         ids = list(args.ids) or await _matching(conn, args)
         applied = await dl.retry(conn, ids, args.tenant, progress=_progress(len(ids)))
@@ -160,7 +163,7 @@ LIST_COLUMNS = ("ID", "TENANT", "SCRIPT", "EVENT TYPE", "RETRIES", "STATE", "NEX
 
 def _list_cells(r: dict[str, Any]) -> list[str]:
     return [str(r["id"]), r["tenant_name"] or str(r["tenant_id"])[:8], r["script_name"],
-            r["event_type"], f"{r['retry_count']}/{r['max_retries']}", r["state"],
+            r["event_type"], f"{r['retries_used']}/{r['max_retries']}", r["state"],
             fmt_time(r["next_retry_at"]), fmt_time(r["created_at"]), clip(r["error"], 60)]
 
 
@@ -179,7 +182,7 @@ def render_letter(d: dict[str, Any]) -> str:
         f"script       {d['script_name']} ({d['script_id']}), {d['script_status']}, "
         f"failed at version {version}",
         f"event        {d['event_type']} (event {d['event_id']})",
-        f"state        {d['state']}, {d['retry_count']}/{d['max_retries']} retries used",
+        f"state        {d['state']}, {d['retries_used']}/{d['max_retries']} retries used",
         f"next retry   {fmt_time(d['next_retry_at'])}",
         f"created      {fmt_time(d['created_at'])}",
         f"last retry   {fmt_time(d['last_retry_at'])}",
@@ -195,8 +198,8 @@ def render_letter(d: dict[str, Any]) -> str:
     return "\n".join([*lines, _indent(att)])
 
 
-def fmt_time(when: datetime | None) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if when else "-"
+def fmt_time(moment: datetime | None) -> str:
+    return when(moment)
 
 
 def clip(text: str, width: int) -> str:

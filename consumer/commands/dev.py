@@ -1,6 +1,7 @@
 """`jsrt dev`: what `make run` starts. The daemon on DATABASE_URL, or on an embedded
 PostgreSQL kept under .jsrt/pgdata when none is set; migrations applied; a demo tenant with
-example scripts; human-readable logs."""
+example scripts (on the embedded server, or with --demo: never unasked in a database of the
+user's own, where its every-minute cron job would run); human-readable logs."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from typing import Any
 import asyncpg
 
 from consumer import log
-from consumer.errors import ConfigError
+from consumer.errors import ConfigError, ValidationError
+from consumer.http import http_address
 from consumer.migrate import Migrator
 from consumer.settings import Settings
 from consumer.sql import q
@@ -99,18 +101,28 @@ async def seed_demo(conn: asyncpg.Connection) -> None:
         )
 
 
-def banner(dsn: str, http: str | None, metrics: str = "") -> str:
+def banner(dsn: str, http: str | None, metrics: str = "", demo: bool = True) -> str:
     payload = json.dumps({"name": "Ada"})
     lines = [
         "",
         "jsruntime is running. In another terminal:",
         f"  export DATABASE_URL='{dsn}'",
-        f"  .venv/bin/jsrt publish {DEMO_TENANT} user.signed_up '{payload}'",
-        "  .venv/bin/jsrt executions list --tenant " + DEMO_TENANT,
-        "or with SQL: psql \"$DATABASE_URL\" -c \"SELECT jsrt_publish('"
-        + DEMO_TENANT + "', 'user.signed_up', '{\\\"name\\\": \\\"Ada\\\"}')\"",
     ]
-    if http:
+    if demo:
+        lines += [
+            f"  .venv/bin/jsrt publish {DEMO_TENANT} user.signed_up '{payload}'",
+            "  .venv/bin/jsrt executions list --tenant " + DEMO_TENANT,
+            "or with SQL: psql \"$DATABASE_URL\" -c \"SELECT jsrt_publish('"
+            + DEMO_TENANT + "', 'user.signed_up', '{\\\"name\\\": \\\"Ada\\\"}')\"",
+        ]
+    else:
+        lines += [
+            "  .venv/bin/jsrt tenants create --name me        # prints the tenant id",
+            "  .venv/bin/jsrt scripts create --tenant ID --name hello --type event "
+            "--event-types hello --file handler.js --activate",
+            "(no demo tenant in this database; `jsrt dev --demo` adds one)",
+        ]
+    if http and demo:
         lines.append(f"  curl 'http://{http}/t/{DEMO_TENANT}/hello?name=Ada'")
     if metrics:
         lines.append(f"  curl http://{metrics}/metrics   (and /healthz, /readyz)")
@@ -121,26 +133,37 @@ def banner(dsn: str, http: str | None, metrics: str = "") -> str:
 async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     from consumer.daemon import run_daemon
 
+    if args.demo and args.no_demo:
+        raise ValidationError("--demo and --no-demo exclude each other")
     dsn = settings.database_url or embedded_database(Path(args.data_dir))
+    # the demo only where it cannot surprise anyone: our own embedded server, or when asked
+    demo = args.demo or (not settings.database_url and not args.no_demo)
     conn = await asyncpg.connect(dsn)
     try:
         await Migrator(conn, settings.schema_dir, settings.triggers_file).up()
-        if not args.no_demo:
+        if demo:
             await seed_demo(conn)
     finally:
         await conn.close()
     settings = dataclasses.replace(settings, database_url=dsn)
-    log.get("jsrt.dev").info("dev_ready", database=dsn, demo_tenant=DEMO_TENANT)
-    print(banner(dsn, args.http, settings.metrics_addr), flush=True)
-    kwargs = {"http": args.http} if args.http else {}
-    return await run_daemon(settings, **kwargs)
+
+    def ready(http: str | None, metrics: str | None) -> None:
+        log.get("jsrt.dev").info("dev_ready", database=dsn,
+                                 demo_tenant=DEMO_TENANT if demo else None)
+        print(banner(dsn, http, metrics or "", demo), flush=True)
+
+    return await run_daemon(settings, http=args.http, ready=ready)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("dev", help="run locally: embedded PostgreSQL if needed, demo scripts")
     p.add_argument("--data-dir", default=".jsrt/pgdata",
                    help="embedded server data directory (when DATABASE_URL is unset)")
-    p.add_argument("--no-demo", action="store_true", help="do not create the demo tenant")
-    p.add_argument("--http", default=None, metavar="HOST:PORT",
+    p.add_argument("--demo", action="store_true",
+                   help="create the demo tenant and scripts also in DATABASE_URL's database "
+                        "(by default only on the embedded server)")
+    p.add_argument("--no-demo", action="store_true",
+                   help="do not create the demo tenant on the embedded server either")
+    p.add_argument("--http", default=None, metavar="HOST:PORT", type=http_address,
                    help="also serve HTTP endpoints (e.g. 127.0.0.1:8080)")
     p.set_defaults(func=cmd_dev)

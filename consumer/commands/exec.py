@@ -1,6 +1,9 @@
 """`jsrt exec SCRIPT [--input JSON]`: run a script now (trigger_type 'manual'), print its
 output - or its error and console logs - and exit 1 unless it completed. When the script is
-at its max_concurrent_runs, exec waits for a slot (with backoff)."""
+at its max_concurrent_runs, exec waits for a slot (with backoff).
+
+The run happens in this command's own process (a sandbox worker of its own), not in a
+daemon: settings come from the environment exec is started in, not from the daemon's."""
 
 from __future__ import annotations
 
@@ -19,7 +22,13 @@ from consumer.store import Store
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("exec", help="run a script now and print what it returned")
+    p = sub.add_parser(
+        "exec", help="run a script now and print what it returned",
+        description="Run a script now (trigger_type 'manual') and print its output. The script "
+                    "runs in this command's own process and sandbox worker, not in a running "
+                    "daemon: the daemon's settings do not apply, this environment's do (e.g. "
+                    "JSRT_FETCH_ALLOWLIST for ctx.http.fetch). Its max_concurrent_runs still "
+                    "counts across every daemon.")
     p.add_argument("script", metavar="SCRIPT", help="script id, or tenant_id/name")
     p.add_argument("--tenant", help="tenant id (to name the script by its name alone)")
     p.add_argument("--input", help="input as JSON (default {})")

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from consumer import scripts
-from consumer.commands._output import dumps, fields, table
+from consumer.commands._output import cut, dumps, fields, table
 from consumer.errors import NotFound, ValidationError
 from consumer.settings import Settings
 from consumer.sql import q
@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     ls = es.add_parser("list", help="recent executions, newest first")
     ls.add_argument("--tenant")
-    ls.add_argument("--script", help="script id, or tenant_id/name")
+    ls.add_argument("--script", help="script id, tenant_id/name, or a name (in every tenant "
+                                     "unless --tenant)")
     ls.add_argument("--status", choices=EXEC_STATUSES)
     ls.add_argument("--since", help="ISO time, or an age such as 30m, 2h, 7d")
     ls.add_argument("--limit", type=int, default=50)
@@ -62,13 +63,17 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     since = parse_since(args.since)
     if args.limit < 1:
         raise ValidationError("--limit must be >= 1")
+    # a bare name without --tenant means that name in every tenant, as dead-letters has it
+    by_name = args.script if args.script and tenant is None and scripts.is_bare_name(
+        args.script) else None
     async with connection(settings.require_database(), "jsrt executions") as conn:
-        script = await scripts.resolve(conn, args.script, tenant) if args.script else None
+        script = await scripts.resolve(conn, args.script, tenant) \
+            if args.script and by_name is None else None
         async with translated():
             rows = await conn.fetch(q("executions_list"), tenant,
                                     script.id if script else None, args.status, since,
-                                    args.limit)
-    records = [dict(r) for r in rows]
+                                    args.limit + 1, by_name)  # one more: were there more?
+    records = [dict(r) for r in cut(rows, args.limit)]
     print(dumps(records) if args.json else table(records, _LIST_COLUMNS))
     return 0
 

@@ -1,6 +1,6 @@
 """`jsrt scripts create | update | list | show | activate | pause | archive | versions |
-rollback`: script management without hand-written SQL. Everything given is validated before
-anything is written."""
+rollback | delete`: script management without hand-written SQL. Everything given is validated
+before anything is written."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from consumer import scripts
-from consumer.commands._output import dumps, fields, table
+from consumer.commands._output import cut, dumps, fields, table
 from consumer.errors import ValidationError
 from consumer.settings import Settings
 from consumer.store import connection
@@ -17,11 +17,10 @@ from consumer.validation import (
     STATUSES,
     TYPES,
     ScriptSpec,
-    check_event_types,
-    check_http_path,
-    check_syntax,
+    lines,
     normalize_methods,
     parse_limits,
+    problems,
 )
 
 _LIST_COLUMNS = ("id", "tenant_id", "name", "type", "status", "trigger", "version", "updated_at")
@@ -56,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ls.add_argument("--tenant")
     ls.add_argument("--type", choices=TYPES)
     ls.add_argument("--status", choices=STATUSES)
+    ls.add_argument("--limit", type=int, default=500, help="at most this many (default 500)")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_list)
 
@@ -67,6 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     for name, status in (("activate", "active"), ("pause", "paused"), ("archive", "archived")):
         st = ss.add_parser(name, help=f"set the script's status to {status}")
         _script_arg(st)
+        st.add_argument("--json", action="store_true")
         st.set_defaults(func=cmd_status, status=status)
 
     v = ss.add_parser("versions", help="the script's source versions")
@@ -77,7 +78,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     r = ss.add_parser("rollback", help="make an earlier version's source current again")
     _script_arg(r)
     r.add_argument("version", type=int)
+    r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_rollback)
+
+    d = ss.add_parser("delete", help="delete a script with its versions, executions and dead "
+                                     "letters (says what would go unless --yes)")
+    _script_arg(d)
+    d.add_argument("--yes", action="store_true", help="really delete")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=cmd_delete)
 
 
 def _script_arg(p: argparse.ArgumentParser) -> None:
@@ -109,34 +118,36 @@ def _split(text: str | None) -> tuple[str, ...]:
     return tuple(p.strip() for p in text.split(",")) if text is not None else ()
 
 
-def _changes(args: argparse.Namespace, base_limits: Any = None) -> dict[str, Any]:
-    """ScriptSpec fields given on the command line, each checked on its own first."""
+def _changes(args: argparse.Namespace,
+             base_limits: Any = None) -> tuple[dict[str, Any], list[str]]:
+    """ScriptSpec fields given on the command line, and the problems of those the spec's own
+    check does not see (methods, limits); everything else is checked with the whole spec, so
+    that every problem is reported at once."""
     out: dict[str, Any] = {}
+    found: list[str] = []
     for arg, key in (("name", "name"), ("type", "type"), ("description", "description"),
-                     ("cron", "cron"), ("timezone", "timezone")):
+                     ("cron", "cron"), ("timezone", "timezone"), ("http_path", "http_path")):
         if getattr(args, arg, None) is not None:
             out[key] = getattr(args, arg)
     if getattr(args, "file", None) is not None:
-        out["source"] = _read_source(args.file)
-        _raise(check_syntax(out["source"]))
-    if args.http_path is not None:
-        out["http_path"] = args.http_path
-        _raise(check_http_path(args.http_path))
+        out["source"] = _read_source(args.file)  # unreadable: nothing else can be checked
     if args.methods is not None:
         methods, problem = normalize_methods(_split(args.methods))
-        _raise(problem or (None if methods else "--methods must name at least one method"))
+        found += lines(problem or (None if methods else "--methods must name at least one method"))
         out["http_methods"] = methods
     if args.event_types is not None:
         out["event_types"] = _split(args.event_types)
-        _raise(check_event_types(out["event_types"]))
     if args.limits is not None:
-        out["limits"] = parse_limits(args.limits, base_limits)
-    return out
+        try:
+            out["limits"] = parse_limits(args.limits, base_limits)
+        except ValidationError as exc:
+            found += lines(str(exc))
+    return out, found
 
 
-def _raise(problem: str | None) -> None:
-    if problem:
-        raise ValidationError(problem)
+def _raise(found: list[str]) -> None:
+    if found:
+        raise ValidationError("\n".join(found))
 
 
 def _tenant(args: argparse.Namespace) -> Any:
@@ -146,10 +157,11 @@ def _tenant(args: argparse.Namespace) -> Any:
 # ------------------------------------------------------------------ handlers
 async def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
     tenant = _tenant(args)
-    changes = _changes(args)
+    changes, found = _changes(args)
     if args.type == "http" and "http_methods" not in changes:
         changes["http_methods"] = ("GET",)
-    spec = ScriptSpec(**{"source": "", **changes}).check()
+    spec = ScriptSpec(**{"source": "", **changes})
+    _raise(found + problems(spec))
     async with connection(settings.require_database(), "jsrt scripts") as conn:
         script_id = await scripts.create(conn, tenant, spec,
                                          "active" if args.activate else "draft", args.message)
@@ -160,18 +172,23 @@ async def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_update(args: argparse.Namespace, settings: Settings) -> int:
     async with connection(settings.require_database(), "jsrt scripts") as conn:
         ref = await scripts.resolve(conn, args.script, _tenant(args))
-        base = (await scripts.current(conn, ref))["resource_limits"]
-        changes = _changes(args, base)
-        if not changes:
+        row = await scripts.current(conn, ref)
+        changes, found = _changes(args, row["resource_limits"])
+        if not changes and not found:
             raise ValidationError("nothing to change (give --file, --cron, --limits, ...)")
+        _raise(found and found + problems(scripts.merged(row, changes)))
         await scripts.update(conn, ref, changes, args.message)
     print(dumps({"id": ref.id, "updated": sorted(changes)}) if args.json else f"updated {ref.id}")
     return 0
 
 
 async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    if args.limit < 1:
+        raise ValidationError("--limit must be >= 1")
     async with connection(settings.require_database(), "jsrt scripts") as conn:
-        rows = await scripts.list_scripts(conn, _tenant(args), args.type, args.status)
+        rows = await scripts.list_scripts(conn, _tenant(args), args.type, args.status,
+                                          args.limit + 1)  # one more: were there more?
+    rows = list(cut(rows, args.limit))
     print(dumps(rows) if args.json else table(rows, _LIST_COLUMNS))
     return 0
 
@@ -191,7 +208,7 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     async with connection(settings.require_database(), "jsrt scripts") as conn:
         ref = await scripts.resolve(conn, args.script, _tenant(args))
         await scripts.set_status(conn, ref, args.status)
-    print(f"{ref.id} {args.status}")
+    print(dumps({"id": ref.id, "status": args.status}) if args.json else f"{ref.id} {args.status}")
     return 0
 
 
@@ -207,6 +224,31 @@ async def cmd_versions(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     async with connection(settings.require_database(), "jsrt scripts") as conn:
         ref = await scripts.resolve(conn, args.script, _tenant(args))
-        await scripts.rollback(conn, ref, args.version)
-    print(f"{ref.id} rolled back to the source of version {args.version}")
+        changed = await scripts.rollback(conn, ref, args.version)
+        now = (await scripts.current(conn, ref))["version"]
+    if args.json:
+        print(dumps({"id": ref.id, "rolled_back_to": args.version, "changed": changed,
+                     "version": now}))
+    elif not changed:
+        print(f"{ref.id} already has the source of version {args.version} (current version "
+              f"{now}): nothing changed")
+    else:
+        print(f"{ref.id} rolled back to the source of version {args.version}, as version {now}")
+    return 0
+
+
+async def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
+    async with connection(settings.require_database(), "jsrt scripts") as conn:
+        ref = await scripts.resolve(conn, args.script, _tenant(args))
+        what = await scripts.delete(conn, ref, really=args.yes)
+    if args.json:
+        print(dumps({"id": ref.id, "tenant_id": ref.tenant_id, "name": ref.name,
+                     "deleted": args.yes, **what}))
+    else:
+        verb = "deleted" if args.yes else "would delete"
+        print(f"{verb} script {ref.id} ({ref.tenant_id}/{ref.name}) with "
+              f"{what['versions']} version(s), {what['executions']} execution(s) "
+              f"({what['unfinished']} unfinished) and {what['dead_letters']} dead letter(s)")
+    if not args.yes:
+        raise ValidationError("nothing deleted: give --yes to delete")
     return 0

@@ -10,14 +10,14 @@ import argparse
 import anyio
 
 from consumer.daemon import open_services, stop_on_signals
-from consumer.http import HttpServer
+from consumer.http import HttpServer, http_address
 from consumer.metrics import start_metrics
 from consumer.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("serve", help="serve HTTP triggers (without the event daemon)")
-    p.add_argument("--http", default="127.0.0.1:8080", metavar="HOST:PORT",
+    p.add_argument("--http", default="127.0.0.1:8080", metavar="HOST:PORT", type=http_address,
                    help="address to listen on (default 127.0.0.1:8080)")
     p.set_defaults(func=cmd_serve)
 

@@ -3,12 +3,15 @@
 -- succeeded | discarded (resolved: kept, marked, never deleted by a resolution),
 -- in_flight (a retry is pending or running), exhausted (retry_count >= max_retries),
 -- waiting_for_script (the script is not active: retried once it is), scheduled.
+-- retry_count counts failed retries (as the seed and the review views have it); retries_used
+-- adds the retry that succeeded, for people.
 
 -- name: dl_list
 -- $1 tenant, $2 script (id or name), $3 event type, $4 exhausted only, $5 created since,
 -- $6 include resolved letters, $7 limit (NULL = all).
 SELECT d.id, d.tenant_id, coalesce(t.name, '') AS tenant_name, d.script_id,
        s.name AS script_name, d.event_type, d.retry_count, st.max_retries,
+       d.retry_count + (st.resolution IS NOT DISTINCT FROM 'succeeded')::int AS retries_used,
        CASE WHEN st.resolved_at IS NOT NULL THEN st.resolution
             WHEN st.in_flight THEN 'in_flight'
             WHEN d.retry_count >= st.max_retries THEN 'exhausted'
@@ -36,6 +39,7 @@ LIMIT $7;
 SELECT d.id, d.tenant_id, coalesce(t.name, '') AS tenant_name, d.script_id,
        s.name AS script_name, s.status AS script_status, d.event_type, d.event_data, d.error,
        d.retry_count, st.max_retries, d.execution_id, d.last_retry_at, d.created_at,
+       d.retry_count + (st.resolution IS NOT DISTINCT FROM 'succeeded')::int AS retries_used,
        st.event_id, st.script_version, st.resource_limits, st.next_retry_at, st.in_flight,
        st.resolved_at, st.resolution,
        CASE WHEN st.resolved_at IS NOT NULL THEN st.resolution

@@ -127,7 +127,8 @@ meta AS (
 INSERT INTO jsrt_dead_letter_state (dead_letter_id, tenant_id, event_id, script_version, resource_limits, next_retry_at)
 SELECT m.id, m.tenant_id, m.event_id, m.version, m.resource_limits, f.next_retry_at
 FROM meta m JOIN failed f ON f.execution_id = m.execution_id
-RETURNING dead_letter_id;
+RETURNING dead_letter_id,
+          (SELECT l.execution_id FROM letters l WHERE l.id = dead_letter_id) AS execution_id;
 
 -- name: dead_letter_retry_failed
 -- A retry failed: count it, point the letter at the newest attempt, plan the next retry
@@ -145,14 +146,21 @@ SET in_flight = false,
     next_retry_at = CASE WHEN upd.retry_count >= st.max_retries THEN NULL ELSE n.next_retry_at END
 FROM upd JOIN unnest($1::uuid[], $5::timestamptz[]) AS n(id, next_retry_at) ON n.id = upd.id
 WHERE st.dead_letter_id = upd.id AND st.tenant_id = upd.tenant_id
-RETURNING st.dead_letter_id, upd.retry_count;
+RETURNING st.dead_letter_id, upd.retry_count, st.next_retry_at IS NULL AS exhausted;
 
 -- name: dead_letter_resolved
-UPDATE jsrt_dead_letter_state st
-SET in_flight = false, resolved_at = NOW(), resolution = 'succeeded', next_retry_at = NULL
-FROM unnest($1::uuid[], $2::uuid[]) AS r(id, tenant_id)
-WHERE st.dead_letter_id = r.id AND st.tenant_id = r.tenant_id
-RETURNING st.dead_letter_id;
+-- A retry completed: the letter is resolved, and its last_retry_at is this retry's. (Its
+-- retry_count keeps counting failed retries only, as the review views expect.)
+WITH resolved AS (
+    UPDATE jsrt_dead_letter_state st
+    SET in_flight = false, resolved_at = NOW(), resolution = 'succeeded', next_retry_at = NULL
+    FROM unnest($1::uuid[], $2::uuid[]) AS r(id, tenant_id)
+    WHERE st.dead_letter_id = r.id AND st.tenant_id = r.tenant_id
+    RETURNING st.dead_letter_id, st.tenant_id
+)
+UPDATE script_event_dead_letters d SET last_retry_at = NOW()
+FROM resolved r WHERE d.id = r.dead_letter_id AND d.tenant_id = r.tenant_id
+RETURNING d.id AS dead_letter_id, d.retry_count;
 
 -- name: claim_retries
 -- Due, unresolved, not exhausted letters of active scripts become new pending executions

@@ -82,18 +82,52 @@ WHERE id = $1::uuid AND tenant_id = $2::uuid
 RETURNING id, status;
 
 -- name: script_versions
+-- Current: the newest version with the script's source (a rollback makes a new version with
+-- an older version's source: only the new one is current).
 SELECT v.version_number, v.created_at, v.change_description, length(v.source) AS size,
-       v.source = s.source AS current
+       v.version_number = (SELECT max(c.version_number) FROM script_versions c
+                           WHERE c.script_id = v.script_id AND c.tenant_id = v.tenant_id
+                             AND c.source = s.source) AS current
 FROM script_versions v
 JOIN scripts s ON s.id = v.script_id AND s.tenant_id = v.tenant_id
 WHERE v.script_id = $1::uuid AND v.tenant_id = $2::uuid
 ORDER BY v.version_number DESC;
+
+-- name: script_delete_preview
+-- What deleting a script takes with it (everything goes by ON DELETE CASCADE).
+SELECT (SELECT count(*) FROM script_versions v
+        WHERE v.script_id = s.id AND v.tenant_id = s.tenant_id) AS versions,
+       (SELECT count(*) FROM script_executions e
+        WHERE e.script_id = s.id AND e.tenant_id = s.tenant_id) AS executions,
+       (SELECT count(*) FROM jsrt_runs r
+        WHERE r.script_id = s.id AND r.tenant_id = s.tenant_id) AS unfinished,
+       (SELECT count(*) FROM script_event_dead_letters d
+        WHERE d.script_id = s.id AND d.tenant_id = s.tenant_id) AS dead_letters
+FROM scripts s WHERE s.id = $1::uuid AND s.tenant_id = $2::uuid;
+
+-- name: script_delete
+-- The counts of script_delete_preview, taken under the row lock of the delete itself.
+WITH gone AS (
+    DELETE FROM scripts s WHERE s.id = $1::uuid AND s.tenant_id = $2::uuid
+    RETURNING s.id, s.tenant_id
+)
+SELECT (SELECT count(*) FROM script_versions v
+        WHERE v.script_id = g.id AND v.tenant_id = g.tenant_id) AS versions,
+       (SELECT count(*) FROM script_executions e
+        WHERE e.script_id = g.id AND e.tenant_id = g.tenant_id) AS executions,
+       (SELECT count(*) FROM jsrt_runs r
+        WHERE r.script_id = g.id AND r.tenant_id = g.tenant_id) AS unfinished,
+       (SELECT count(*) FROM script_event_dead_letters d
+        WHERE d.script_id = g.id AND d.tenant_id = g.tenant_id) AS dead_letters
+FROM gone g;
 
 -- name: script_version_source
 SELECT source FROM script_versions
 WHERE script_id = $1::uuid AND tenant_id = $2::uuid AND version_number = $3;
 
 -- name: executions_list
+-- $1 tenant, $2 script id, $3 status, $4 started since, $5 limit, $6 script name (any tenant
+-- unless $1 says which).
 SELECT e.id, e.tenant_id, e.script_id, s.name AS script_name, e.status, e.trigger_type,
        e.started_at, e.completed_at, (e.metrics->>'duration_ms')::bigint AS duration_ms,
        left(split_part(e.error, E'\n', 1), 120) AS error
@@ -101,6 +135,7 @@ FROM script_executions e
 JOIN scripts s ON s.id = e.script_id AND s.tenant_id = e.tenant_id
 WHERE ($1::uuid IS NULL OR e.tenant_id = $1::uuid)
   AND ($2::uuid IS NULL OR e.script_id = $2::uuid)
+  AND ($6::text IS NULL OR s.name = $6::text)
   AND ($3::text IS NULL OR e.status = $3)
   AND ($4::timestamptz IS NULL OR e.started_at >= $4)
 ORDER BY e.started_at DESC

@@ -3,8 +3,11 @@ the HTTP trigger server alone, with the same health and metrics endpoints."""
 
 from __future__ import annotations
 
+import socket
+
 import asyncpg
 import httpx
+from support.cli import run_cli
 from support.daemons import daemon_process
 from support.factories import make_script, make_tenant, publish
 from support.metrics import parse
@@ -59,3 +62,16 @@ async def test_serve_alone_answers_health_readiness_and_metrics(conn: asyncpg.Co
     assert samples[("jsrt_executions_total",
                     (("status", "completed"), ("trigger", "http")))] == 1
     assert samples[("jsrt_events_received_total", (("source", "publish"),))] == 0
+
+
+async def test_a_taken_http_address_is_named_before_any_banner(db_url: str) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        addr = f"127.0.0.1:{taken.getsockname()[1]}"
+        for argv in (("run", "--http", addr), ("dev", "--no-demo", "--http", addr),
+                     ("serve", "--http", addr)):
+            done = run_cli(db_url, *argv)
+            assert done.returncode == 1, argv
+            assert done.stderr.splitlines()[-1] == (
+                f"jsrt: error: cannot serve HTTP on {addr}: address already in use; give "
+                "--http another HOST:PORT (port 0: any free port)"), done.stderr
+            assert "jsruntime is running" not in done.stdout

@@ -19,7 +19,7 @@ import asyncpg
 import httpx
 import psutil
 import pytest
-from support.daemons import OutputProcess
+from support.daemons import OutputProcess, daemon_process
 
 from consumer.commands.dev import DEMO_TENANT
 from consumer.settings import REPO_ROOT
@@ -160,3 +160,18 @@ async def test_make_run_path_executes_the_demo_event_and_stops_cleanly(
         assert again.interrupt() == 0
     finally:
         again.close()
+
+
+async def test_jsrt_dev_on_a_database_of_ones_own_adds_the_demo_only_when_asked(
+        conn: asyncpg.Connection, db_url: str) -> None:
+    """`make run` with DATABASE_URL set: no demo tenant and every-minute cron job unasked."""
+    for extra, demo in (((), False), (("--demo",), True)):
+        with daemon_process(db_url, command="dev", args=("--http", "127.0.0.1:0", *extra)) as d:
+            d.wait_event("daemon_started")
+            shown = "".join(d.raw)
+            assert "jsruntime is running" in shown
+            assert (f"jsrt publish {DEMO_TENANT}" in shown) == demo, shown
+            assert ("jsrt tenants create" in shown) == (not demo)
+            assert await conn.fetchval("SELECT count(*) FROM scripts WHERE tenant_id = $1",
+                                       DEMO_TENANT) == (4 if demo else 0)
+            assert d.stop(signal.SIGINT) == 0, "".join(d.raw[-20:])

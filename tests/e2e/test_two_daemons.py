@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import asyncpg
+import httpx
 from support.daemons import daemon_process
 from support.factories import make_script, make_tenant
 from support.waiting import row_becomes
@@ -46,3 +51,39 @@ async def test_two_daemons_run_every_event_script_pair_exactly_once(
             AND x.started_at < y.completed_at AND y.started_at < x.completed_at
            WHERE x.script_id = $1""", single)
     assert overlaps == 0
+
+
+async def test_daemons_on_one_host_share_the_default_metrics_address(db_url: str) -> None:
+    """The second `jsrt run` (and a `jsrt serve`) on a host whose default metrics address is
+    taken warns once and serves on a free port; an address set explicitly still fails."""
+    default: dict[str, str | None] = {"JSRT_METRICS_ADDR": None, "JSRT_WORKERS": "1"}
+    with daemon_process(db_url, env=default) as a, \
+            daemon_process(db_url, env=default) as b, \
+            daemon_process(db_url, env=default, command="serve",
+                           args=("--http", "127.0.0.1:0")) as c:
+        ports = [d.wait_event("metrics_listening")["port"] for d in (a, b, c)]
+        assert len(set(ports)) == 3, ports
+        # one of them took the default address (unless another process of this host holds
+        # it); each of the others warned once, naming the free port it serves on instead
+        warned = [(d, port) for d, port in zip((a, b, c), ports, strict=True)
+                  if d.count("metrics_addr_in_use")]
+        assert len(warned) >= 2
+        for d, port in warned:
+            warning = d.wait_event("metrics_addr_in_use")
+            assert (warning["level"], warning["addr"], warning["fallback"], d.count(
+                "metrics_addr_in_use")) == ("warning", "127.0.0.1:9464", f"127.0.0.1:{port}", 1)
+        a.wait_event("daemon_started")
+        b.wait_event("daemon_started")
+        async with httpx.AsyncClient(timeout=10) as client:
+            for port in ports:
+                assert (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
+
+        taken = f"127.0.0.1:{ports[0]}"
+        explicit = subprocess.run(
+            [sys.executable, "-m", "consumer.cli", "run"], capture_output=True, text=True,
+            timeout=60, env={**os.environ, "DATABASE_URL": db_url, "JSRT_METRICS_ADDR": taken,
+                             "JSRT_WORKERS": "1"})
+        assert explicit.returncode == 1
+        assert f"cannot serve metrics on {taken}: address already in use" in explicit.stderr
+        for d in (a, b, c):
+            assert d.stop() == 0, "".join(d.raw[-20:])

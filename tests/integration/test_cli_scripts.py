@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -127,9 +129,21 @@ async def test_lifecycle(conn: asyncpg.Connection, db_url: str, handler: Path, t
     await jsrt(db_url, "scripts", "versions", ref, "--json")
     versions = json.loads(capsys.readouterr().out)
     assert [(v["version_number"], v["current"]) for v in versions] == [
-        (3, True), (2, False), (1, True)]
+        (3, True), (2, False), (1, False)]  # version 1's source, but version 3 is current
     assert versions[0]["change_description"] == "rollback to version 1"
     assert versions[1]["change_description"] == "second"
+    for again in ("1", "3"):  # the source already: nothing to roll back, no new version
+        assert await jsrt(db_url, "scripts", "rollback", ref, again) == 0
+        assert capsys.readouterr().out == (
+            f"{script_id} already has the source of version {again} (current version 3): "
+            "nothing changed\n")
+    assert await conn.fetchval(
+        "SELECT max(version_number) FROM script_versions WHERE script_id = $1", script_id) == 3
+    await jsrt(db_url, "scripts", "rollback", ref, "2")
+    assert capsys.readouterr().out == (
+        f"{script_id} rolled back to the source of version 2, as version 4\n")
+    await jsrt(db_url, "scripts", "rollback", ref, "1")
+    capsys.readouterr()
 
     await jsrt(db_url, "scripts", "pause", ref)
     await jsrt(db_url, "scripts", "list", "--tenant", str(tenant))
@@ -227,17 +241,75 @@ def run_cli(db_url: str, *argv: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60)
 
 
-async def test_cli_prints_one_error_line_and_exits_1(
+async def test_cli_prints_one_error_line_and_exits_2(
     conn: asyncpg.Connection, db_url: str, handler: Path
 ) -> None:
     tenant = await make_tenant(conn)
     done = run_cli(db_url, "scripts", "create", "--tenant", str(tenant), "--name", "n",
                    "--type", "scheduled", "--cron", "* * *", "--file", str(handler))
-    assert done.returncode == 1
+    assert done.returncode == 2  # a usage error: nothing was attempted
     assert done.stderr.strip().splitlines() == [
-        "jsrt: error: --cron/--timezone: invalid cron expression '* * *': expected 5 fields "
+        "jsrt: error: --cron: invalid cron expression '* * *': expected 5 fields "
         "(minute hour day-of-month month day-of-week), got 3"]
     assert await conn.fetchval("SELECT count(*) FROM scripts") == 0
+
+
+async def test_cli_prints_every_problem_on_a_line_of_its_own(
+    conn: asyncpg.Connection, db_url: str, tmp_path: Path
+) -> None:
+    tenant = await make_tenant(conn)
+    broken = tmp_path / "broken.js"
+    broken.write_text("function handler(input) {\n  return input +;\n}")
+    done = run_cli(db_url, "scripts", "create", "--tenant", str(tenant), "--name", "a/b",
+                   "--type", "scheduled", "--cron", "61 * * * *", "--timezone", "Mars/Base",
+                   "--http-path", "/x", "--file", str(broken))
+    assert done.stderr.splitlines() == [
+        "jsrt: error: --name must not contain '/' or control characters",
+        "jsrt: error: --cron: invalid cron expression '61 * * * *': minute field '61' is not "
+        "valid (allowed: 0-59)",
+        "jsrt: error: --timezone: unknown timezone 'Mars/Base'",
+        "jsrt: error: --http-path and --methods apply only to http scripts",
+        "jsrt: error: the source does not parse: SyntaxError: Unexpected token ';' at line 2"]
+    (tmp_path / "ok.js").write_text(HANDLER)
+    await jsrt(db_url, "scripts", "create", "--tenant", str(tenant), "--name", "hook",
+               "--type", "http", "--http-path", "/hook", "--file", str(tmp_path / "ok.js"))
+    done = run_cli(db_url, "scripts", "update", f"{tenant}/hook", "--methods", "GET,FETCH",
+                   "--http-path", "/t/x", "--event-types", "a")
+    assert done.stderr.splitlines() == [
+        "jsrt: error: --methods must be among GET, POST, PUT, PATCH, DELETE (got FETCH)",
+        "jsrt: error: --http-path must not start with /t/ (reserved for /t/{tenant_id}/...)",
+        "jsrt: error: --event-types applies only to event scripts"]
+    assert await conn.fetchval("SELECT count(*) FROM scripts") == 1
+
+
+async def test_errors_say_what_to_do(db_url: str, empty_db_url: str, tmp_path: Path) -> None:
+    """A server that is down, a database never migrated: where, and what to do."""
+    embedded = tmp_path / ".jsrt" / "pgdata"
+    embedded.mkdir(parents=True)
+    down = run_cli(f"postgresql://postgres:@/postgres?host={embedded}", "executions", "list")
+    assert down.returncode == 1
+    assert down.stderr.splitlines() == [
+        f"jsrt: error: cannot reach the database at the socket in {embedded}: no server is "
+        "listening there; the embedded server runs only while `make run` (`jsrt dev`) does"]
+    with socket.create_server(("127.0.0.1", 0)) as free:  # a port nobody answers on
+        port = free.getsockname()[1]
+    refused = run_cli(f"postgresql://postgres:secret@127.0.0.1:{port}/x", "scripts", "list")
+    assert refused.stderr.splitlines() == [
+        f"jsrt: error: cannot reach the database at 127.0.0.1:{port}: no server is listening "
+        "there; is PostgreSQL running there, and is DATABASE_URL right?"]
+
+    for argv in (("executions", "list"), ("publish", str(uuid.uuid4()), "x.y"),
+                 ("dead-letters", "list")):
+        bare = run_cli(empty_db_url, *argv)
+        assert bare.returncode == 1, argv
+        [line] = bare.stderr.splitlines()
+        assert line.startswith("jsrt: error: database error: ") and line.endswith(
+            "does not exist: the jsruntime schema is missing or out of date here; run "
+            "`jsrt migrate up`"), line
+
+    usage = run_cli(db_url, "exec", "--help")
+    assert "not in a running daemon: the daemon's settings do not apply" in " ".join(
+        usage.stdout.split())
 
 
 async def test_exec_exit_codes(conn: asyncpg.Connection, db_url: str) -> None:
@@ -265,7 +337,7 @@ async def test_exec_exit_codes(conn: asyncpg.Connection, db_url: str) -> None:
     assert json.loads(slow.stdout)["status"] == "timeout"
 
     bad_input = run_cli(db_url, "exec", f"{tenant}/double", "--input", "{nope")
-    assert bad_input.returncode == 1 and "--input is not valid JSON" in bad_input.stderr
+    assert bad_input.returncode == 2 and "--input is not valid JSON" in bad_input.stderr
 
     rows = await conn.fetch("SELECT status, trigger_type FROM script_executions "
                             "WHERE tenant_id = $1 ORDER BY started_at", tenant)

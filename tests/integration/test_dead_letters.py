@@ -14,6 +14,7 @@ import anyio
 import asyncpg
 import pytest
 import structlog
+from structlog.testing import capture_logs
 from support.daemons import daemon_for, drain
 from support.factories import executions, make_script, make_tenant, publish
 
@@ -143,6 +144,47 @@ async def test_success_on_the_second_retry_resolves_the_letter(
     assert [r["trigger_data"].get("dead_letter_id") for r in rows] == [
         None, str(letter["id"]), str(letter["id"])]
     assert rows[-1]["output"] == {"ok": 3}
+
+
+async def test_letters_created_exhausted_and_resolved_are_logged(
+    conn: asyncpg.Connection, db_url: str, executor: Executor, clock: FakeClock
+) -> None:
+    """The lines operators alert on, with the letter's and the execution's ids."""
+    tenant = await make_tenant(conn)
+    broken = await make_script(conn, tenant, ALWAYS_FAILS, name="broken")
+    flaky = await make_script(conn, tenant, FAILS_ONCE, name="flaky")
+    await publish(conn, tenant, "thing.happened")
+    logged: list[dict[str, Any]] = []
+    with capture_logs() as logs:
+        await drain(db_url, executor, clock)
+    logged += logs
+    for _ in range(3):
+        planned = [r for r in await letters(conn, tenant) if r["next_retry_at"] is not None]
+        due(clock, max(planned, key=lambda r: r["next_retry_at"]))
+        with capture_logs() as logs:
+            await drain(db_url, executor, clock)
+        logged += logs
+
+    rows = {r["script_id"]: r for r in await letters(conn, tenant)}
+    runs = await executions(conn, tenant)
+
+    def lines(event: str) -> list[tuple[Any, ...]]:
+        return [(e["log_level"], e["script_id"], e["dead_letter_id"], e["execution_id"],
+                 e["retry_count"], e["tenant_id"]) for e in logged if e["event"] == event]
+
+    def first_run(script: UUID) -> str:
+        return str(next(r["id"] for r in runs if r["script_id"] == script))
+
+    def last_run(script: UUID) -> str:
+        return str([r["id"] for r in runs if r["script_id"] == script][-1])
+
+    t = str(tenant)
+    assert sorted(lines("dead_letter_created")) == sorted([
+        ("warning", str(s), str(rows[s]["id"]), first_run(s), 0, t) for s in (broken, flaky)])
+    assert lines("dead_letter_resolved") == [
+        ("info", str(flaky), str(rows[flaky]["id"]), last_run(flaky), 1, t)]
+    assert lines("dead_letter_exhausted") == [
+        ("error", str(broken), str(rows[broken]["id"]), last_run(broken), 3, t)]
 
 
 async def test_a_timeout_is_dead_lettered_like_a_failure(
@@ -513,7 +555,7 @@ async def test_cli_show_every_attempt_table_and_json(
                               str(letter["id"]), "--tenant", str(tenant))
     assert code == 0
     assert f"dead letter  {letter['id']}" in out
-    assert "state        succeeded, 1/3 retries used" in out
+    assert "state        succeeded, 2/3 retries used" in out  # one failed, one that worked
     assert '"order": 42' in out
     attempts = out[out.index("\nattempts\n"):].splitlines()[3:]  # after the header
     assert [ln.split()[:3] for ln in attempts] == [
@@ -523,6 +565,35 @@ async def test_cli_show_every_attempt_table_and_json(
     code, _, err = await jsrt(monkeypatch, capsys, db_url, "dead-letters", "show",
                               str(letter["id"]), "--tenant", str(uuid.uuid4()))
     assert code == 1 and "jsrt: error: no dead letter" in err
+
+
+async def test_cli_show_counts_an_operator_retry_that_succeeded(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    conn: asyncpg.Connection, db_url: str, executor: Executor, clock: FakeClock,
+) -> None:
+    tenant = await make_tenant(conn)
+    script = await make_script(conn, tenant, ALWAYS_FAILS)
+    letter = await make_exhausted(conn, db_url, executor, clock, tenant)
+    await conn.execute("UPDATE scripts SET source = $2 WHERE id = $1", script,
+                       "function handler(i) { return i; }")
+    await dl.retry(conn, [letter["id"]], tenant)
+    await drain(db_url, executor, clock)
+
+    code, out, _ = await jsrt(monkeypatch, capsys, db_url, "dead-letters", "show", "--json",
+                              str(letter["id"]))
+    shown = json.loads(out)
+    last = shown["attempts"][-1]
+    assert (code, last["attempt"], last["status"]) == (0, 5, "completed")
+    assert (shown["retries_used"], shown["max_retries"]) == (4, 4)
+    assert shown["last_retry_at"] == last["completed_at"]  # the retry that worked
+    code, out, _ = await jsrt(monkeypatch, capsys, db_url, "dead-letters", "show",
+                              str(letter["id"]))
+    assert "state        succeeded, 4/4 retries used" in out
+    completed = datetime.fromisoformat(last["completed_at"]).astimezone(UTC)
+    assert f"last retry   {completed:%Y-%m-%dT%H:%M:%SZ}" in out
+    code, out, _ = await jsrt(monkeypatch, capsys, db_url, "dead-letters", "list",
+                              "--resolved", "--tenant", str(tenant))
+    assert out.splitlines()[1].split()[4:6] == ["4/4", "succeeded"]
 
 
 async def test_cli_retry_and_discard(
@@ -553,7 +624,7 @@ async def test_cli_retry_and_discard(
     assert {r["id"]: r["state"] for r in json.loads(out)}[str(c["fresh"])] == "discarded"
 
     code, _, err = await jsrt(monkeypatch, capsys, db_url, "dead-letters", "retry")
-    assert code == 1 and "give dead letter ids, or --all" in err
+    assert code == 2 and "give dead letter ids, or --all" in err
     code, _, err = await jsrt(monkeypatch, capsys, db_url, "dead-letters", "retry", "nope")
     assert code == 2 and "not a UUID" in err
 

@@ -114,9 +114,11 @@ async def test_a_failing_run_is_recorded_as_the_jobs_last_status(
     clock = FakeClock(START)
     await drain(db_url, executor, clock=clock)
     clock.set(utc(2026, 12, 1, 10, 1))
-    await drain(db_url, executor, clock=clock)
+    logs = await drain_logged(db_url, executor, clock)
     [run] = await cron_runs(conn, script)
     assert run["status"] == "failed"
+    [failed] = events(logs, "execution_failed", script)
+    assert failed["trigger"] == "cron" and "attempt" not in failed  # never "attempt=None"
     j = await job(conn, script)
     assert j is not None
     assert (j["last_run_status"], j["is_running"]) == ("failed", False)

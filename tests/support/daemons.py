@@ -102,14 +102,15 @@ class OutputProcess:
 
 class DaemonProcess(OutputProcess):
     """`jsrt run` (or another long-running `command`, such as `serve`) in a subprocess; its
-    JSON log lines parsed as they come."""
+    JSON log lines parsed as they come. An `env` value of None unsets that variable."""
 
-    def __init__(self, db_url: str, env: dict[str, str] | None = None,
+    def __init__(self, db_url: str, env: dict[str, str | None] | None = None,
                  args: tuple[str, ...] = (), command: str = "run") -> None:
-        full_env = {**os.environ, "DATABASE_URL": db_url, "JSRT_LOG_FORMAT": "json",
-                    "JSRT_POLL_INTERVAL": "0.1", "JSRT_HEARTBEAT_INTERVAL": "0.2",
-                    "JSRT_HEARTBEAT_TIMEOUT": "2", "JSRT_METRICS_ADDR": "127.0.0.1:0",
-                    **(env or {})}
+        merged = {**os.environ, "DATABASE_URL": db_url, "JSRT_LOG_FORMAT": "json",
+                  "JSRT_POLL_INTERVAL": "0.1", "JSRT_HEARTBEAT_INTERVAL": "0.2",
+                  "JSRT_HEARTBEAT_TIMEOUT": "2", "JSRT_METRICS_ADDR": "127.0.0.1:0",
+                  **(env or {})}
+        full_env = {k: v for k, v in merged.items() if v is not None}
         self.lines: list[dict[str, Any]] = []  # the JSON log lines
         self._parsed: list[dict[str, Any] | None] = []  # one per raw line, None if not JSON
         super().__init__([sys.executable, "-m", "consumer.cli", command, *args], full_env)

@@ -41,3 +41,9 @@ def test_a_port_in_use_is_a_config_error_naming_the_setting() -> None:
 def test_port_zero_binds_a_free_port() -> None:
     with bind("127.0.0.1:0") as sock:
         assert sock.getsockname()[1] > 0
+
+
+def test_only_an_address_that_was_set_counts_as_chosen() -> None:
+    assert Settings.from_env(env={}).metrics_addr_given is False
+    assert Settings.from_env(env={"JSRT_METRICS_ADDR": "127.0.0.1:9464"}).metrics_addr_given
+    assert Settings.from_env(env={}, metrics_addr="127.0.0.1:0").metrics_addr_given

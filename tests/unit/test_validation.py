@@ -7,6 +7,7 @@ import pytest
 from consumer.errors import ValidationError
 from consumer.validation import (
     ScriptSpec,
+    check_cron,
     check_event_types,
     check_http_path,
     check_syntax,
@@ -25,7 +26,7 @@ def test_every_problem_is_reported_once() -> None:
     spec = ScriptSpec(name="", type="http", source="function (", http_path="x")
     with pytest.raises(ValidationError) as caught:
         spec.check()
-    parts = str(caught.value).split("; ")
+    parts = str(caught.value).split("\n")
     assert len(parts) == 3
     assert parts[0] == "--name must not be empty"
     assert parts[1].startswith("--http-path must start with '/'")
@@ -47,6 +48,26 @@ def test_methods() -> None:
     assert normalize_methods(["post", " GET ", "get"]) == (("GET", "POST"), None)
     assert normalize_methods(["HEAD"])[1] == \
         "--methods must be among GET, POST, PUT, PATCH, DELETE (got HEAD)"
+
+
+def test_a_bad_cron_does_not_hide_a_bad_timezone() -> None:
+    assert check_cron("61 * * * *", "Mars/Base") == (
+        "--cron: invalid cron expression '61 * * * *': minute field '61' is not valid "
+        "(allowed: 0-59)\n"
+        "--timezone: unknown timezone 'Mars/Base'")
+    assert check_cron(None, "Mars/Base") == (
+        "a scheduled script needs --cron\n--timezone: unknown timezone 'Mars/Base'")
+    assert check_cron("0 9 * * *", "Europe/Paris") is None
+
+
+def test_every_bad_event_type_and_path_problem_is_a_line() -> None:
+    assert check_event_types([" a", "ok", "", "b ", " "]) == (
+        "--event-types: ' a' must be at most 255 characters, unpadded\n"
+        "--event-types must be non-empty strings\n"
+        "--event-types: 'b ' must be at most 255 characters, unpadded")
+    assert (check_http_path("/t/../x") or "").splitlines() == [
+        "--http-path must not contain '..' or '.' segments ('/t/../x')",
+        "--http-path must not start with /t/ (reserved for /t/{tenant_id}/...)"]
 
 
 def test_event_types() -> None:
@@ -86,6 +107,18 @@ def test_limits_merge_over_a_base() -> None:
 ])
 def test_sources_that_parse(source: str) -> None:
     assert check_syntax(source) is None
+
+
+@pytest.mark.parametrize(("source", "line"), [
+    ("function handler(i) {\n  return [1,\n    2\n", 3),  # unclosed: ends inside a block
+    ("function handler(i) {\n  return 1\n", 2),
+    ("const s = `abc", 1),
+])
+def test_a_source_that_ends_too_early_is_reported_at_its_last_line(source: str,
+                                                                    line: int) -> None:
+    """Never past the end of the file, nor with a token of the check's own wrapper."""
+    assert check_syntax(source) == \
+        f"the source does not parse: SyntaxError: Unexpected end of input at line {line}"
 
 
 def test_sources_that_do_not() -> None:
