@@ -169,7 +169,7 @@ def check_event_types(event_types: Iterable[str]) -> str | None:
 def parse_limits(raw: str | Mapping[str, Any] | None,
                  base: Mapping[str, Any] | None = None) -> dict[str, int]:
     """A limits object (JSON text or mapping) over `base` (default: the seed's defaults).
-    Raises ValidationError naming the first bad key or value."""
+    Raises ValidationError naming every bad key and value, one line each."""
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
@@ -177,20 +177,20 @@ def parse_limits(raw: str | Mapping[str, Any] | None,
             raise ValidationError("--limits must be a JSON object") from None
     if raw is not None and not isinstance(raw, Mapping):
         raise ValidationError("--limits must be a JSON object")
-    unknown = sorted(set(raw or {}) - set(DEFAULT_LIMITS))
-    if unknown:
-        raise ValidationError(
-            f"--limits: unknown key {unknown[0]!r} (allowed: {', '.join(DEFAULT_LIMITS)})")
+    allowed = ", ".join(DEFAULT_LIMITS)
+    found = [f"--limits: unknown key {key!r} (allowed: {allowed})"
+             for key in sorted(set(raw or {}) - set(DEFAULT_LIMITS))]
     merged = {**DEFAULT_LIMITS, **dict(base or {}), **dict(raw or {})}
-    problem = check_limit_values(merged)
-    if problem:
-        raise ValidationError(problem)
+    found += lines(check_limit_values(merged))
+    if found:
+        raise ValidationError("\n".join(found))
     return {k: int(merged[k]) for k in DEFAULT_LIMITS}
 
 
 def check_limit_values(limits: Mapping[str, Any]) -> str | None:
+    """Every bad limit, one line each (the rules are the runtime's: limit_problems)."""
     found = limit_problems(limits)
-    return "; ".join(f"--limits: {p}" for p in found) if found else None
+    return "\n".join(f"--limits: {p}" for p in found) if found else None
 
 
 @lru_cache(maxsize=256)

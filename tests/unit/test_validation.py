@@ -129,3 +129,16 @@ def test_sources_that_do_not() -> None:
     assert check_syntax("}); globalThis.ran = 1; (function () {") is not None
     assert check_syntax("function handler() {\n\n\n  let = = 1\n}") == \
         "the source does not parse: SyntaxError: Unexpected token '=' at line 4"
+
+
+def test_every_bad_limit_is_reported_on_a_line_of_its_own() -> None:
+    with pytest.raises(ValidationError) as caught:
+        parse_limits('{"max_memory_bytes": "lots", "max_concurrent_runs": 0, "nope": 1,'
+                     ' "max_output_size_bytes": 1073741824}')
+    assert str(caught.value).splitlines() == [
+        "--limits: unknown key 'nope' (allowed: max_execution_time_ms, max_memory_bytes,"
+        " max_concurrent_runs, max_api_calls_per_minute, max_output_size_bytes)",
+        "--limits: max_memory_bytes must be a positive integer (got 'lots')",
+        "--limits: max_concurrent_runs must be a positive integer (got 0)",
+        "--limits: max_output_size_bytes must be at most 67108864 (got 1073741824)",
+    ]
