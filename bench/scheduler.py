@@ -36,18 +36,23 @@ import asyncpg
 from _common import drop_database, fresh_database
 
 from consumer import log
-from consumer.daemon import CRON_BATCH, Daemon, store_publisher
+from consumer.app import store_publisher
+from consumer.daemon import Daemon
+from consumer.db import Db
+from consumer.queue import Queue
 from consumer.sandbox import Executor
 from consumer.scheduler import Decision, decide
+from consumer.schedules import Schedules
 from consumer.settings import Settings
 from consumer.store import Store
+from consumer.timers import CRON_BATCH
 
 SOURCE = "function handler(input, ctx) { return { at: input.scheduled_for }; }"
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-class TimedStore(Store):
-    """The real store, timing each claim + fire transaction."""
+class TimedSchedules(Schedules):
+    """The real cron repository, timing each claim + fire transaction."""
 
     calls: int = 0
     ticks: int = 0
@@ -63,6 +68,10 @@ class TimedStore(Store):
             self.seconds += time.perf_counter() - started
         return decisions, fired
 
+
+class TimedQueue(Queue):
+    """The real queue, timing each claim."""
+
     claim_calls: int = 0
     claim_seconds: float = 0.0
 
@@ -73,6 +82,18 @@ class TimedStore(Store):
         finally:
             self.claim_calls += 1
             self.claim_seconds += time.perf_counter() - started
+
+
+class TimedStore(Store):
+    """The real store with timed cron and claim repositories."""
+
+    schedules: TimedSchedules
+    queue: TimedQueue
+
+    def __init__(self, db: Db) -> None:
+        super().__init__(db)
+        self.schedules = TimedSchedules(db)
+        self.queue = TimedQueue(db, self.on_dispatched, self.on_recorded)
 
 
 @dataclass
@@ -175,7 +196,7 @@ async def fire_only(dsn: str, scripts: int) -> tuple[float, int]:
         fired = calls = 0
         started = time.perf_counter()
         while fired < scripts:
-            _, done = await store.schedule_due(now, CRON_BATCH, decide)
+            _, done = await store.schedules.schedule_due(now, CRON_BATCH, decide)
             fired, calls = fired + len(done), calls + 1
         elapsed = time.perf_counter() - started
         await conn.execute("TRUNCATE jsrt_cron_firings, jsrt_runs, script_executions CASCADE; "
@@ -234,9 +255,10 @@ def report(args: argparse.Namespace, settings: Settings, store: TimedStore, peak
           f"{args.scripts} scripts over {args.tenants} tenants, '* * * * *'; "
           f"concurrency {settings.concurrency}, {settings.worker_count} sandbox workers, "
           f"cron batch {CRON_BATCH}; load average now {os.getloadavg()[1]:.1f} (5 min)")
-    print(f"claim+fire   {store.ticks / store.seconds:8.0f} ticks/s inside schedule_due while "
-          f"executing ({store.calls} transactions, {store.seconds:.2f} s)")
-    print(f"start runs   {store.claim_calls} claims, {store.claim_seconds:.2f} s in all")
+    cron, queue = store.schedules, store.queue
+    print(f"claim+fire   {cron.ticks / cron.seconds:8.0f} ticks/s inside schedule_due while "
+          f"executing ({cron.calls} transactions, {cron.seconds:.2f} s)")
+    print(f"start runs   {queue.claim_calls} claims, {queue.claim_seconds:.2f} s in all")
     print(f"fired all    {float(r['fire_span']):8.2f} s after the due instant "
           f"({args.scripts / max(float(r['fire_span']), 1e-9):.0f} ticks/s wall); "
           f"{r['on_due_tick']}/{r['runs']} ran for the due tick itself")

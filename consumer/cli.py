@@ -15,12 +15,12 @@ import anyio
 import asyncpg
 
 from consumer import jsontext, log
+from consumer.db import connect, store_error
 from consumer.errors import JsrtError, ValidationError
 from consumer.http import http_address
 from consumer.migrate import Migrator
 from consumer.settings import Settings
-from consumer.sql import q
-from consumer.store import connection, store_error
+from consumer.store import Store
 
 Command = Callable[[argparse.Namespace, Settings], Awaitable[int]]
 
@@ -68,7 +68,9 @@ def _version() -> str:
 async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from consumer.commands._output import when
 
-    async with connection(settings.require_database()) as conn:
+    # the migrator holds a session of its own (an advisory lock, DDL in transactions)
+    conn = await connect(settings.require_database(), "jsrt migrate")
+    try:
         migrator = Migrator(conn, settings.schema_dir, settings.triggers_file)
         if args.direction == "up":
             done = await migrator.up()
@@ -80,6 +82,8 @@ async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
             for st in await migrator.status():
                 applied = when(st.applied_at) if st.applied_at else "pending"
                 print(f"{applied:<20} {st.id}")
+    finally:
+        await conn.close()
     return 0
 
 
@@ -88,15 +92,15 @@ async def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
         payload: Any = jsontext.loads(args.payload, "payload") if args.payload else {}
     except jsontext.JsonRefused as exc:
         raise ValidationError(str(exc)) from None
-    async with connection(settings.require_database()) as conn:
-        event_id = await conn.fetchval(
-            q("enqueue_event"), args.tenant_id, args.event_type, payload, None, 0, "cli")
+    async with Store.session(settings.require_database(), "jsrt publish") as store:
+        event_id = await store.queue.enqueue(args.tenant_id, args.event_type, payload, None, 0,
+                                             "cli")
     print(event_id)
     return 0
 
 
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from consumer.daemon import run_daemon
+    from consumer.app import run_daemon
 
     return await run_daemon(settings, until_idle=args.until_idle, http=args.http)
 

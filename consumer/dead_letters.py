@@ -1,6 +1,6 @@
 """Dead letters for operators: list, show, retry and discard (the automatic path - letters
-written on failure, retried with backoff, resolved on success - lives in store.py and
-queries.sql).
+written on failure, retried with backoff, resolved on success - is recorded by the queue
+through record_letters below, in the transaction that records the results).
 
 Resolved letters are marked, never deleted: jsrt_dead_letter_state.resolution is 'succeeded'
 (a retry completed) or 'discarded' (by an operator), with resolved_at. Retention deletes them
@@ -14,17 +14,19 @@ same claim as automatic retries (never twice; not while the script is inactive).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-import asyncpg
-
+from consumer import log
+from consumer.db import Db
 from consumer.errors import NotFound
+from consumer.records import Finished
 from consumer.sql import q
-from consumer.store import translated
+
+_LOG = log.get("jsrt.dead_letters")
 
 Row = dict[str, Any]
 
@@ -48,57 +50,131 @@ class Applied:
     skipped: dict[UUID, str]
 
 
-async def list_letters(conn: asyncpg.Connection, f: Filters) -> list[Row]:
-    async with translated():
-        rows = await conn.fetch(q("dl_list"), f.tenant, f.script, f.event_type, f.exhausted,
-                                f.since, f.include_resolved, f.limit)
-    return [dict(r) for r in rows]
+class DeadLetters:
+    """The dead-letter repository: operators' operations and the daemons' retry claim."""
 
+    def __init__(self, db: Db) -> None:
+        self._db = db
 
-async def show(conn: asyncpg.Connection, letter_id: UUID, tenant: UUID | None = None) -> Row:
-    """The letter, and every attempt with its execution (`attempts`, in order)."""
-    async with translated():
-        row = await conn.fetchrow(q("dl_show"), letter_id, tenant)
+    async def search(self, f: Filters) -> list[Row]:
+        rows = await self._db.fetch(q("dl_list"), f.tenant, f.script, f.event_type,
+                                    f.exhausted, f.since, f.include_resolved, f.limit)
+        return [dict(r) for r in rows]
+
+    async def show(self, letter_id: UUID, tenant: UUID | None = None) -> Row:
+        """The letter, and every attempt with its execution (`attempts`, in order)."""
+        row = await self._db.fetchrow(q("dl_show"), letter_id, tenant)
         if row is None:
             where = f" in tenant {tenant}" if tenant else ""
             raise NotFound(f"no dead letter {letter_id}{where}")
-        attempts = await conn.fetch(
+        attempts = await self._db.fetch(
             q("dl_attempts"), row["tenant_id"], row["script_id"], str(row["id"]),
             str(row["event_id"]) if row["event_id"] else None, row["execution_id"])
-    return {**dict(row), "attempts": [dict(a) for a in attempts]}
+        return {**dict(row), "attempts": [dict(a) for a in attempts]}
 
+    async def retry(self, ids: Sequence[UUID], tenant: UUID | None = None,
+                    now: datetime | None = None, chunk: int = 100,
+                    progress: Callable[[int, int], None] | None = None) -> Applied:
+        """Make the letters due now (see the module docstring), `chunk` at a time."""
+        return await self._apply("dl_retry", ids, tenant, now, chunk, progress)
 
-async def retry(conn: asyncpg.Connection, ids: Sequence[UUID], tenant: UUID | None = None,
-                now: datetime | None = None, chunk: int = 100,
-                progress: Callable[[int, int], None] | None = None) -> Applied:
-    """Make the letters due now (see the module docstring), `chunk` at a time."""
-    return await _apply(conn, "dl_retry", ids, tenant, now, chunk, progress)
+    async def discard(self, ids: Sequence[UUID], tenant: UUID | None = None,
+                      now: datetime | None = None) -> Applied:
+        """Resolve the letters as 'discarded': kept for review, never retried."""
+        return await self._apply("dl_discard", ids, tenant, now, max(1, len(ids)), None)
 
+    async def claim_retries(self, limit: int, now: datetime | None = None) -> int:
+        """Due letters of active scripts become pending executions (the daemons' poll)."""
+        return len(await self._db.fetch(q("claim_retries"), limit, now))
 
-async def discard(conn: asyncpg.Connection, ids: Sequence[UUID], tenant: UUID | None = None,
-                  now: datetime | None = None) -> Applied:
-    """Resolve the letters as 'discarded': kept for review, never retried."""
-    return await _apply(conn, "dl_discard", ids, tenant, now, max(1, len(ids)), None)
-
-
-async def _apply(conn: asyncpg.Connection, query: str, ids: Sequence[UUID],
-                 tenant: UUID | None, now: datetime | None, chunk: int,
-                 progress: Callable[[int, int], None] | None) -> Applied:
-    wanted = list(dict.fromkeys(ids))
-    done: list[UUID] = []
-    async with translated():
+    async def _apply(self, query: str, ids: Sequence[UUID], tenant: UUID | None,
+                     now: datetime | None, chunk: int,
+                     progress: Callable[[int, int], None] | None) -> Applied:
+        wanted = list(dict.fromkeys(ids))
+        done: list[UUID] = []
         for start in range(0, len(wanted), chunk):
-            rows = await conn.fetch(q(query), wanted[start:start + chunk], tenant, now)
+            rows = await self._db.fetch(q(query), wanted[start:start + chunk], tenant, now)
             done += [r["dead_letter_id"] for r in rows]
             if progress:
                 progress(min(start + chunk, len(wanted)), len(wanted))
         done_set = set(done)
         missed = [i for i in wanted if i not in done_set]
-        reasons = {r["id"]: _reason(r) for r in await conn.fetch(q("dl_lookup"), missed, tenant)}
-    return Applied(done, {i: reasons.get(i, "not found") for i in missed})
+        reasons = {r["id"]: _reason(r)
+                   for r in await self._db.fetch(q("dl_lookup"), missed, tenant)}
+        return Applied(done, {i: reasons.get(i, "not found") for i in missed})
 
 
-def _reason(row: asyncpg.Record) -> str:
+def _reason(row: Mapping[str, Any]) -> str:
     if row["resolution"]:
         return f"already resolved ({row['resolution']})"
     return "a retry is in flight" if row["in_flight"] else "changed meanwhile"
+
+
+# ---------------------------------------------------------------- recorded with the results
+@dataclass(frozen=True, slots=True)
+class Letter:
+    """What recording did to one dead letter, for its log line."""
+
+    event: str  # dead_letter_created | dead_letter_exhausted | dead_letter_resolved
+    dead_letter_id: UUID
+    run: Finished  # the execution that made the change
+    retry_count: int  # retries used, the one just recorded included
+
+
+async def record_letters(
+    tx: Db, finished: Iterable[Finished], retry_at: dict[UUID, datetime]
+) -> list[Letter]:
+    """In the transaction that records the results: failures of event runs become dead
+    letters (or count against theirs); a retry that completed resolves its letter. Returns
+    the letters created, exhausted and resolved."""
+    events = [f for f in finished if f.trigger_type == "event"]
+    new = [f for f in events if f.status != "completed" and f.dead_letter_id is None]
+    again = [f for f in events if f.status != "completed" and f.dead_letter_id is not None]
+    fixed = [f for f in events if f.status == "completed" and f.dead_letter_id is not None]
+    letters: list[Letter] = []
+    if new:
+        by_execution = {f.execution_id: f for f in new}
+        rows = await tx.fetch(
+            q("dead_letter_new"),
+            [f.execution_id for f in new], [f.tenant_id for f in new],
+            [f.error or f.status for f in new],
+            [retry_at[f.execution_id] for f in new],
+        )
+        letters += [Letter("dead_letter_created", r["dead_letter_id"],
+                           by_execution[r["execution_id"]], 0)
+                    for r in rows]
+    if again:
+        by_letter = {f.dead_letter_id: f for f in again}
+        rows = await tx.fetch(
+            q("dead_letter_retry_failed"),
+            [f.dead_letter_id for f in again], [f.tenant_id for f in again],
+            [f.execution_id for f in again], [f.error or f.status for f in again],
+            [retry_at[f.execution_id] for f in again],
+        )
+        letters += [Letter("dead_letter_exhausted", r["dead_letter_id"],
+                           by_letter[r["dead_letter_id"]], r["retry_count"])
+                    for r in rows if r["exhausted"]]
+    if fixed:
+        by_letter = {f.dead_letter_id: f for f in fixed}
+        rows = await tx.fetch(
+            q("dead_letter_resolved"),
+            [f.dead_letter_id for f in fixed], [f.tenant_id for f in fixed],
+        )
+        letters += [Letter("dead_letter_resolved", r["dead_letter_id"],
+                           by_letter[r["dead_letter_id"]], r["retry_count"] + 1) for r in rows]
+    return letters
+
+
+_LETTER_LEVELS = {"dead_letter_created": "warning", "dead_letter_exhausted": "error",
+                  "dead_letter_resolved": "info"}
+
+
+def log_letters(letters: Sequence[Letter]) -> None:
+    """One line per letter created (warning), exhausted (error: no retries left, an operator
+    must look) or resolved by a retry that completed (info): the lines operators alert on."""
+    for letter in letters:
+        f = letter.run
+        getattr(_LOG, _LETTER_LEVELS[letter.event])(
+            letter.event, tenant_id=str(f.tenant_id), script_id=str(f.script_id),
+            dead_letter_id=str(letter.dead_letter_id), execution_id=str(f.execution_id),
+            retry_count=letter.retry_count)

@@ -31,9 +31,12 @@ def decode(text: str) -> Any:
         # one level above the payload's limit: the notification object wraps it
         return jsontext.loads(text, "notification", MAX_NESTING + 1)
     except jsontext.JsonRefused as exc:
-        if "nested" in str(exc):
+        message = str(exc).removeprefix("notification ")
+        if message.startswith("is nested"):
             raise InvalidEvent(f"payload nested deeper than {MAX_NESTING} levels") from None
-        raise InvalidEvent(f"not JSON: {exc}") from None
+        if message.startswith("cannot be stored"):
+            raise InvalidEvent(f"the notification {message}") from None
+        raise InvalidEvent("not JSON: " + message.removeprefix("is not valid JSON: ")) from None
 
 
 def parse_raw(message: Any) -> RawEvent:

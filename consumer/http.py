@@ -37,8 +37,7 @@ from consumer.lease import Lease
 from consumer.ondemand import OnDemand, RunResult
 from consumer.sandbox import Executor
 from consumer.settings import Settings
-from consumer.sql import q
-from consumer.store import Store, translated
+from consumer.store import Store
 
 _LOG = log.get("jsrt.http")
 
@@ -244,13 +243,11 @@ class HttpTrigger:
         return self._respond(await self.ondemand.run(run))
 
     async def _route(self, where: Target) -> tuple[UUID, tuple[str, ...]]:
-        async with translated():
-            row = await self.store.pool.fetchrow(q("http_route"), where.tenant_id, where.path)
-        if row is None:
+        found = await self.store.scripts.http_route(where.tenant_id, where.path)
+        if found is None:
             raise HttpError(404, "not found")
-        # a NULL element (written by SQL) is no method: never a TypeError on the way out
-        methods = tuple(m for m in row["http_methods"] or () if isinstance(m, str))
-        return row["script_id"], methods or DEFAULT_METHODS
+        script_id, methods = found
+        return script_id, methods or DEFAULT_METHODS
 
     async def _body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length", "")

@@ -1,9 +1,13 @@
-"""A process's lease in jsrt_daemons: registered on entry, heartbeated by a background task,
-removed on exit. Runs owned by a live lease are never rescued as "worker lost"; runs owned
-by a lease whose heartbeat stops are (by any daemon's rescuer).
+"""A process's lease in jsrt_daemons, and the one heartbeat of every process: registered on
+entry, beaten by a background task, removed on exit. Runs owned by a live lease are never
+rescued as "worker lost"; runs owned by a lease whose heartbeat stops are, by any process
+that rescues (the daemons, and a server running without any daemon).
 
-The daemon keeps its own loop (it also rescues); processes that only start runs now (the
-HTTP server, `jsrt exec`, the embedded Runtime) hold one of these."""
+    Leases  the repository (register, beat, unregister)
+    Lease   the service: `async with Lease(store, interval, ...) as lease:` - lease.id owns
+            the runs started inside; with `rescue_after`, each beat also closes the runs of
+            processes silent that long, retried exactly as a failed run is (retry.py)
+"""
 
 from __future__ import annotations
 
@@ -12,14 +16,23 @@ import contextlib
 import os
 import socket
 import uuid
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import anyio
 
 from consumer import log
-from consumer.errors import StoreUnavailable
-from consumer.store import Store
+from consumer.clock import Clock, SystemClock
+from consumer.db import Db
+from consumer.errors import StoreError, StoreUnavailable
+from consumer.records import Finished
+from consumer.retry import retry_at_after
+from consumer.sql import q
+
+if TYPE_CHECKING:
+    from consumer.store import Store
 
 _LOG = log.get("jsrt.lease")
 
@@ -28,27 +41,41 @@ def new_owner_id(kind: str) -> str:
     return f"{kind}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-class Lease:
-    """`async with Lease(store, interval) as lease:` - lease.id owns the runs started inside.
+class Leases:
+    def __init__(self, db: Db) -> None:
+        self._db = db
 
-    The heartbeat is a plain asyncio task (the sandbox executor is asyncio too), not a task
-    group: a host may enter and leave the lease from different tasks (fixtures, lifespans)."""
+    async def register(self, owner: str, hostname: str, pid: int) -> None:
+        """An upsert: a lease forgotten after a long stall is taken again."""
+        await self._db.execute(q("register_daemon"), owner, hostname, pid)
+
+    async def unregister(self, owner: str) -> None:
+        await self._db.execute(q("unregister_daemon"), owner)
+
+
+class Lease:
+    """The heartbeat is a plain asyncio task (the sandbox executor is asyncio too), not a task
+    group: a host may enter and leave the lease from different tasks (fixtures, lifespans).
+    `on_beat` runs after every beat (and rescue): the daemon takes over raw ingestion there
+    and wakes its claim loop when runs were rescued."""
 
     def __init__(self, store: Store, interval: float, kind: str = "ondemand",
-                 rescue_after: float | None = None, retry_base: float = 30.0) -> None:
-        """With `rescue_after` (the heartbeat timeout), each beat also rescues runs of
-        processes silent that long - as the daemon does - so a server running without any
-        daemon does not keep a crashed predecessor's runs counted against the limits."""
+                 rescue_after: float | None = None, retry_base: float = 30.0,
+                 owner: str | None = None, clock: Clock | None = None,
+                 on_beat: Callable[[Sequence[Finished]], object] | None = None) -> None:
         self.store = store
         self.interval = interval
-        self.id = new_owner_id(kind)
+        self.id = owner or new_owner_id(kind)
         self.rescue_after = rescue_after
         self.retry_base = retry_base
+        self.clock = clock or SystemClock()
+        self.rescued = 0
+        self._on_beat = on_beat
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Lease:
-        await self.store.register_daemon(self.id, socket.gethostname(), os.getpid())
-        self._task = asyncio.create_task(self._beat(), name=f"lease {self.id}")
+        await self.store.leases.register(self.id, socket.gethostname(), os.getpid())
+        self._task = asyncio.create_task(self._run(), name=f"lease {self.id}")
         _LOG.debug("lease_taken", owner=self.id)
         return self
 
@@ -63,24 +90,40 @@ class Lease:
                 await task
         with anyio.CancelScope(shield=True):
             try:
-                await self.store.unregister_daemon(self.id)
+                await self.store.leases.unregister(self.id)
             except StoreUnavailable as err:
                 _LOG.warning("lease_release_failed", owner=self.id, error=str(err)[:200])
         _LOG.debug("lease_released", owner=self.id)
 
-    async def _beat(self) -> None:
+    async def _run(self) -> None:
         while True:
             await anyio.sleep(self.interval)
-            try:
-                # An upsert: a lease forgotten after a long stall is taken again.
-                await self.store.register_daemon(self.id, socket.gethostname(), os.getpid())
-                if self.rescue_after is not None:
-                    await self._rescue(self.rescue_after)
-            except StoreUnavailable as err:
-                _LOG.warning("heartbeat_failed", owner=self.id, error=str(err)[:200])
+            await self.beat()
 
-    async def _rescue(self, timeout: float) -> None:
-        retry_at = datetime.now(UTC) + timedelta(seconds=self.retry_base)
-        for f in await self.store.rescue_lost_runs(timeout, retry_at):
+    async def beat(self) -> list[Finished]:
+        """One heartbeat (and rescue); a database that does not answer is logged and the
+        next beat tries again."""
+        try:
+            await self.store.leases.register(self.id, socket.gethostname(), os.getpid())
+            lost = await self._rescue() if self.rescue_after is not None else []
+        except StoreError as exc:  # unavailable, or e.g. a deadlock between rescuers
+            _LOG.warning("heartbeat_failed", owner=self.id, error=str(exc).splitlines()[0][:200])
+            return []
+        if self._on_beat is not None:
+            result = self._on_beat(lost)
+            if asyncio.iscoroutine(result):
+                await result
+        return lost
+
+    async def _rescue(self) -> list[Finished]:
+        assert self.rescue_after is not None
+        lost = await self.store.queue.rescue_lost_runs(self.rescue_after, self._retry_at)
+        for f in lost:
             _LOG.warning("execution_worker_lost", tenant_id=str(f.tenant_id),
                          script_id=str(f.script_id), execution_id=str(f.execution_id))
+        self.rescued += len(lost)
+        return lost
+
+    def _retry_at(self, f: Finished) -> datetime:
+        # a lost attempt counts as a failed one and backs off like one
+        return retry_at_after(f.trigger_data, self.clock.now(), self.retry_base)

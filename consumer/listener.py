@@ -16,9 +16,11 @@ import anyio
 import asyncpg
 
 from consumer import events, log
+from consumer.backoff import Backoff
+from consumer.db import connect
 from consumer.errors import InvalidEvent, StoreError, StoreUnavailable
 from consumer.sql import q
-from consumer.store import Store, connect
+from consumer.store import Store
 
 EVENTS_CHANNEL = "jsrt_events"
 SCRIPTS_CHANNEL = "jsrt_scripts"
@@ -51,18 +53,19 @@ class Listener:
         return self._leader
 
     async def run(self) -> None:
-        delay = 0.1
+        backoff = Backoff()
         while True:
             try:
                 await self._connect()
-                delay = 0.1
+                backoff.reset()
                 await self._lost.wait()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-                _LOG.warning("listener_disconnected", error=str(exc)[:200], retry_in_s=delay)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError,
+                    StoreUnavailable) as exc:
+                _LOG.warning("listener_disconnected", error=str(exc)[:200],
+                             retry_in_s=backoff.peek())
             finally:
                 await self._close()
-            await anyio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            await anyio.sleep(backoff.next())
 
     async def _connect(self) -> None:
         self._lost = anyio.Event()
@@ -129,7 +132,7 @@ class Listener:
 
     async def _store_raw(self, channel: str, payload: str, raw: Any) -> None:
         try:
-            event_id = await self._store.enqueue(
+            event_id = await self._store.queue.enqueue(
                 raw.tenant_id, raw.event_type, raw.payload, raw.dedup_key, 0, "notify"
             )
         except StoreUnavailable as exc:

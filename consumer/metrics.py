@@ -9,7 +9,7 @@
 Where the numbers come from, so that the daemon's code barely knows about metrics:
   * the store's observers: events fanned out (by how they were published) and executions
     recorded (by trigger and status, with their durations), counted after commit;
-  * a collector reading, at scrape time, the counters the listener, daemon and executor keep;
+  * a collector reading, at scrape time, the daemon's status and the executor's stats;
   * gauges refreshed every metrics_interval by one aggregate query (queue depth, oldest
     pending event, dead letters by state).
 Each daemon has its own CollectorRegistry, so several can live in one process (tests).
@@ -22,7 +22,7 @@ import contextlib
 import errno
 import os
 import socket
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -45,13 +45,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from consumer import log
-from consumer.daemon import Daemon
+from consumer.daemon import DaemonStatus
 from consumer.errors import ConfigError, StoreError
 from consumer.records import Finished, Outcome
 from consumer.sandbox import Executor
 from consumer.settings import Settings
-from consumer.sql import q
-from consumer.store import Store, translated
+from consumer.store import Store
 
 _LOG = log.get("jsrt.metrics")
 
@@ -67,7 +66,8 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 class Metrics:
     """The metric families of one daemon, fed by its store, daemon, listener and executor."""
 
-    def __init__(self, store: Store, executor: Executor, daemon: Daemon | None = None,
+    def __init__(self, store: Store, executor: Executor,
+                 status: Callable[[], DaemonStatus] | None = None,
                  registry: CollectorRegistry | None = None) -> None:
         self.store = store
         self.executor = executor
@@ -94,7 +94,7 @@ class Metrics:
         self.dead_letters = Gauge(
             "jsrt_dead_letters", "Dead letters by state (all tenants)", ["state"], registry=r)
         self._zero()
-        r.register(_LiveCollector(executor, daemon))
+        r.register(_LiveCollector(executor, status))
         ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes…
         store.on_dispatched.append(self._dispatched)
         store.on_recorded.append(self._recorded)
@@ -142,8 +142,7 @@ class Metrics:
         """Run the aggregate query once; on failure the gauges keep their last values."""
         try:
             with anyio.fail_after(SNAPSHOT_TIMEOUT_S):
-                async with translated():
-                    row = await self.store.pool.fetchrow(q("metrics_snapshot"))
+                row = await self.store.queue.snapshot()
         except (StoreError, TimeoutError) as exc:
             _LOG.warning("metrics_refresh_failed", error=str(exc).splitlines()[0][:200])
             return False
@@ -170,8 +169,7 @@ class Metrics:
     async def _database(self) -> str:
         try:
             with anyio.fail_after(READY_TIMEOUT_S):
-                async with translated():
-                    await self.store.pool.fetchval(q("metrics_ping"))
+                await self.store.ping()
         except TimeoutError:
             return f"no answer within {READY_TIMEOUT_S:g} s"
         except StoreError as exc:
@@ -183,25 +181,25 @@ class Metrics:
 
 
 class _LiveCollector(Collector):
-    """Counters the listener, daemon and executor already keep, read at scrape time."""
+    """The daemon's status and the executor's stats, read at scrape time."""
 
-    def __init__(self, executor: Executor, daemon: Daemon | None) -> None:
+    def __init__(self, executor: Executor, status: Callable[[], DaemonStatus] | None) -> None:
         self.executor = executor
-        self.daemon = daemon
+        self.status = status
 
     def collect(self) -> Iterable[Metric]:
-        listener = self.daemon.listener if self.daemon is not None else None
+        status = self.status() if self.status is not None else None
         rejected = CounterMetricFamily(
             "jsrt_events_rejected", "Raw events refused by the listener (invalid or unknown "
             "tenant)", labels=["source"])
-        rejected.add_metric(["notify"], listener.rejected if listener else 0)
+        rejected.add_metric(["notify"], status.events_rejected if status else 0)
         yield rejected
         yield CounterMetricFamily(
             "jsrt_listener_reconnects", "Times the LISTEN connection was re-established",
-            value=listener.reconnects if listener else 0)
+            value=status.listener_reconnects if status else 0)
         yield CounterMetricFamily(
             "jsrt_executions_lost", "Runs of dead daemons this daemon closed as 'worker lost'",
-            value=self.daemon.counters.rescued if self.daemon is not None else 0)
+            value=status.rescued if status else 0)
         yield from self._sandbox()
 
     def _sandbox(self) -> Iterator[Metric]:
@@ -333,15 +331,16 @@ class MetricsServer:
 
 
 async def start_metrics(tg: TaskGroup, settings: Settings, store: Store, executor: Executor,
-                        daemon: Daemon | None) -> MetricsServer | None:
+                        status: Callable[[], DaemonStatus] | None) -> MetricsServer | None:
     """Serve /metrics, /healthz and /readyz inside `tg` (None when JSRT_METRICS_ADDR is empty);
-    `daemon` is None for `jsrt serve`, which has no listener and claims no events."""
+    `status` (the daemon's) is None for `jsrt serve`, which has no listener and claims no
+    events."""
     if not settings.metrics_addr:
         return None
     sock = listen(settings)
     if sock is None:
         return None
-    server = MetricsServer(Metrics(store, executor, daemon), settings.metrics_addr,
+    server = MetricsServer(Metrics(store, executor, status), settings.metrics_addr,
                            settings.metrics_interval, sock)
     await tg.start(server.run)
     return server

@@ -13,6 +13,7 @@ from pathlib import Path
 import asyncpg
 
 from consumer import log
+from consumer.db import connect
 from consumer.errors import MigrationError
 from consumer.sql import q
 
@@ -161,7 +162,7 @@ class _AdvisoryLock:
 
 
 async def migrate_up(dsn: str, schema_dir: Path, triggers_file: Path) -> list[str]:
-    conn = await asyncpg.connect(dsn)
+    conn = await connect(dsn, "jsrt migrate")
     try:
         return await Migrator(conn, schema_dir, triggers_file).up()
     finally:

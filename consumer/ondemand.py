@@ -2,31 +2,30 @@
 
     start    jsrt_start_now: a 'running' execution owned by this process's lease, or None
              when the script's max_concurrent_runs is full (counted across every process)
-    run      the sandbox executes it; the result is recorded with Store.complete_runs,
-             shielded from cancellation
+    run      the sandbox executes it; the result is recorded (recording.py), shielded from
+             cancellation
     execute  start (waiting with backoff while the script is full) then run
 """
 
 from __future__ import annotations
 
 import dataclasses
-import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 import anyio
-import asyncpg
 
 from consumer import log, recording
+from consumer.backoff import Backoff
 from consumer.clock import Clock, SystemClock
+from consumer.db import NoDataFound
 from consumer.errors import NotFound, ScriptBusy, StoreUnavailable
 from consumer.records import Outcome, Run
 from consumer.sandbox import Executor
 from consumer.sandbox.types import ExecutionResult
-from consumer.sql import q
-from consumer.store import Store, translated
+from consumer.store import Store
 
 _LOG = log.get("jsrt.ondemand")
 
@@ -72,18 +71,14 @@ class OnDemand:
         jsontext.check_text; `stored_input_json` (default: the input) is what the execution
         row keeps, the script always receives the input itself."""
         recorded = input_json if stored_input_json is None else stored_input_json
-        async with translated():
-            try:
-                row = await self.store.pool.fetchrow(
-                    q("start_now"), self.owner, tenant_id, script_id, trigger_type,
-                    dict(trigger_data), recorded,
-                )
-            except asyncpg.NoDataFoundError:
-                raise NotFound(f"no runnable script {script_id} in tenant {tenant_id}") from None
-        if row is None:
-            return None
-        run = Run.from_row(row)
-        return run if stored_input_json is None else dataclasses.replace(run, input_json=input_json)
+        try:
+            run = await self.store.queue.start_now(self.owner, tenant_id, script_id,
+                                                   trigger_type, trigger_data, recorded)
+        except NoDataFound:
+            raise NotFound(f"no runnable script {script_id} in tenant {tenant_id}") from None
+        if run is None or stored_input_json is None:
+            return run
+        return dataclasses.replace(run, input_json=input_json)
 
     async def execute(
         self, tenant_id: UUID, script_id: UUID, trigger_type: str,
@@ -95,7 +90,7 @@ class OnDemand:
         With `expect_source`, a script whose source is not that text (changed since the
         caller looked) is not run: the execution fails saying so."""
         deadline = None if max_wait is None else anyio.current_time() + max_wait
-        backoff = _FIRST_BACKOFF
+        backoff = Backoff(_FIRST_BACKOFF, _MAX_BACKOFF, jitter=0.2)
         while True:
             run = await self.start(tenant_id, script_id, trigger_type, trigger_data, input_json)
             if run is not None and expect_source is not None and run.source != expect_source:
@@ -103,12 +98,12 @@ class OnDemand:
                     "the embedded script was changed while this run started; run it again"))
             if run is not None:
                 return await self.run(run)
-            if deadline is not None and anyio.current_time() + backoff > deadline:
+            if deadline is not None and anyio.current_time() + backoff.peek() > deadline:
                 raise ScriptBusy(f"script {script_id} is at its max_concurrent_runs")
+            delay = backoff.next()
             _LOG.debug("script_full_waiting", tenant_id=str(tenant_id),
-                       script_id=str(script_id), retry_in_s=backoff)
-            await anyio.sleep(backoff * random.uniform(0.8, 1.2))
-            backoff = min(backoff * 2, _MAX_BACKOFF)
+                       script_id=str(script_id), retry_in_s=round(delay, 3))
+            await anyio.sleep(delay)
 
     async def run(self, run: Run) -> RunResult:
         """Execute a started run and record its result (even when cancelled meanwhile).
@@ -141,37 +136,21 @@ class OnDemand:
         """The result as recorded, or None when it was not (the run was no longer ours, or
         the database stayed unreachable)."""
         outcome = Outcome(run, result, self.clock.now())
-        backoff = 0.1
+        backoff = Backoff()
         for attempt in range(_RECORD_ATTEMPTS):
             try:
                 recorded = await recording.complete(self.store, self.owner, [outcome])
                 break
             except StoreUnavailable as exc:
-                _LOG.warning("database_unavailable", error=str(exc)[:200], retry_in_s=backoff,
+                delay = backoff.next()
+                _LOG.warning("database_unavailable", error=str(exc)[:200], retry_in_s=delay,
                              attempt=attempt + 1)
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                await anyio.sleep(delay)
         else:
             _LOG.error("execution_result_lost", execution_id=str(run.execution_id))
             return None
         if not recorded:
-            _log_outcome(run, result, recorded=False)
+            recording.log_outcome(run, result, recorded=False)
             return None
-        _log_outcome(run, recorded[0].result, recorded=True)
+        recording.log_outcome(run, recorded[0].result, recorded=True)
         return recorded[0].result
-
-
-def _log_outcome(run: Run, r: ExecutionResult, recorded: bool) -> None:
-    fields: dict[str, Any] = dict(
-        tenant_id=str(run.tenant_id), script_id=str(run.script_id),
-        execution_id=str(run.execution_id), trigger=run.trigger_type, status=r.status,
-        duration_ms=r.metrics.get("duration_ms"),
-    )
-    if not recorded:
-        _LOG.warning("execution_result_discarded", reason="run no longer owned", **fields)
-    elif r.status == "completed":
-        _LOG.info("execution_completed", **fields)
-    elif r.status == "timeout":
-        _LOG.warning("execution_timed_out", error=r.error, **fields)
-    else:
-        _LOG.warning("execution_failed", error=r.error, **fields)

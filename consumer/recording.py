@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 from consumer import log
 from consumer.errors import StoreError, StoreUnavailable
-from consumer.records import NO_METRICS, Finished, Outcome
+from consumer.records import NO_METRICS, Finished, Outcome, Run
 from consumer.sandbox.types import ExecutionResult
 from consumer.store import Store
 
@@ -27,7 +28,7 @@ async def complete(store: Store, owner: str, batch: Sequence[Outcome]) -> list[O
     Returns the outcomes as recorded (a refused result replaced by its failure); a run that
     is no longer this owner's (rescued meanwhile) is left out."""
     try:
-        return _recorded(batch, await store.complete_runs(owner, batch))
+        return _recorded(batch, await store.queue.complete_runs(owner, batch))
     except StoreUnavailable:
         raise
     except StoreError as exc:
@@ -57,7 +58,7 @@ async def _refused(store: Store, owner: str, outcome: Outcome, exc: StoreError) 
     for fallback in fallbacks:
         instead = replace(outcome, result=fallback)
         try:
-            return _recorded([instead], await store.complete_runs(owner, [instead]))
+            return _recorded([instead], await store.queue.complete_runs(owner, [instead]))
         except StoreUnavailable:
             raise
         except StoreError as again:
@@ -65,3 +66,33 @@ async def _refused(store: Store, owner: str, outcome: Outcome, exc: StoreError) 
     _LOG.error("execution_unrecordable", execution_id=str(run.execution_id),
                error=str(exc).splitlines()[0][:300])
     return []
+
+
+# ---------------------------------------------------------------- the one outcome logger
+def run_fields(run: Run) -> dict[str, Any]:
+    """What every log line about a run carries."""
+    fields: dict[str, Any] = dict(
+        tenant_id=str(run.tenant_id), script_id=str(run.script_id),
+        execution_id=str(run.execution_id), trigger=run.trigger_type,
+    )
+    attempt = run.trigger_data.get("attempt")
+    if attempt is not None:  # event runs only: a cron or manual run has no attempts
+        fields["attempt"] = attempt
+    if run.event_id:
+        fields.update(event_id=str(run.event_id), event_type=run.trigger_data.get("event_type"))
+    return fields
+
+
+def log_outcome(run: Run, r: ExecutionResult, recorded: bool) -> None:
+    """One line per recorded result, on every path (daemon, HTTP, jsrt exec, embedded)."""
+    if recorded and r.status == "completed":
+        if log.enabled("info"):  # the fields cost more than a filtered-out line
+            _LOG.info("execution_completed", status=r.status,
+                      duration_ms=r.metrics.get("duration_ms"), **run_fields(run))
+    elif not recorded:
+        _LOG.warning("execution_result_discarded", reason="run no longer owned",
+                     status=r.status, **run_fields(run))
+    else:
+        name = "execution_timed_out" if r.status == "timeout" else "execution_failed"
+        _LOG.warning(name, status=r.status, error=r.error,
+                     duration_ms=r.metrics.get("duration_ms"), **run_fields(run))

@@ -10,8 +10,9 @@ review. The clock and the random source are arguments; ``jitter=0`` gives the ex
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 __all__ = [
     "DEFAULT_BASE_SECONDS",
@@ -20,6 +21,7 @@ __all__ = [
     "backoff_seconds",
     "is_exhausted",
     "next_retry_at",
+    "retry_at_after",
 ]
 
 MAX_RETRIES = 3
@@ -60,6 +62,15 @@ def next_retry_at(
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError(f"now must be a timezone-aware datetime, got {now!r}")
     return now + timedelta(seconds=backoff_seconds(retry_count, base, jitter, rand))
+
+
+def retry_at_after(trigger_data: Mapping[str, Any], now: datetime,
+                   base: float = DEFAULT_BASE_SECONDS) -> datetime:
+    """When to retry an event run whose attempt failed or was lost: its trigger_data says
+    how many retries came before it (`retry`). The one rule every path uses - the daemon's
+    results, and the rescue of lost runs by any process."""
+    count = trigger_data.get("retry", 0)
+    return next_retry_at(now, count if isinstance(count, int) and count >= 0 else 0, base=base)
 
 
 def is_exhausted(retry_count: int) -> bool:

@@ -25,8 +25,8 @@ from types import TracebackType
 from typing import Any
 from uuid import UUID
 
-from consumer import jsontext, scripts
-from consumer.daemon import store_publisher
+from consumer import jsontext
+from consumer.app import store_publisher
 from consumer.errors import ConfigError, ValidationError
 from consumer.lease import Lease
 from consumer.ondemand import OnDemand, RunResult
@@ -95,7 +95,7 @@ class Runtime:
         tenant = _as_uuid(tenant_id)
         runner = self._runner
         input_json = _input(input)
-        script_id = await scripts.embedded_script(runner.store.pool, tenant, source, limits)
+        script_id = await runner.store.scripts.embedded(tenant, source, limits)
         return await runner.execute(tenant, script_id, "api",
                                     {"type": "api", "source": "execute_source"}, input_json,
                                     max_wait=self.max_wait, expect_source=source)

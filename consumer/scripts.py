@@ -1,6 +1,6 @@
-"""Script management: the operations behind `jsrt scripts` and the embedded API's ad-hoc
-scripts. Every write is validated (consumer.validation) before it is sent; the sync
-triggers keep the lookup tables and script_versions in step."""
+"""The scripts' repository: the operations behind `jsrt scripts`, the embedded API's ad-hoc
+scripts and the HTTP routes. Every write is validated (consumer.validation) before it is
+sent; the sync triggers keep the lookup tables and script_versions in step."""
 
 from __future__ import annotations
 
@@ -10,24 +10,17 @@ import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 from uuid import UUID
 
 import anyio
-import asyncpg
 
+from consumer.db import Db, ForeignKeyViolation, UniqueViolation
 from consumer.errors import NotFound, ValidationError
 from consumer.sql import q
-from consumer.store import translated
 from consumer.validation import ScriptSpec, check_syntax, parse_limits
 
 _NAME_REF = re.compile(r"^([0-9a-fA-F-]{36})/(.+)$")
-
-
-class Db(Protocol):
-    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]: ...
-    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None: ...
-    async def fetchval(self, query: str, *args: Any) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,24 +39,127 @@ def parse_uuid(text: str | None, what: str = "id") -> UUID | None:
         raise ValidationError(f"{what} must be a UUID (got {text!r})") from None
 
 
-async def resolve(db: Db, ref: str, tenant_id: UUID | None = None) -> ScriptRef:
-    """SCRIPT as people write it: a script id, `tenant_id/name`, or a name with --tenant."""
-    match = _NAME_REF.match(ref)
-    async with translated():
+class Scripts:
+    def __init__(self, db: Db) -> None:
+        self._db = db
+
+    async def resolve(self, ref: str, tenant_id: UUID | None = None) -> ScriptRef:
+        """SCRIPT as people write it: a script id, `tenant_id/name`, or a name with
+        --tenant."""
+        match = _NAME_REF.match(ref)
         if match:
-            row = await db.fetchrow(q("script_by_name"), parse_uuid(match[1], "tenant id"),
-                                    match[2])
+            row = await self._db.fetchrow(q("script_by_name"),
+                                          parse_uuid(match[1], "tenant id"), match[2])
         elif _is_uuid(ref):
-            row = await db.fetchrow(q("script_by_id"), UUID(ref), tenant_id)
+            row = await self._db.fetchrow(q("script_by_id"), UUID(ref), tenant_id)
         elif tenant_id is not None:
-            row = await db.fetchrow(q("script_by_name"), tenant_id, ref)
+            row = await self._db.fetchrow(q("script_by_name"), tenant_id, ref)
         else:
             raise ValidationError(
                 f"SCRIPT must be a script id or tenant_id/name (got {ref!r}); "
                 "a bare name needs --tenant")
-    if row is None:
-        raise NotFound(f"no script {ref}")
-    return ScriptRef(row["id"], row["tenant_id"], row["name"])
+        if row is None:
+            raise NotFound(f"no script {ref}")
+        return ScriptRef(row["id"], row["tenant_id"], row["name"])
+
+    async def create(self, tenant_id: UUID, spec: ScriptSpec, status: str = "draft",
+                     message: str | None = None) -> UUID:
+        spec.check()
+        metadata = {"change_description": message} if message else {}
+        description, source, type_, *triggers = _columns(spec, metadata)
+        async with _written(spec):
+            script_id: UUID = await self._db.fetchval(
+                q("script_create"), tenant_id, spec.name, description, source, type_, status,
+                *triggers)
+        return script_id
+
+    async def current(self, ref: ScriptRef) -> dict[str, Any]:
+        row = await self._db.fetchrow(q("script_show"), ref.id, ref.tenant_id)
+        if row is None:
+            raise NotFound(f"no script {ref.id}")
+        return dict(row)
+
+    async def update(self, ref: ScriptRef, changes: Mapping[str, Any],
+                     message: str | None = None) -> ScriptSpec:
+        """Apply `changes` (ScriptSpec field → value) over the stored script, validate the
+        whole result, write it. A new source becomes a new version."""
+        row = await self.current(ref)
+        spec = merged(row, changes).check()
+        metadata = dict(row["metadata"] or {})
+        metadata.pop("change_description", None)
+        if message:
+            metadata["change_description"] = message
+        async with _written(spec):
+            await self._db.fetchval(q("script_update"), ref.id, ref.tenant_id, spec.name,
+                                    *_columns(spec, metadata))
+        return spec
+
+    async def set_status(self, ref: ScriptRef, status: str) -> None:
+        row = await self._db.fetchrow(q("script_set_status"), ref.id, ref.tenant_id, status)
+        if row is None:
+            raise NotFound(f"no script {ref.id}")
+
+    async def search(self, tenant_id: UUID | None, type_: str | None, status: str | None,
+                   limit: int = 500) -> list[dict[str, Any]]:
+        rows = await self._db.fetch(q("script_list"), tenant_id, type_, status, limit)
+        return [dict(r) for r in rows]
+
+    async def versions(self, ref: ScriptRef) -> list[dict[str, Any]]:
+        rows = await self._db.fetch(q("script_versions"), ref.id, ref.tenant_id)
+        return [dict(r) for r in rows]
+
+    async def rollback(self, ref: ScriptRef, version: int) -> bool:
+        """The source of `version` becomes the script's source again (as a new version);
+        False when it is the source already (nothing is written)."""
+        source = await self._db.fetchval(q("script_version_source"), ref.id, ref.tenant_id,
+                                         version)
+        if source is None:
+            raise NotFound(f"script {ref.id} has no version {version}")
+        if source == (await self.current(ref))["source"]:
+            return False
+        await self.update(ref, {"source": source}, message=f"rollback to version {version}")
+        return True
+
+    async def delete(self, ref: ScriptRef, really: bool) -> dict[str, int]:
+        """What deleting the script takes with it (versions, executions, of which
+        unfinished, dead letters) - and, when `really`, delete it: everything else goes by
+        ON DELETE CASCADE, a running execution's late result is then discarded by its
+        daemon."""
+        row = await self._db.fetchrow(q("script_delete" if really else "script_delete_preview"),
+                                      ref.id, ref.tenant_id)
+        if row is None:
+            raise NotFound(f"no script {ref.id}")
+        return {k: int(row[k]) for k in ("versions", "executions", "unfinished", "dead_letters")}
+
+    async def embedded(self, tenant_id: UUID, source: str,
+                       limits: Mapping[str, Any] | None) -> UUID:
+        """The 'embedded' script that holds an ad-hoc source: one per (tenant, source,
+        limits), named `embedded-<sha256 of source and limits>`, created active on first
+        use (and set back to that source and those limits if it was edited since)."""
+        merged_limits = parse_limits(dict(limits) if limits is not None else None)
+        problem = await anyio.to_thread.run_sync(check_syntax, source)
+        if problem:
+            raise ValidationError(problem)
+        digest = hashlib.sha256(
+            (json.dumps(merged_limits, sort_keys=True) + "\0" + source).encode()).hexdigest()
+        name = f"embedded-{digest[:32]}"
+        try:
+            script_id: UUID | None = await self._db.fetchval(
+                q("embedded_script"), tenant_id, name, source, merged_limits)
+        except ForeignKeyViolation:
+            raise NotFound(f"no tenant {tenant_id}") from None
+        if script_id is None:
+            raise ValidationError(f"a script named {name} exists and is not an embedded script")
+        return script_id
+
+    async def http_route(self, tenant_id: UUID, path: str) -> tuple[UUID, tuple[str, ...]] | None:
+        """The active http script of `tenant_id` at `path`, with its methods (a NULL element
+        written by SQL is no method), or None. The tenant is always part of the key."""
+        row = await self._db.fetchrow(q("http_route"), tenant_id, path)
+        if row is None:
+            return None
+        return row["script_id"], tuple(m for m in row["http_methods"] or ()
+                                       if isinstance(m, str))
 
 
 def is_bare_name(ref: str) -> bool:
@@ -87,26 +183,6 @@ def _columns(spec: ScriptSpec, metadata: Mapping[str, Any]) -> tuple[Any, ...]:
             spec.http_path, list(spec.http_methods), list(spec.event_types), meta)
 
 
-async def create(db: Db, tenant_id: UUID, spec: ScriptSpec, status: str = "draft",
-                 message: str | None = None) -> UUID:
-    spec.check()
-    metadata = {"change_description": message} if message else {}
-    description, source, type_, *triggers = _columns(spec, metadata)
-    async with _written(spec):
-        script_id: UUID = await db.fetchval(
-            q("script_create"), tenant_id, spec.name, description, source, type_, status,
-            *triggers)
-    return script_id
-
-
-async def current(db: Db, ref: ScriptRef) -> dict[str, Any]:
-    async with translated():
-        row = await db.fetchrow(q("script_show"), ref.id, ref.tenant_id)
-    if row is None:
-        raise NotFound(f"no script {ref.id}")
-    return dict(row)
-
-
 def spec_of(row: Mapping[str, Any]) -> ScriptSpec:
     return ScriptSpec(
         name=row["name"], type=row["type"], source=row["source"],
@@ -115,22 +191,6 @@ def spec_of(row: Mapping[str, Any]) -> ScriptSpec:
         http_methods=tuple(row["http_methods"] or ()), event_types=tuple(row["event_types"] or ()),
         limits=dict(row["resource_limits"] or {}),
     )
-
-
-async def update(db: Db, ref: ScriptRef, changes: Mapping[str, Any],
-                 message: str | None = None) -> ScriptSpec:
-    """Apply `changes` (ScriptSpec field → value) over the stored script, validate the whole
-    result, write it. A new source becomes a new version."""
-    row = await current(db, ref)
-    spec = merged(row, changes).check()
-    metadata = dict(row["metadata"] or {})
-    metadata.pop("change_description", None)
-    if message:
-        metadata["change_description"] = message
-    async with _written(spec):
-        await db.fetchval(q("script_update"), ref.id, ref.tenant_id, spec.name,
-                          *_columns(spec, metadata))
-    return spec
 
 
 def merged(row: Mapping[str, Any], changes: Mapping[str, Any]) -> ScriptSpec:
@@ -153,83 +213,14 @@ def _retyped(spec: ScriptSpec, changes: Mapping[str, Any]) -> ScriptSpec:
     )
 
 
-async def set_status(db: Db, ref: ScriptRef, status: str) -> None:
-    async with translated():
-        row = await db.fetchrow(q("script_set_status"), ref.id, ref.tenant_id, status)
-    if row is None:
-        raise NotFound(f"no script {ref.id}")
-
-
-async def list_scripts(db: Db, tenant_id: UUID | None, type_: str | None, status: str | None,
-                       limit: int = 500) -> list[dict[str, Any]]:
-    async with translated():
-        rows = await db.fetch(q("script_list"), tenant_id, type_, status, limit)
-    return [dict(r) for r in rows]
-
-
-async def versions(db: Db, ref: ScriptRef) -> list[dict[str, Any]]:
-    async with translated():
-        rows = await db.fetch(q("script_versions"), ref.id, ref.tenant_id)
-    return [dict(r) for r in rows]
-
-
-async def rollback(db: Db, ref: ScriptRef, version: int) -> bool:
-    """The source of `version` becomes the script's source again (as a new version); False
-    when it is the source already (nothing is written)."""
-    async with translated():
-        source = await db.fetchval(q("script_version_source"), ref.id, ref.tenant_id, version)
-    if source is None:
-        raise NotFound(f"script {ref.id} has no version {version}")
-    if source == (await current(db, ref))["source"]:
-        return False
-    await update(db, ref, {"source": source}, message=f"rollback to version {version}")
-    return True
-
-
-async def delete(db: Db, ref: ScriptRef, really: bool) -> dict[str, int]:
-    """What deleting the script takes with it (versions, executions, of which unfinished,
-    dead letters) - and, when `really`, delete it: everything else goes by ON DELETE CASCADE,
-    a running execution's late result is then discarded by its daemon."""
-    async with translated():
-        row = await db.fetchrow(q("script_delete" if really else "script_delete_preview"),
-                                ref.id, ref.tenant_id)
-    if row is None:
-        raise NotFound(f"no script {ref.id}")
-    return {k: int(row[k]) for k in ("versions", "executions", "unfinished", "dead_letters")}
-
-
-async def embedded_script(db: Db, tenant_id: UUID, source: str,
-                          limits: Mapping[str, Any] | None) -> UUID:
-    """The 'embedded' script that holds an ad-hoc source: one per (tenant, source, limits),
-    named `embedded-<sha256 of source and limits>`, created active on first use."""
-    merged = parse_limits(dict(limits) if limits is not None else None)
-    problem = await anyio.to_thread.run_sync(check_syntax, source)
-    if problem:
-        raise ValidationError(problem)
-    digest = hashlib.sha256(
-        (json.dumps(merged, sort_keys=True) + "\0" + source).encode()).hexdigest()
-    name = f"embedded-{digest[:32]}"
-    async with translated():
-        try:
-            script_id: UUID | None = await db.fetchval(
-                q("embedded_script"), tenant_id, name, source, merged)
-        except asyncpg.ForeignKeyViolationError:
-            raise NotFound(f"no tenant {tenant_id}") from None
-    if script_id is None:
-        raise ValidationError(f"a script named {name} exists and is not an embedded script")
-    return script_id
-
-
 @asynccontextmanager
 async def _written(spec: ScriptSpec) -> AsyncIterator[None]:
     """Unique and foreign-key violations as one-line messages."""
-    async with translated():
-        try:
-            yield
-        except asyncpg.UniqueViolationError as exc:
-            if exc.constraint_name == "scripts_http_path_tenant_unique":
-                raise ValidationError(
-                    f"--http-path {spec.http_path} is taken in this tenant") from None
-            raise ValidationError(f"a script named {spec.name!r} exists in this tenant") from None
-        except asyncpg.ForeignKeyViolationError:
-            raise NotFound("no such tenant") from None
+    try:
+        yield
+    except UniqueViolation as exc:
+        if exc.constraint == "scripts_http_path_tenant_unique":
+            raise ValidationError(f"--http-path {spec.http_path} is taken in this tenant") from None
+        raise ValidationError(f"a script named {spec.name!r} exists in this tenant") from None
+    except ForeignKeyViolation:
+        raise NotFound("no such tenant") from None

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from consumer.clock import SystemClock
-from consumer.retention import RULES, Policy, cleanup
+from consumer.retention import RULES, Policy
 from consumer.settings import Settings
 from consumer.store import Store
 
@@ -21,11 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 async def cmd_cleanup(args: argparse.Namespace, settings: Settings) -> int:
     policy = Policy.from_settings(settings)
-    store = await Store.open(settings.require_database(), min_size=1, max_size=2)
-    try:
-        counts = await cleanup(store, policy, SystemClock().now(), dry_run=args.dry_run)
-    finally:
-        await store.close()
+    async with Store.session(settings.require_database(), "jsrt cleanup") as store:
+        counts = await store.retention.cleanup(policy, SystemClock().now(), dry_run=args.dry_run)
     if args.json:
         print(json.dumps({"dry_run": args.dry_run, "deleted": counts}))
         return 0

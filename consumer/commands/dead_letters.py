@@ -18,7 +18,7 @@ from consumer import dead_letters as dl
 from consumer.commands._output import cut, when
 from consumer.errors import ValidationError
 from consumer.settings import Settings
-from consumer.store import connection
+from consumer.store import Store
 
 PROGRESS_MIN = 50  # show a progress counter on stderr from this many letters on
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
@@ -93,8 +93,8 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         raise ValidationError("--limit must be >= 1")
     filters = dl.Filters(args.tenant, args.script, args.event_type, args.exhausted, args.since,
                          args.resolved, args.limit + 1)  # one more: were there more?
-    async with connection(settings.require_database(), "jsrt-cli") as conn:
-        rows = list(cut(await dl.list_letters(conn, filters), args.limit))
+    async with Store.session(settings.require_database(), "jsrt-cli") as store:
+        rows = list(cut(await store.dead_letters.search(filters), args.limit))
     if args.json:
         _print_json(rows)
     elif not rows:
@@ -105,8 +105,8 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
-    async with connection(settings.require_database(), "jsrt-cli") as conn:
-        letter = await dl.show(conn, args.id, args.tenant)
+    async with Store.session(settings.require_database(), "jsrt-cli") as store:
+        letter = await store.dead_letters.show(args.id, args.tenant)
     if args.json:
         _print_json(letter)
     else:
@@ -117,21 +117,23 @@ async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
     if bool(args.ids) == bool(args.all):
         raise ValidationError("give dead letter ids, or --all (with filters)")
-    async with connection(settings.require_database(), "jsrt-cli") as conn:
-        ids = list(args.ids) or await _matching(conn, args)
-        applied = await dl.retry(conn, ids, args.tenant, progress=_progress(len(ids)))
+    async with Store.session(settings.require_database(), "jsrt-cli") as store:
+        ids = list(args.ids) or await _matching(store, args)
+        applied = await store.dead_letters.retry(ids, args.tenant,
+                                                 progress=_progress(len(ids)))
     return _report(args, applied, "retried", "due now")
 
 
 async def cmd_discard(args: argparse.Namespace, settings: Settings) -> int:
-    async with connection(settings.require_database(), "jsrt-cli") as conn:
-        applied = await dl.discard(conn, args.ids, args.tenant)
+    async with Store.session(settings.require_database(), "jsrt-cli") as store:
+        applied = await store.dead_letters.discard(args.ids, args.tenant)
     return _report(args, applied, "discarded", "resolved, kept for review")
 
 
-async def _matching(conn: Any, args: argparse.Namespace) -> list[uuid.UUID]:
+async def _matching(store: Store, args: argparse.Namespace) -> list[uuid.UUID]:
     filters = dl.Filters(args.tenant, args.script, args.event_type, args.exhausted, args.since)
-    return [r["id"] for r in await dl.list_letters(conn, filters) if r["state"] != "in_flight"]
+    return [r["id"] for r in await store.dead_letters.search(filters)
+            if r["state"] != "in_flight"]
 
 
 def _progress(total: int) -> Any:

@@ -12,9 +12,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
 from consumer import log
+from consumer.db import Db, connect
 from consumer.errors import ConfigError, ValidationError
 from consumer.http import http_address
 from consumer.migrate import Migrator
@@ -91,10 +90,10 @@ def embedded_database(data_dir: Path) -> str:
     return str(server.get_uri())
 
 
-async def seed_demo(conn: asyncpg.Connection) -> None:
-    await conn.execute(q("demo_tenant"), DEMO_TENANT)
+async def seed_demo(db: Db) -> None:
+    await db.execute(q("demo_tenant"), DEMO_TENANT)
     for script in DEMO_SCRIPTS:
-        await conn.execute(
+        await db.execute(
             q("demo_script"), DEMO_TENANT, script["name"], script["source"], script["type"],
             script.get("event_types", []), script.get("cron_expression"),
             script.get("http_path"), script.get("http_methods", []),
@@ -131,18 +130,18 @@ def banner(dsn: str, http: str | None, metrics: str = "", demo: bool = True) -> 
 
 
 async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
-    from consumer.daemon import run_daemon
+    from consumer.app import run_daemon
 
     if args.demo and args.no_demo:
         raise ValidationError("--demo and --no-demo exclude each other")
     dsn = settings.database_url or embedded_database(Path(args.data_dir))
     # the demo only where it cannot surprise anyone: our own embedded server, or when asked
     demo = args.demo or (not settings.database_url and not args.no_demo)
-    conn = await asyncpg.connect(dsn)
+    conn = await connect(dsn, "jsrt dev")
     try:
         await Migrator(conn, settings.schema_dir, settings.triggers_file).up()
         if demo:
-            await seed_demo(conn)
+            await seed_demo(Db(conn))
     finally:
         await conn.close()
     settings = dataclasses.replace(settings, database_url=dsn)

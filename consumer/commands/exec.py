@@ -11,8 +11,8 @@ import argparse
 import sys
 
 from consumer import jsontext, scripts
+from consumer.app import store_publisher
 from consumer.commands._output import dumps
-from consumer.daemon import store_publisher
 from consumer.errors import ValidationError
 from consumer.lease import Lease
 from consumer.ondemand import OnDemand, RunResult
@@ -54,7 +54,7 @@ async def cmd_exec(args: argparse.Namespace, settings: Settings) -> int:
     tenant = scripts.parse_uuid(args.tenant, "--tenant")
     store = await Store.open(settings.require_database(), min_size=1, max_size=2)
     try:
-        ref = await scripts.resolve(store.pool, args.script, tenant)
+        ref = await store.scripts.resolve(args.script, tenant)
         executor = Executor(workers=1, publisher=store_publisher(store),
                             fetch_allowlist=settings.fetch_allowlist)
         async with executor, Lease(store, settings.heartbeat_interval, kind="exec") as lease:

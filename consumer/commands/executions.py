@@ -10,10 +10,9 @@ from typing import Any
 
 from consumer import scripts
 from consumer.commands._output import cut, dumps, fields, table
-from consumer.errors import NotFound, ValidationError
+from consumer.errors import ValidationError
 from consumer.settings import Settings
-from consumer.sql import q
-from consumer.store import connection, translated
+from consumer.store import Store
 
 EXEC_STATUSES = ("pending", "running", "completed", "failed", "timeout", "cancelled")
 _RELATIVE = re.compile(r"^(\d+)([smhd])$")
@@ -66,14 +65,13 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     # a bare name without --tenant means that name in every tenant, as dead-letters has it
     by_name = args.script if args.script and tenant is None and scripts.is_bare_name(
         args.script) else None
-    async with connection(settings.require_database(), "jsrt executions") as conn:
-        script = await scripts.resolve(conn, args.script, tenant) \
+    async with Store.session(settings.require_database(), "jsrt executions") as store:
+        script = await store.scripts.resolve(args.script, tenant) \
             if args.script and by_name is None else None
-        async with translated():
-            rows = await conn.fetch(q("executions_list"), tenant,
-                                    script.id if script else None, args.status, since,
-                                    args.limit + 1, by_name)  # one more: were there more?
-    records = [dict(r) for r in cut(rows, args.limit)]
+        rows = await store.executions.search(tenant, script.id if script else None, args.status,
+                                           since, args.limit + 1,  # one more: were there more?
+                                           by_name)
+    records = list(cut(rows, args.limit))
     print(dumps(records) if args.json else table(records, _LIST_COLUMNS))
     return 0
 
@@ -81,11 +79,9 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     execution_id = scripts.parse_uuid(args.id, "execution id")
     tenant = scripts.parse_uuid(args.tenant, "--tenant")
-    async with connection(settings.require_database(), "jsrt executions") as conn, translated():
-        row = await conn.fetchrow(q("execution_show"), execution_id, tenant)
-    if row is None:
-        raise NotFound(f"no execution {args.id}")
-    record = dict(row)
+    assert execution_id is not None  # args.id is required
+    async with Store.session(settings.require_database(), "jsrt executions") as store:
+        record = await store.executions.show(execution_id, tenant)
     print(dumps(record) if args.json else _readable(record))
     return 0
 

@@ -12,7 +12,7 @@ from consumer import scripts
 from consumer.commands._output import cut, dumps, fields, table
 from consumer.errors import ValidationError
 from consumer.settings import Settings
-from consumer.store import connection
+from consumer.store import Store
 from consumer.validation import (
     STATUSES,
     TYPES,
@@ -162,22 +162,23 @@ async def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
         changes["http_methods"] = ("GET",)
     spec = ScriptSpec(**{"source": "", **changes})
     _raise(found + problems(spec))
-    async with connection(settings.require_database(), "jsrt scripts") as conn:
-        script_id = await scripts.create(conn, tenant, spec,
-                                         "active" if args.activate else "draft", args.message)
+    async with Store.session(settings.require_database(), "jsrt scripts") as store:
+        script_id = await store.scripts.create(tenant, spec,
+                                               "active" if args.activate else "draft",
+                                               args.message)
     print(dumps({"id": script_id}) if args.json else script_id)
     return 0
 
 
 async def cmd_update(args: argparse.Namespace, settings: Settings) -> int:
-    async with connection(settings.require_database(), "jsrt scripts") as conn:
-        ref = await scripts.resolve(conn, args.script, _tenant(args))
-        row = await scripts.current(conn, ref)
+    async with Store.session(settings.require_database(), "jsrt scripts") as store:
+        ref = await store.scripts.resolve(args.script, _tenant(args))
+        row = await store.scripts.current(ref)
         changes, found = _changes(args, row["resource_limits"])
         if not changes and not found:
             raise ValidationError("nothing to change (give --file, --cron, --limits, ...)")
         _raise(found and found + problems(scripts.merged(row, changes)))
-        await scripts.update(conn, ref, changes, args.message)
+        await store.scripts.update(ref, changes, args.message)
     print(dumps({"id": ref.id, "updated": sorted(changes)}) if args.json else f"updated {ref.id}")
     return 0
 
@@ -185,17 +186,17 @@ async def cmd_update(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     if args.limit < 1:
         raise ValidationError("--limit must be >= 1")
-    async with connection(settings.require_database(), "jsrt scripts") as conn:
-        rows = await scripts.list_scripts(conn, _tenant(args), args.type, args.status,
-                                          args.limit + 1)  # one more: were there more?
+    async with Store.session(settings.require_database(), "jsrt scripts") as store:
+        rows = await store.scripts.search(_tenant(args), args.type, args.status,
+                                        args.limit + 1)  # one more: were there more?
     rows = list(cut(rows, args.limit))
     print(dumps(rows) if args.json else table(rows, _LIST_COLUMNS))
     return 0
 
 
 async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
-    async with connection(settings.require_database(), "jsrt scripts") as conn:
-        row = await scripts.current(conn, await scripts.resolve(conn, args.script, _tenant(args)))
+    async with Store.session(settings.require_database(), "jsrt scripts") as store:
+        row = await store.scripts.current(await store.scripts.resolve(args.script, _tenant(args)))
     if args.json:
         print(dumps(row))
     else:
@@ -205,27 +206,27 @@ async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    async with connection(settings.require_database(), "jsrt scripts") as conn:
-        ref = await scripts.resolve(conn, args.script, _tenant(args))
-        await scripts.set_status(conn, ref, args.status)
+    async with Store.session(settings.require_database(), "jsrt scripts") as store:
+        ref = await store.scripts.resolve(args.script, _tenant(args))
+        await store.scripts.set_status(ref, args.status)
     print(dumps({"id": ref.id, "status": args.status}) if args.json else f"{ref.id} {args.status}")
     return 0
 
 
 async def cmd_versions(args: argparse.Namespace, settings: Settings) -> int:
-    async with connection(settings.require_database(), "jsrt scripts") as conn:
-        rows = await scripts.versions(conn, await scripts.resolve(conn, args.script,
-                                                                  _tenant(args)))
+    async with Store.session(settings.require_database(), "jsrt scripts") as store:
+        rows = await store.scripts.versions(
+            await store.scripts.resolve(args.script, _tenant(args)))
     cols = ("version_number", "current", "size", "created_at", "change_description")
     print(dumps(rows) if args.json else table(rows, cols))
     return 0
 
 
 async def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
-    async with connection(settings.require_database(), "jsrt scripts") as conn:
-        ref = await scripts.resolve(conn, args.script, _tenant(args))
-        changed = await scripts.rollback(conn, ref, args.version)
-        now = (await scripts.current(conn, ref))["version"]
+    async with Store.session(settings.require_database(), "jsrt scripts") as store:
+        ref = await store.scripts.resolve(args.script, _tenant(args))
+        changed = await store.scripts.rollback(ref, args.version)
+        now = (await store.scripts.current(ref))["version"]
     if args.json:
         print(dumps({"id": ref.id, "rolled_back_to": args.version, "changed": changed,
                      "version": now}))
@@ -238,9 +239,9 @@ async def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
-    async with connection(settings.require_database(), "jsrt scripts") as conn:
-        ref = await scripts.resolve(conn, args.script, _tenant(args))
-        what = await scripts.delete(conn, ref, really=args.yes)
+    async with Store.session(settings.require_database(), "jsrt scripts") as store:
+        ref = await store.scripts.resolve(args.script, _tenant(args))
+        what = await store.scripts.delete(ref, really=args.yes)
     if args.json:
         print(dumps({"id": ref.id, "tenant_id": ref.tenant_id, "name": ref.name,
                      "deleted": args.yes, **what}))

@@ -7,11 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-import anyio
-
-from consumer.daemon import open_services, stop_on_signals
-from consumer.http import HttpServer, http_address
-from consumer.metrics import start_metrics
+from consumer.http import http_address
 from consumer.settings import Settings
 
 
@@ -23,12 +19,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    async with open_services(settings) as (store, executor), anyio.create_task_group() as tg:
-        server = HttpServer(settings, store, executor, args.http)
-        tg.start_soon(stop_on_signals, server.stop)
-        metrics = await start_metrics(tg, settings, store, executor, None)
-        await server.run()
-        if metrics is not None:
-            await metrics.shutdown()
-        tg.cancel_scope.cancel()
-    return 0
+    from consumer.app import serve
+
+    return await serve(settings, args.http)

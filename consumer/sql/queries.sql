@@ -5,9 +5,6 @@
 INSERT INTO jsrt_daemons (id, hostname, pid) VALUES ($1, $2, $3)
 ON CONFLICT (id) DO UPDATE SET heartbeat_at = NOW();
 
--- name: heartbeat
-UPDATE jsrt_daemons SET heartbeat_at = NOW() WHERE id = $1;
-
 -- name: unregister_daemon
 DELETE FROM jsrt_daemons WHERE id = $1;
 

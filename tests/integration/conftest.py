@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from consumer.daemon import store_publisher
+from consumer.app import store_publisher
 from consumer.sandbox import Executor
 from consumer.store import Store
 

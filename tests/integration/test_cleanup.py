@@ -19,9 +19,9 @@ from support.factories import make_script, make_tenant
 from support.waiting import row_becomes
 
 from consumer import cli
+from consumer.app import store_publisher
 from consumer.clock import FakeClock
-from consumer.daemon import store_publisher
-from consumer.retention import Policy, cleanup
+from consumer.retention import Policy
 from consumer.sandbox import Executor
 from consumer.store import Store
 
@@ -147,13 +147,13 @@ async def test_cleanup_deletes_exactly_what_the_policy_says(
     expected = {"dead_letters": 2, "executions": 4, "events": 1, "cron_firings": 1}
     before = await rows.remaining()
 
-    assert await cleanup(store, Policy(), now, dry_run=True) == expected
+    assert await store.retention.cleanup(Policy(), now, dry_run=True) == expected
     assert await rows.remaining() == before
 
-    assert await cleanup(store, Policy(batch=2), now) == expected  # several batches each
+    assert await store.retention.cleanup(Policy(batch=2), now) == expected  # several batches each
     assert await rows.remaining() == rows.kept
     assert not rows.gone & await rows.remaining()
-    assert await cleanup(store, Policy(), now) == dict.fromkeys(expected, 0)
+    assert await store.retention.cleanup(Policy(), now) == dict.fromkeys(expected, 0)
 
 
 async def test_retention_ages_are_configurable(conn: asyncpg.Connection, store: Store) -> None:
@@ -162,7 +162,7 @@ async def test_retention_ages_are_configurable(conn: asyncpg.Connection, store: 
     short = Policy(executions_days=1, dead_letters_days=1, events_days=30, cron_firings_days=30)
     # every exhausted letter is old enough now (4), and so every finished execution but the
     # one an unresolved letter with retries left points at; every event and firing too young
-    assert await cleanup(store, short, now) == {
+    assert await store.retention.cleanup(short, now) == {
         "dead_letters": 4, "executions": 8, "events": 0, "cron_firings": 0}
 
 

@@ -14,8 +14,9 @@ import asyncpg
 import pytest
 from support.waiting import eventually
 
+from consumer.db import connect
 from consumer.listener import Listener
-from consumer.store import Store, connect
+from consumer.store import Store
 
 STEPS = 60
 

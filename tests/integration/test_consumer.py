@@ -159,7 +159,7 @@ async def test_a_raw_event_for_one_tenant_never_reaches_another(
     store = await Store.open(db_url)
     try:
         for tenant in (a, b, a):
-            await store.enqueue(tenant, "shared.name", {"who": str(tenant)}, "same-key", 0,
+            await store.queue.enqueue(tenant, "shared.name", {"who": str(tenant)}, "same-key", 0,
                                 "notify")
     finally:
         await store.close()
@@ -234,14 +234,14 @@ async def test_fan_out_takes_every_tenant_in_one_pass_and_caps_each(
     store = await Store.open(db_url)
     try:
         # whatever the random first tenant, one pass wraps round to all six
-        assert await store.dispatch_events(limit=100, per_tenant=2) == (12, 12)
+        assert await store.queue.dispatch_events(limit=100, per_tenant=2) == (12, 12)
         per_tenant = await conn.fetch(
             "SELECT tenant_id, count(*) AS n FROM jsrt_events WHERE dispatched_at IS NOT NULL "
             "GROUP BY tenant_id")
         assert sorted(r["n"] for r in per_tenant) == [2] * 6
-        assert await store.dispatch_events(limit=4, per_tenant=2) == (4, 4)
-        assert await store.dispatch_events(limit=100, per_tenant=2) == (2, 2)
-        assert await store.dispatch_events(limit=100, per_tenant=2) == (0, 0)
+        assert await store.queue.dispatch_events(limit=4, per_tenant=2) == (4, 4)
+        assert await store.queue.dispatch_events(limit=100, per_tenant=2) == (2, 2)
+        assert await store.queue.dispatch_events(limit=100, per_tenant=2) == (0, 0)
     finally:
         await store.close()
 
@@ -257,7 +257,7 @@ async def test_a_claim_starts_new_executions_at_once_within_the_free_slots(
     try:
         # three free slots: three events fanned out (the rest stay queued as events), two
         # start at once (the script's limit), the third waits as 'pending'
-        claimed = await store.claim("d1", 100, 100, 3, 10, start_pending=True)
+        claimed = await store.queue.claim("d1", 100, 100, 3, 10, start_pending=True)
         assert (claimed.events, claimed.created, claimed.queued) == (3, 3, 1)
         assert [json.loads(r.input_json)["n"] for r in claimed.started] == [0, 1]
         assert claimed.more and claimed.waiting  # two events left; one run waits
@@ -275,7 +275,7 @@ async def test_a_claim_starts_new_executions_at_once_within_the_free_slots(
         # a slot frees: the queued run starts before any newer event's execution
         await conn.execute("DELETE FROM jsrt_runs WHERE execution_id = $1",
                            claimed.started[0].execution_id)
-        again = await store.claim("d1", 100, 100, 3, 10, start_pending=True)
+        again = await store.queue.claim("d1", 100, 100, 3, 10, start_pending=True)
         assert [json.loads(r.input_json)["n"] for r in again.started] == [2]
         assert again.queued == again.created  # the script is full: new ones queue
         assert all(r.script_id == script for r in again.started)
@@ -291,8 +291,8 @@ async def test_a_claim_commits_asynchronously_and_leaves_the_session_durable(
     await publish(conn, tenant, "thing.happened")
     store = await Store.open(db_url, min_size=1, max_size=1)
     try:
-        assert len((await store.claim("d1", 10, 10, 10, 10)).started) == 1
+        assert len((await store.queue.claim("d1", 10, 10, 10, 10)).started) == 1
         # synchronous_commit = off held for the claim's own transaction only
-        assert await store.pool.fetchval("SHOW synchronous_commit") == "on"
+        assert await store.db.fetchval("SHOW synchronous_commit") == "on"
     finally:
         await store.close()

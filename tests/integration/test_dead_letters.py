@@ -21,6 +21,7 @@ from support.factories import executions, make_script, make_tenant, publish
 from consumer import cli
 from consumer import dead_letters as dl
 from consumer.clock import FakeClock
+from consumer.db import Db
 from consumer.sandbox import Executor
 from consumer.store import Store
 
@@ -214,9 +215,10 @@ async def test_a_lost_worker_is_dead_lettered_and_a_lost_retry_counts_as_a_faile
                        "VALUES ('ghost', 'gone', 1, NOW() - INTERVAL '1 hour')")
     store = await Store.open(db_url)
     try:
-        assert (await store.dispatch_events(10, 10))[1] == 1
-        [run] = await store.start_runs("ghost", 10, 10)
-        lost = await store.rescue_lost_runs(2.0, lambda f: clock.now() + timedelta(seconds=30))
+        assert (await store.queue.dispatch_events(10, 10))[1] == 1
+        [run] = await store.queue.start_runs("ghost", 10, 10)
+        lost = await store.queue.rescue_lost_runs(
+            2.0, lambda f: clock.now() + timedelta(seconds=30))
         assert [f.execution_id for f in lost] == [run.execution_id]
         [row] = await executions(conn, tenant)
         assert (row["status"], row["error"]) == ("failed", "worker lost")
@@ -225,12 +227,12 @@ async def test_a_lost_worker_is_dead_lettered_and_a_lost_retry_counts_as_a_faile
 
         # its retry is lost too: counted as a failed attempt, the letter keeps going
         due(clock, letter)
-        assert await store.claim_retries(10, clock.now()) == 1
+        assert await store.dead_letters.claim_retries(10, clock.now()) == 1
         await conn.execute("INSERT INTO jsrt_daemons (id, hostname, pid, heartbeat_at) "
                            "VALUES ('ghost2', 'gone', 2, NOW() - INTERVAL '1 hour')")
-        [retry_run] = await store.start_runs("ghost2", 10, 10)
+        [retry_run] = await store.queue.start_runs("ghost2", 10, 10)
         assert retry_run.dead_letter_id == letter["id"]
-        assert len(await store.rescue_lost_runs(2.0, lambda f: clock.now())) == 1
+        assert len(await store.queue.rescue_lost_runs(2.0, lambda f: clock.now())) == 1
     finally:
         await store.close()
     letter = await one_letter(conn, tenant)
@@ -262,8 +264,8 @@ async def test_the_daemon_backs_off_a_lost_retry_by_its_count(
                        "VALUES ('ghost', 'gone', 1, NOW() - INTERVAL '1 hour')")
     store = await Store.open(db_url)
     try:
-        assert await store.claim_retries(10, clock.now()) == 1
-        await store.start_runs("ghost", 10, 10)
+        assert await store.dead_letters.claim_retries(10, clock.now()) == 1
+        await store.queue.start_runs("ghost", 10, 10)
     finally:
         await store.close()
     async with daemon_for(db_url, executor, clock) as d:
@@ -287,7 +289,7 @@ async def test_a_paused_scripts_letters_wait_and_run_after_reactivation(
     clock.advance(3600)
     await drain(db_url, executor, clock)  # returns: nothing it may do
     assert len(await executions(conn, tenant)) == 1
-    [listed] = await dl.list_letters(conn, dl.Filters(tenant=tenant))
+    [listed] = await Store(Db(conn)).dead_letters.search(dl.Filters(tenant=tenant))
     assert listed["state"] == "waiting_for_script"
     assert (await one_letter(conn, tenant))["retry_count"] == 0
 
@@ -347,7 +349,7 @@ async def test_manual_retry_of_an_exhausted_letter_grants_exactly_one_more_attem
     script = await make_script(conn, tenant, ALWAYS_FAILS)
     letter = await make_exhausted(conn, db_url, executor, clock, tenant)
 
-    applied = await dl.retry(conn, [letter["id"]], tenant)
+    applied = await Store(Db(conn)).dead_letters.retry([letter["id"]], tenant)
     assert applied.done == [letter["id"]] and applied.skipped == {}
     await drain(db_url, executor, clock)
     letter = await one_letter(conn, tenant)
@@ -359,7 +361,7 @@ async def test_manual_retry_of_an_exhausted_letter_grants_exactly_one_more_attem
 
     await conn.execute("UPDATE scripts SET source = $2 WHERE id = $1", script,
                        "function handler(i) { return i; }")
-    await dl.retry(conn, [letter["id"]], tenant)
+    await Store(Db(conn)).dead_letters.retry([letter["id"]], tenant)
     await drain(db_url, executor, clock)
     letter = await one_letter(conn, tenant)
     assert letter["resolution"] == "succeeded"
@@ -376,7 +378,7 @@ async def test_manual_retry_of_a_letter_with_retries_left_only_makes_it_due_now(
     await publish(conn, tenant, "thing.happened")
     await drain(db_url, executor, clock)
     letter = await one_letter(conn, tenant)
-    await dl.retry(conn, [letter["id"]], None, now=clock.now())
+    await Store(Db(conn)).dead_letters.retry([letter["id"]], None, now=clock.now())
     await drain(db_url, executor, clock)  # the clock has not moved: it ran because it was due
     letter = await one_letter(conn, tenant)
     assert (letter["retry_count"], letter["max_retries"]) == (1, 3)
@@ -397,7 +399,7 @@ async def test_retry_and_discard_skip_resolved_in_flight_unknown_and_foreign_let
     [foreign, _] = [r["id"] for r in await letters(conn, other)]
     unknown = uuid.uuid4()
 
-    discarded = await dl.discard(conn, [a, foreign, unknown], tenant)
+    discarded = await Store(Db(conn)).dead_letters.discard([a, foreign, unknown], tenant)
     assert discarded.done == [a]
     assert discarded.skipped == {foreign: "not found", unknown: "not found"}
     row = (await letters(conn, tenant))[0]
@@ -406,10 +408,10 @@ async def test_retry_and_discard_skip_resolved_in_flight_unknown_and_foreign_let
 
     await conn.execute("UPDATE jsrt_dead_letter_state SET in_flight = true "
                        "WHERE dead_letter_id = $1", b)
-    again = await dl.retry(conn, [a, b], tenant)
+    again = await Store(Db(conn)).dead_letters.retry([a, b], tenant)
     assert again.done == []
     assert again.skipped == {a: "already resolved (discarded)", b: "a retry is in flight"}
-    assert (await dl.discard(conn, [b])).skipped == {b: "a retry is in flight"}
+    assert (await Store(Db(conn)).dead_letters.discard([b])).skipped == {b: "a retry is in flight"}
 
     clock.advance(86400)  # the discarded letter is never retried
     await conn.execute("UPDATE jsrt_dead_letter_state SET in_flight = false "
@@ -576,7 +578,7 @@ async def test_cli_show_counts_an_operator_retry_that_succeeded(
     letter = await make_exhausted(conn, db_url, executor, clock, tenant)
     await conn.execute("UPDATE scripts SET source = $2 WHERE id = $1", script,
                        "function handler(i) { return i; }")
-    await dl.retry(conn, [letter["id"]], tenant)
+    await Store(Db(conn)).dead_letters.retry([letter["id"]], tenant)
     await drain(db_url, executor, clock)
 
     code, out, _ = await jsrt(monkeypatch, capsys, db_url, "dead-letters", "show", "--json",

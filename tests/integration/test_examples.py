@@ -17,8 +17,8 @@ import pytest
 from support.daemons import drain
 from support.factories import executions, make_script, make_tenant, publish
 
+from consumer.app import store_publisher
 from consumer.clock import FakeClock
-from consumer.daemon import store_publisher
 from consumer.sandbox import Executor
 from consumer.settings import REPO_ROOT
 from consumer.store import Store

@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 from support.factories import executions, make_script, make_tenant
 from support.waiting import row_becomes
 
-from consumer.daemon import store_publisher
+from consumer.app import store_publisher
 from consumer.http import HttpServer, build_app
 from consumer.lease import Lease
 from consumer.ondemand import OnDemand

@@ -20,7 +20,8 @@ from support.metrics import Samples, parse, value
 from support.private_pg import private_server
 from support.waiting import eventually
 
-from consumer.daemon import Daemon, store_publisher
+from consumer.app import store_publisher
+from consumer.daemon import Daemon
 from consumer.metrics import Metrics, start_metrics
 from consumer.migrate import Migrator
 from consumer.sandbox import Executor
@@ -56,7 +57,7 @@ async def serving(db_url: str, **overrides: Any) -> AsyncIterator[Served]:
         async with Executor(workers=1, publisher=store_publisher(store)) as ex:
             daemon = Daemon(settings, store, ex)
             async with anyio.create_task_group() as tg:
-                server = await start_metrics(tg, settings, store, ex, daemon)
+                server = await start_metrics(tg, settings, store, ex, daemon.status)
                 assert server is not None
                 tg.start_soon(daemon.run)
                 await listening(daemon)
@@ -148,7 +149,7 @@ async def test_queue_and_dead_letter_gauges_count_every_state(
     store = await Store.open(db_url)
     try:
         metrics = Metrics(store, Executor(workers=1))  # never started: no workers
-        assert await store.dispatch_events(1, 1) == (1, 1)  # one event → one pending run
+        assert await store.queue.dispatch_events(1, 1) == (1, 1)  # one event → one pending run
         assert await metrics.refresh()
     finally:
         await store.close()

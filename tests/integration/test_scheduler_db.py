@@ -259,15 +259,15 @@ async def test_a_tick_is_fired_once_even_when_a_job_is_seen_due_twice(
     next_run_at (a replica lagging, a job re-planned to an already fired tick) fires nothing."""
     tenant = await make_tenant(conn)
     script = await scheduled(conn, tenant, "* * * * *")
-    await store.schedule_due(START, 100, decide)
+    await store.schedules.schedule_due(START, 100, decide)
     tick = utc(2026, 12, 1, 10, 1)
-    _, fired = await store.schedule_due(tick, 100, decide)
+    _, fired = await store.schedules.schedule_due(tick, 100, decide)
     assert fired == {script}
     await conn.execute(
         "UPDATE script_scheduled_jobs SET next_run_at = $2, is_running = false "
         "WHERE script_id = $1", script, tick)
     with capture_logs() as logs:
-        decisions, fired = await store.schedule_due(tick, 100, decide)
+        decisions, fired = await store.schedules.schedule_due(tick, 100, decide)
         log_decisions(decisions, fired)
     assert [d.action for d in decisions] == ["fire"] and fired == set()
     assert events(logs, "cron_tick_already_fired", script)
@@ -411,17 +411,17 @@ async def test_a_run_of_a_dead_daemon_clears_is_running(
 ) -> None:
     tenant = await make_tenant(conn)
     script = await scheduled(conn, tenant, "* * * * *")
-    await store.schedule_due(START, 100, decide)
-    await store.schedule_due(utc(2026, 12, 1, 10, 1), 100, decide)
-    await store.register_daemon("dead", "elsewhere", 1)
-    [started] = await store.start_runs("dead", 10, 5)
+    await store.schedules.schedule_due(START, 100, decide)
+    await store.schedules.schedule_due(utc(2026, 12, 1, 10, 1), 100, decide)
+    await store.leases.register("dead", "elsewhere", 1)
+    [started] = await store.queue.start_runs("dead", 10, 5)
     assert started.trigger_type == "cron"
     await conn.execute(
         "UPDATE jsrt_daemons SET heartbeat_at = now() - interval '1 hour' WHERE id = 'dead'")
     j = await job(conn, script)
     assert j is not None and j["is_running"]
 
-    lost = await store.rescue_lost_runs(15, utc(2026, 12, 1, 10, 2))
+    lost = await store.queue.rescue_lost_runs(15, utc(2026, 12, 1, 10, 2))
     assert [f.execution_id for f in lost] == [started.execution_id]
     j = await job(conn, script)
     assert j is not None

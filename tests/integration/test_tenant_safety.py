@@ -103,7 +103,7 @@ async def test_a_lost_run_with_any_payload_is_rescued_with_everyone_elses(
             exe, tenant, script)
     store = await Store.open(db_url)
     try:
-        lost = await store.rescue_lost_runs(1.0, datetime.now(UTC) + timedelta(minutes=1))
+        lost = await store.queue.rescue_lost_runs(1.0, datetime.now(UTC) + timedelta(minutes=1))
     finally:
         await store.close()
     assert len(lost) == 3
@@ -344,7 +344,7 @@ async def test_a_dead_letter_retry_carries_the_whole_original_trigger(
         return {depth: ctx.trigger.depth, published_at: ctx.trigger.published_at}; }""")
     store = await Store.open(db_url)
     try:
-        await store.enqueue(tenant, "thing.happened", {"n": 1}, None, 5, "script")
+        await store.queue.enqueue(tenant, "thing.happened", {"n": 1}, None, 5, "script")
     finally:
         await store.close()
     clock = FakeClock(datetime.now(UTC))
