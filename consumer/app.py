@@ -15,14 +15,32 @@ from consumer import log
 from consumer.daemon import Daemon
 from consumer.http import HttpServer, start_http
 from consumer.metrics import start_metrics
+from consumer.ratelimit import API_CALLS
 from consumer.sandbox import Executor
-from consumer.sandbox.types import Publisher, PublishRequest
+from consumer.sandbox.types import ApiLimiter, ExecutionRequest, Publisher, PublishRequest
 from consumer.settings import Settings
 from consumer.store import Store
 
 _LOG = log.get("jsrt.app")
 
 Ready = Callable[[str | None, str | None], None]
+
+
+def store_api_limiter(store: Store) -> ApiLimiter:
+    """max_api_calls_per_minute counted in the database: it holds across every daemon,
+    server, embedded Runtime and restart, as max_concurrent_runs does."""
+
+    async def acquire(req: ExecutionRequest, limit: int) -> bool:
+        return await store.rates.acquire(req.tenant_id, req.script_id, API_CALLS, limit)
+
+    return acquire
+
+
+def sandbox(settings: Settings, store: Store, workers: int | None = None) -> Executor:
+    """The sandbox of a jsrt process: publishing and rate limits through the store."""
+    return Executor(workers=workers or settings.worker_count, publisher=store_publisher(store),
+                    fetch_allowlist=settings.fetch_allowlist,
+                    api_limiter=store_api_limiter(store))
 
 
 def store_publisher(store: Store) -> Publisher:
@@ -44,8 +62,7 @@ async def open_services(settings: Settings) -> AsyncIterator[tuple[Store, Execut
     pool_size = max(4, settings.concurrency // 4 + 4)
     store = await Store.open(settings.require_database(), max_size=pool_size)
     try:
-        async with Executor(workers=settings.worker_count, publisher=store_publisher(store),
-                            fetch_allowlist=settings.fetch_allowlist) as executor:
+        async with sandbox(settings, store) as executor:
             yield store, executor
     finally:
         await store.close()

@@ -9,6 +9,7 @@ over one connector (db.py), the only path to PostgreSQL.
     store.executions    execution history
     store.tenants       tenants
     store.retention     the retention policy's deletes
+    store.rates         rate limits across processes
 
 `Store.open(dsn)` gives one over a pool (long-running processes), `Store.session(dsn)` one
 over a single connection (one-shot commands)."""
@@ -23,6 +24,7 @@ from consumer.dead_letters import DeadLetters
 from consumer.executions import Executions
 from consumer.lease import Leases
 from consumer.queue import OnDispatched, OnRecorded, Queue
+from consumer.ratelimit import RateLimiter
 from consumer.retention import Retention
 from consumer.schedules import Schedules
 from consumer.scripts import Scripts
@@ -45,6 +47,7 @@ class Store:
         self.executions = Executions(db)
         self.tenants = Tenants(db)
         self.retention = Retention(db)
+        self.rates = RateLimiter(db)
 
     @classmethod
     async def open(cls, dsn: str, min_size: int = 2, max_size: int = 10) -> Store:

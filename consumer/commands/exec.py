@@ -11,12 +11,11 @@ import argparse
 import sys
 
 from consumer import jsontext, scripts
-from consumer.app import store_publisher
+from consumer.app import sandbox
 from consumer.commands._output import dumps
 from consumer.errors import ValidationError
 from consumer.lease import Lease
 from consumer.ondemand import OnDemand, RunResult
-from consumer.sandbox import Executor
 from consumer.settings import Settings
 from consumer.store import Store
 
@@ -55,9 +54,8 @@ async def cmd_exec(args: argparse.Namespace, settings: Settings) -> int:
     store = await Store.open(settings.require_database(), min_size=1, max_size=2)
     try:
         ref = await store.scripts.resolve(args.script, tenant)
-        executor = Executor(workers=1, publisher=store_publisher(store),
-                            fetch_allowlist=settings.fetch_allowlist)
-        async with executor, Lease(store, settings.heartbeat_interval, kind="exec") as lease:
+        lease = Lease(store, settings.heartbeat_interval, kind="exec")
+        async with sandbox(settings, store, workers=1) as executor, lease:
             result = await OnDemand(store, executor, lease.id).execute(
                 ref.tenant_id, ref.id, "manual", {"type": "manual", "via": "jsrt exec"}, inp,
                 max_wait=args.max_wait)

@@ -35,7 +35,13 @@ from consumer.sandbox.fetch import Fetcher
 from consumer.sandbox.host import HostApi
 from consumer.sandbox.process import KillReason, WorkerProcess, WorkerSettings
 from consumer.sandbox.slot import CLOSING_AFTER_MEMORY, SlotState
-from consumer.sandbox.types import ExecutionRequest, ExecutionResult, Publisher, Status
+from consumer.sandbox.types import (
+    ApiLimiter,
+    ExecutionRequest,
+    ExecutionResult,
+    Publisher,
+    Status,
+)
 
 log = structlog.get_logger("jsrt.sandbox")
 _ARGS_DEPTH = 4 * jsontext.MAX_DEPTH
@@ -119,10 +125,12 @@ class Executor:
         workers: int | None = None,
         publisher: Publisher | None = None,
         fetch_allowlist: Sequence[str] = (),
+        api_limiter: ApiLimiter | None = None,
         **options: Any,
     ) -> None:
         self.options = ExecutorOptions(workers=workers or os.cpu_count() or 1, **options)
         self._publisher = publisher
+        self._api_limiter = api_limiter
         self._allowlist = tuple(fetch_allowlist)
         self._workers: list[WorkerProcess | None] = [None] * self.options.workers
         self._backlog: deque[_Pending] = deque()
@@ -157,7 +165,7 @@ class Executor:
             self.options.fetch_max_response_bytes,
             self.options.fetch_timeout_s,
         )
-        self._host = HostApi(self._publisher, fetcher)
+        self._host = HostApi(self._publisher, fetcher, self._api_limiter)
         self._running = True
         try:
             started = await asyncio.gather(*(self._spawn(i) for i in range(self.options.workers)))

@@ -17,10 +17,21 @@ from consumer.errors import JsrtError, StoreUnavailable
 from consumer.sandbox.errors import HostCallError, RateLimited
 from consumer.sandbox.fetch import Fetcher, FetchRequest
 from consumer.sandbox.ratelimit import SlidingWindowLimiter
-from consumer.sandbox.types import ExecutionRequest, Publisher, PublishRequest
+from consumer.sandbox.types import ApiLimiter, ExecutionRequest, Publisher, PublishRequest
 
 MAX_EVENT_DEPTH = 8
 log = structlog.get_logger("jsrt.sandbox")
+
+
+def in_process_limiter() -> ApiLimiter:
+    """max_api_calls_per_minute kept in this process alone: for an executor without a
+    database (tests, benchmarks); jsrt processes count in the database (consumer/ratelimit.py)."""
+    window = SlidingWindowLimiter()
+
+    async def acquire(request: ExecutionRequest, limit: int) -> bool:
+        return window.try_acquire((request.tenant_id, request.script_id), limit)
+
+    return acquire
 
 
 class HostApi:
@@ -28,17 +39,23 @@ class HostApi:
         self,
         publisher: Publisher | None,
         fetcher: Fetcher,
-        limiter: SlidingWindowLimiter | None = None,
+        limiter: ApiLimiter | None = None,
     ) -> None:
         self._publisher = publisher
         self._fetcher = fetcher
-        self._limiter = limiter or SlidingWindowLimiter()
+        self._limiter = limiter or in_process_limiter()
 
     async def call(
         self, request: ExecutionRequest, op: str, args: Sequence[Any], remaining_s: float
     ) -> Any:
         limit = request.limits.max_api_calls_per_minute
-        if not self._limiter.try_acquire((request.tenant_id, request.script_id), limit):
+        try:
+            allowed = await self._limiter(request, limit)
+        except StoreUnavailable:  # fail closed: a limit that cannot be checked holds
+            raise HostCallError(
+                f"{op[:32]} refused: the rate limit cannot be checked (database unavailable)"
+            ) from None
+        if not allowed:
             raise RateLimited(f"rate limit exceeded: max_api_calls_per_minute={limit}")
         if op == "publish" and len(args) == 2:
             return await self._publish(request, args[0], args[1])

@@ -121,3 +121,6 @@ class PublishRequest:
 
 # The host supplies this to let scripts publish through the durable path; returns the event id.
 Publisher = Callable[[PublishRequest], Awaitable[str]]
+# The host supplies this to count an API call against the script's max_api_calls_per_minute
+# (across every process sharing the database); False: over the limit, not counted.
+ApiLimiter = Callable[[ExecutionRequest, int], Awaitable[bool]]

@@ -70,3 +70,4 @@ gone AS (
     RETURNING 1
 )
 SELECT CASE WHEN $3::boolean THEN (SELECT count(*) FROM doomed) ELSE (SELECT count(*) FROM gone) END;
+
