@@ -68,7 +68,7 @@ class Job:
     arrived: float = field(default_factory=time.monotonic)
     started: float = 0.0
     deadline: float = 0.0
-    responses: list[list[Any]] = field(default_factory=list)
+    responses: list[protocol.Ret] = field(default_factory=list)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     outstanding: int = 0
     logs: list[Any] = field(default_factory=list)
@@ -81,15 +81,17 @@ class Job:
     handoff: asyncio.Future[Start] | None = None  # set when another job's batch took it
 
     @classmethod
-    def from_message(cls, m: list[Any]) -> Job:
-        job = cls(m[1], (m[2], m[3], m[4]), m[5], m[6], m[7], int(m[8]), int(m[9]), int(m[10]))
-        job.batchable = len(m) < 12 or m[11] == 0
-        return job
+    def from_run(cls, run: protocol.Run) -> Job:
+        return cls(
+            run.seq, (run.tenant_id, run.script_id, run.version_id), run.source,
+            run.input_json, run.info_json, run.time_ms, run.memory_bytes, run.output_bytes,
+            batchable=run.attempts == 0,
+        )
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
 
-    def deliver(self, response: list[Any]) -> None:
+    def deliver(self, response: protocol.Ret) -> None:
         self.outstanding -= 1
         self.responses.append(response)
         self.wakeup.set()
@@ -111,14 +113,16 @@ class Job:
                 size = len(message.encode("utf-8"))
             except (TypeError, ValueError):
                 continue
+            # What the parent's Done.parse accepts, whatever the context said: a bool is no
+            # timestamp, and a malformed result message would cost the whole worker.
+            ts = ts if type(ts) in (int, float) else 0
             if message == TRUNCATED or len(self.logs) >= MAX_LOG_LINES \
                     or self.log_bytes + size > MAX_LOG_BYTES:
-                self.logs.append(["warn" if level == "warn" else "log", TRUNCATED,
-                                  ts if isinstance(ts, int | float) else 0])
+                self.logs.append(["warn" if level == "warn" else "log", TRUNCATED, ts])
                 self.log_bytes = -1
                 return
             self.log_bytes += size
-            self.logs.append([str(level)[:8], message, ts if isinstance(ts, int | float) else 0])
+            self.logs.append([str(level)[:8], message, ts])
 
     def restart(self, *, alone: bool) -> None:
         """Forget a start that did not happen (the batch stopped before it, or failed)."""
@@ -156,7 +160,7 @@ BATCH_BUDGET_S = 0.05  # a batch starts no new run after this; it may then run o
 class Runner:
     def __init__(
         self,
-        send: Callable[[list[Any]], None],
+        send: Callable[[protocol.FromWorker], None],
         slot: Slot,
         pool: ContextPool,
         watchdog: MemoryWatchdog,
@@ -199,7 +203,7 @@ class Runner:
             self._active[job.key] -= 1
             if not self._active[job.key]:
                 del self._active[job.key]
-        self._send(fields.encode())
+        self._send(fields)
 
     async def _execute(self, job: Job) -> protocol.Done:
         clean = False
@@ -478,7 +482,9 @@ class Runner:
                 return outbox
             await self._wait(job, outbox.next_timer_ms, outbox.pending_calls)
             responses, job.responses = job.responses, []
-            text = jsontext.string_literal(protocol.to_json_text(responses))
+            # resume() takes [call_id, ok, value] triples (prelude.js).
+            answers = [[r.call_id, 1 if r.ok else 0, r.value] for r in responses]
+            text = jsontext.string_literal(protocol.to_json_text(answers))
             outbox = await self._step(job, ctx, f"{ctx.api}.resume({text})")
 
     def _absorb(self, job: Job, outbox: Outbox) -> None:
@@ -487,8 +493,8 @@ class Runner:
             job.api_calls += 1
             job.outstanding += 1
             remaining_ms = max(int(job.remaining() * 1000), 0)
-            self._send([protocol.CALL, job.seq, call.call_id, call.op, call.args_json,
-                        remaining_ms])
+            self._send(protocol.Call(job.seq, call.call_id, call.op, call.args_json,
+                                     remaining_ms))
 
     async def _wait(self, job: Job, next_timer_ms: float, pending: int) -> None:
         if job.responses:
