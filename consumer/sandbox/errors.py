@@ -21,6 +21,10 @@ class ProtocolError(SandboxError):
     """A sandbox worker sent a message that does not follow the protocol."""
 
 
+class RuntimeCorrupted(SandboxError):
+    """sandbox runtime corrupted by the script"""
+
+
 class HostCallError(SandboxError):
     """A host API call failed; the message is shown to the script as is."""
 

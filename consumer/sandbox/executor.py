@@ -28,7 +28,6 @@ from consumer.sandbox import protocol
 from consumer.sandbox.errors import (
     ExecutorClosed,
     HostCallError,
-    ProtocolError,
     WorkerStartError,
 )
 from consumer.sandbox.fetch import Fetcher
@@ -92,7 +91,7 @@ class ExecutorStats:
 class _Pending:
     request: ExecutionRequest
     future: asyncio.Future[ExecutionResult]
-    tail: list[Any]  # the RUN message after its seq
+    info_json: str  # what the script's ctx says of the execution (ids, trigger, depth)
     attempts: int = 0
     dispatched_at: float = 0.0
     # When the executor took the run: its recorded duration counts from here, so that time
@@ -105,6 +104,15 @@ class _Pending:
         for task in self.calls:
             task.cancel()
         self.calls.clear()
+
+    def message(self, seq: int) -> protocol.Run:
+        """This attempt's RUN, under the seq that names it on the worker it goes to."""
+        r, limits = self.request, self.request.limits
+        return protocol.Run(
+            seq, r.tenant_id, r.script_id, r.version_id, r.source, r.input_json,
+            self.info_json, limits.max_execution_time_ms, limits.max_memory_bytes,
+            limits.max_output_size_bytes, self.attempts,
+        )
 
 
 def _blame_uncertain(reason: KillReason, pending: _Pending) -> bool:
@@ -219,19 +227,7 @@ class Executor:
             error = "trigger data is not JSON-serialisable"
             future.set_result(ExecutionResult("failed", error=error, metrics=_metrics()))
             return future
-        limits = request.limits
-        tail = [
-            request.tenant_id,
-            request.script_id,
-            request.version_id,
-            request.source,
-            request.input_json,
-            info_json,
-            limits.max_execution_time_ms,
-            limits.max_memory_bytes,
-            limits.max_output_size_bytes,
-        ]
-        pending = _Pending(request, future, tail)
+        pending = _Pending(request, future, info_json)
         # Behind anything already waiting (a re-run waiting for an idle worker must not be
         # overtaken forever by new work).
         if self._backlog or not self._dispatch(pending):
@@ -247,7 +243,7 @@ class Executor:
         worker.inflight[seq] = pending
         pending.dispatched_at = time.monotonic()
         pending.api_calls = 0
-        worker.send([protocol.RUN, seq, *pending.tail, pending.attempts])
+        worker.send(pending.message(seq))
         return True
 
     def _pick(self, alone: bool = False) -> WorkerProcess | None:
@@ -276,21 +272,21 @@ class Executor:
                 return
 
     # messages from workers
-    def _on_message(self, worker: WorkerProcess, message: list[Any]) -> None:
-        """A message the worker sent. A malformed one means the worker no longer follows
-        the protocol: it is killed, and what it held is re-run or failed by _on_lost. Never
-        an exception into the pipe's callback: a result that nobody resolves would hold its
-        script's slot forever."""
+    def _on_message(
+        self, worker: WorkerProcess, message: protocol.Done | protocol.Call | protocol.Revoked
+    ) -> None:
+        """A message the worker sent, parsed and checked already (a malformed one got the
+        worker killed in process.py). Never an exception into the pipe's callback: a result
+        that nobody resolves would hold its script's slot forever, so a failure to handle a
+        message kills the worker too, and what it held is re-run or failed by _on_lost."""
         try:
-            kind = message[0]
-            if kind == protocol.DONE:
-                self._on_done(worker, protocol.Done.parse(message))
-            elif kind == protocol.CALL:
-                self._on_call(worker, message)
-            elif kind == protocol.REVOKED:
-                self._on_revoked(worker, message[1])
-            else:
-                raise ProtocolError(f"unknown message {str(kind)[:20]!r}")
+            match message:
+                case protocol.Done():
+                    self._on_done(worker, message)
+                case protocol.Call():
+                    self._on_call(worker, message)
+                case protocol.Revoked(seq=seq):
+                    self._on_revoked(worker, seq)
         except Exception as exc:
             log.error("worker_protocol_error", index=worker.index, pid=worker.pid,
                       error=f"{type(exc).__name__}: {exc}"[:300])
@@ -324,40 +320,31 @@ class Executor:
             self._backlog.appendleft(pending)
             self._drain_backlog()
 
-    def _on_call(self, worker: WorkerProcess, m: list[Any]) -> None:
-        seq, call_id, op, args_json, remaining_ms = m[1:6]
-        pending = worker.inflight.get(seq)
+    def _on_call(self, worker: WorkerProcess, call: protocol.Call) -> None:
+        pending = worker.inflight.get(call.seq)
         if pending is None:
             return
         pending.api_calls += 1
-        task = asyncio.create_task(
-            self._serve_call(worker, seq, pending, call_id, op, args_json, remaining_ms)
-        )
+        task = asyncio.create_task(self._serve_call(worker, pending, call))
         pending.calls.add(task)
         task.add_done_callback(pending.calls.discard)
 
     async def _serve_call(
-        self,
-        worker: WorkerProcess,
-        seq: int,
-        pending: _Pending,
-        call_id: int,
-        op: str,
-        args_json: str,
-        remaining_ms: int,
+        self, worker: WorkerProcess, pending: _Pending, call: protocol.Call
     ) -> None:
         assert self._host is not None
+        seq, call_id, op = call.seq, call.call_id, call.op
         try:
             # Decoded here only as deep as Python can safely go; the host operation checks
             # its values against the runtime's limits and says which one is wrong.
-            if jsontext.depth_exceeds(args_json, _ARGS_DEPTH):
+            if jsontext.depth_exceeds(call.args_json, _ARGS_DEPTH):
                 raise HostCallError(
                     f"{op[:32]}: arguments nested deeper than {jsontext.MAX_DEPTH} levels")
-            args = json.loads(args_json)
-            value = await self._host.call(pending.request, op, args, remaining_ms / 1000)
-            reply = [protocol.RET, seq, call_id, 1, value]
+            args = json.loads(call.args_json)
+            value = await self._host.call(pending.request, op, args, call.remaining_ms / 1000)
+            reply = protocol.Ret(seq, call_id, True, value)
         except HostCallError as exc:
-            reply = [protocol.RET, seq, call_id, 0, [exc.name, str(exc)]]
+            reply = protocol.Ret(seq, call_id, False, [exc.name, str(exc)])
         except Exception:
             log.exception(
                 "host_call_failed",
@@ -366,7 +353,7 @@ class Executor:
                 script_id=pending.request.script_id,
                 execution_id=pending.request.execution_id,
             )
-            reply = [protocol.RET, seq, call_id, 0, ["Error", f"{op} failed"]]
+            reply = protocol.Ret(seq, call_id, False, ["Error", f"{op} failed"])
         if worker.inflight.get(seq) is pending:
             worker.send(reply)
 
@@ -526,7 +513,7 @@ class Executor:
                                     and not w.long_step for w in self._workers):
             for seq in worker.inflight:
                 if seq != state.seq:
-                    worker.send([protocol.REVOKE, seq])
+                    worker.send(protocol.Revoke(seq))
         elif self._backlog:
             self._drain_backlog()
 

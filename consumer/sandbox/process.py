@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from consumer.sandbox import protocol
 from consumer.sandbox.errors import ProtocolError, WorkerStartError
 from consumer.sandbox.memory import Statm
@@ -24,6 +26,7 @@ _ROOT = str(Path(__file__).resolve().parents[2])  # the directory that holds the
 _STDERR_TAIL = 16
 _SEE_ALSO = re.compile(r"\s*\(see [^)]*\)")
 _PATH = re.compile(r"(/[\w.+-]+){2,}")
+log = structlog.get_logger("jsrt.sandbox")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +43,7 @@ class KillReason:
     guilty_seq: int | None
 
 
-OnMessage = Callable[["WorkerProcess", list[Any]], None]
+OnMessage = Callable[["WorkerProcess", protocol.Done | protocol.Call | protocol.Revoked], None]
 OnLost = Callable[["WorkerProcess"], None]
 
 
@@ -57,7 +60,7 @@ class WorkerProcess(asyncio.SubprocessProtocol):
         self.stderr_tail: deque[str] = deque(maxlen=_STDERR_TAIL)
         self._on_message = on_message
         self._on_lost = on_lost
-        self._lines = protocol.LineBuffer(self._dispatch)
+        self._lines = protocol.LineBuffer(protocol.from_worker, self._dispatch)
         self._stderr_partial = b""
         self._transport: asyncio.SubprocessTransport | None = None
         self._writer: protocol.BatchWriter | None = None
@@ -124,7 +127,11 @@ class WorkerProcess(asyncio.SubprocessProtocol):
         if fd == 1:
             try:
                 self._lines.feed(data)
-            except ProtocolError:
+            except ProtocolError as exc:
+                # The worker no longer follows the protocol: it is killed, and what it held is
+                # re-run or failed by the executor's _on_lost.
+                log.error("worker_protocol_error", index=self.index, pid=self.pid,
+                          error=f"{type(exc).__name__}: {exc}"[:300])
                 self.kill(KillReason("protocol", None))
         else:
             lines = (self._stderr_partial + data).split(b"\n")
@@ -141,8 +148,8 @@ class WorkerProcess(asyncio.SubprocessProtocol):
         self.closed.set_result(None)
         self._on_lost(self)
 
-    def _dispatch(self, message: list[Any]) -> None:
-        if message[0] == protocol.READY:
+    def _dispatch(self, message: protocol.FromWorker) -> None:
+        if isinstance(message, protocol.Ready):
             if not self.ready.done():
                 self.ready.set_result(None)
             return
@@ -158,7 +165,7 @@ class WorkerProcess(asyncio.SubprocessProtocol):
             and not self.closed.done()
         )
 
-    def send(self, message: list[Any]) -> None:
+    def send(self, message: protocol.ToWorker) -> None:
         if self._writer is not None and not self.closed.done():
             self._writer.send(message)
 
@@ -176,7 +183,7 @@ class WorkerProcess(asyncio.SubprocessProtocol):
         """Ask the worker to exit; kill it if it does not."""
         if not self.closed.done():
             self.kill_reason = self.kill_reason or KillReason("shutdown", None)
-            self.send([protocol.QUIT])
+            self.send(protocol.Quit())
             try:
                 async with asyncio.timeout(timeout_s):
                     await asyncio.shield(self.closed)

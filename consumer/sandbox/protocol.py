@@ -1,9 +1,12 @@
 """The parent↔worker wire format: one compact JSON array per line, over the worker's pipes.
 
-JSON arrays (not dicts, not pickle) keep encoding cheap on both sides; the input and output
-values travel as JSON *text* inside the message, so neither side builds Python objects for
-them that it does not need. Messages written in the same event-loop turn are flushed in one
-write, which batches requests under load without adding latency when idle.
+Each message is a NamedTuple below: `encode()` gives its array (the tag first, then its fields
+in order), `parse()` reads one back and checks every field, raising ProtocolError for anything
+else; `to_worker`/`from_worker` pick the class by tag. JSON arrays (not dicts, not pickle) keep
+encoding cheap on both sides; the input and output values travel as JSON *text* inside the
+message, so neither side builds Python objects for them that it does not need. Messages
+written in the same event-loop turn are flushed in one write, which batches requests under
+load without adding latency when idle.
 """
 
 from __future__ import annotations
@@ -11,27 +14,155 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, Self, TypeVar
 
 import orjson
 
 from consumer.sandbox.errors import ProtocolError
 from consumer.sandbox.types import Status
 
-# Parent → worker
-# [RUN, seq, tenant, script, version, source, input_json, info_json, time_ms, mem, out, attempts]
+# The tags, first in every message on the wire.
 RUN = "run"
-RET = "ret"  # [RET, seq, call_id, ok, value | [error_name, message]]
-# [REVOKE, seq]: give this run back if it has not started (its worker is stuck in a long step)
+RET = "ret"
 REVOKE = "revoke"
-QUIT = "quit"  # [QUIT]
-# Worker → parent
-READY = "ready"  # [READY, pid]
-DONE = "done"  # see Done
-CALL = "call"  # [CALL, seq, call_id, op, args_json, remaining_ms]
-REVOKED = "revoked"  # [REVOKED, seq]: the run was given back untouched; run it elsewhere
+QUIT = "quit"
+READY = "ready"
+DONE = "done"
+CALL = "call"
+REVOKED = "revoked"
 
 _STATUSES = ("completed", "failed", "timeout")
+
+
+def _arity(m: list[Any], tag: str, count: int) -> None:
+    """The message has its tag and `count` fields after it, or it is a ProtocolError."""
+    if len(m) != count + 1:
+        raise ProtocolError(f"{tag} message with {len(m) - 1} fields, not {count}")
+
+
+def _ints(tag: str, *values: Any) -> None:
+    # `type(v) is int`: a bool is no count, and JSON parsers return no other int subclass.
+    for v in values:
+        if type(v) is not int:
+            raise ProtocolError(f"{tag} message with a non-integer where one is needed")
+
+
+def _texts(tag: str, *values: Any) -> None:
+    for v in values:
+        if type(v) is not str:
+            raise ProtocolError(f"{tag} message with a non-text field")
+
+
+def _shown(value: Any) -> str:
+    """A field for an error message: never str() of a value that may be nested deep."""
+    return repr(value[:20]) if type(value) is str else f"a {type(value).__name__}"
+
+
+# Parent → worker. The worker trusts its parent, but reads these through the same classes:
+# one definition of each message, and a parent bug fails loudly in the worker, not silently.
+
+
+class Run(NamedTuple):
+    """[RUN, seq, tenant, script, version, source, input_json, info_json, time_ms, memory,
+    output, attempts]: run one execution. `attempts` > 0 is a re-run, which runs alone."""
+
+    seq: int
+    tenant_id: str
+    script_id: str
+    version_id: str
+    source: str
+    input_json: str
+    info_json: str
+    time_ms: int
+    memory_bytes: int
+    output_bytes: int
+    attempts: int
+
+    def encode(self) -> list[Any]:
+        return [RUN, *self]
+
+    @classmethod
+    def parse(cls, m: list[Any]) -> Self:
+        _arity(m, RUN, 11)
+        _, seq, tenant, script, version, source, input_json, info_json, time_ms, memory, \
+            output, attempts = m
+        _ints(RUN, seq, time_ms, memory, output, attempts)
+        _texts(RUN, tenant, script, version, source, input_json, info_json)
+        return cls(seq, tenant, script, version, source, input_json, info_json, time_ms, memory,
+                   output, attempts)
+
+
+class Ret(NamedTuple):
+    """[RET, seq, call_id, ok, value]: a host call's answer. `ok` (1 or 0 on the wire): value
+    is the call's result; otherwise value is [error_name, message], thrown into the script."""
+
+    seq: int
+    call_id: int
+    ok: bool
+    value: Any
+
+    def encode(self) -> list[Any]:
+        return [RET, self.seq, self.call_id, 1 if self.ok else 0, self.value]
+
+    @classmethod
+    def parse(cls, m: list[Any]) -> Self:
+        _arity(m, RET, 4)
+        _, seq, call_id, ok, value = m
+        _ints(RET, seq, call_id, ok)
+        if ok not in (0, 1):
+            raise ProtocolError(f"ret message with ok={ok}")
+        if not ok:
+            if type(value) is not list or len(value) != 2:
+                raise ProtocolError("ret message with a malformed error")
+            _texts(RET, *value)
+        return cls(seq, call_id, ok == 1, value)
+
+
+class Revoke(NamedTuple):
+    """[REVOKE, seq]: give this run back if it has not started (its worker is stuck in a
+    long step)."""
+
+    seq: int
+
+    def encode(self) -> list[Any]:
+        return [REVOKE, self.seq]
+
+    @classmethod
+    def parse(cls, m: list[Any]) -> Self:
+        _arity(m, REVOKE, 1)
+        _ints(REVOKE, m[1])
+        return cls(m[1])
+
+
+class Quit(NamedTuple):
+    """[QUIT]: finish and exit."""
+
+    def encode(self) -> list[Any]:
+        return [QUIT]
+
+    @classmethod
+    def parse(cls, m: list[Any]) -> Self:
+        _arity(m, QUIT, 0)
+        return cls()
+
+
+# Worker → parent. The parent trusts nothing here: a worker runs tenants' code, and a
+# malformed message gets it killed (process.py), never an exception in the daemon.
+
+
+class Ready(NamedTuple):
+    """[READY, pid]: started, and V8 with it."""
+
+    pid: int
+
+    def encode(self) -> list[Any]:
+        return [READY, self.pid]
+
+    @classmethod
+    def parse(cls, m: list[Any]) -> Self:
+        _arity(m, READY, 1)
+        _ints(READY, m[1])
+        return cls(m[1])
 
 
 class Done(NamedTuple):
@@ -55,34 +186,110 @@ class Done(NamedTuple):
         return tuple({"level": lv, "message": msg, "ts": ts} for lv, msg, ts in self.logs)
 
     @classmethod
-    def parse(cls, m: list[Any]) -> Done:
+    def parse(cls, m: list[Any]) -> Self:
         """The parent's reading: every field checked, ProtocolError for anything else."""
-        if len(m) != 10:
-            raise ProtocolError(f"done message with {len(m)} fields")
+        _arity(m, DONE, 9)
         _, seq, status, output_json, error, stack, lines, duration, memory, calls = m
         if status not in _STATUSES:
-            raise ProtocolError(f"done message with status {str(status)[:20]!r}")
-        if not all(isinstance(v, int) and not isinstance(v, bool)
-                   for v in (seq, duration, memory, calls)):
-            raise ProtocolError("done message with a non-integer count")
-        if not all(v is None or isinstance(v, str) for v in (output_json, error, stack)):
-            raise ProtocolError("done message with a non-text field")
-        if not isinstance(lines, list) or not all(
-                isinstance(x, list) and len(x) == 3 and isinstance(x[1], str) for x in lines):
+            raise ProtocolError(f"done message with status {_shown(status)}")
+        _ints(DONE, seq, duration, memory, calls)
+        _texts(DONE, *(v for v in (output_json, error, stack) if v is not None))
+        if type(lines) is not list or not all(_log_line(x) for x in lines):
             raise ProtocolError("done message with malformed console lines")
         return cls(seq, status, output_json, error, stack, lines, duration, memory, calls)
+
+
+def _log_line(x: Any) -> bool:
+    """[level, message, ts]: what the daemon logs and stores for a console line."""
+    return (type(x) is list and len(x) == 3 and type(x[0]) is str and type(x[1]) is str
+            and type(x[2]) in (int, float))
+
+
+class Call(NamedTuple):
+    """[CALL, seq, call_id, op, args_json, remaining_ms]: a host call by a running execution;
+    answered with a Ret of the same seq and call_id."""
+
+    seq: int
+    call_id: int
+    op: str
+    args_json: str
+    remaining_ms: int
+
+    def encode(self) -> list[Any]:
+        return [CALL, *self]
+
+    @classmethod
+    def parse(cls, m: list[Any]) -> Self:
+        _arity(m, CALL, 5)
+        _, seq, call_id, op, args_json, remaining_ms = m
+        _ints(CALL, seq, call_id, remaining_ms)
+        _texts(CALL, op, args_json)
+        return cls(seq, call_id, op, args_json, remaining_ms)
+
+
+class Revoked(NamedTuple):
+    """[REVOKED, seq]: the run was given back untouched; run it elsewhere."""
+
+    seq: int
+
+    def encode(self) -> list[Any]:
+        return [REVOKED, self.seq]
+
+    @classmethod
+    def parse(cls, m: list[Any]) -> Self:
+        _arity(m, REVOKED, 1)
+        _ints(REVOKED, m[1])
+        return cls(m[1])
+
+
+ToWorker = Run | Ret | Revoke | Quit
+FromWorker = Ready | Done | Call | Revoked
+Message = ToWorker | FromWorker
+M = TypeVar("M")
+
+_TO_WORKER: Mapping[str, Callable[[list[Any]], ToWorker]] = {
+    RUN: Run.parse, RET: Ret.parse, REVOKE: Revoke.parse, QUIT: Quit.parse,
+}
+_FROM_WORKER: Mapping[str, Callable[[list[Any]], FromWorker]] = {
+    READY: Ready.parse, DONE: Done.parse, CALL: Call.parse, REVOKED: Revoked.parse,
+}
+
+
+def to_worker(m: list[Any]) -> ToWorker:
+    """A decoded line read by the worker, as its message; ProtocolError if it is none."""
+    return _parse(_TO_WORKER, m)
+
+
+def from_worker(m: list[Any]) -> FromWorker:
+    """A decoded line read by the parent, as its message; ProtocolError if it is none."""
+    return _parse(_FROM_WORKER, m)
+
+
+def _parse(table: Mapping[str, Callable[[list[Any]], M]], m: list[Any]) -> M:
+    tag = m[0]
+    parse = table.get(tag) if type(tag) is str else None
+    if parse is None:
+        raise ProtocolError(f"unknown message {_shown(tag)}")
+    try:
+        return parse(m)
+    except ProtocolError:
+        raise
+    except Exception as exc:  # a field so odd that checking it failed: still malformed
+        raise ProtocolError(f"{tag} message that cannot be read ({type(exc).__name__})") from exc
+
 
 _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
-def encode(message: list[Any]) -> bytes:
+def frame(fields: list[Any]) -> bytes:
+    """A message's fields (its encode()) as one line on the wire."""
     # Messages hold strings and small integers (values travel as JSON text inside them).
     # orjson frames them several times faster; the standard encoder takes what orjson
     # refuses, such as a lone surrogate that a script logged.
     try:
-        return orjson.dumps(message, option=orjson.OPT_APPEND_NEWLINE)
+        return orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE)
     except TypeError:
-        return (_encode(message) + "\n").encode()
+        return (_encode(fields) + "\n").encode()
 
 
 def loads(text: str | bytes) -> Any:
@@ -100,11 +307,13 @@ def to_json_text(value: Any) -> str:
     return _encode(value)
 
 
-class LineBuffer:
-    """Splits a byte stream into decoded messages."""
+class LineBuffer(Generic[M]):
+    """Splits a byte stream into messages: each line decoded, then read by `parse`
+    (to_worker or from_worker). Anything malformed raises ProtocolError."""
 
-    def __init__(self, on_message: Callable[[list[Any]], None]) -> None:
+    def __init__(self, parse: Callable[[list[Any]], M], on_message: Callable[[M], None]) -> None:
         self._partial = b""
+        self._parse = parse
         self._on_message = on_message
 
     def feed(self, data: bytes) -> None:
@@ -112,13 +321,13 @@ class LineBuffer:
         self._partial = lines.pop()
         for line in lines:
             if line:
-                self._on_message(decode(line))
+                self._on_message(self._parse(decode(line)))
 
 
 def decode(line: bytes) -> list[Any]:
     try:
         message = loads(line)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # not JSON, or nested past Python's parser
         raise ProtocolError(f"undecodable message: {line[:80]!r}") from exc
     if not isinstance(message, list) or not message:
         raise ProtocolError(f"malformed message: {line[:80]!r}")
@@ -133,10 +342,10 @@ class BatchWriter:
         self._write = write
         self._buffer: list[bytes] = []
 
-    def send(self, message: list[Any]) -> None:
+    def send(self, message: Message) -> None:
         if not self._buffer:
             self._loop.call_soon(self.flush)
-        self._buffer.append(encode(message))
+        self._buffer.append(frame(message.encode()))
 
     def flush(self) -> None:
         if self._buffer:

@@ -27,7 +27,9 @@ from consumer import jsontext
 from consumer.sandbox import protocol
 from consumer.sandbox.contexts import ContextPool, Key
 from consumer.sandbox.engine import JsContext, MemoryLimitHit, ScriptError, StepTimeout
+from consumer.sandbox.errors import RuntimeCorrupted
 from consumer.sandbox.ledger import Ledger
+from consumer.sandbox.outbox import BatchState, Outbox, Returned, Threw, TooLarge
 from consumer.sandbox.script import install_code
 from consumer.sandbox.slot import CLOSING, CLOSING_AFTER_MEMORY, Slot
 from consumer.sandbox.watchdog import MemoryWatchdog
@@ -66,7 +68,7 @@ class Job:
     arrived: float = field(default_factory=time.monotonic)
     started: float = 0.0
     deadline: float = 0.0
-    responses: list[list[Any]] = field(default_factory=list)
+    responses: list[protocol.Ret] = field(default_factory=list)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     outstanding: int = 0
     logs: list[Any] = field(default_factory=list)
@@ -79,15 +81,17 @@ class Job:
     handoff: asyncio.Future[Start] | None = None  # set when another job's batch took it
 
     @classmethod
-    def from_message(cls, m: list[Any]) -> Job:
-        job = cls(m[1], (m[2], m[3], m[4]), m[5], m[6], m[7], int(m[8]), int(m[9]), int(m[10]))
-        job.batchable = len(m) < 12 or m[11] == 0
-        return job
+    def from_run(cls, run: protocol.Run) -> Job:
+        return cls(
+            run.seq, (run.tenant_id, run.script_id, run.version_id), run.source,
+            run.input_json, run.info_json, run.time_ms, run.memory_bytes, run.output_bytes,
+            batchable=run.attempts == 0,
+        )
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
 
-    def deliver(self, response: list[Any]) -> None:
+    def deliver(self, response: protocol.Ret) -> None:
         self.outstanding -= 1
         self.responses.append(response)
         self.wakeup.set()
@@ -109,14 +113,16 @@ class Job:
                 size = len(message.encode("utf-8"))
             except (TypeError, ValueError):
                 continue
+            # What the parent's Done.parse accepts, whatever the context said: a bool is no
+            # timestamp, and a malformed result message would cost the whole worker.
+            ts = ts if type(ts) in (int, float) else 0
             if message == TRUNCATED or len(self.logs) >= MAX_LOG_LINES \
                     or self.log_bytes + size > MAX_LOG_BYTES:
-                self.logs.append(["warn" if level == "warn" else "log", TRUNCATED,
-                                  ts if isinstance(ts, int | float) else 0])
+                self.logs.append(["warn" if level == "warn" else "log", TRUNCATED, ts])
                 self.log_bytes = -1
                 return
             self.log_bytes += size
-            self.logs.append([str(level)[:8], message, ts if isinstance(ts, int | float) else 0])
+            self.logs.append([str(level)[:8], message, ts])
 
     def restart(self, *, alone: bool) -> None:
         """Forget a start that did not happen (the batch stopped before it, or failed)."""
@@ -125,10 +131,28 @@ class Job:
         self.batchable = self.batchable and not alone
 
 
-Outbox = list[Any]  # [settled, result, calls, logs, next_timer_ms, pending_calls]
-# How a job's first step ended: ("own", ctx, outbox) it continues with that context;
-# ("done", fields) it finished inside a batch; ("retry",) it must start again.
-Start = tuple[Any, ...]
+# How a job's first step ended: one of these three.
+@dataclass(frozen=True, slots=True)
+class Own:
+    """It ran in this context, which the job now holds, and goes on from this outbox."""
+
+    ctx: JsContext
+    outbox: Outbox
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """It ran to its end inside another job's batch: this is its result."""
+
+    done: protocol.Done
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """It did not happen (the batch stopped before it, or failed): the job starts again."""
+
+
+Start = Own | Finished | Retry
 MAX_BATCH = 32
 BATCH_BUDGET_S = 0.05  # a batch starts no new run after this; it may then run one full limit
 
@@ -136,7 +160,7 @@ BATCH_BUDGET_S = 0.05  # a batch starts no new run after this; it may then run o
 class Runner:
     def __init__(
         self,
-        send: Callable[[list[Any]], None],
+        send: Callable[[protocol.FromWorker], None],
         slot: Slot,
         pool: ContextPool,
         watchdog: MemoryWatchdog,
@@ -151,7 +175,7 @@ class Runner:
         self._ledger = ledger
         self._step_token = 0
         self._waiting: dict[Key, list[Job]] = {}  # batchable jobs queued for their first step
-        self._salvaged: dict[int, Any] = {}  # what a cut-short batch could still tell
+        self._salvaged: dict[int, str] = {}  # what a cut-short batch could still tell
         self._active: Counter[Key] = Counter()  # jobs of each script version in this worker
         self._solo_keys: set[Key] = set()  # versions whose runs do not end within one step
         self.arriving = 0  # runs received whose task has not started yet (they may batch)
@@ -179,20 +203,19 @@ class Runner:
             self._active[job.key] -= 1
             if not self._active[job.key]:
                 del self._active[job.key]
-        self._send(fields.encode())
+        self._send(fields)
 
     async def _execute(self, job: Job) -> protocol.Done:
         clean = False
         try:
             start = await self._begin(job)
-            while start[0] == "retry":
+            while isinstance(start, Retry):
                 start = await self._begin(job)
-            if start[0] == "done":
-                fields: protocol.Done = start[1]
-                return fields
-            if _quick(start[2]):
+            if isinstance(start, Finished):
+                return start.done
+            if start.outbox.quick():
                 self._solo_keys.discard(job.key)
-            outbox = await self._converse(job, start[1], start[2])
+            outbox = await self._converse(job, start.ctx, start.outbox)
             fields, clean = self._finish(job, outbox)
         except StepTimeout:
             fields = _fields(
@@ -202,10 +225,10 @@ class Runner:
             fields = self._memory_exceeded(job)
         except ScriptError as exc:
             fields = _fields(job, "failed", error=exc.error, stack=exc.stack)
-        except (ValueError, TypeError, IndexError, KeyError):
+        except RuntimeCorrupted as exc:
             # collect() returned something else than its outbox: the script broke the runtime
             # of its own context (it can reach nothing else).
-            fields = _fields(job, "failed", error="sandbox runtime corrupted by the script")
+            fields = _fields(job, "failed", error=str(exc))
         ctx = job.ctx
         if ctx is not None and not ctx.closed:
             if clean:
@@ -270,7 +293,7 @@ class Runner:
     async def _single_step(self, job: Job, ctx: JsContext, code: str) -> Start:
         ctx.set_memory_limit(job.memory)
         ctx.runs += 1
-        return ("own", ctx, await self._step_locked(job, ctx, code))
+        return Own(ctx, Outbox.from_json(await self._step_locked(job, ctx, code)))
 
     def _take_mates(self, leader: Job) -> list[Job]:
         """Jobs waiting for a first step of the same script version, with the same limits."""
@@ -287,55 +310,65 @@ class Runner:
     async def _batch_step(self, ctx: JsContext, batch: list[Job]) -> Start:
         """Run a batch in one step; hand every job its Start; return the leader's."""
         leader = batch[0]
+        seqs = [job.seq for job in batch]
         for job in batch:
             self._start_clock(job)
         items = ",".join(_run_args(j) for j in batch)
         code = f"{ctx.api}.runMany([{items}],{int(BATCH_BUDGET_S * 1000)})"
         deadline = leader.deadline + BATCH_BUDGET_S
         ctx.set_memory_limit(leader.memory)
+        state: BatchState | None
+        verdict: StepTimeout | MemoryLimitHit | None = None
         try:
             raw = await self._step_locked(
                 leader, ctx, code, collect=f"{ctx.api}.collectMany()", deadline=deadline,
                 batch=True,
             )
-            state = protocol.loads(raw)
-            verdict = None
+            state = BatchState.from_json(raw, seqs)
         except (StepTimeout, MemoryLimitHit) as exc:
-            state, verdict = self._salvaged.pop(leader.seq, None), exc
-        except (ScriptError, ValueError, TypeError):
-            state, verdict = None, None
+            state, verdict = self._salvaged_state(leader, seqs), exc
+        except (ScriptError, RuntimeCorrupted):
+            state = None
             if not ctx.closed:
                 await self._pool.close_locked(ctx)
         return self._distribute(ctx, batch, state, verdict)
 
+    def _salvaged_state(self, leader: Job, seqs: list[int]) -> BatchState | None:
+        """What a batch cut short said as it was closed, or None when it said nothing usable
+        (every run then starts again, alone)."""
+        text = self._salvaged.pop(leader.seq, None)
+        try:
+            return None if text is None else BatchState.from_json(text, seqs)
+        except RuntimeCorrupted:
+            return None
+
     def _distribute(
-        self, ctx: JsContext, batch: list[Job], state: Any, verdict: Exception | None
+        self, ctx: JsContext, batch: list[Job], state: BatchState | None,
+        verdict: StepTimeout | MemoryLimitHit | None,
     ) -> Start:
         by_seq = {job.seq: job for job in batch}
-        starts: dict[int, Start] = {job.seq: ("retry",) for job in batch}
+        starts: dict[int, Start] = {job.seq: Retry() for job in batch}
         if state is None:  # nothing known: every run starts again, alone
             for job in batch:
                 job.restart(alone=True)
         else:
-            done, _not_started = state
-            *finished, (current_seq, current_outbox) = done
-            for seq, outbox in finished:
+            for seq, outbox in state.finished:
                 ctx.runs += 1
-                by_seq[seq].add_logs(outbox[3])
-                starts[seq] = ("done", self._finish(by_seq[seq], outbox)[0])
+                by_seq[seq].add_logs(outbox.logs)
+                starts[seq] = Finished(self._finish(by_seq[seq], outbox)[0])
+            current_seq, current_outbox = state.current
             current = by_seq[current_seq]
             ctx.runs += 1
-            if not finished and not _quick(current_outbox):
+            if not state.finished and not current_outbox.quick():
                 # Its runs wait for host calls or timers: batching them only delays the others.
                 self._solo_keys.add(current.key)
             if verdict is None:
                 current.ctx = ctx
-                starts[current_seq] = ("own", ctx, current_outbox)
+                starts[current_seq] = Own(ctx, current_outbox)
             elif isinstance(verdict, StepTimeout):  # it ran a full limit: its own timeout
                 current.ctx = None
-                current.add_logs(current_outbox[3])
-                starts[current_seq] = (
-                    "done",
+                current.add_logs(current_outbox.logs)
+                starts[current_seq] = Finished(
                     _fields(
                         current,
                         "timeout",
@@ -345,7 +378,7 @@ class Runner:
             else:  # memory: maybe the batch's garbage, not its own; it runs again alone
                 current.restart(alone=True)
             for job in batch:
-                if starts[job.seq] == ("retry",) and job is not current:
+                if isinstance(starts[job.seq], Retry) and job is not current:
                     job.restart(alone=False)
         for job in batch[1:]:
             assert job.handoff is not None
@@ -373,8 +406,8 @@ class Runner:
 
     async def _step(self, job: Job, ctx: JsContext, code: str) -> Outbox:
         async with self._lock:
-            outbox: Outbox = await self._step_locked(job, ctx, code)
-            return outbox
+            raw = await self._step_locked(job, ctx, code)
+        return Outbox.from_json(raw)
 
     async def _step_locked(
         self,
@@ -385,7 +418,8 @@ class Runner:
         collect: str | None = None,
         deadline: float | None = None,
         batch: bool = False,
-    ) -> Any:
+    ) -> str:
+        """One step with the lock held: what its collect returned, as JSON text."""
         self._start_clock(job)
         budget = rss_budget(job.memory)
         await self._prepare_memory(ctx, budget)
@@ -422,7 +456,7 @@ class Runner:
             if not ctx.closed:  # a closed context's memory is nobody's (see _terminate)
                 self._ledger.charge(ctx, growth)
                 job.memory_peak = max(job.memory_peak, ctx.held)
-        return raw if batch else protocol.loads(raw)
+        return raw
 
     async def _prepare_memory(self, ctx: JsContext, budget: int) -> None:
         """Before a step (lock held, context idle): keep the charges true, collect a context
@@ -443,23 +477,26 @@ class Runner:
         """Serve host calls and timers until the handler settles."""
         while True:
             self._absorb(job, outbox)
-            if outbox[0]:
+            if outbox.settled:
                 await self._drain_calls(job)
                 return outbox
-            await self._wait(job, outbox[4], outbox[5])
+            await self._wait(job, outbox.next_timer_ms, outbox.pending_calls)
             responses, job.responses = job.responses, []
-            text = jsontext.string_literal(protocol.to_json_text(responses))
+            # resume() takes [call_id, ok, value] triples (prelude.js).
+            answers = [[r.call_id, 1 if r.ok else 0, r.value] for r in responses]
+            text = jsontext.string_literal(protocol.to_json_text(answers))
             outbox = await self._step(job, ctx, f"{ctx.api}.resume({text})")
 
     def _absorb(self, job: Job, outbox: Outbox) -> None:
-        job.add_logs(outbox[3])
-        for call_id, op, args_json in outbox[2]:
+        job.add_logs(outbox.logs)
+        for call in outbox.calls:
             job.api_calls += 1
             job.outstanding += 1
             remaining_ms = max(int(job.remaining() * 1000), 0)
-            self._send([protocol.CALL, job.seq, call_id, op, args_json, remaining_ms])
+            self._send(protocol.Call(job.seq, call.call_id, call.op, call.args_json,
+                                     remaining_ms))
 
-    async def _wait(self, job: Job, next_timer_ms: int, pending: int) -> None:
+    async def _wait(self, job: Job, next_timer_ms: float, pending: int) -> None:
         if job.responses:
             return
         timeout = job.remaining()
@@ -488,21 +525,22 @@ class Runner:
                 break
 
     def _finish(self, job: Job, outbox: Outbox) -> tuple[protocol.Done, bool]:
-        result = outbox[1]
-        leftover = outbox[4] >= 0 or outbox[5] > 0
+        """A settled run's result, and whether its context may be reused."""
         if job.memory_peak > rss_budget(job.memory):
             return self._memory_exceeded(job), False
-        if result[0] == 1:
-            refused = output_problem(result[1], job.output)
-            if refused:
-                return _fields(job, "failed", error=refused), False
-            return _fields(job, "completed", output=result[1]), not leftover
-        if result[0] == 2:
-            error = f"output too large: {result[1]} bytes > max_output_size_bytes={job.output}"
-            return _fields(job, "failed", error=error), False
-        name, message, stack = result[1]
-        error = f"{name}: {message}" if name and message else (name or message)
-        return _fields(job, "failed", error=error, stack=stack or None), False
+        match outbox.result:
+            case Returned(output_json):
+                refused = output_problem(output_json, job.output)
+                if refused:
+                    return _fields(job, "failed", error=refused), False
+                return _fields(job, "completed", output=output_json), not outbox.leftover()
+            case TooLarge(size):
+                error = f"output too large: {size} bytes > max_output_size_bytes={job.output}"
+                return _fields(job, "failed", error=error), False
+            case Threw(name, message, stack):
+                error = f"{name}: {message}" if name and message else (name or message)
+                return _fields(job, "failed", error=error, stack=stack or None), False
+        raise RuntimeCorrupted  # unreachable: Outbox and BatchState hand over settled runs only
 
     def _memory_exceeded(self, job: Job) -> protocol.Done:
         return _fields(
@@ -525,20 +563,13 @@ class Runner:
         try:
             raw = await ctx.eval(salvage, SALVAGE_S)
             if batch:
-                self._salvaged[job.seq] = json.loads(raw)
+                self._salvaged[job.seq] = raw  # read by _salvaged_state
             else:
                 job.add_logs(json.loads(raw) if raw else [])
         except Exception:
             pass
         finally:
             await self._pool.close_locked(ctx)
-
-
-def _quick(outbox: Outbox) -> bool:
-    """Did the run end within its first step, cleanly, with nothing left pending?"""
-    return (
-        bool(outbox[0]) and outbox[1][0] == 1 and not outbox[2] and outbox[4] < 0 and not outbox[5]
-    )
 
 
 def output_problem(text: Any, limit: int) -> str | None:

@@ -15,11 +15,13 @@ import os
 import resource
 import signal
 import sys
-from typing import Any
+import traceback
+from collections.abc import Callable
 
 from consumer.sandbox import protocol
 from consumer.sandbox.contexts import ContextPool
 from consumer.sandbox.engine import JsContext
+from consumer.sandbox.errors import ProtocolError
 from consumer.sandbox.ledger import Ledger
 from consumer.sandbox.memory import Statm
 from consumer.sandbox.runner import Job, Runner
@@ -55,12 +57,20 @@ def _protocol_fds() -> tuple[int, int]:
 
 
 class _Reader(asyncio.Protocol):
-    def __init__(self, on_message: Any, on_eof: Any) -> None:
-        self._lines = protocol.LineBuffer(on_message)
+    def __init__(
+        self, on_message: Callable[[protocol.ToWorker], None], on_eof: Callable[[], None]
+    ) -> None:
+        self._lines = protocol.LineBuffer(protocol.to_worker, on_message)
         self._on_eof = on_eof
 
     def data_received(self, data: bytes) -> None:
-        self._lines.feed(data)
+        try:
+            self._lines.feed(data)
+        except ProtocolError:
+            # The parent sent a line that is no message (a bug on its side): stop, and let it
+            # re-run what this worker held, rather than drop a run that it waits for.
+            traceback.print_exc(file=sys.stderr)
+            self._on_eof()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._on_eof()
@@ -69,23 +79,24 @@ class _Reader(asyncio.Protocol):
 class _Jobs:
     """The executions this worker holds, by the parent's sequence number."""
 
-    def __init__(self, runner: Runner, send: Any) -> None:
+    def __init__(self, runner: Runner, send: Callable[[protocol.FromWorker], None]) -> None:
         self._runner = runner
         self._send = send
         self._jobs: dict[int, tuple[Job, asyncio.Task[None]]] = {}
 
-    def handle(self, message: list[Any]) -> None:
-        if message[0] == protocol.RUN:
-            job = Job.from_message(message)
-            self._runner.arriving += 1
-            task = asyncio.get_running_loop().create_task(self._run(job))
-            self._jobs[job.seq] = (job, task)
-        elif message[0] == protocol.RET:
-            held = self._jobs.get(message[1])
-            if held is not None:
-                held[0].deliver(message[2:])
-        elif message[0] == protocol.REVOKE:
-            self._revoke(message[1])
+    def handle(self, message: protocol.Run | protocol.Ret | protocol.Revoke) -> None:
+        match message:
+            case protocol.Run():
+                job = Job.from_run(message)
+                self._runner.arriving += 1
+                task = asyncio.get_running_loop().create_task(self._run(job))
+                self._jobs[job.seq] = (job, task)
+            case protocol.Ret():
+                held = self._jobs.get(message.seq)
+                if held is not None:
+                    held[0].deliver(message)
+            case protocol.Revoke(seq=seq):
+                self._revoke(seq)
 
     def _revoke(self, seq: int) -> None:
         """Give a run back to the parent if it has not begun: it is waiting behind another
@@ -93,7 +104,7 @@ class _Jobs:
         held = self._jobs.get(seq)
         if held is not None and self._runner.revoke(held[0]):
             held[1].cancel()
-            self._send([protocol.REVOKED, seq])
+            self._send(protocol.Revoked(seq))
 
     async def _run(self, job: Job) -> None:
         try:
@@ -123,8 +134,8 @@ async def serve(args: argparse.Namespace) -> None:
     jobs = _Jobs(Runner(writer.send, slot, pool, watchdog, lock, ledger), writer.send)
     stopped = asyncio.Event()
 
-    def on_message(message: list[Any]) -> None:
-        if message[0] == protocol.QUIT:
+    def on_message(message: protocol.ToWorker) -> None:
+        if isinstance(message, protocol.Quit):
             stopped.set()
         else:
             jobs.handle(message)
@@ -140,7 +151,7 @@ async def serve(args: argparse.Namespace) -> None:
 
     beat = loop.create_task(heartbeat())
     gc.freeze()  # start-up's objects live as long as the worker: keep them out of collections
-    writer.send([protocol.READY, os.getpid()])
+    writer.send(protocol.Ready(os.getpid()))
     await stopped.wait()
     beat.cancel()
     writer.flush()

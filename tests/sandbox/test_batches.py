@@ -89,3 +89,17 @@ async def test_an_engine_crash_in_a_burst_fails_only_itself(executor, healthy):
     )
     assert_others_fine(results)
     await healthy()
+
+
+async def test_a_run_that_corrupts_the_batch_runtime_fails_only_itself(executor, healthy):
+    # Its toJSON makes collectMany() say nothing the worker can read: the batch's runs start
+    # again alone, and only the run that corrupted its context fails (they used to hang).
+    results = await asyncio.wait_for(
+        burst(executor, "{ Array.prototype.toJSON = function () { return 5; }; }"), 60
+    )
+    assert (results[13].status, results[13].error) == (
+        "failed",
+        "sandbox runtime corrupted by the script",
+    )
+    assert_others_fine(results)
+    await healthy()

@@ -107,6 +107,46 @@ async def test_the_runtime_of_the_context_is_out_of_the_scripts_reach(solo: Exec
     assert "__jsrt_" not in result.output["wrapper"]
 
 
+async def test_a_script_that_corrupts_its_outbox_fails_without_costing_its_worker(
+    solo: Executor,
+) -> None:
+    """collect() made to say something else (here a host call whose op and arguments are no
+    text): the run fails, its worker is not killed, and the next run is served."""
+    source = """function handler() {
+        Array.prototype.toJSON = function () {
+            return this.length === 6 ? [0, null, [[1, 2, {}]], [], -1, 1] : this;
+        };
+        return 1;
+    }"""
+    restarts = solo.restarts
+    result = await solo.execute(make_request(source, None))
+    assert (result.status, result.error) == ("failed", "sandbox runtime corrupted by the script")
+    ok = await solo.execute(make_request("function handler(i) { return i + 1 }", 1))
+    assert (ok.status, ok.output) == ("completed", 2)
+    assert solo.restarts == restarts
+
+
+async def test_console_lines_a_script_tampered_with_never_cost_its_worker(
+    solo: Executor,
+) -> None:
+    """Array.prototype.push reaches the prelude's console lines: the worker still sends the
+    parent only lines it accepts (a timestamp that is no number becomes 0)."""
+    source = """function handler() {
+        const push = Array.prototype.push;
+        Array.prototype.push = function (x) {
+            if (Array.isArray(x) && x.length === 3 && typeof x[1] === 'string') x[2] = true;
+            return push.call(this, x);
+        };
+        console.log('hi');
+        return 1;
+    }"""
+    restarts = solo.restarts
+    result = await solo.execute(make_request(source, None))
+    assert (result.status, result.output) == ("completed", 1), result
+    assert result.logs == ({"level": "log", "message": "hi", "ts": 0},)
+    assert solo.restarts == restarts
+
+
 async def test_a_long_synchronous_step_does_not_hold_up_runs_waiting_behind_it() -> None:
     """Tenant A's three-second step occupies a worker; tenant B's trivial runs sent to that
     worker meanwhile move to the other one and finish while A's step still runs."""

@@ -118,6 +118,17 @@ def test_the_worker_caps_and_cleans_console_lines_itself():
     assert dirty.logs == [["error", "a\ufffdb\ufffd", 1]]
 
 
+def test_the_worker_sends_only_console_lines_the_parent_accepts():
+    from consumer.sandbox.protocol import Done, from_worker
+    from consumer.sandbox.runner import Job
+
+    odd = Job(4, ("t", "s", "v"), "src", "{}", "{}", 1000, 1 << 20, 1 << 20)
+    odd.add_logs([[["log"], {"m": 1}, True], ["log", "x", None], ["log", "y", 1.5]])
+    assert odd.logs == [["['log']", "{'m': 1}", 0], ["log", "x", 0], ["log", "y", 1.5]]
+    done = Done(4, "completed", "1", None, None, odd.logs, 1, 2, 3)
+    assert from_worker(done.encode()) == done
+
+
 @pytest.mark.parametrize(
     "message",
     [
