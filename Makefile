@@ -31,6 +31,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/executor.py
 	$(BIN)/python bench/consumer.py
 
+# jsruntime beside Graphile Worker, pg-boss and Procrastinate, in one sitting (installs them)
+bench-compare: $(STAMP)
+	$(BIN)/python bench/compare.py $(COMPARE_ARGS)
+
 # The image (Dockerfile). BASE_IMAGE is its base: python:3.11-slim, or, where Docker Hub cannot
 # be reached, the Debian image `make docker-base` builds from Debian's packages.
 IMAGE      ?= jsruntime:latest
