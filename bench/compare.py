@@ -576,7 +576,12 @@ async def sitting(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
     return got
 
 
+JSRT_ONLY = False  # --jsrt-only: iterate on jsruntime without the peers (no ratios)
+
+
 async def _alternate(jobs: list[Any], jsrt_first: bool) -> list[dict[str, Any]]:
+    if JSRT_ONLY:
+        jobs = jobs[:1]
     order = jobs if jsrt_first else [*jobs[1:], jobs[0]]
     out = []
     for job in order:
@@ -692,11 +697,18 @@ async def main() -> None:
     p.add_argument("--http-n", type=int, default=5000, help="requests per HTTP run")
     p.add_argument("--backlog", type=int, default=100_000)
     p.add_argument("--million", action="store_true", help="also the 1,000,000-event run")
+    p.add_argument("--jsrt-only", action="store_true",
+                   help="jsruntime's figures only (while working on it; no ratios)")
     args = p.parse_args()
+    global JSRT_ONLY
+    JSRT_ONLY = args.jsrt_only
     RESULTS.mkdir(exist_ok=True)
     log.configure("console", "warning")  # the migrations of each fresh database say nothing
-    ensure_peers()
+    if not JSRT_ONLY:
+        ensure_peers()
     got = await sitting(args)
+    if JSRT_ONLY:
+        return
     (RESULTS / f"compare-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(json.dumps(got))
     report(got)
 

@@ -101,6 +101,12 @@ class ExecutionResult:
     logs: tuple[Mapping[str, Any], ...] = ()  # {"level", "message", "ts"}
     metrics: Mapping[str, int] = field(default_factory=dict)
     # duration_ms, memory_used_bytes, api_call_count, database_query_count
+    # When the run really started (its first step) and ended, in time.monotonic() seconds
+    # (one clock for the daemon and its workers on a host): what script_executions records as
+    # started_at / completed_at. 0.0: it never reached a worker (refused, or the executor
+    # failed it), and the caller's own observation stands.
+    started: float = 0.0
+    finished: float = 0.0
 
     @property
     def output(self) -> Any:
