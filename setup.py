@@ -1,4 +1,5 @@
-"""Build hook: the wheel carries the repository's schema/ and triggers.sql.
+"""Build hook: the wheel carries the repository's schema/ (with schema/functions/) and
+triggers.sql.
 
 The migrations and the triggers file live once, at the top of the repository, where people edit
 them. `build_py` copies them into the built package as consumer/_bundle/schema/*.sql and
@@ -23,10 +24,13 @@ def bundled_files() -> list[tuple[Path, Path]]:
     schema = sorted(p for p in (ROOT / "schema").glob("*.sql") if p.is_file())
     if not schema:
         raise SystemExit(f"setup.py: no migrations in {ROOT / 'schema'}")
+    functions = sorted(p for p in (ROOT / "schema" / "functions").glob("*.sql") if p.is_file())
     triggers = ROOT / "triggers.sql"
     if not triggers.is_file():
         raise SystemExit(f"setup.py: {triggers} is missing")
-    return [(p, BUNDLE / "schema" / p.name) for p in schema] + [(triggers, BUNDLE / "triggers.sql")]
+    return ([(p, BUNDLE / "schema" / p.name) for p in schema]
+            + [(p, BUNDLE / "schema" / "functions" / p.name) for p in functions]
+            + [(triggers, BUNDLE / "triggers.sql")])
 
 
 class BuildPyWithSchema(build_py):  # type: ignore[misc]  # setuptools is untyped here

@@ -224,14 +224,17 @@ LANGUAGE sql IMMUTABLE AS $$
     END;
 $$;
 
--- A script's free slots: its max_concurrent_runs minus its running runs; NULL for no such
--- script. Call it in a statement after taking jsrt_run_lock, so that its snapshot includes
--- every earlier starter's commit.
+-- A script's free slots: its max_concurrent_runs minus its running runs and minus the
+-- slots daemons hold leases on (jsrt_leases: runs reserved under a lease are not 'running'
+-- rows, the lease's slots stand for them); NULL for no such script. Call it in a statement
+-- after taking jsrt_run_lock, so that its snapshot includes every earlier starter's commit.
 CREATE OR REPLACE FUNCTION jsrt_free_slots(p_script UUID) RETURNS INTEGER
 LANGUAGE sql STABLE AS $$
     SELECT jsrt_max_concurrent_runs(s.resource_limits)
            - (SELECT count(*) FROM jsrt_runs r
               WHERE r.script_id = p_script AND r.state = 'running')::int
+           - (SELECT COALESCE(sum(l.slots), 0) FROM jsrt_leases l
+              WHERE l.script_id = p_script)::int
     FROM scripts s WHERE s.id = p_script;
 $$;
 

@@ -1,13 +1,19 @@
 """The completer: records the results of a process's runs in batches - one statement when
 nothing else is due, and whatever arrived meanwhile in the next - so that a result costs a
-fraction of a round trip under load and none of its own when idle. A result the database
-refuses becomes a failure saying why (recording.py); an unreachable database is waited out,
-shielded from cancellation, so that a result is never lost to a shutdown."""
+fraction of a round trip under load and none of its own when idle. With the results go, in
+one more statement, the starts of runs that have been running a while (so that operators see
+long runs as 'running' while they run; a short run is written once, when it ends) and the
+slots the daemon gives back. A result the database refuses becomes a failure saying why
+(recording.py); an unreachable database is waited out, shielded from cancellation, so that
+a result is never lost to a shutdown."""
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import ParamSpec, TypeVar
+from uuid import UUID
 
 import anyio
 
@@ -23,6 +29,8 @@ BATCH = 256
 # Called after each batch: the batch, and the outcomes as recorded (by execution id; a run no
 # longer ours - rescued meanwhile - is missing).
 OnRecorded = Callable[[Sequence[Outcome], Sequence[Outcome]], None]
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class Completer:
@@ -31,46 +39,89 @@ class Completer:
         self.owner = owner
         self._on_recorded = on_recorded
         self._outcomes: deque[Outcome] = deque()
+        self._starts: dict[UUID, datetime] = {}  # runs to show as started, by execution
+        self._releases: dict[UUID, int] = {}  # slots to give back, by script
         self._arrived = anyio.Event()
         self._idle = anyio.Event()
         self._idle.set()
-        self.unrecorded = 0  # outcomes given and not yet recorded (their slots are held)
+        self.unrecorded = 0  # outcomes given and not yet recorded
 
     def add(self, outcome: Outcome) -> None:
         self._outcomes.append(outcome)
         self.unrecorded += 1
+        # its result says when it started: a start not yet written need not be
+        self._starts.pop(outcome.run.execution_id, None)
+        self._due()
+
+    def started(self, execution_id: UUID, at: datetime) -> None:
+        """Show a run of a local queue as started (it has been running a while)."""
+        self._starts[execution_id] = at
+        self._due()
+
+    def release(self, script_id: UUID, slots: int) -> None:
+        """Give `slots` of a script's lease back."""
+        self._releases[script_id] = self._releases.get(script_id, 0) + slots
+        self._due()
+
+    def _due(self) -> None:
         self._idle = anyio.Event() if self._idle.is_set() else self._idle
         self._arrived.set()
 
+    def _pending(self) -> bool:
+        return bool(self._outcomes or self._starts or self._releases)
+
     async def run(self) -> None:
         while True:
-            while not self._outcomes:
+            while not self._pending():
                 await self._arrived.wait()
                 self._arrived = anyio.Event()
-            batch = [self._outcomes.popleft() for _ in range(min(len(self._outcomes), BATCH))]
-            try:
-                recorded = await self._record(batch)
-            except Exception as exc:  # a bug in recording must not stop the process
-                _LOG.error("completer_error", error=f"{type(exc).__name__}: {exc}"[:300],
-                           executions=len(batch))
-                recorded = []
-            self.unrecorded -= len(batch)
-            try:
-                self._on_recorded(batch, recorded)
-            finally:
-                if not self.unrecorded:
-                    self._idle.set()
+            if self._outcomes:
+                await self._record_batch()
+            if self._starts or self._releases:
+                await self._mark_and_release()
+            if not self._pending():
+                self._idle.set()
 
     async def flushed(self) -> None:
-        """Until every outcome given so far is recorded."""
+        """Until every outcome, start and release given so far is written."""
         await self._idle.wait()
 
-    async def _record(self, batch: list[Outcome]) -> list[Outcome]:
+    async def _record_batch(self) -> None:
+        batch = [self._outcomes.popleft() for _ in range(min(len(self._outcomes), BATCH))]
+        try:
+            recorded = await self._shielded(recording.complete, self.store, self.owner, batch)
+        except Exception as exc:  # a bug in recording must not stop the process
+            _LOG.error("completer_error", error=f"{type(exc).__name__}: {exc}"[:300],
+                       executions=len(batch))
+            recorded = []
+        self.unrecorded -= len(batch)
+        try:
+            self._on_recorded(batch, recorded)
+        except Exception as exc:  # an observer's bug must not stop the recording
+            _LOG.error("completer_error", error=f"{type(exc).__name__}: {exc}"[:300],
+                       executions=len(batch))
+
+    async def _mark_and_release(self) -> None:
+        starts, self._starts = self._starts, {}
+        releases, self._releases = self._releases, {}
+        try:
+            await self._shielded(self.store.queue.mark_and_release, self.owner, starts, releases)
+        except Exception as exc:
+            # Slots must go back, or the script keeps them while this process lives: they are
+            # tried again (after a pause). Starts are only shown: they may be dropped.
+            _LOG.error("completer_error", error=f"{type(exc).__name__}: {exc}"[:300],
+                       starts=len(starts), releases=len(releases))
+            for script_id, n in releases.items():
+                self._releases[script_id] = self._releases.get(script_id, 0) + n
+            await anyio.sleep(1.0)
+
+    async def _shielded(self, call: Callable[P, Awaitable[T]], *args: P.args,
+                        **kwargs: P.kwargs) -> T:
         backoff = Backoff()
         while True:
             try:
                 with anyio.CancelScope(shield=True):
-                    return await recording.complete(self.store, self.owner, batch)
+                    return await call(*args, **kwargs)
             except StoreUnavailable as exc:
                 delay = backoff.next()
                 _LOG.warning("database_unavailable", error=str(exc)[:200], retry_in_s=delay)

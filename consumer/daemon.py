@@ -1,8 +1,11 @@
 """The daemon: claim → execute → report, for one process.
 
-    claim loop  fan events out into executions and start runs within the limits (this module)
-    execute     each started run on the sandbox executor; its result arrives on a future
-    report      the completer records results in batches (completer.py)
+    claim loop  take slots of scripts (leases), reserve their queued runs into local queues,
+                fan events out - one round trip (this module, jsrt_claim_v2)
+    execute     each slot pushes its script's local queue through the sandbox, a serial group
+                of runs at a time (slots.py): no round trip between two runs of a slot
+    report      the completer records results, starts of long runs and given-back slots in
+                batches (completer.py)
 
 beside the services it starts: the lease (heartbeat and rescue of dead processes' runs,
 lease.py), the listener (NOTIFY only wakes the claim loop, listener.py), the timers (due
@@ -16,10 +19,12 @@ import asyncio
 import os
 import random
 import socket
+import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from uuid import UUID
 
@@ -36,12 +41,30 @@ from consumer.records import Finished, Outcome, Run
 from consumer.retention import Cleaner, Policy
 from consumer.retry import retry_at_after
 from consumer.sandbox import Executor
-from consumer.sandbox.types import ExecutionResult
+from consumer.sandbox.types import ExecutionRequest, ExecutionResult
 from consumer.settings import Settings
+from consumer.slots import Slots
 from consumer.store import Store
 from consumer.timers import Timers
 
 _LOG = log.get("jsrt.daemon")
+
+# A run of a local queue that has run this long is shown as 'running' in the database (its
+# execution row stays 'pending' until then): operators see long runs within about 100 ms,
+# and a short run is written once, when it ends.
+SHOW_STARTED_AFTER_S = 0.05
+
+
+@dataclass(eq=False)
+class _Group:
+    """A serial group in one slot: its runs execute one after another."""
+
+    script_id: UUID
+    runs: list[Run]
+    since: float  # monotonic: when the run in progress started (or the group was handed over)
+    left: int  # results still to come
+    current: int = 0  # index of the run in progress
+    shown: int = -1  # index of the last run shown as started
 
 
 @dataclass
@@ -76,15 +99,18 @@ class Daemon:
         self.counters = Counters()
         self._stopping = anyio.Event()
         self._wake = anyio.Event()
-        # Runs on the executor, by execution id, with the future their result arrives on: a
-        # callback, not a task per run, hands each result to the completer.
+        self._slots = Slots(settings.concurrency, settings.reserve, settings.lease_period)
+        self._epoch: datetime | None = None  # wall time at monotonic 0 (see _wall)
+        self._groups: set[_Group] = set()
+        self._grouped = anyio.Event()  # a group started: the start-showing ticker has work
+        # Runs handed to the executor, by execution id, with the future their result arrives
+        # on: a callback, not a task per run, hands each result to the completer.
         self._in_flight: dict[UUID, tuple[Run, asyncio.Future[ExecutionResult]]] = {}
         self._completer = Completer(store, self.id, self._recorded)
         self._timers = Timers(store, self.clock, settings.poll_interval, self._queued)
         self._maybe_events = True  # hints: skip round trips that would find nothing
         self._maybe_runs = True
-        self._runs_waiting = True  # the last claim saw queued runs (a freed slot may start one)
-        self._min_start = max(1, settings.concurrency // 8)
+        self._runs_waiting = True  # the last claim saw pending runs (a freed slot may start one)
         self.listener: Listener | None = None
         self._listen = listen  # False: polling only (tests of the loop without a database)
 
@@ -97,6 +123,7 @@ class Daemon:
     def wake(self) -> None:
         """Something may be due: a notification, a poll tick, a script change."""
         self._maybe_events = self._maybe_runs = True
+        self._slots.hint()
         self._wake.set()
 
     def status(self) -> DaemonStatus:
@@ -117,7 +144,6 @@ class Daemon:
                     self._start_services(tg, until_idle)
                     await self._claim_loop(until_idle)
                     await self._finish_in_flight()
-                    await self._completer.flushed()
                     tg.cancel_scope.cancel()
             finally:
                 _LOG.info("daemon_stopped", daemon_id=self.id, recorded=self.counters.recorded)
@@ -125,6 +151,7 @@ class Daemon:
     def _start_services(self, tg: anyio.abc.TaskGroup, until_idle: bool) -> None:
         s = self.settings
         tg.start_soon(self._completer.run)
+        tg.start_soon(self._show_started)
         if until_idle:  # a drain takes retries and ticks when it runs dry
             return
         if self._listen:
@@ -168,37 +195,49 @@ class Daemon:
 
     async def _claim_once(self) -> bool:
         s = self.settings
-        unrecorded = self._completer.unrecorded
-        # A finished run holds its slot until its result is recorded: the database counts it
-        # as running until then, and a claim sized beyond that would only queue new runs.
-        free = s.concurrency - len(self._in_flight) - unrecorded
-        # Start in batches, not one run per freed slot: fewer, larger round trips. Events are
-        # dispatched just in time, no more than there are free slots, so that most new
-        # executions start at once, and a busy daemon leaves the queue to the others.
-        batch_ready = free >= self._min_start or not (self._in_flight or unrecorded)
-        event_limit = min(s.claim_batch, free) if self._maybe_events and batch_ready else 0
-        start_pending = self._maybe_runs and batch_ready
-        if not (event_limit or start_pending):
+        slots = self._slots
+        # Policy here, rows in SQL: how many slots to take (what this daemon can still hold,
+        # at most half of it for one script per claim), how many runs to reserve per slot,
+        # which local queues need more - and events no more than there is room for, so that
+        # a busy daemon leaves the queue to the others.
+        free = 0 if self._stopping.is_set() else slots.free()
+        slot_limit = free if self._maybe_runs else 0
+        reserve = slots.reserve_per_slot(free)
+        refill = slots.refill()
+        # events for the local queues' room, and a few for scripts not held yet (more of
+        # those would only be queued 'pending', and reserved by a second write later)
+        room = sum(refill.values()) + min(free, reserve)
+        event_limit = min(s.claim_batch, room) if self._maybe_events else 0
+        if not (event_limit or slot_limit or slots.wants_refill()):
             return False
         # Hints are cleared before the query, so a wake-up that arrives during it is kept.
         self._maybe_events = self._maybe_events and not event_limit
-        self._maybe_runs = self._maybe_runs and not start_pending
-        claimed = await self.store.queue.claim(
-            self.id, event_limit, s.tenant_batch, free, max(1, s.concurrency // 2), start_pending)
-        started = claimed.started
-        self._maybe_events = self._maybe_events or claimed.more
-        self._runs_waiting = claimed.waiting
-        # queued executions may be startable, or blocked only until a slot frees
+        self._maybe_runs = self._maybe_runs and not slot_limit
+        leased = await self.store.queue.claim_leased(
+            self.id, event_limit, s.tenant_batch, slot_limit, max(1, s.concurrency // 2),
+            reserve, refill)
+        for script_id, n in leased.granted.items():
+            slots.granted(script_id, n)
+        orphans = [r.execution_id for r in leased.runs if not slots.reserved(r)]
+        slots.filled(refill, Counter(r.script_id for r in leased.runs))
+        if leased.lost:
+            slots.lost(leased.lost)
+            _LOG.warning("leases_lost", daemon_id=self.id, scripts=len(leased.lost))
+        self._maybe_events = self._maybe_events or leased.more
+        self._runs_waiting = leased.waiting
+        # pending runs may be startable: every slot asked for was taken
         self._maybe_runs = self._maybe_runs or (
-            claimed.waiting and (claimed.queued > 0 or len(started) >= free))
-        for run in started:
-            self._start(run)
-        self.counters.dispatched_events += claimed.events
-        self.counters.started += len(started)
-        return bool(claimed.events or started)
+            leased.waiting and slot_limit > 0 and sum(leased.granted.values()) >= slot_limit)
+        if orphans:  # reserved for a lease given back meanwhile: for whoever comes next
+            with anyio.CancelScope(shield=True):
+                await self.store.queue.unreserve_runs(self.id, orphans)
+        self.counters.dispatched_events += leased.events
+        self._pump()
+        return bool(leased.events or leased.runs or leased.granted)
 
     async def _idle(self) -> bool:
-        if self._in_flight or self._completer.unrecorded:
+        if self._in_flight or self._groups or not self._slots.idle() \
+                or self._completer.unrecorded:
             return False
         if await self._timers.poll(force=True):
             self._maybe_runs = True
@@ -235,39 +274,113 @@ class Daemon:
             self.wake()
 
     # ------------------------------------------------------------ execute
-    def _start(self, run: Run) -> None:
-        if log.enabled("debug"):
-            _LOG.debug("execution_started", **recording.run_fields(run))
-        future = self._submit(run)
-        self._in_flight[run.execution_id] = (run, future)
-        future.add_done_callback(partial(self._executed, run))
+    def _pump(self) -> None:
+        """Start a group in every idle slot with queued runs; give back the slots that have
+        nothing left to run."""
+        while groups := self._slots.next_groups():
+            for script_id, runs in groups:
+                self._start_group(script_id, runs)
+        released = self._slots.releases()
+        for script_id, n in released.items():
+            self._completer.release(script_id, n)
+        if released and self._runs_waiting:
+            self._maybe_runs = True  # this daemon can take slots again
 
-    def _submit(self, run: Run) -> asyncio.Future[ExecutionResult]:
-        refused = run.refused()  # e.g. unusable resource_limits: fails, sandbox untouched
-        if refused is None:
-            try:
-                return self.executor.submit(run.request())
-            except Exception as exc:  # the executor must never take the daemon down
-                future = asyncio.get_running_loop().create_future()
-                future.set_exception(exc)
-                return future
-        future = asyncio.get_running_loop().create_future()
-        future.set_result(refused)
-        return future
+    def _start_group(self, script_id: UUID, runs: list[Run]) -> None:
+        runnable: list[Run] = []
+        for run in runs:
+            refused = run.refused()  # e.g. unusable resource_limits: fails, sandbox untouched
+            if refused is None:
+                runnable.append(run)
+            else:
+                at = self._wall(time.monotonic())
+                self._completer.add(Outcome(run, refused, self._retry_at(run), at, at))
+        self.counters.started += len(runs)
+        if not runnable:
+            self._slots.group_done(script_id)
+            return
+        group = _Group(script_id, runnable, time.monotonic(), len(runnable))
+        futures = self._submit_serial([run.request() for run in runnable])
+        self._groups.add(group)
+        self._grouped.set()
+        for i, (run, future) in enumerate(zip(runnable, futures, strict=True)):
+            if log.enabled("debug"):
+                _LOG.debug("execution_queued", **recording.run_fields(run))
+            self._in_flight[run.execution_id] = (run, future)
+            future.add_done_callback(partial(self._executed, group, i))
 
-    def _executed(self, run: Run, future: asyncio.Future[ExecutionResult]) -> None:
-        if future.cancelled() or self._in_flight.pop(run.execution_id, None) is None:
-            return  # released at shutdown: the run is queued again for any daemon
+    def _submit_serial(self, requests: list[ExecutionRequest]
+                       ) -> list[asyncio.Future[ExecutionResult]]:
+        """The executor's serial group: one run after another, never two at once."""
+        loop = asyncio.get_running_loop()
         try:
-            result = self._result_of(run, future)
-            outcome = Outcome(run, result, self._retry_at(run))
-        except Exception as exc:  # a callback must fail this run only, never the daemon
-            _LOG.error("execution_result_broken", error=f"{type(exc).__name__}: {exc}"[:300],
-                       **recording.run_fields(run))
-            outcome = Outcome(run, ExecutionResult("failed", error="sandbox result unreadable"),
-                              self.clock.now())
-        self._completer.add(outcome)
+            serial = getattr(self.executor, "submit_serial", None)
+            if serial is not None:
+                futures: list[asyncio.Future[ExecutionResult]] = serial(requests)
+                return futures
+            return _one_after_another(self.executor, requests, loop)
+        except Exception as exc:  # the executor must never take the daemon down
+            failed = []
+            for _ in requests:
+                future = loop.create_future()
+                future.set_exception(exc)
+                failed.append(future)
+            return failed
+
+    def _executed(self, group: _Group, i: int, future: asyncio.Future[ExecutionResult]) -> None:
+        run = group.runs[i]
+        now = time.monotonic()
+        if not future.cancelled() and self._in_flight.pop(run.execution_id, None) is not None:
+            try:
+                result = self._result_of(run, future)
+                # true times from the worker; else what this process saw
+                started = result.started or (group.since if i == group.current else now)
+                finished = result.finished or now
+                outcome = Outcome(run, result, self._retry_at(run), self._wall(started),
+                                  self._wall(finished))
+            except Exception as exc:  # a callback must fail this run only, never the daemon
+                _LOG.error("execution_result_broken",
+                           error=f"{type(exc).__name__}: {exc}"[:300], **recording.run_fields(run))
+                outcome = Outcome(run, ExecutionResult("failed",
+                                                       error="sandbox result unreadable"),
+                                  self.clock.now())
+                finished = now
+            self._completer.add(outcome)
+            group.current, group.since = i + 1, finished  # the next run starts after it
+        # (otherwise released at shutdown: the run is queued again for any daemon)
+        group.left -= 1
+        if group.left == 0:
+            self._groups.discard(group)
+            self._slots.group_done(group.script_id)
+            try:
+                self._pump()
+            except Exception as exc:  # a callback must never take the daemon down
+                _LOG.error("pump_failed", error=f"{type(exc).__name__}: {exc}"[:300])
         self._wake.set()
+
+    def _wall(self, monotonic: float) -> datetime:
+        """A time.monotonic() reading as wall time: when a run really started or ended is a
+        measurement, on the real clock (the injected one decides what is due). One offset
+        for the daemon's life: readings converted at different moments keep their order and
+        their distance (two reads of two clocks differ by the time between the reads, and a
+        run that follows another in a slot could seem to start before it ended)."""
+        if self._epoch is None:
+            self._epoch = datetime.now(UTC) - timedelta(seconds=time.monotonic())
+        return self._epoch + timedelta(seconds=monotonic)
+
+    async def _show_started(self) -> None:
+        """Runs of a group that have run SHOW_STARTED_AFTER_S are shown as started."""
+        while True:
+            if not self._groups:
+                self._grouped = anyio.Event()
+                await self._grouped.wait()
+            await anyio.sleep(SHOW_STARTED_AFTER_S / 2)
+            now = time.monotonic()
+            for g in list(self._groups):
+                i = g.current
+                if i < len(g.runs) and g.shown < i and now - g.since >= SHOW_STARTED_AFTER_S:
+                    g.shown = i
+                    self._completer.started(g.runs[i].execution_id, self._wall(g.since))
 
     @staticmethod
     def _result_of(run: Run, future: asyncio.Future[ExecutionResult]) -> ExecutionResult:
@@ -286,12 +399,19 @@ class Daemon:
                               self.settings.retry_base_seconds)
 
     async def _finish_in_flight(self) -> None:
-        if not self._in_flight:
-            return
-        _LOG.info("draining", in_flight=len(self._in_flight), grace_s=self.settings.grace_period)
-        with anyio.move_on_after(self.settings.grace_period):
-            while self._in_flight:
-                await self._wait_for_work()
+        # The local queues go back first, for other daemons to take while these runs end.
+        queued = self._slots.drain()
+        if queued:
+            with anyio.CancelScope(shield=True):
+                given = await self.store.queue.unreserve_runs(
+                    self.id, [r.execution_id for r in queued])
+            _LOG.info("queued_runs_released", count=given)
+        if self._in_flight:
+            _LOG.info("draining", in_flight=len(self._in_flight),
+                      grace_s=self.settings.grace_period)
+            with anyio.move_on_after(self.settings.grace_period):
+                while self._in_flight:
+                    await self._wait_for_work()
         if self._in_flight:
             left = list(self._in_flight)
             for _run, future in self._in_flight.values():
@@ -300,6 +420,9 @@ class Daemon:
             with anyio.CancelScope(shield=True):
                 released = await self.store.queue.release_runs(self.id, left)
             _LOG.warning("executions_released", count=released)
+        await self._completer.flushed()
+        with anyio.CancelScope(shield=True):
+            await self.store.queue.release_leases(self.id)
 
     # ------------------------------------------------------------ report
     def _recorded(self, batch: Sequence[Outcome], recorded: Sequence[Outcome]) -> None:
@@ -311,6 +434,37 @@ class Daemon:
             self.counters.by_status[status] = self.counters.by_status.get(status, 0) + 1
             recording.log_outcome(shown.run, shown.result, o.run.execution_id in by_id)
         self.counters.recorded += len(recorded)
-        if self._runs_waiting:
-            self._maybe_runs = True  # slots of these scripts are free again
         self._wake.set()
+
+
+def _one_after_another(executor: Executor, requests: list[ExecutionRequest],
+                       loop: asyncio.AbstractEventLoop) -> list[asyncio.Future[ExecutionResult]]:
+    """A serial group on an executor without them: each run submitted when the one before
+    it has its result."""
+    futures: list[asyncio.Future[ExecutionResult]] = [loop.create_future() for _ in requests]
+
+    def submit(i: int) -> None:
+        if i == len(requests):
+            return
+        try:
+            inner = executor.submit(requests[i])
+        except Exception as exc:
+            for f in futures[i:]:
+                if not f.done():
+                    f.set_exception(exc)
+            return
+        inner.add_done_callback(lambda done: settle(i, done))
+
+    def settle(i: int, done: asyncio.Future[ExecutionResult]) -> None:
+        target = futures[i]
+        if not target.done():
+            if done.cancelled():
+                target.cancel()
+            elif (exc := done.exception()) is not None:
+                target.set_exception(exc)
+            else:
+                target.set_result(done.result())
+        submit(i + 1)
+
+    submit(0)
+    return futures

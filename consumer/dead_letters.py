@@ -159,6 +159,7 @@ async def record_letters(
         rows = await tx.fetch(
             q("dead_letter_resolved"),
             [f.dead_letter_id for f in fixed], [f.tenant_id for f in fixed],
+            [f.execution_id for f in fixed],
         )
         letters += [Letter("dead_letter_resolved", r["dead_letter_id"],
                            by_letter[r["dead_letter_id"]], r["retry_count"] + 1) for r in rows]

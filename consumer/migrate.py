@@ -1,6 +1,8 @@
 """sql-migrate compatible migrations: files `{timestamp}_{name}.sql` in schema/, applied in
 name order, recorded in gorp_migrations exactly as the Go sql-migrate tool records them,
-so both tools agree on what is applied. After the migrations, triggers.sql is applied."""
+so both tools agree on what is applied. After the migrations, the routines are applied:
+triggers.sql, then schema/functions/*.sql (the run path's versioned functions) in name order,
+again whenever any of them changes."""
 
 from __future__ import annotations
 
@@ -69,7 +71,7 @@ class Migrator:
     def __init__(self, conn: asyncpg.Connection, schema_dir: Path, triggers_file: Path) -> None:
         self._conn = conn
         self._migrations = load(schema_dir)
-        self._triggers = triggers_file
+        self._routines = routines(schema_dir, triggers_file)
 
     async def _ensure_table(self) -> None:
         await self._conn.execute(q("migrate_bookkeeping"))
@@ -129,18 +131,19 @@ class Migrator:
             await self._conn.execute(q("migrate_forget"), m.id)
 
     async def _apply_triggers(self, force: bool) -> None:
-        text = self._triggers.read_text()
-        digest = hashlib.sha256(text.encode()).hexdigest()
+        texts = [(p.name, p.read_text()) for p in self._routines]
+        digest = routines_digest(self._routines)
         current = await self._conn.fetchval(q("triggers_digest"))
         if current == digest and not force:
             return
-        try:
-            async with self._conn.transaction():
-                await self._conn.execute(text)
-                await self._conn.execute(q("triggers_digest_save"), digest)
-        except asyncpg.PostgresError as exc:
-            raise MigrationError(f"triggers.sql failed: {exc}") from exc
-        _LOG.info("triggers_applied", sha256=digest[:12])
+        async with self._conn.transaction():
+            for name, text in texts:
+                try:
+                    await self._conn.execute(text)
+                except asyncpg.PostgresError as exc:
+                    raise MigrationError(f"{name} failed: {exc}") from exc
+            await self._conn.execute(q("triggers_digest_save"), digest)
+        _LOG.info("triggers_applied", sha256=digest[:12], files=len(texts))
 
     def _locked(self) -> _AdvisoryLock:
         return _AdvisoryLock(self._conn, self._ensure_table)
@@ -169,9 +172,21 @@ async def migrate_up(dsn: str, schema_dir: Path, triggers_file: Path) -> list[st
         await conn.close()
 
 
+def routines(schema_dir: Path, triggers_file: Path) -> list[Path]:
+    """What is applied after the migrations, in order: triggers.sql, then the functions."""
+    return [triggers_file, *sorted(p for p in (schema_dir / "functions").glob("*.sql")
+                                   if p.is_file())]
+
+
+def routines_digest(paths: list[Path]) -> str:
+    """What jsrt_schema_state keeps of the routines applied last: a change re-applies them."""
+    return hashlib.sha256(b"".join(
+        p.name.encode() + b"\0" + p.read_bytes() + b"\0" for p in paths)).hexdigest()
+
+
 def fingerprint(schema_dir: Path, triggers_file: Path) -> str:
-    """Changes whenever a migration or triggers.sql changes (test template cache key)."""
+    """Changes whenever a migration or a routine changes (test template cache key)."""
     h = hashlib.sha256()
-    for p in [*sorted(schema_dir.glob("*.sql")), triggers_file]:
+    for p in [*sorted(schema_dir.glob("*.sql")), *routines(schema_dir, triggers_file)]:
         h.update(p.name.encode() + b"\0" + p.read_bytes())
     return h.hexdigest()[:16]

@@ -3,6 +3,8 @@ report path (events, executions in flight, their results), over the connector.
 
     enqueue        an event (jsrt_publish's path, for NOTIFY, scripts and the CLI)
     claim          one round trip: fan due events out into executions, start runs
+    claim_leased   the same for the leased path: slots of scripts, runs reserved through them
+    mark_and_release  show long runs of local queues as started; give slots back
     start_now      a run outside the queue (HTTP, jsrt exec, the embedded API)
     complete_runs  results, console lines, dead letters and cron follow-ups, atomically
     release_runs   give unfinished runs back (shutdown)
@@ -21,7 +23,7 @@ from uuid import UUID
 from consumer import jsontext
 from consumer.db import Db
 from consumer.dead_letters import log_letters, record_letters
-from consumer.records import Claimed, Finished, Outcome, Run
+from consumer.records import Claimed, Finished, Leased, Outcome, Run
 from consumer.schedules import record_cron_finished
 from consumer.sql import q
 
@@ -74,6 +76,46 @@ class Queue:
                 observe(by_source)
         return claimed
 
+    async def claim_leased(
+        self, daemon_id: str, event_limit: int, per_tenant: int, slot_limit: int,
+        per_script: int, reserve: int, refill: Mapping[UUID, int],
+    ) -> Leased:
+        """The leased path's round trip (jsrt_claim_v2): reserve up to refill[s] more runs
+        for each script s whose slots this daemon holds, take up to `slot_limit` free slots
+        (`per_script` at most of each script) with `reserve` runs each, fan out up to
+        `event_limit` due events, reserving their runs where there is room."""
+        row = await self._db.fetchrow(
+            q("claim_leased"), daemon_id, event_limit, per_tenant, uuid.uuid4(), slot_limit,
+            per_script, uuid.uuid4(), reserve, list(refill), list(refill.values()))
+        assert row is not None  # the function returns one row
+        leased = Leased(
+            [Run.from_row(r) for r in row["runs"]],
+            dict(zip(row["lease_scripts"], row["lease_slots"], strict=True)),
+            list(row["lost_scripts"]), row["events"], row["created"], row["queued"],
+            row["more"], row["waiting"],
+        )
+        by_source = row["by_source"]
+        if by_source:
+            for observe in self._on_dispatched:
+                observe(by_source)
+        return leased
+
+    async def mark_and_release(
+        self, daemon_id: str, started: Mapping[UUID, datetime], released: Mapping[UUID, int],
+    ) -> None:
+        """Show runs of the local queues as started (at their true start); give slots back."""
+        await self._db.fetchrow(q("mark_and_release"), daemon_id, list(started),
+                                list(started.values()), list(released), list(released.values()))
+
+    async def unreserve_runs(self, daemon_id: str, execution_ids: Sequence[UUID]) -> int:
+        """Give runs of the local queues that were not started back to the queue."""
+        if not execution_ids:
+            return 0
+        return len(await self._db.fetch(q("unreserve_runs"), daemon_id, list(execution_ids)))
+
+    async def release_leases(self, daemon_id: str) -> int:
+        return len(await self._db.fetch(q("release_leases"), daemon_id))
+
     async def dispatch_events(self, limit: int, per_tenant: int) -> tuple[int, int]:
         """Fan out due events into queued ('pending') executions, starting none."""
         c = await self.claim(None, limit, per_tenant, 0, 0, start_pending=False)
@@ -101,6 +143,8 @@ class Queue:
             [o.result.output_json if o.result.status == "completed" else None for o in outcomes],
             [_clean(o.error_text()) for o in outcomes],
             [_metrics_json(o.result.metrics) for o in outcomes],
+            [o.started_at for o in outcomes],
+            [o.completed_at for o in outcomes],
         )
         if not any(map(_needs_more, outcomes)):
             # the common case, one statement: no BEGIN/COMMIT round trips

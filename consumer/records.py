@@ -113,12 +113,33 @@ class Claimed:
 
 
 @dataclass(frozen=True, slots=True)
+class Leased:
+    """What one claim of the leased path did (jsrt_claim_v2): the runs it reserved for this
+    daemon (oldest first within each script), the slots it granted, by script, the scripts the
+    daemon asked to refill but holds no slots of any more (rescued, or the script is gone),
+    events fanned out and executions created from them (of which `queued` wait as 'pending');
+    whether more events may be due, and whether any pending run is left."""
+
+    runs: list[Run]
+    granted: dict[UUID, int]
+    lost: list[UUID]
+    events: int
+    created: int
+    queued: int
+    more: bool = False
+    waiting: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """What came of a run, ready to be recorded."""
 
     run: Run
     result: ExecutionResult
     next_retry_at: datetime  # used only if the run failed and is dead-lettered or retried
+    # When the run really started and ended (None: the database's now, the start kept).
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
 
     @property
     def failed(self) -> bool:

@@ -21,8 +21,12 @@ SQL_ROOT = _BUNDLE if _BUNDLE.is_dir() else REPO_ROOT
 @dataclass(frozen=True, slots=True)
 class Settings:
     database_url: str = ""
-    # How many executions one daemon runs at once (over all scripts).
+    # How many executions one daemon runs at once (over all scripts): the slots it may hold.
     concurrency: int = 64
+    # Runs queued in the daemon for each slot it holds (refilled when half empty), and how
+    # long it keeps refilling one script's lease before giving its slots back to the round.
+    reserve: int = 16
+    lease_period: float = 2.0
     # Sandbox worker processes; 0 means one per core.
     workers: int = 0
     poll_interval: float = 1.0  # seconds; NOTIFY is only a hint, this is the fallback
@@ -80,6 +84,8 @@ class Settings:
             (self.workers >= 0, f"JSRT_WORKERS must be >= 0 (got {self.workers})"),
             (self.poll_interval > 0, "JSRT_POLL_INTERVAL must be > 0"),
             (self.claim_batch >= 1, "JSRT_CLAIM_BATCH must be >= 1"),
+            (self.reserve >= 1, "JSRT_RESERVE must be >= 1"),
+            (self.lease_period > 0, "JSRT_LEASE_PERIOD must be > 0"),
             (self.tenant_batch >= 1, "JSRT_TENANT_BATCH must be >= 1"),
             (self.grace_period >= 0, "JSRT_GRACE_PERIOD must be >= 0"),
             (

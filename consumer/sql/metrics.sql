@@ -9,12 +9,23 @@ SELECT 1;
 -- Queue depth, oldest pending event and dead letters by state, in one round trip. The
 -- pending-event aggregates read the partial index of undispatched events; dead letters are
 -- bounded by retention.
+-- A run in a daemon's local queue ('reserved') is pending until its execution shows it
+-- started (jsrt_runs holds unfinished runs only, and local queues are short).
+WITH runs AS (
+    SELECT count(*) FILTER (WHERE NOT x.started) AS pending, count(*) FILTER (WHERE x.started) AS running
+    FROM (SELECT r.state = 'running'
+                 OR (r.state = 'reserved' AND EXISTS (
+                         SELECT 1 FROM script_executions e
+                         WHERE e.id = r.execution_id AND e.tenant_id = r.tenant_id
+                           AND e.status = 'running')) AS started
+          FROM jsrt_runs r) x
+)
 SELECT
     (SELECT count(*) FROM jsrt_events WHERE dispatched_at IS NULL) AS pending_events,
     (SELECT coalesce(extract(epoch FROM NOW() - min(published_at)), 0)::float8
      FROM jsrt_events WHERE dispatched_at IS NULL) AS oldest_pending_age_s,
-    (SELECT count(*) FROM jsrt_runs WHERE state = 'pending') AS pending_runs,
-    (SELECT count(*) FROM jsrt_runs WHERE state = 'running') AS running_runs,
+    (SELECT pending FROM runs) AS pending_runs,
+    (SELECT running FROM runs) AS running_runs,
     count(*) FILTER (WHERE st.resolved_at IS NULL
                        AND (st.in_flight OR d.retry_count < st.max_retries)) AS dl_retriable,
     count(*) FILTER (WHERE st.resolved_at IS NULL AND NOT st.in_flight

@@ -26,33 +26,81 @@ SELECT c.execution_id, c.tenant_id, c.script_id, c.source, c.version_id,
        c.events, c.created, c.queued, c.by_source, c.more, c.waiting
 FROM jsrt_claim($1, $2, $3, $4::uuid, $5, $6, $7::uuid, $8) c;
 
+-- name: claim_leased
+-- Refill the local queues of the scripts whose slots this daemon holds, take free slots of
+-- scripts with pending runs, fan due events out (jsrt_claim_v2 in schema/functions/): one
+-- statement, one round trip, one commit. One row.
+SELECT * FROM jsrt_claim_v2($1, $2, $3, $4::uuid, $5, $6, $7::uuid, $8, $9::uuid[], $10::int[]);
+
 -- name: complete_runs
 -- Record finished executions, but only those this daemon still owns: a run rescued from a
 -- daemon presumed dead is never overwritten by that daemon's late result. Outputs and
 -- metrics arrive as JSON text, one element per execution: a jsonb[] parameter built from
 -- Python lists would be read as a multi-dimensional array when an output is itself an
--- array, and unnest would flatten it into other executions' rows.
+-- array, and unnest would flatten it into other executions' rows. started_at/completed_at
+-- are the times the run really started and ended (NULL: now, and the start kept).
 WITH res AS (
     SELECT r.execution_id, r.tenant_id, r.status, r.output::jsonb AS output, r.error,
-           r.metrics::jsonb AS metrics
-    FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[])
-        AS r(execution_id, tenant_id, status, output, error, metrics)
+           r.metrics::jsonb AS metrics, r.started_at, r.completed_at
+    FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[],
+                $8::timestamptz[], $9::timestamptz[])
+        AS r(execution_id, tenant_id, status, output, error, metrics, started_at, completed_at)
 ),
 mine AS (
     DELETE FROM jsrt_runs r USING res
     WHERE r.execution_id = res.execution_id AND r.tenant_id = res.tenant_id
-      AND r.daemon_id = $1 AND r.state = 'running'
+      AND r.daemon_id = $1 AND r.state IN ('running', 'reserved')
     RETURNING r.execution_id, r.dead_letter_id
 )
 UPDATE script_executions e
 SET status = res.status, output = res.output, error = res.error, metrics = res.metrics,
-    completed_at = NOW()
+    started_at = COALESCE(res.started_at, e.started_at),
+    completed_at = COALESCE(res.completed_at, NOW())
 FROM res JOIN mine USING (execution_id)
 WHERE e.id = res.execution_id AND e.tenant_id = res.tenant_id
 -- trigger_data only for failures: only dead-lettering reads it back
 RETURNING e.id, e.tenant_id, e.script_id, e.status, e.error, e.trigger_type,
           CASE WHEN e.status <> 'completed' THEN e.trigger_data::text END AS trigger_data,
           mine.dead_letter_id;
+
+-- name: mark_and_release
+-- Runs of this daemon's local queues that have been running a while are shown as running
+-- (their true start; a short run is written once, when it ends), and slots this daemon no
+-- longer needs are given back: $4 holds each script's count, a lease at zero goes.
+WITH marked AS (
+    UPDATE script_executions e SET status = 'running', started_at = m.started_at
+    FROM unnest($2::uuid[], $3::timestamptz[]) AS m(execution_id, started_at)
+    JOIN jsrt_runs r ON r.execution_id = m.execution_id
+    WHERE e.id = m.execution_id AND e.tenant_id = r.tenant_id AND e.status = 'pending'
+      AND r.daemon_id = $1 AND r.state = 'reserved'
+    RETURNING e.id
+),
+released AS (
+    SELECT x.script_id, x.n FROM unnest($4::uuid[], $5::int[]) AS x(script_id, n)
+),
+shrunk AS (
+    UPDATE jsrt_leases l SET slots = l.slots - x.n
+    FROM released x
+    WHERE l.script_id = x.script_id AND l.daemon_id = $1 AND l.slots > x.n
+    RETURNING l.script_id
+),
+ended AS (
+    DELETE FROM jsrt_leases l USING released x
+    WHERE l.script_id = x.script_id AND l.daemon_id = $1 AND l.slots <= x.n
+    RETURNING l.script_id
+)
+SELECT (SELECT count(*) FROM marked) AS marked,
+       (SELECT count(*) FROM shrunk) + (SELECT count(*) FROM ended) AS released;
+
+-- name: unreserve_runs
+-- Give runs of this daemon's local queues that it did not start back to the queue.
+UPDATE jsrt_runs r SET state = 'pending', daemon_id = NULL
+WHERE r.execution_id = ANY ($2::uuid[]) AND r.daemon_id = $1 AND r.state = 'reserved'
+RETURNING r.execution_id;
+
+-- name: release_leases
+-- Every slot this daemon holds (it stops, or starts afresh).
+DELETE FROM jsrt_leases WHERE daemon_id = $1 RETURNING script_id;
 
 -- name: save_logs
 -- $3 holds each execution's lines as JSON text: a jsonb[] of lists would be read as a
@@ -66,7 +114,8 @@ ON CONFLICT (execution_id) DO UPDATE SET lines = EXCLUDED.lines;
 -- Give runs that this daemon could not finish back to the queue, for any daemon to take.
 WITH released AS (
     UPDATE jsrt_runs r SET state = 'pending', daemon_id = NULL, started_at = NULL
-    WHERE r.execution_id = ANY ($2::uuid[]) AND r.daemon_id = $1 AND r.state = 'running'
+    WHERE r.execution_id = ANY ($2::uuid[]) AND r.daemon_id = $1
+      AND r.state IN ('running', 'reserved')
     RETURNING r.execution_id, r.tenant_id
 )
 UPDATE script_executions e SET status = 'pending'
@@ -74,15 +123,37 @@ FROM released WHERE e.id = released.execution_id AND e.tenant_id = released.tena
 RETURNING e.id;
 
 -- name: rescue_lost_runs
--- Runs owned by a daemon whose heartbeat is older than $1 seconds are closed as
--- "worker lost" and handed to the dead-letter path by the caller.
-WITH lost AS (
-    DELETE FROM jsrt_runs r
-    WHERE r.state = 'running'
+-- Runs owned by a daemon whose heartbeat is older than $1 seconds: those it had started
+-- (running, or reserved and shown as started) are closed as "worker lost" and handed to the
+-- dead-letter path by the caller; those still waiting in its local queue are queued again
+-- (nothing of them ran that anyone saw); its slot leases go.
+WITH dead AS (
+    SELECT r.execution_id, r.tenant_id, r.dead_letter_id,
+           r.state = 'reserved' AND e.status = 'pending' AS waiting
+    FROM jsrt_runs r
+    JOIN script_executions e ON e.id = r.execution_id AND e.tenant_id = r.tenant_id
+    WHERE r.state IN ('running', 'reserved')
       AND NOT EXISTS (
           SELECT 1 FROM jsrt_daemons d
           WHERE d.id = r.daemon_id
             AND d.heartbeat_at > COALESCE($2::timestamptz, NOW()) - make_interval(secs => $1))
+),
+requeued AS (
+    UPDATE jsrt_runs r SET state = 'pending', daemon_id = NULL
+    FROM dead WHERE r.execution_id = dead.execution_id AND dead.waiting
+    RETURNING r.execution_id
+),
+freed AS (
+    DELETE FROM jsrt_leases l
+    WHERE NOT EXISTS (
+        SELECT 1 FROM jsrt_daemons d
+        WHERE d.id = l.daemon_id
+          AND d.heartbeat_at > COALESCE($2::timestamptz, NOW()) - make_interval(secs => $1))
+    RETURNING l.script_id
+),
+lost AS (
+    DELETE FROM jsrt_runs r USING dead
+    WHERE r.execution_id = dead.execution_id AND NOT dead.waiting
     RETURNING r.execution_id, r.tenant_id, r.dead_letter_id
 )
 UPDATE script_executions e
@@ -130,9 +201,13 @@ RETURNING dead_letter_id,
 -- name: dead_letter_retry_failed
 -- A retry failed: count it, point the letter at the newest attempt, plan the next retry
 -- (NULL once exhausted).
+-- last_retry_at is when the attempt ended (its execution's completed_at).
 WITH upd AS (
     UPDATE script_event_dead_letters d
-    SET retry_count = d.retry_count + 1, last_retry_at = NOW(),
+    SET retry_count = d.retry_count + 1,
+        last_retry_at = COALESCE((SELECT e.completed_at FROM script_executions e
+                                  WHERE e.id = r.execution_id AND e.tenant_id = r.tenant_id),
+                                 NOW()),
         execution_id = r.execution_id, error = r.error
     FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[]) AS r(id, tenant_id, execution_id, error)
     WHERE d.id = r.id AND d.tenant_id = r.tenant_id
@@ -148,6 +223,7 @@ RETURNING st.dead_letter_id, upd.retry_count, st.next_retry_at IS NULL AS exhaus
 -- name: dead_letter_resolved
 -- A retry completed: the letter is resolved, and its last_retry_at is this retry's. (Its
 -- retry_count keeps counting failed retries only, as the review views expect.)
+-- $3: the executions that completed (their completed_at is the letter's last_retry_at).
 WITH resolved AS (
     UPDATE jsrt_dead_letter_state st
     SET in_flight = false, resolved_at = NOW(), resolution = 'succeeded', next_retry_at = NULL
@@ -155,8 +231,12 @@ WITH resolved AS (
     WHERE st.dead_letter_id = r.id AND st.tenant_id = r.tenant_id
     RETURNING st.dead_letter_id, st.tenant_id
 )
-UPDATE script_event_dead_letters d SET last_retry_at = NOW()
-FROM resolved r WHERE d.id = r.dead_letter_id AND d.tenant_id = r.tenant_id
+UPDATE script_event_dead_letters d
+SET last_retry_at = COALESCE((SELECT e.completed_at FROM script_executions e
+                              WHERE e.id = x.execution_id AND e.tenant_id = r.tenant_id), NOW())
+FROM resolved r JOIN unnest($1::uuid[], $3::uuid[]) AS x(id, execution_id)
+  ON x.id = r.dead_letter_id
+WHERE d.id = r.dead_letter_id AND d.tenant_id = r.tenant_id
 RETURNING d.id AS dead_letter_id, d.retry_count;
 
 -- name: claim_retries

@@ -16,7 +16,7 @@ from support.waiting import eventually
 
 from consumer.daemon import Daemon
 from consumer.errors import StoreError, StoreUnavailable
-from consumer.records import Claimed, Finished, Outcome, Run
+from consumer.records import Finished, Leased, Outcome, Run
 from consumer.sandbox import ExecutionRequest, ExecutionResult, Executor, Limits
 from consumer.settings import Settings
 from consumer.store import Store
@@ -35,6 +35,8 @@ class FakeQueue:
         self.running: dict[uuid.UUID, Run] = {}
         self.recorded: dict[uuid.UUID, Outcome] = {}
         self.released: list[uuid.UUID] = []
+        self.held_slots: dict[uuid.UUID, int] = {}  # slots held, by script
+        self.most_leased = 0
         self.fail_complete: list[BaseException] = []  # raised by the next complete calls
         self.fail_claim: list[BaseException] = []
         self.refuse: Callable[[Outcome], bool] = lambda o: False
@@ -45,15 +47,57 @@ class FakeQueue:
     async def pending_work(self, *_: Any) -> bool:
         return bool(self.pending or self.running)
 
-    async def claim(self, daemon_id: str, event_limit: int, per_tenant: int, run_limit: int,
-                    per_script: int, start_pending: bool = True) -> Claimed:
+    async def claim_leased(self, daemon_id: str, event_limit: int, per_tenant: int,
+                           slot_limit: int, per_script: int, reserve: int,
+                           refill: dict[uuid.UUID, int]) -> Leased:
+        """jsrt_claim_v2 in memory: refill held scripts, take free slots, reserve runs."""
         if self.fail_claim:
             raise self.fail_claim.pop(0)
-        if not start_pending:
-            return Claimed(0, 0, 0, [], waiting=bool(self.pending))
-        started, self.pending = self.pending[:run_limit], self.pending[run_limit:]
-        self.running.update((r.execution_id, r) for r in started)
-        return Claimed(0, 0, 0, started, waiting=bool(self.pending))
+        runs: list[Run] = []
+
+        def take(script_id: uuid.UUID, n: int) -> None:
+            mine = [r for r in self.pending if r.script_id == script_id][:max(n, 0)]
+            for r in mine:
+                self.pending.remove(r)
+                self.running[r.execution_id] = r
+            runs.extend(mine)
+
+        lost = [s for s in refill if s not in self.held_slots]
+        for script_id, room in refill.items():
+            if script_id in self.held_slots:
+                take(script_id, room)
+        granted: dict[uuid.UUID, int] = {}
+        left = slot_limit
+        for script_id in dict.fromkeys(r.script_id for r in self.pending):
+            if left <= 0:
+                break
+            limit = next(r for r in self.pending if r.script_id == script_id).limits
+            n = min(limit.max_concurrent_runs - self.held_slots.get(script_id, 0), per_script, left)
+            if n <= 0:
+                continue
+            self.held_slots[script_id] = self.held_slots.get(script_id, 0) + n
+            granted[script_id] = n
+            left -= n
+            take(script_id, n * reserve)
+        self.most_leased = max(self.most_leased, sum(self.held_slots.values()))
+        return Leased(runs, granted, lost, 0, 0, 0, waiting=bool(self.pending))
+
+    async def mark_and_release(self, daemon_id: str, started: dict[uuid.UUID, Any],
+                               released: dict[uuid.UUID, int]) -> None:
+        for script_id, n in released.items():
+            self.held_slots[script_id] -= n
+            if self.held_slots[script_id] <= 0:
+                del self.held_slots[script_id]
+
+    async def unreserve_runs(self, daemon_id: str, ids: Sequence[uuid.UUID]) -> int:
+        for i in ids:
+            self.pending.append(self.running.pop(i))
+        return len(ids)
+
+    async def release_leases(self, daemon_id: str) -> int:
+        n = len(self.held_slots)
+        self.held_slots.clear()
+        return n
 
     async def complete_runs(self, daemon_id: str, outcomes: Sequence[Outcome]) -> list[Finished]:
         if self.fail_complete:

@@ -1,0 +1,196 @@
+"""The daemon's slots: the leases it holds on scripts' max_concurrent_runs slots, each such
+script's local queue of reserved runs, and the groups of runs it pushes through the slots.
+
+A slot runs one group at a time, and a group's runs one after another (the executor's
+serial groups), so a script never has more runs in progress here than the slots this daemon
+holds of it, and the database counts those slots against the script's limit for every other
+starter (jsrt_free_slots). Between two runs of a slot there is no round trip: the next group
+starts when the last one ends, from the local queue, which claims refill in the background
+once it is half empty.
+
+Pure bookkeeping - no I/O, a monotonic clock injected - so that the policy is tested alone:
+the daemon asks what to claim (`free`, `refill`), what to start (`next_groups`) and what to
+give back (`releases`, `drain`).
+
+Fairness: a lease is refilled for `period` seconds from its grant, then only drained; its
+slots go back as they free, and the script competes for slots again, in the claim's random
+round, with every other script that has pending runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from consumer.records import Run
+
+MAX_GROUP = 16  # runs per group: long enough to share steps, short enough to stay fair
+MAX_QUEUE = 1024  # runs queued locally for one script, whatever its slots
+
+
+@dataclass(eq=False)
+class Held:
+    """One script's lease on this daemon."""
+
+    script_id: UUID
+    since: float  # when it was granted (the period counts from here)
+    slots: int = 0  # held in the database
+    busy: int = 0  # slots running a group now
+    queue: deque[Run] = field(default_factory=deque)
+    dry: bool = False  # the last claim found fewer runs than there was room for
+    closing: bool = False  # past its period: drained, never refilled
+
+    @property
+    def idle(self) -> int:
+        return self.slots - self.busy
+
+
+class Slots:
+    def __init__(self, capacity: int, reserve: int, period: float,
+                 clock: Callable[[], float] = time.monotonic, max_group: int = MAX_GROUP,
+                 max_queue: int = MAX_QUEUE) -> None:
+        self.capacity = capacity  # slots this daemon may hold in all (JSRT_CONCURRENCY)
+        self.reserve = reserve  # runs queued locally per slot held
+        self.period = period
+        self._clock = clock
+        self._max_group = max_group
+        self._max_queue = max_queue
+        self._held: dict[UUID, Held] = {}
+
+    # ------------------------------------------------------------ what is held
+    def held(self) -> int:
+        return sum(h.slots for h in self._held.values())
+
+    def free(self) -> int:
+        return max(self.capacity - self.held(), 0)
+
+    def busy(self) -> int:
+        return sum(h.busy for h in self._held.values())
+
+    def queued(self) -> int:
+        return sum(len(h.queue) for h in self._held.values())
+
+    def idle(self) -> bool:
+        """Nothing held: no slot, no queued run."""
+        return not self._held
+
+    def scripts(self) -> list[UUID]:
+        return list(self._held)
+
+    def of(self, script_id: UUID) -> Held | None:
+        return self._held.get(script_id)
+
+    # ------------------------------------------------------------ claiming
+    def reserve_per_slot(self, slot_limit: int) -> int:
+        """Runs to reserve for each slot a claim takes, within the local queue's bound."""
+        return max(1, min(self.reserve, self._max_queue // max(slot_limit, 1)))
+
+    def refill(self) -> dict[UUID, int]:
+        """Room in the local queue of each script held and still in its period (what a claim
+        may reserve for it, from its pending runs or from new events)."""
+        self._close_expired()
+        return {h.script_id: room for h in self._held.values()
+                if not h.closing and (room := self._target(h) - len(h.queue)) > 0}
+
+    def wants_refill(self) -> bool:
+        """Whether a claim is worth its round trip for the local queues alone: one of them is
+        half empty, and its script may have pending runs."""
+        self._close_expired()
+        return any(not h.closing and not h.dry and 2 * len(h.queue) <= self._target(h)
+                   for h in self._held.values())
+
+    def hint(self) -> None:
+        """Something may have been queued (a notification, a poll tick): ask again."""
+        for h in self._held.values():
+            h.dry = False
+
+    def granted(self, script_id: UUID, slots: int) -> None:
+        h = self._held.get(script_id)
+        if h is None:
+            h = self._held[script_id] = Held(script_id, self._clock())
+        elif h.closing:  # granted again in the claim's round: a new period
+            h.closing, h.since = False, self._clock()
+        h.slots += slots
+
+    def reserved(self, run: Run) -> bool:
+        """Queue a run the claim reserved; False when this daemon holds no slot of its script
+        (its lease was given back while the claim ran): the run must be given back too."""
+        h = self._held.get(run.script_id)
+        if h is None or h.slots <= 0:
+            return False
+        h.queue.append(run)
+        return True
+
+    def filled(self, asked: Mapping[UUID, int], got: Mapping[UUID, int]) -> None:
+        """After a claim: a script that got less than its room has no more pending runs
+        for now (until a hint)."""
+        for script_id, room in asked.items():
+            h = self._held.get(script_id)
+            if h is not None and got.get(script_id, 0) < room:
+                h.dry = True
+
+    def lost(self, scripts: Iterable[UUID]) -> list[Run]:
+        """Leases the database no longer has (a rescue took them, or the script is gone):
+        forgotten, their queued runs too (no longer this daemon's to run or to give back)."""
+        dropped: list[Run] = []
+        for script_id in scripts:
+            h = self._held.pop(script_id, None)
+            if h is not None:
+                dropped.extend(h.queue)
+        return dropped
+
+    # ------------------------------------------------------------ running
+    def next_groups(self) -> list[tuple[UUID, list[Run]]]:
+        """Groups to start now, one per idle slot with queued runs: the queue is shared out
+        evenly over the idle slots, at most MAX_GROUP runs a group."""
+        out: list[tuple[UUID, list[Run]]] = []
+        for h in self._held.values():
+            while h.idle > 0 and h.queue:
+                size = min(-(-len(h.queue) // h.idle), self._max_group)
+                out.append((h.script_id, [h.queue.popleft() for _ in range(size)]))
+                h.busy += 1
+        return out
+
+    def group_done(self, script_id: UUID) -> None:
+        h = self._held.get(script_id)
+        if h is not None and h.busy > 0:
+            h.busy -= 1
+
+    def releases(self) -> dict[UUID, int]:
+        """Slots to give back now: idle ones of scripts with nothing queued and nothing more
+        to reserve (the last claim found none, or the lease's period is over). A script with
+        no slot left is forgotten (a later grant starts a new period)."""
+        out: dict[UUID, int] = {}
+        self._close_expired()
+        for script_id, h in list(self._held.items()):
+            # A queue that ran empty while its script may have more is refilled by the next
+            # claim: its slots wait for that (giving them back would only take them again).
+            if h.queue or h.idle <= 0 or not (h.dry or h.closing):
+                continue
+            out[script_id] = h.idle
+            h.slots = h.busy
+            if h.slots == 0:
+                del self._held[script_id]
+        return out
+
+    def drain(self) -> list[Run]:
+        """Stopping: every queued run (to give back), and no refill from now on."""
+        runs: list[Run] = []
+        for h in self._held.values():
+            runs.extend(h.queue)
+            h.queue.clear()
+            h.closing = True
+        return runs
+
+    # ------------------------------------------------------------ policy
+    def _target(self, h: Held) -> int:
+        return min(h.slots * self.reserve, self._max_queue)
+
+    def _close_expired(self) -> None:
+        now = self._clock()
+        for h in self._held.values():
+            if not h.closing and now - h.since >= self.period:
+                h.closing = True

@@ -1,0 +1,374 @@
+-- The claim, version 2 (#17): slot leases. Applied after triggers.sql, idempotently, whenever
+-- its content changes (like triggers.sql).
+--
+-- A function or type here never changes once released: a change is a new version (_v3)
+-- beside it, so that during a rolling deploy the daemons of the previous release keep
+-- calling exactly the function they were written against. The row types are declared once,
+-- here, and only ever created.
+--
+-- The daemon decides the policy (how many slots it can take, how deep its local queues
+-- are, when it gives slots back); these functions only move rows, under the per-script lock
+-- that every starter of a script's runs takes (jsrt_run_lock in triggers.sql).
+
+DO $$ BEGIN
+    -- A run handed to a daemon. Tenant JSON (limits, input, trigger) comes as text: the daemon
+    -- passes the input on to V8 as it is and decodes the rest itself, so no value a tenant wrote
+    -- can fail a claim.
+    CREATE TYPE jsrt_run_v2 AS (
+        execution_id UUID, tenant_id UUID, script_id UUID, source TEXT, version_id TEXT,
+        resource_limits TEXT, input TEXT, trigger_type TEXT, trigger_data TEXT,
+        event_id UUID, dead_letter_id UUID, depth INTEGER
+    );
+EXCEPTION WHEN duplicate_object THEN NULL;
+END $$;
+
+DO $$ BEGIN
+    CREATE TYPE jsrt_claim_v2 AS (
+        runs jsrt_run_v2[],       -- reserved for the daemon, oldest first within each script
+        lease_scripts UUID[],     -- slots this claim granted: the scripts ...
+        lease_slots INTEGER[],    -- ... and how many each
+        lost_scripts UUID[],      -- scripts the daemon asked to refill but holds no lease on
+        events INTEGER,           -- events fanned out
+        created INTEGER,          -- executions created
+        queued INTEGER,           -- of which left 'pending' (for whoever gets slots)
+        by_source JSONB,          -- events fanned out, by source
+        more BOOLEAN,             -- more events may be due (the fan-out was cut short)
+        waiting BOOLEAN           -- pending runs remain
+    );
+EXCEPTION WHEN duplicate_object THEN NULL;
+END $$;
+
+-- One round trip of a daemon's claim loop:
+-- 1. refill: for each script p_refill_scripts[i] whose slots the daemon holds, reserve up to
+--    p_refill_room[i] of its oldest pending runs (room left over goes to step 3);
+-- 2. grant: visit the scripts with pending runs in id order from p_script_after, round to
+--    just below it (a random start: no script is favoured), and take up to p_per_script of
+--    each one's free slots, p_slot_limit in all; reserve p_reserve runs for each slot taken;
+-- 3. fan out up to p_event_limit due events (tenants visited as in step 2 from
+--    p_tenant_after, at most p_per_tenant events each) into executions: reserved for this
+--    daemon while a script it holds (or now takes) slots of has room, 'pending' otherwise
+--    (never ahead of a script's older pending runs: first in, first out).
+-- Reserved runs count against nothing: the lease's slots do. Their executions stay
+-- 'pending' until the daemon reports that they really started.
+CREATE OR REPLACE FUNCTION jsrt_claim_v2(
+    p_daemon TEXT, p_event_limit INTEGER, p_per_tenant INTEGER, p_tenant_after UUID,
+    p_slot_limit INTEGER, p_per_script INTEGER, p_script_after UUID, p_reserve INTEGER,
+    p_refill_scripts UUID[], p_refill_room INTEGER[]
+) RETURNS jsrt_claim_v2
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    -- No "p IS NULL OR" conditions below: they would keep the plan cache from reusing a
+    -- generic plan, and planning the fan-out costs more than running it for a few events.
+    v_tenant_after UUID := COALESCE(p_tenant_after, '00000000-0000-0000-0000-000000000000');
+    v_script_after UUID := COALESCE(p_script_after, '00000000-0000-0000-0000-000000000000');
+    v_slot_left INTEGER := GREATEST(COALESCE(p_slot_limit, 0), 0);
+    v_reserve INTEGER := GREATEST(COALESCE(p_reserve, 1), 1);
+    -- room for reserved runs, by script (parallel arrays: a claim touches few scripts)
+    v_room_s UUID[] := '{}';
+    v_room_n INTEGER[] := '{}';
+    v_ids UUID[] := '{}';          -- runs reserved, in order
+    v_got UUID[];
+    v_grant_s UUID[] := '{}';
+    v_grant_n INTEGER[] := '{}';
+    v_lost UUID[] := '{}';
+    v_script UUID;
+    v_cursor UUID := v_script_after;
+    v_second_pass BOOLEAN := false;
+    v_free INTEGER;
+    v_n INTEGER;
+    v_i INTEGER;
+    v_events INTEGER := 0;
+    v_tenant_full BOOLEAN := false;
+    v_by_source JSONB := '{}';
+    v_exec UUID[]; v_event UUID[]; v_tscript UUID[]; v_tenant UUID[]; v_type TEXT[];
+    v_payload JSONB[]; v_depth INTEGER[]; v_published TIMESTAMPTZ[];
+    v_res_s UUID[] := '{}';        -- new executions to reserve: script ...
+    v_res_n INTEGER[] := '{}';     -- ... and how many (the first n of the script's)
+    v_queued INTEGER := 0;
+    r RECORD;
+    v_out jsrt_claim_v2;
+BEGIN
+    -- A claim need not wait for its WAL flush: should the database crash before the flush,
+    -- the claim is forgotten and its events are claimed again (at least once, as for any
+    -- crash). What must survive a crash (events, results, dead letters) commits durably.
+    PERFORM set_config('synchronous_commit', 'off', true);
+
+    -- 1. refill the local queues of the scripts whose slots this daemon holds
+    IF cardinality(p_refill_scripts) > 0 THEN
+        SELECT COALESCE(array_agg(w.s) FILTER (WHERE l.script_id IS NULL), '{}'),
+               COALESCE(array_agg(w.s) FILTER (WHERE l.script_id IS NOT NULL), '{}'),
+               COALESCE(array_agg(w.n) FILTER (WHERE l.script_id IS NOT NULL), '{}')
+        INTO v_lost, v_room_s, v_room_n
+        FROM unnest(p_refill_scripts, p_refill_room) AS w(s, n)
+        LEFT JOIN jsrt_leases l ON l.script_id = w.s AND l.daemon_id = p_daemon;
+        IF EXISTS (SELECT 1 FROM jsrt_runs x WHERE x.state = 'pending') THEN
+            WITH picked AS (
+                SELECT x.execution_id, w.s, w.i
+                FROM unnest(v_room_s, v_room_n) WITH ORDINALITY AS w(s, n, i)
+                CROSS JOIN LATERAL (
+                    SELECT p.execution_id, p.created_at FROM jsrt_runs p
+                    WHERE p.script_id = w.s AND p.state = 'pending'
+                    ORDER BY p.created_at LIMIT GREATEST(w.n, 0)
+                    FOR UPDATE SKIP LOCKED
+                ) x
+                ORDER BY w.i, x.created_at
+            ), upd AS (
+                UPDATE jsrt_runs r SET state = 'reserved', daemon_id = p_daemon
+                FROM picked WHERE r.execution_id = picked.execution_id
+                RETURNING r.execution_id, r.script_id
+            )
+            SELECT COALESCE(array_agg(p.execution_id ORDER BY p.i), '{}') INTO v_got
+            FROM picked p JOIN upd u ON u.execution_id = p.execution_id;
+            v_ids := v_ids || v_got;
+            -- what each script's room is now
+            SELECT COALESCE(array_agg(w.s ORDER BY w.i), '{}'),
+                   COALESCE(array_agg(GREATEST(w.n - COALESCE(c.k, 0), 0) ORDER BY w.i), '{}')
+            INTO v_room_s, v_room_n
+            FROM unnest(v_room_s, v_room_n) WITH ORDINALITY AS w(s, n, i)
+            LEFT JOIN (SELECT x.script_id, count(*)::int AS k FROM jsrt_runs x
+                       WHERE x.execution_id = ANY (v_got) GROUP BY x.script_id) c
+                   ON c.script_id = w.s;
+        END IF;
+    END IF;
+
+    -- 2. take free slots of scripts with pending runs
+    WHILE v_slot_left > 0 LOOP
+        -- three plain probes rather than one with "x IS NULL OR" conditions
+        IF NOT v_second_pass THEN  -- scripts after p_script_after ...
+            SELECT x.script_id INTO v_script FROM jsrt_runs x
+            WHERE x.state = 'pending' AND x.script_id > v_cursor
+            ORDER BY x.script_id LIMIT 1;
+        ELSIF v_cursor IS NULL THEN  -- ... then from the lowest ...
+            SELECT x.script_id INTO v_script FROM jsrt_runs x
+            WHERE x.state = 'pending' AND x.script_id <= v_script_after
+            ORDER BY x.script_id LIMIT 1;
+        ELSE  -- ... up to p_script_after
+            SELECT x.script_id INTO v_script FROM jsrt_runs x
+            WHERE x.state = 'pending' AND x.script_id > v_cursor
+              AND x.script_id <= v_script_after
+            ORDER BY x.script_id LIMIT 1;
+        END IF;
+        IF v_script IS NULL THEN
+            EXIT WHEN v_second_pass;
+            v_second_pass := true;
+            v_cursor := NULL;
+            CONTINUE;
+        END IF;
+        v_cursor := v_script;
+        -- Try, never wait: two starters visiting scripts in different orders would
+        -- otherwise deadlock. A script locked now is being started by someone else.
+        CONTINUE WHEN NOT pg_try_advisory_xact_lock(jsrt_run_lock(v_script));
+        v_free := LEAST(COALESCE(jsrt_free_slots(v_script), 0), p_per_script, v_slot_left);
+        CONTINUE WHEN v_free <= 0;
+        INSERT INTO jsrt_leases (script_id, daemon_id, tenant_id, slots)
+        SELECT v_script, p_daemon, s.tenant_id, v_free FROM scripts s WHERE s.id = v_script
+        ON CONFLICT (script_id, daemon_id) DO UPDATE SET slots = jsrt_leases.slots + EXCLUDED.slots;
+        v_grant_s := v_grant_s || v_script;
+        v_grant_n := v_grant_n || v_free;
+        v_slot_left := v_slot_left - v_free;
+        WITH picked AS (
+            SELECT p.execution_id, p.created_at FROM jsrt_runs p
+            WHERE p.script_id = v_script AND p.state = 'pending'
+            ORDER BY p.created_at LIMIT v_free * v_reserve
+            FOR UPDATE SKIP LOCKED
+        ), upd AS (
+            UPDATE jsrt_runs r SET state = 'reserved', daemon_id = p_daemon
+            FROM picked WHERE r.execution_id = picked.execution_id
+            RETURNING r.execution_id
+        )
+        SELECT COALESCE(array_agg(p.execution_id ORDER BY p.created_at), '{}') INTO v_got
+        FROM picked p JOIN upd u ON u.execution_id = p.execution_id;
+        v_ids := v_ids || v_got;
+        v_i := array_position(v_room_s, v_script);
+        IF v_i IS NULL THEN
+            v_room_s := v_room_s || v_script;
+            v_room_n := v_room_n || GREATEST(v_free * v_reserve - cardinality(v_got), 0);
+        ELSE
+            v_room_n[v_i] := GREATEST(v_room_n[v_i] + v_free * v_reserve - cardinality(v_got), 0);
+        END IF;
+    END LOOP;
+
+    -- 3. fan out due events (the probe first: the fan-out's plan costs more than nothing)
+    IF p_event_limit > 0 AND EXISTS (SELECT 1 FROM jsrt_events e WHERE e.dispatched_at IS NULL) THEN
+        WITH RECURSIVE tenants_up AS (
+            -- a loose index scan over the tenants with due events: from p_tenant_after up ...
+            (SELECT e.tenant_id FROM jsrt_events e
+             WHERE e.dispatched_at IS NULL AND e.tenant_id > v_tenant_after
+             ORDER BY e.tenant_id LIMIT 1)
+            UNION ALL
+            SELECT (SELECT e.tenant_id FROM jsrt_events e
+                    WHERE e.dispatched_at IS NULL AND e.tenant_id > t.tenant_id
+                    ORDER BY e.tenant_id LIMIT 1)
+            FROM tenants_up t WHERE t.tenant_id IS NOT NULL
+        ),
+        tenants_wrapped AS (
+            -- ... then round from the lowest (scanned only when the first part runs out)
+            (SELECT e.tenant_id FROM jsrt_events e
+             WHERE e.dispatched_at IS NULL AND e.tenant_id <= v_tenant_after
+             ORDER BY e.tenant_id LIMIT 1)
+            UNION ALL
+            SELECT (SELECT e.tenant_id FROM jsrt_events e
+                    WHERE e.dispatched_at IS NULL AND e.tenant_id > t.tenant_id
+                      AND e.tenant_id <= v_tenant_after
+                    ORDER BY e.tenant_id LIMIT 1)
+            FROM tenants_wrapped t WHERE t.tenant_id IS NOT NULL
+        ),
+        tenants_due AS (
+            SELECT tenant_id FROM tenants_up WHERE tenant_id IS NOT NULL
+            UNION ALL
+            SELECT tenant_id FROM tenants_wrapped WHERE tenant_id IS NOT NULL
+        ),
+        claimed AS (
+            SELECT ev.* FROM (SELECT tenant_id FROM tenants_due LIMIT p_event_limit) t
+            CROSS JOIN LATERAL (
+                SELECT e.id, e.tenant_id, e.event_type, e.payload, e.depth, e.published_at
+                FROM jsrt_events e
+                WHERE e.tenant_id = t.tenant_id AND e.dispatched_at IS NULL
+                ORDER BY e.published_at
+                LIMIT p_per_tenant
+                FOR UPDATE SKIP LOCKED
+            ) ev
+            LIMIT p_event_limit
+        ),
+        marked AS (
+            -- = ANY(ARRAY(...)): the planner's estimate for a join here picks a seq scan
+            UPDATE jsrt_events e SET dispatched_at = NOW()
+            WHERE e.id = ANY (ARRAY(SELECT id FROM claimed))
+            RETURNING e.id, e.source
+        ),
+        targets AS (
+            SELECT c.id AS event_id, c.tenant_id, c.event_type, c.payload, c.depth,
+                   c.published_at, sub.script_id, gen_random_uuid() AS execution_id
+            FROM claimed c
+            JOIN script_event_subscriptions sub
+              ON sub.tenant_id = c.tenant_id AND sub.event_type = c.event_type AND sub.is_active
+            JOIN scripts s
+              ON s.id = sub.script_id AND s.tenant_id = c.tenant_id AND s.status = 'active'
+        ),
+        delivered AS (
+            -- the primary key (event, script) is the rule behind exactly-once
+            INSERT INTO jsrt_deliveries (event_id, script_id, tenant_id, execution_id)
+            SELECT t.event_id, t.script_id, t.tenant_id, t.execution_id FROM targets t
+            ON CONFLICT (event_id, script_id) DO NOTHING
+            RETURNING execution_id
+        )
+        SELECT (SELECT count(*) FROM marked),
+               (SELECT COALESCE(jsonb_object_agg(m.source, m.n), '{}'::jsonb)
+                FROM (SELECT source, count(*) AS n FROM marked GROUP BY source) m),
+               -- a tenant that filled its share may have more
+               (SELECT COALESCE(max(c.n), 0) >= p_per_tenant
+                FROM (SELECT count(*) AS n FROM claimed GROUP BY tenant_id) c),
+               array_agg(t.execution_id ORDER BY t.published_at, t.event_id),
+               array_agg(t.event_id ORDER BY t.published_at, t.event_id),
+               array_agg(t.script_id ORDER BY t.published_at, t.event_id),
+               array_agg(t.tenant_id ORDER BY t.published_at, t.event_id),
+               array_agg(t.event_type ORDER BY t.published_at, t.event_id),
+               array_agg(t.payload ORDER BY t.published_at, t.event_id),
+               array_agg(t.depth ORDER BY t.published_at, t.event_id),
+               array_agg(t.published_at ORDER BY t.published_at, t.event_id)
+        INTO v_events, v_by_source, v_tenant_full, v_exec, v_event, v_tscript, v_tenant, v_type,
+             v_payload, v_depth, v_published
+        FROM targets t JOIN delivered d ON d.execution_id = t.execution_id;
+    END IF;
+
+    IF v_exec IS NOT NULL THEN
+        -- How many of each script's new executions are reserved for this daemon: none behind
+        -- older pending runs; up to the room of a script whose slots it holds; or, with slots
+        -- of the script free, taken now (lock first, then count: the count's snapshot then
+        -- includes every earlier starter's commit).
+        FOR r IN SELECT u.s, count(*)::int AS n FROM unnest(v_tscript) WITH ORDINALITY u(s, i)
+                 GROUP BY u.s ORDER BY min(u.i) LOOP
+            v_i := array_position(v_room_s, r.s);
+            -- (A script with room left after steps 1 and 2 has no pending run that was not
+            -- locked by another claim: its new runs overtake nothing.)
+            CONTINUE WHEN v_i IS NULL AND EXISTS (SELECT 1 FROM jsrt_runs x
+                                                  WHERE x.script_id = r.s AND x.state = 'pending');
+            IF v_i IS NULL AND v_slot_left > 0
+               AND pg_try_advisory_xact_lock(jsrt_run_lock(r.s)) THEN
+                v_free := LEAST(COALESCE(jsrt_free_slots(r.s), 0), p_per_script, v_slot_left);
+                IF v_free > 0 THEN
+                    INSERT INTO jsrt_leases (script_id, daemon_id, tenant_id, slots)
+                    SELECT r.s, p_daemon, s.tenant_id, v_free FROM scripts s WHERE s.id = r.s
+                    ON CONFLICT (script_id, daemon_id)
+                        DO UPDATE SET slots = jsrt_leases.slots + EXCLUDED.slots;
+                    v_grant_s := v_grant_s || r.s;
+                    v_grant_n := v_grant_n || v_free;
+                    v_slot_left := v_slot_left - v_free;
+                    v_room_s := v_room_s || r.s;
+                    v_room_n := v_room_n || v_free * v_reserve;
+                    v_i := cardinality(v_room_s);
+                END IF;
+            END IF;
+            CONTINUE WHEN v_i IS NULL;
+            v_n := LEAST(v_room_n[v_i], r.n);
+            CONTINUE WHEN v_n <= 0;
+            v_room_n[v_i] := v_room_n[v_i] - v_n;
+            v_res_s := v_res_s || r.s;
+            v_res_n := v_res_n || v_n;
+        END LOOP;
+
+        WITH t AS (
+            SELECT u.*, (row_number() OVER (PARTITION BY u.script_id ORDER BY u.i)
+                         <= COALESCE(f.n, 0)) AS reserved
+            FROM unnest(v_exec, v_event, v_tscript, v_tenant, v_type, v_payload, v_depth,
+                        v_published)
+                 WITH ORDINALITY AS u(execution_id, event_id, script_id, tenant_id, event_type,
+                                      payload, depth, published_at, i)
+            LEFT JOIN unnest(v_res_s, v_res_n) AS f(script_id, n) ON f.script_id = u.script_id
+        ),
+        execs AS (
+            -- started_at is NOT NULL in the seed: it is set again when the run really starts
+            INSERT INTO script_executions
+                (id, script_id, tenant_id, status, trigger_type, trigger_data, input, started_at)
+            SELECT t.execution_id, t.script_id, t.tenant_id, 'pending', 'event',
+                   jsonb_build_object('type', 'event', 'event_id', t.event_id,
+                                      'event_type', t.event_type, 'published_at', t.published_at,
+                                      'attempt', 1, 'depth', t.depth),
+                   t.payload, NOW()
+            FROM t
+        ),
+        runs AS (
+            -- created_at orders a script's queue: the claim's time plus the event's place in
+            -- the claim, in microseconds, so that runs fanned out together keep their order
+            INSERT INTO jsrt_runs (execution_id, tenant_id, script_id, event_id, state,
+                                   daemon_id, created_at)
+            SELECT t.execution_id, t.tenant_id, t.script_id, t.event_id,
+                   CASE WHEN t.reserved THEN 'reserved' ELSE 'pending' END,
+                   CASE WHEN t.reserved THEN p_daemon END,
+                   NOW() + make_interval(secs => t.i / 1e6)
+            FROM t
+        )
+        SELECT COALESCE(array_agg(t.execution_id ORDER BY t.i) FILTER (WHERE t.reserved), '{}'),
+               count(*) FILTER (WHERE NOT t.reserved)
+        INTO v_got, v_queued FROM t;
+        v_ids := v_ids || v_got;
+    END IF;
+
+    -- The reserved runs, as the daemon executes them (in the order reserved: oldest first
+    -- within each script). The new executions were inserted by this statement's own CTEs,
+    -- which a later query of the same function sees.
+    SELECT COALESCE(array_agg(ROW(
+               e.id, e.tenant_id, e.script_id, s.source, md5(s.source),
+               s.resource_limits::text, e.input::text, e.trigger_type::text,
+               e.trigger_data::text, r.event_id, r.dead_letter_id,
+               COALESCE((e.trigger_data->>'depth')::int, 0)
+           )::jsrt_run_v2 ORDER BY w.i), '{}')
+    INTO v_out.runs
+    FROM unnest(v_ids) WITH ORDINALITY AS w(id, i)
+    JOIN jsrt_runs r ON r.execution_id = w.id
+    JOIN script_executions e ON e.id = r.execution_id AND e.tenant_id = r.tenant_id
+    JOIN scripts s ON s.id = e.script_id AND s.tenant_id = e.tenant_id;
+
+    v_out.lease_scripts := v_grant_s;
+    v_out.lease_slots := v_grant_n;
+    v_out.lost_scripts := v_lost;
+    v_out.events := v_events;
+    v_out.created := COALESCE(cardinality(v_exec), 0);
+    v_out.queued := v_queued;
+    v_out.by_source := v_by_source;
+    v_out.more := v_tenant_full OR (p_event_limit > 0 AND v_events >= p_event_limit);
+    v_out.waiting := EXISTS (SELECT 1 FROM jsrt_runs x WHERE x.state = 'pending');
+    RETURN v_out;
+END
+$$;

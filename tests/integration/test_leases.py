@@ -1,0 +1,239 @@
+"""Slot leases and local queues (#17) against a real PostgreSQL and real V8: the limits hold
+at every instant, long runs show while they run, and nothing is lost when a daemon stops or
+dies with runs reserved for it."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+import anyio
+import asyncpg
+import pytest
+from support.daemons import daemon_for, drain
+from support.factories import make_script, make_tenant, publish
+from support.waiting import eventually
+
+from consumer.records import Finished
+from consumer.sandbox import Executor
+from consumer.store import Store
+
+# A few milliseconds of real work, so that runs of different slots really overlap in time.
+BUSY = """function handler(input) {
+    const until = Date.now() + (input.n % 4); while (Date.now() < until) {}
+    return input.n;
+}"""
+
+
+def most_at_once(rows: list[asyncpg.Record]) -> int:
+    """The most executions in progress at one instant, by their own started_at/completed_at
+    (half-open: a run that ends at t and one that starts at t do not overlap)."""
+    edges = sorted([(r["started_at"], 1) for r in rows] + [(r["completed_at"], -1) for r in rows],
+                   key=lambda e: (e[0], e[1]))
+    now = most = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most
+
+
+def overlapping(rows: list[asyncpg.Record], limit: int) -> list[tuple[Any, Any]]:
+    """The runs in progress at the first instant with more than `limit` (for the message)."""
+    ordered = sorted(rows, key=lambda r: r["started_at"])
+    for r in ordered:
+        at = [(x["started_at"].time(), x["completed_at"].time()) for x in ordered
+              if x["started_at"] <= r["started_at"] < x["completed_at"]]
+        if len(at) > limit:
+            return at
+    return []
+
+
+async def publish_many(conn: asyncpg.Connection, tenant: uuid.UUID, n: int) -> None:
+    await conn.execute(
+        "SELECT jsrt_publish($1, 'thing.happened', jsonb_build_object('n', g))"
+        " FROM generate_series(1, $2) g", tenant, n)
+
+
+@pytest.mark.parametrize("limit", [1, 5])
+async def test_max_concurrent_runs_holds_at_every_instant_across_two_daemons(
+    conn: asyncpg.Connection, db_url: str, limit: int
+) -> None:
+    tenant = await make_tenant(conn)
+    script = await make_script(conn, tenant, BUSY, limits={"max_concurrent_runs": limit})
+    n = 150
+    await publish_many(conn, tenant, n)
+    async with Executor(workers=1) as ex1, Executor(workers=1) as ex2, \
+            anyio.create_task_group() as tg:
+        # small local queues and short periods: the slots change hands between the daemons
+        for ex in (ex1, ex2):
+            tg.start_soon(lambda ex=ex: drain(db_url, ex, reserve=2, lease_period=0.05))
+    rows = await conn.fetch(
+        "SELECT started_at, completed_at, status, error FROM script_executions"
+        " WHERE script_id = $1", script)
+    assert len(rows) == n
+    assert all(r["status"] == "completed" for r in rows), [r["error"] for r in rows][:3]
+    assert most_at_once(rows) <= limit, overlapping(rows, limit)
+    assert await conn.fetchval("SELECT count(*) FROM jsrt_leases") == 0
+    assert await conn.fetchval("SELECT count(*) FROM jsrt_runs") == 0
+
+
+async def test_a_long_run_shows_as_running_while_it_runs(
+    conn: asyncpg.Connection, db_url: str, executor: Executor
+) -> None:
+    tenant = await make_tenant(conn)
+    await make_script(conn, tenant, """async function handler() {
+        await new Promise((resolve) => setTimeout(resolve, 1500));
+        return 'late';
+    }""")
+    await publish(conn, tenant, "thing.happened")
+    async with daemon_for(db_url, executor) as d, anyio.create_task_group() as tg:
+        tg.start_soon(d.run)
+
+        async def running() -> asyncpg.Record | None:
+            return await conn.fetchrow(
+                "SELECT started_at, completed_at, clock_timestamp() AS seen"
+                " FROM script_executions WHERE tenant_id = $1 AND status = 'running'", tenant)
+
+        shown = await eventually(running, timeout=30, what="the run shown as running")
+        assert shown["completed_at"] is None
+        final = await eventually(lambda: conn.fetchrow(
+            "SELECT started_at, completed_at FROM script_executions"
+            " WHERE tenant_id = $1 AND status = 'completed'", tenant), timeout=30,
+            what="the run completed")
+        d.stop()
+    # the times are the run's own: it started before it was seen, and lasted its 1.5 s
+    assert final["started_at"] <= shown["seen"]
+    assert (final["completed_at"] - final["started_at"]).total_seconds() >= 1.4
+
+
+async def test_leased_slots_count_for_every_other_starter(conn: asyncpg.Connection,
+                                                          db_url: str) -> None:
+    tenant = await make_tenant(conn)
+    script = await make_script(conn, tenant, limits={"max_concurrent_runs": 3})
+    await conn.execute("INSERT INTO jsrt_daemons (id, hostname, pid) VALUES ('d1', 'h', 1)")
+    await conn.execute("INSERT INTO jsrt_leases (script_id, daemon_id, tenant_id, slots)"
+                       " VALUES ($1, 'd1', $2, 2)", script, tenant)
+    assert await conn.fetchval("SELECT jsrt_free_slots($1)", script) == 1
+    store = await Store.open(db_url)
+    try:
+        started = await store.queue.start_now("d1", tenant, script, "manual", {}, "{}")
+        assert started is not None  # the third slot
+        assert await store.queue.start_now("d1", tenant, script, "manual", {}, "{}") is None
+    finally:
+        await store.close()
+
+
+async def test_a_claim_refills_only_scripts_whose_slots_it_holds(
+    conn: asyncpg.Connection, db_url: str
+) -> None:
+    tenant = await make_tenant(conn)
+    script = await make_script(conn, tenant, limits={"max_concurrent_runs": 2})
+    await publish_many(conn, tenant, 10)
+    store = await Store.open(db_url)
+    try:
+        await store.leases.register("d1", "h", 1)
+        await store.leases.register("d2", "h", 2)
+        first = await store.queue.claim_leased("d1", 10, 10, slot_limit=8, per_script=8,
+                                               reserve=3, refill={})
+        assert first.granted == {script: 2}
+        assert len(first.runs) == 6 and first.queued == 4  # 2 slots x 3 reserved
+        # d2 finds the script full: it takes nothing, and a refill of a lease it does not
+        # hold is refused
+        second = await store.queue.claim_leased("d2", 10, 10, slot_limit=8, per_script=8,
+                                                reserve=3, refill={script: 5})
+        assert (second.granted, second.runs, second.lost) == ({}, [], [script])
+        again = await store.queue.claim_leased("d1", 0, 10, slot_limit=0, per_script=8,
+                                               reserve=3, refill={script: 5})
+        assert len(again.runs) == 4 and not again.waiting
+        owners = await conn.fetch("SELECT DISTINCT state, daemon_id FROM jsrt_runs")
+        assert [tuple(r) for r in owners] == [("reserved", "d1")]
+        # the reserved executions still say 'pending': none of them has started
+        assert await conn.fetchval(
+            "SELECT count(*) FROM script_executions WHERE status <> 'pending'") == 0
+    finally:
+        await store.close()
+
+
+async def test_new_runs_never_overtake_a_scripts_pending_runs(
+    conn: asyncpg.Connection, db_url: str
+) -> None:
+    tenant = await make_tenant(conn)
+    script = await make_script(conn, tenant, limits={"max_concurrent_runs": 1})
+    for n in (1, 2, 3):  # one transaction each: published one after another
+        await publish(conn, tenant, "thing.happened", {"n": n})
+    store = await Store.open(db_url)
+    try:
+        await store.leases.register("d1", "h", 1)
+        await store.queue.claim_leased("d1", 10, 10, slot_limit=0, per_script=8, reserve=1,
+                                       refill={})  # fanned out, all pending (no slot asked)
+        await publish(conn, tenant, "thing.happened", {"n": 4})
+        got = await store.queue.claim_leased("d1", 10, 10, slot_limit=1, per_script=8,
+                                             reserve=2, refill={})
+        assert got.granted == {script: 1}
+        assert [json.loads(r.input_json)["n"] for r in got.runs] == [1, 2]
+    finally:
+        await store.close()
+
+
+async def test_a_dead_daemons_queue_goes_back_and_its_started_runs_are_lost(
+    conn: asyncpg.Connection, db_url: str
+) -> None:
+    tenant = await make_tenant(conn)
+    script = await make_script(conn, tenant, limits={"max_concurrent_runs": 2})
+    await publish_many(conn, tenant, 4)
+    store = await Store.open(db_url)
+    try:
+        await store.leases.register("ghost", "h", 1)
+        got = await store.queue.claim_leased("ghost", 10, 10, slot_limit=2, per_script=2,
+                                             reserve=2, refill={})
+        assert len(got.runs) == 4
+        started = got.runs[0]
+        now = datetime.now().astimezone()
+        await store.queue.mark_and_release("ghost", {started.execution_id: now}, {})
+        assert await conn.fetchval("SELECT status FROM script_executions WHERE id = $1",
+                                   started.execution_id) == "running"
+        await conn.execute("UPDATE jsrt_daemons SET heartbeat_at = NOW() - interval '1 hour'")
+        lost = await store.queue.rescue_lost_runs(60, lambda f: datetime.now().astimezone())
+        assert [f.execution_id for f in lost] == [started.execution_id]
+        assert isinstance(lost[0], Finished) and lost[0].error == "worker lost"
+        rows = await conn.fetch("SELECT state, daemon_id FROM jsrt_runs")
+        assert sorted(tuple(r) for r in rows) == [("pending", None)] * 3
+        assert await conn.fetchval("SELECT count(*) FROM jsrt_leases") == 0
+        assert await conn.fetchval("SELECT jsrt_free_slots($1)", script) == 2
+    finally:
+        await store.close()
+    # and a live daemon runs what was given back
+    async with Executor(workers=1) as ex:
+        await drain(db_url, ex)
+    statuses = await conn.fetch("SELECT status, count(*) FROM script_executions"
+                                " WHERE script_id = $1 GROUP BY 1 ORDER BY 1", script)
+    # the lost one is dead-lettered, and its retry (due at once here) completes
+    assert {r["status"]: r["count"] for r in statuses} == {"completed": 4, "failed": 1}
+
+
+async def test_stop_gives_the_local_queue_back_and_the_slots_with_it(
+    conn: asyncpg.Connection, db_url: str, executor: Executor
+) -> None:
+    tenant = await make_tenant(conn)
+    script = await make_script(conn, tenant, """function handler(input) {
+        const until = Date.now() + 20; while (Date.now() < until) {} return input.n;
+    }""", limits={"max_concurrent_runs": 2})
+    n = 60
+    await publish_many(conn, tenant, n)
+    async with daemon_for(db_url, executor, reserve=8) as d, anyio.create_task_group() as tg:
+        tg.start_soon(d.run)
+        await eventually(lambda: conn.fetchval(
+            "SELECT count(*) >= 4 FROM script_executions WHERE status = 'completed'"),
+            timeout=30, what="a few runs done")
+        d.stop()
+    assert await conn.fetchval("SELECT count(*) FROM jsrt_leases") == 0
+    left: list[Any] = await conn.fetch("SELECT state, daemon_id FROM jsrt_runs")
+    assert left and all(tuple(r) == ("pending", None) for r in left)
+    async with Executor(workers=1) as ex:
+        await drain(db_url, ex)
+    rows = await conn.fetch("SELECT status, (input->>'n')::int AS n FROM script_executions"
+                            " WHERE script_id = $1", script)
+    assert sorted(r["n"] for r in rows) == list(range(1, n + 1))  # each exactly once
+    assert all(r["status"] == "completed" for r in rows)

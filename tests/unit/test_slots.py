@@ -1,0 +1,169 @@
+"""The daemon's slot policy alone (consumer/slots.py): what it claims, starts and gives back."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from consumer.records import Run
+from consumer.sandbox import Limits
+from consumer.slots import MAX_GROUP, Slots
+
+S1, S2 = uuid.uuid4(), uuid.uuid4()
+
+
+def run(script: uuid.UUID, n: int = 0) -> Run:
+    return Run(uuid.uuid4(), uuid.uuid4(), script, "function handler(){}", "v1", Limits(),
+               json.dumps({"n": n}), "event", {"attempt": 1}, uuid.uuid4(), None, 0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_a_grant_is_room_to_refill_and_groups_share_the_queue_over_idle_slots() -> None:
+    slots = Slots(capacity=8, reserve=4, period=10)
+    slots.granted(S1, 3)
+    assert (slots.held(), slots.free()) == (3, 5)
+    assert slots.refill() == {S1: 12}
+    for i in range(10):
+        assert slots.reserved(run(S1, i))
+    groups = slots.next_groups()
+    # 10 runs over 3 idle slots: 4, 3, 3 - in order
+    assert [len(g) for _, g in groups] == [4, 3, 3]
+    assert [json.loads(r.input_json)["n"] for _, g in groups for r in g] == list(range(10))
+    assert slots.busy() == 3 and slots.next_groups() == []  # one group per slot at a time
+
+
+def test_groups_are_at_most_max_group_runs() -> None:
+    slots = Slots(capacity=4, reserve=100, period=10)
+    slots.granted(S1, 1)
+    for i in range(MAX_GROUP * 2 + 1):
+        slots.reserved(run(S1, i))
+    [(_, group)] = slots.next_groups()
+    assert len(group) == MAX_GROUP
+    slots.group_done(S1)
+    [(_, group)] = slots.next_groups()
+    assert len(group) == MAX_GROUP
+
+
+def test_a_run_for_a_script_without_slots_is_refused_for_giving_back() -> None:
+    slots = Slots(capacity=4, reserve=4, period=10)
+    assert not slots.reserved(run(S1))
+    slots.granted(S1, 1)
+    assert slots.reserved(run(S1))
+
+
+def test_refill_is_wanted_when_a_queue_is_half_empty_and_its_script_not_dry() -> None:
+    slots = Slots(capacity=4, reserve=4, period=10)
+    slots.granted(S1, 1)  # target 4
+    assert slots.wants_refill()
+    for i in range(3):
+        slots.reserved(run(S1, i))
+    assert not slots.wants_refill()  # 3 of 4 queued
+    slots.next_groups()  # all 3 in one group
+    assert slots.wants_refill()
+    slots.filled({S1: 4}, {S1: 1})  # asked 4, got 1: nothing more pending for now
+    assert not slots.wants_refill()
+    slots.hint()  # a notification: ask again
+    assert slots.wants_refill()
+
+
+def test_idle_slots_go_back_only_when_their_script_has_nothing_more() -> None:
+    slots = Slots(capacity=4, reserve=4, period=10)
+    slots.granted(S1, 2)
+    slots.reserved(run(S1))
+    slots.next_groups()
+    # one slot idle, queue empty - but the script may have more: keep it for the refill
+    assert slots.releases() == {}
+    slots.filled({S1: 8}, {})
+    assert slots.releases() == {S1: 1}
+    assert slots.held() == 1
+    slots.group_done(S1)
+    assert slots.releases() == {S1: 1}
+    assert slots.idle() and slots.held() == 0
+
+
+def test_a_lease_past_its_period_is_drained_never_refilled_then_granted_afresh() -> None:
+    clock = Clock()
+    slots = Slots(capacity=4, reserve=2, period=1.0, clock=clock)
+    slots.granted(S1, 1)
+    slots.reserved(run(S1))
+    clock.t = 1.5
+    assert slots.refill() == {} and not slots.wants_refill()
+    assert len(slots.next_groups()) == 1  # what is queued still runs
+    slots.group_done(S1)
+    assert slots.releases() == {S1: 1}  # then its slot goes back to the round
+    slots.granted(S1, 1)  # taken again: a new period
+    assert slots.refill() == {S1: 2}
+
+
+def test_lost_leases_are_forgotten_with_their_queue() -> None:
+    slots = Slots(capacity=4, reserve=2, period=10)
+    slots.granted(S1, 1)
+    slots.granted(S2, 1)
+    slots.reserved(run(S1))
+    assert len(slots.lost([S1])) == 1
+    assert slots.scripts() == [S2]
+
+
+def test_drain_takes_every_queued_run_and_stops_refills() -> None:
+    slots = Slots(capacity=4, reserve=4, period=10)
+    slots.granted(S1, 1)
+    runs = [run(S1, i) for i in range(3)]
+    for r in runs:
+        slots.reserved(r)
+    assert slots.drain() == runs
+    assert slots.refill() == {} and slots.next_groups() == []
+
+
+def test_reserve_per_slot_keeps_local_queues_bounded() -> None:
+    slots = Slots(capacity=256, reserve=16, period=10)
+    assert slots.reserve_per_slot(4) == 16
+    assert slots.reserve_per_slot(256) == 4  # 1024 runs at most for one claim's slots
+    assert slots.reserve_per_slot(0) == 16
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["grant", "reserve", "start", "done", "release",
+                                            "dry", "drain"]),
+                          st.integers(0, 1), st.integers(1, 5)), max_size=60))
+def test_never_more_groups_in_progress_than_slots_held(  # noqa: C901 - one branch per step
+        steps: list[tuple[str, int, int]]) -> None:
+    """Whatever the order of events, a script never has more groups in progress than the
+    slots held of it, and the daemon never holds more than its capacity."""
+    scripts = (S1, S2)
+    slots = Slots(capacity=6, reserve=3, period=10)
+    busy = {S1: 0, S2: 0}
+    for op, which, n in steps:
+        s = scripts[which]
+        if op == "grant":
+            n = min(n, slots.free())
+            if n:
+                slots.granted(s, n)
+        elif op == "reserve":
+            for _ in range(n):
+                slots.reserved(run(s))
+        elif op == "start":
+            for script_id, _ in slots.next_groups():
+                busy[script_id] += 1
+        elif op == "done" and busy[s]:
+            busy[s] -= 1
+            slots.group_done(s)
+        elif op == "release":
+            slots.releases()
+        elif op == "dry":
+            slots.filled({s: 100}, {})
+        elif op == "drain":
+            slots.drain()
+        for script_id in scripts:
+            held = slots.of(script_id)
+            assert busy[script_id] <= (held.slots if held else 0)
+        assert slots.held() <= slots.capacity
