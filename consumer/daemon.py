@@ -24,7 +24,7 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from functools import partial
 from uuid import UUID
 
@@ -32,7 +32,7 @@ import anyio
 
 from consumer import log, recording
 from consumer.backoff import Backoff
-from consumer.clock import Clock, SystemClock
+from consumer.clock import Clock, SystemClock, wall
 from consumer.completer import Completer
 from consumer.errors import StoreError, StoreUnavailable
 from consumer.lease import Lease
@@ -100,7 +100,6 @@ class Daemon:
         self._stopping = anyio.Event()
         self._wake = anyio.Event()
         self._slots = Slots(settings.concurrency, settings.reserve, settings.lease_period)
-        self._epoch: datetime | None = None  # wall time at monotonic 0 (see _wall)
         self._groups: set[_Group] = set()
         self._grouped = anyio.Event()  # a group started: the start-showing ticker has work
         # Runs handed to the executor, by execution id, with the future their result arrives
@@ -293,7 +292,7 @@ class Daemon:
             if refused is None:
                 runnable.append(run)
             else:
-                at = self._wall(time.monotonic())
+                at = wall(time.monotonic())
                 self._completer.add(Outcome(run, refused, self._retry_at(run), at, at))
         self.counters.started += len(runs)
         if not runnable:
@@ -336,8 +335,8 @@ class Daemon:
                 # true times from the worker; else what this process saw
                 started = result.started or (group.since if i == group.current else now)
                 finished = result.finished or now
-                outcome = Outcome(run, result, self._retry_at(run), self._wall(started),
-                                  self._wall(finished))
+                outcome = Outcome(run, result, self._retry_at(run), wall(started),
+                                  wall(finished))
             except Exception as exc:  # a callback must fail this run only, never the daemon
                 _LOG.error("execution_result_broken",
                            error=f"{type(exc).__name__}: {exc}"[:300], **recording.run_fields(run))
@@ -358,16 +357,6 @@ class Daemon:
                 _LOG.error("pump_failed", error=f"{type(exc).__name__}: {exc}"[:300])
         self._wake.set()
 
-    def _wall(self, monotonic: float) -> datetime:
-        """A time.monotonic() reading as wall time: when a run really started or ended is a
-        measurement, on the real clock (the injected one decides what is due). One offset
-        for the daemon's life: readings converted at different moments keep their order and
-        their distance (two reads of two clocks differ by the time between the reads, and a
-        run that follows another in a slot could seem to start before it ended)."""
-        if self._epoch is None:
-            self._epoch = datetime.now(UTC) - timedelta(seconds=time.monotonic())
-        return self._epoch + timedelta(seconds=monotonic)
-
     async def _show_started(self) -> None:
         """Runs of a group that have run SHOW_STARTED_AFTER_S are shown as started."""
         while True:
@@ -380,7 +369,7 @@ class Daemon:
                 i = g.current
                 if i < len(g.runs) and g.shown < i and now - g.since >= SHOW_STARTED_AFTER_S:
                     g.shown = i
-                    self._completer.started(g.runs[i].execution_id, self._wall(g.since))
+                    self._completer.started(g.runs[i].execution_id, wall(g.since))
 
     @staticmethod
     def _result_of(run: Run, future: asyncio.Future[ExecutionResult]) -> ExecutionResult:

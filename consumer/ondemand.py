@@ -1,16 +1,21 @@
 """Runs started now, outside the queue: HTTP requests, `jsrt exec`, the embedded Runtime.
 
-    start    jsrt_start_now: a 'running' execution owned by this process's lease, or None
+    start    jsrt_start_now_v2: a 'running' execution owned by this process's lease, or None
              when the script's max_concurrent_runs is full (counted across every process)
     run      the sandbox executes it; the result is recorded (recording.py), shielded from
              cancellation
     execute  start (waiting with backoff while the script is full) then run
+
+Starts and results of concurrent requests are written in batches (batcher.py): what arrives
+while a statement is in flight goes in the next one, so that under load a request costs a
+fraction of a start and of a commit, and alone it waits for nobody.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -19,10 +24,10 @@ import anyio
 
 from consumer import log, recording
 from consumer.backoff import Backoff
-from consumer.clock import Clock, SystemClock
-from consumer.db import NoDataFound
-from consumer.errors import NotFound, ScriptBusy, StoreUnavailable
-from consumer.records import Outcome, Run
+from consumer.batcher import Batcher
+from consumer.clock import Clock, SystemClock, wall
+from consumer.errors import NotFound, ScriptBusy, StoreError, StoreUnavailable
+from consumer.records import Outcome, Run, StartNow
 from consumer.sandbox import Executor
 from consumer.sandbox.types import ExecutionResult
 from consumer.store import Store
@@ -62,6 +67,10 @@ class OnDemand:
         self.executor = executor
         self.owner = owner
         self.clock = clock or SystemClock()
+        self._starts: Batcher[StartNow, tuple[str, Run | None]] = Batcher(
+            self._start_batch, on_orphan=self._orphan)
+        self._results: Batcher[Outcome, Outcome | None] = Batcher(self._record_batch)
+        self._cleanups: set[asyncio.Task[Any]] = set()
 
     async def start(
         self, tenant_id: UUID, script_id: UUID, trigger_type: str,
@@ -71,14 +80,34 @@ class OnDemand:
         jsontext.check_text; `stored_input_json` (default: the input) is what the execution
         row keeps, the script always receives the input itself."""
         recorded = input_json if stored_input_json is None else stored_input_json
-        try:
-            run = await self.store.queue.start_now(self.owner, tenant_id, script_id,
-                                                   trigger_type, trigger_data, recorded)
-        except NoDataFound:
-            raise NotFound(f"no runnable script {script_id} in tenant {tenant_id}") from None
+        state, run = await self._starts.submit(
+            StartNow(tenant_id, script_id, trigger_type, trigger_data, recorded))
+        if state == "missing":
+            raise NotFound(f"no runnable script {script_id} in tenant {tenant_id}")
         if run is None or stored_input_json is None:
             return run
         return dataclasses.replace(run, input_json=input_json)
+
+    async def _start_batch(self, starts: list[StartNow]
+                           ) -> Sequence[tuple[str, Run | None] | Exception]:
+        try:
+            return await self.store.queue.start_many(self.owner, starts)
+        except StoreUnavailable:
+            raise
+        except StoreError as exc:
+            if len(starts) == 1:
+                return [exc]
+            # one request's values the database refuses must fail that request only
+            return [r for s in starts for r in await self._start_batch([s])]
+
+    def _orphan(self, start: StartNow, started: tuple[str, Run | None]) -> None:
+        """A run started for a caller that went away meanwhile: recorded as cancelled."""
+        run = started[1]
+        if run is not None:
+            task = asyncio.create_task(
+                self._record(run, ExecutionResult(status="failed", error="cancelled")))
+            self._cleanups.add(task)
+            task.add_done_callback(self._cleanups.discard)
 
     async def execute(
         self, tenant_id: UUID, script_id: UUID, trigger_type: str,
@@ -135,11 +164,13 @@ class OnDemand:
     async def _record(self, run: Run, result: ExecutionResult) -> ExecutionResult | None:
         """The result as recorded, or None when it was not (the run was no longer ours, or
         the database stayed unreachable)."""
-        outcome = Outcome(run, result, self.clock.now())
+        outcome = Outcome(run, result, self.clock.now(),
+                          wall(result.started) if result.started else None,
+                          wall(result.finished) if result.finished else None)
         backoff = Backoff()
         for attempt in range(_RECORD_ATTEMPTS):
             try:
-                recorded = await recording.complete(self.store, self.owner, [outcome])
+                shown = await self._results.submit(outcome)
                 break
             except StoreUnavailable as exc:
                 delay = backoff.next()
@@ -149,8 +180,14 @@ class OnDemand:
         else:
             _LOG.error("execution_result_lost", execution_id=str(run.execution_id))
             return None
-        if not recorded:
+        if shown is None:
             recording.log_outcome(run, result, recorded=False)
             return None
-        recording.log_outcome(run, recorded[0].result, recorded=True)
-        return recorded[0].result
+        recording.log_outcome(run, shown.result, recorded=True)
+        return shown.result
+
+    async def _record_batch(self, outcomes: list[Outcome]) -> list[Outcome | None]:
+        """Results of many requests in one statement (recording's policy for refusals)."""
+        recorded = {o.run.execution_id: o
+                    for o in await recording.complete(self.store, self.owner, outcomes)}
+        return [recorded.get(o.run.execution_id) for o in outcomes]

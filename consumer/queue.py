@@ -5,7 +5,8 @@ report path (events, executions in flight, their results), over the connector.
     claim          one round trip: fan due events out into executions, start runs
     claim_leased   the same for the leased path: slots of scripts, runs reserved through them
     mark_and_release  show long runs of local queues as started; give slots back
-    start_now      a run outside the queue (HTTP, jsrt exec, the embedded API)
+    start_now      a run outside the queue (HTTP, jsrt exec, the embedded API); start_many
+                   for many of them in one statement
     complete_runs  results, console lines, dead letters and cron follow-ups, atomically
     release_runs   give unfinished runs back (shutdown)
     rescue_lost    close runs of processes presumed dead as 'worker lost'
@@ -21,9 +22,9 @@ from typing import Any
 from uuid import UUID
 
 from consumer import jsontext
-from consumer.db import Db
+from consumer.db import Db, NoDataFound
 from consumer.dead_letters import log_letters, record_letters
-from consumer.records import Claimed, Finished, Leased, Outcome, Run
+from consumer.records import Claimed, Finished, Leased, Outcome, Run, StartNow
 from consumer.schedules import record_cron_finished
 from consumer.sql import q
 
@@ -128,9 +129,28 @@ class Queue:
                         trigger_data: Mapping[str, Any], stored_input_json: str) -> Run | None:
         """A run started now, owned by `owner`'s lease, or None when the script is full.
         NoDataFound when the tenant has no runnable script of that id."""
-        row = await self._db.fetchrow(q("start_now"), owner, tenant_id, script_id, trigger_type,
-                                      dict(trigger_data), stored_input_json)
-        return None if row is None else Run.from_row(row)
+        [(state, run)] = await self.start_many(
+            owner, [StartNow(tenant_id, script_id, trigger_type, trigger_data,
+                             stored_input_json)])
+        if state == "missing":
+            raise NoDataFound(f"no runnable script {script_id} in tenant {tenant_id}")
+        return run
+
+    async def start_many(self, owner: str, starts: Sequence[StartNow]
+                         ) -> list[tuple[str, Run | None]]:
+        """Runs started now, one statement for many requests: for each, in order, 'started'
+        and its run, 'full' (the script is at its max_concurrent_runs) or 'missing' (no
+        runnable script of that id in that tenant)."""
+        rows = await self._db.fetch(
+            q("start_now"), owner, [s.tenant_id for s in starts], [s.script_id for s in starts],
+            [s.trigger_type for s in starts],
+            [json.dumps(dict(s.trigger_data)) for s in starts],
+            [s.stored_input_json for s in starts])
+        out: list[tuple[str, Run | None]] = [("missing", None)] * len(starts)
+        for r in rows:
+            run = r["run"]
+            out[r["ord"] - 1] = (r["state"], None if run is None else Run.from_row(run))
+        return out
 
     async def complete_runs(self, daemon_id: str, outcomes: Sequence[Outcome]) -> list[Finished]:
         """Record results, dead-letter failures and resolve succeeded retries, atomically."""

@@ -113,6 +113,18 @@ class Claimed:
 
 
 @dataclass(frozen=True, slots=True)
+class StartNow:
+    """A request for a run started now (HTTP, `jsrt exec`, the embedded API). The input to
+    keep is JSON text its caller checked (jsontext.check_text)."""
+
+    tenant_id: UUID
+    script_id: UUID
+    trigger_type: str
+    trigger_data: Mapping[str, Any]
+    stored_input_json: str
+
+
+@dataclass(frozen=True, slots=True)
 class Leased:
     """What one claim of the leased path did (jsrt_claim_v2): the runs it reserved for this
     daemon (oldest first within each script), the slots it granted, by script, the scripts the

@@ -3,13 +3,12 @@
 -- ($n::uuid IS NULL); every other caller names it.
 
 -- name: start_now
--- A running execution owned by $1 (the caller's lease), or no row when the script is full.
--- The input to keep ($6) is JSON text, checked by the caller; tenant JSON comes back as text
--- as from the claim.
-SELECT n.execution_id, n.tenant_id, n.script_id, n.source, n.version_id,
-       n.resource_limits::text AS resource_limits, n.input::text AS input, n.trigger_type,
-       n.trigger_data::text AS trigger_data, n.event_id, n.dead_letter_id, n.depth
-FROM jsrt_start_now($1, $2::uuid, $3::uuid, $4, $5::jsonb, $6::text::jsonb) n;
+-- Runs started now, many requests in one statement (jsrt_start_now_v2 in schema/functions/):
+-- for each, by its place in the arrays, 'started' with a running execution owned by $1 (the
+-- caller's lease), 'full' when the script is at its max_concurrent_runs, or 'missing'. The
+-- trigger data and the input to keep are JSON text, checked by the caller.
+SELECT n.ord, n.state, n.run
+FROM jsrt_start_now_v2($1, $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[]) n;
 
 -- name: embedded_script
 -- The 'embedded' script holding an ad-hoc source ($2 = name derived from source + limits).

@@ -1,5 +1,6 @@
--- The claim, version 2 (#17): slot leases. Applied after triggers.sql, idempotently, whenever
--- its content changes (like triggers.sql).
+-- The run path's functions, version 2 (#17): the claim of slot leases and local queues, and
+-- runs started now in batches. Applied after triggers.sql, idempotently, whenever its content
+-- changes (like triggers.sql).
 --
 -- A function or type here never changes once released: a change is a new version (_v3)
 -- beside it, so that during a rolling deploy the daemons of the previous release keep
@@ -370,5 +371,66 @@ BEGIN
     v_out.more := v_tenant_full OR (p_event_limit > 0 AND v_events >= p_event_limit);
     v_out.waiting := EXISTS (SELECT 1 FROM jsrt_runs x WHERE x.state = 'pending');
     RETURN v_out;
+END
+$$;
+
+-- Runs started now (HTTP requests, `jsrt exec`, the embedded API), many in one statement: for
+-- each request i, under its script's lock (scripts locked in id order, so that two batches
+-- never wait on each other in a cycle), an execution 'running' owned by p_owner (the caller's
+-- lease in jsrt_daemons) when a slot is free. state: 'started' (with the run), 'full' (the
+-- script is at its max_concurrent_runs) or 'missing' (no runnable script of that id in that
+-- tenant). trigger data and input come as JSON text the caller checked.
+CREATE OR REPLACE FUNCTION jsrt_start_now_v2(
+    p_owner TEXT, p_tenants UUID[], p_scripts UUID[], p_trigger_types TEXT[],
+    p_trigger_data TEXT[], p_inputs TEXT[]
+) RETURNS TABLE (ord INTEGER, state TEXT, run jsrt_run_v2)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    r RECORD;
+    v_script scripts;
+    v_last UUID;
+    v_free INTEGER := 0;
+    v_id UUID;
+BEGIN
+    -- Like a claim, a start need not wait for its WAL flush: should the database crash
+    -- before it, the request fails and nothing ran that anyone was told of. The result
+    -- commits durably.
+    PERFORM set_config('synchronous_commit', 'off', true);
+    FOR r IN SELECT u.* FROM unnest(p_tenants, p_scripts, p_trigger_types, p_trigger_data,
+                                    p_inputs) WITH ORDINALITY
+                             AS u(tenant_id, script_id, trigger_type, trigger_data, input, i)
+             ORDER BY u.script_id, u.i LOOP
+        ord := r.i;
+        run := NULL;
+        IF r.script_id IS DISTINCT FROM v_last THEN
+            PERFORM pg_advisory_xact_lock(jsrt_run_lock(r.script_id));
+            v_last := r.script_id;
+            -- a statement of its own after the lock: its snapshot has every earlier start
+            v_free := COALESCE(jsrt_free_slots(r.script_id), 0);
+        END IF;
+        SELECT s.* INTO v_script FROM scripts s
+        WHERE s.id = r.script_id AND s.tenant_id = r.tenant_id
+          AND s.status NOT IN ('disabled', 'archived');
+        IF NOT FOUND THEN
+            state := 'missing';
+        ELSIF v_free <= 0 THEN
+            state := 'full';
+        ELSE
+            v_free := v_free - 1;
+            INSERT INTO script_executions (script_id, tenant_id, status, trigger_type,
+                                           trigger_data, input)
+            VALUES (r.script_id, r.tenant_id, 'running', r.trigger_type,
+                    COALESCE(r.trigger_data::jsonb, '{}'), COALESCE(r.input::jsonb, '{}'))
+            RETURNING id INTO v_id;
+            INSERT INTO jsrt_runs (execution_id, tenant_id, script_id, state, daemon_id, started_at)
+            VALUES (v_id, r.tenant_id, r.script_id, 'running', p_owner, NOW());
+            state := 'started';
+            run := ROW(v_id, r.tenant_id, r.script_id, v_script.source, md5(v_script.source),
+                       v_script.resource_limits::text, COALESCE(r.input, '{}'), r.trigger_type,
+                       COALESCE(r.trigger_data, '{}'), NULL, NULL, 0)::jsrt_run_v2;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
 END
 $$;
