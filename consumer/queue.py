@@ -24,6 +24,7 @@ from uuid import UUID
 from consumer import jsontext
 from consumer.db import Db, NoDataFound
 from consumer.dead_letters import log_letters, record_letters
+from consumer.filters import log_skips, skips_of
 from consumer.records import Claimed, Finished, Leased, Outcome, Run, StartNow
 from consumer.schedules import record_cron_finished
 from consumer.sql import q
@@ -93,8 +94,10 @@ class Queue:
             [Run.from_row(r) for r in row["runs"]],
             dict(zip(row["lease_scripts"], row["lease_slots"], strict=True)),
             list(row["lost_scripts"]), row["events"], row["created"], row["queued"],
-            row["more"], row["waiting"],
+            row["more"], row["waiting"], row["filtered"] or 0, skips_of(row["filter_errors"]),
         )
+        if leased.filter_skips:
+            log_skips(leased.filter_skips)
         by_source = row["by_source"]
         if by_source:
             for observe in self._on_dispatched:

@@ -9,6 +9,7 @@ from typing import Any
 from uuid import UUID
 
 from consumer import jsontext
+from consumer.filters import FilterSkip
 from consumer.sandbox.types import ExecutionRequest, ExecutionResult, InvalidLimits, Limits
 
 
@@ -140,6 +141,8 @@ class Leased:
     queued: int
     more: bool = False
     waiting: bool = False
+    filtered: int = 0  # (event, script) pairs a payload filter kept from running
+    filter_skips: tuple[FilterSkip, ...] = ()  # ... of which the filter could not be evaluated
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from uuid import UUID
 import anyio
 
 from consumer.db import Db, ForeignKeyViolation, UniqueViolation
-from consumer.errors import NotFound, ValidationError
+from consumer.errors import NotFound, StoreError, StoreUnavailable, ValidationError
 from consumer.sql import q
 from consumer.validation import ScriptSpec, check_syntax, parse_limits
 
@@ -62,9 +62,30 @@ class Scripts:
             raise NotFound(f"no script {ref}")
         return ScriptRef(row["id"], row["tenant_id"], row["name"])
 
+    async def check_filters(self, spec: ScriptSpec) -> None:
+        """PostgreSQL parses each payload filter (its own message when it cannot), and a
+        filter must be a predicate: one true or false for any payload, never a path that
+        selects values (`$.total`, `$ ? (@.total > 1)`), which matches nothing."""
+        found = []
+        for event_type, predicate in spec.event_filters:
+            try:
+                unknown = await self._db.fetchval(q("event_filter_check"), predicate)
+            except StoreUnavailable:
+                raise
+            except StoreError as exc:
+                message = str(exc).splitlines()[0].removeprefix("database error: ")
+                found.append(f"--filter {event_type}: {message}")
+                continue
+            if unknown:
+                found.append(f"--filter {event_type}: {predicate!r} is not a predicate "
+                             "(write a condition, e.g. $.total > 100 && $.currency == \"EUR\")")
+        if found:
+            raise ValidationError("\n".join(found))
+
     async def create(self, tenant_id: UUID, spec: ScriptSpec, status: str = "draft",
                      message: str | None = None) -> UUID:
         spec.check()
+        await self.check_filters(spec)
         metadata = {"change_description": message} if message else {}
         description, source, type_, *triggers = _columns(spec, metadata)
         async with _written(spec):
@@ -85,6 +106,7 @@ class Scripts:
         whole result, write it. A new source becomes a new version."""
         row = await self.current(ref)
         spec = merged(row, changes).check()
+        await self.check_filters(spec)
         metadata = dict(row["metadata"] or {})
         metadata.pop("change_description", None)
         if message:
@@ -176,9 +198,11 @@ def _is_uuid(text: str) -> bool:
 
 
 def _columns(spec: ScriptSpec, metadata: Mapping[str, Any]) -> tuple[Any, ...]:
-    meta = {k: v for k, v in metadata.items() if k != "timezone"}
+    meta = {k: v for k, v in metadata.items() if k not in ("timezone", "event_filters")}
     if spec.timezone:
         meta["timezone"] = spec.timezone
+    if spec.event_filters:
+        meta["event_filters"] = dict(spec.event_filters)
     return (spec.description, spec.source, spec.type, dict(spec.limits), spec.cron,
             spec.http_path, list(spec.http_methods), list(spec.event_types), meta)
 
@@ -190,7 +214,17 @@ def spec_of(row: Mapping[str, Any]) -> ScriptSpec:
         timezone=row["timezone"], http_path=row["http_path"],
         http_methods=tuple(row["http_methods"] or ()), event_types=tuple(row["event_types"] or ()),
         limits=dict(row["resource_limits"] or {}),
+        event_filters=filters_of(row.get("metadata")),
     )
+
+
+def filters_of(metadata: Any) -> tuple[tuple[str, str], ...]:
+    """A stored script's payload filters (metadata.event_filters), sorted by event type;
+    what is not a string there (written by SQL) is no filter, as in the database."""
+    filters = metadata.get("event_filters") if isinstance(metadata, Mapping) else None
+    if not isinstance(filters, Mapping):
+        return ()
+    return tuple(sorted((k, v) for k, v in filters.items() if isinstance(v, str)))
 
 
 def merged(row: Mapping[str, Any], changes: Mapping[str, Any]) -> ScriptSpec:
@@ -210,6 +244,7 @@ def _retyped(spec: ScriptSpec, changes: Mapping[str, Any]) -> ScriptSpec:
         http_path=spec.http_path if new == "http" else None,
         http_methods=spec.http_methods if new == "http" else (),
         event_types=spec.event_types if new == "event" else (),
+        event_filters=spec.event_filters if new == "event" else (),
     )
 
 

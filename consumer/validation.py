@@ -48,6 +48,9 @@ class ScriptSpec:
     http_path: str | None = None
     http_methods: tuple[str, ...] = ()
     event_types: tuple[str, ...] = ()
+    # payload filters, by event type: SQL/JSON path predicates (metadata.event_filters);
+    # PostgreSQL parses them when the script is saved (Scripts.check_filters)
+    event_filters: tuple[tuple[str, str], ...] = ()
     limits: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
 
     def check(self) -> ScriptSpec:
@@ -85,8 +88,12 @@ def _trigger_problems(spec: ScriptSpec) -> list[str | None]:
         out.append("--http-path and --methods apply only to http scripts")
     if spec.type == "event":
         out.append(check_event_types(spec.event_types))
-    elif spec.event_types:
-        out.append("--event-types applies only to event scripts")
+        out.append(check_event_filters(spec.event_filters, spec.event_types))
+    else:
+        if spec.event_types:
+            out.append("--event-types applies only to event scripts")
+        if spec.event_filters:
+            out.append("--filter applies only to event scripts")
     return out
 
 
@@ -164,6 +171,38 @@ def check_event_types(event_types: Iterable[str]) -> str | None:
         if problem not in found:
             found.append(problem)
     return "\n".join(found) or None
+
+
+def check_event_filters(filters: Iterable[tuple[str, str]],
+                        event_types: Iterable[str]) -> str | None:
+    """What can be said of filters without the database: each names an event type the
+    script subscribes to and is a non-empty string (PostgreSQL parses them on save)."""
+    types = set(event_types)
+    found = []
+    for event_type, predicate in filters:
+        if event_type not in types:
+            found.append(f"--filter {event_type}: the script does not subscribe to "
+                         f"{event_type!r} (--event-types)")
+        if not isinstance(predicate, str) or not predicate.strip():
+            found.append(f"--filter {event_type}: the predicate is empty")
+    return "\n".join(found) or None
+
+
+def parse_filters(given: Iterable[str], base: Iterable[tuple[str, str]] = ()
+                  ) -> tuple[tuple[tuple[str, str], ...], list[str]]:
+    """`--filter TYPE=PREDICATE` options over the filters a script has (`TYPE=` removes
+    that type's filter); the filters, sorted by event type, and the problems."""
+    merged = dict(base)
+    found = []
+    for item in given:
+        event_type, sep, predicate = item.partition("=")
+        if not sep or not event_type.strip():
+            found.append(f"--filter must be EVENT_TYPE=PREDICATE (got {item!r})")
+        elif predicate.strip():
+            merged[event_type.strip()] = predicate.strip()
+        else:
+            merged.pop(event_type.strip(), None)
+    return tuple(sorted(merged.items())), found
 
 
 def parse_limits(raw: str | Mapping[str, Any] | None,

@@ -19,6 +19,7 @@ from consumer.validation import (
     ScriptSpec,
     lines,
     normalize_methods,
+    parse_filters,
     parse_limits,
     problems,
 )
@@ -26,7 +27,8 @@ from consumer.validation import (
 _LIST_COLUMNS = ("id", "tenant_id", "name", "type", "status", "trigger", "version", "updated_at")
 _SHOW_KEYS = ("id", "tenant_id", "name", "description", "type", "status", "version",
               "cron_expression", "timezone", "next_run_at", "last_run_at", "last_run_status",
-              "http_path", "http_methods", "event_types", "resource_limits", "created_at",
+              "http_path", "http_methods", "event_types", "event_filters", "resource_limits",
+              "created_at",
               "updated_at")
 
 
@@ -102,6 +104,9 @@ def _trigger_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", help="allowed methods, e.g. GET,POST (http; default GET)")
     p.add_argument("--event-types", help="comma-separated event types (event scripts)")
     p.add_argument("--limits", help='resource limits as JSON, e.g. {"max_concurrent_runs": 2}')
+    p.add_argument("--filter", action="append", default=[], metavar="TYPE=PREDICATE",
+                   help="payload filter of an event type, an SQL/JSON path predicate, e.g. "
+                        "'order.created=$.total > 100' (repeatable; TYPE= removes it)")
     p.add_argument("--message", help="change description kept with the new version")
     p.add_argument("--json", action="store_true")
 
@@ -118,8 +123,8 @@ def _split(text: str | None) -> tuple[str, ...]:
     return tuple(p.strip() for p in text.split(",")) if text is not None else ()
 
 
-def _changes(args: argparse.Namespace,
-             base_limits: Any = None) -> tuple[dict[str, Any], list[str]]:
+def _changes(args: argparse.Namespace, base_limits: Any = None,
+             base_filters: tuple[tuple[str, str], ...] = ()) -> tuple[dict[str, Any], list[str]]:
     """ScriptSpec fields given on the command line, and the problems of those the spec's own
     check does not see (methods, limits); everything else is checked with the whole spec, so
     that every problem is reported at once."""
@@ -137,6 +142,9 @@ def _changes(args: argparse.Namespace,
         out["http_methods"] = methods
     if args.event_types is not None:
         out["event_types"] = _split(args.event_types)
+    if args.filter:
+        out["event_filters"], problems_ = parse_filters(args.filter, base_filters)
+        found += problems_
     if args.limits is not None:
         try:
             out["limits"] = parse_limits(args.limits, base_limits)
@@ -174,7 +182,8 @@ async def cmd_update(args: argparse.Namespace, settings: Settings) -> int:
     async with Store.session(settings.require_database(), "jsrt scripts") as store:
         ref = await store.scripts.resolve(args.script, _tenant(args))
         row = await store.scripts.current(ref)
-        changes, found = _changes(args, row["resource_limits"])
+        changes, found = _changes(args, row["resource_limits"],
+                                  scripts.filters_of(row["metadata"]))
         if not changes and not found:
             raise ValidationError("nothing to change (give --file, --cron, --limits, ...)")
         _raise(found and found + problems(scripts.merged(row, changes)))
@@ -200,7 +209,11 @@ async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(dumps(row))
     else:
-        print(fields(row, _SHOW_KEYS))
+        filters = dict(scripts.filters_of(row["metadata"]))
+        print(fields({**row, "event_filters": filters or None}, _SHOW_KEYS))
+        for event_type, predicate in filters.items():
+            # how a filter reads: runs only for events whose payload satisfies it
+            print(f"  runs on {event_type} only when the payload satisfies {predicate}")
         print("\n" + row["source"].rstrip())
     return 0
 

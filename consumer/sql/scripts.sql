@@ -148,3 +148,8 @@ FROM script_executions e
 JOIN scripts s ON s.id = e.script_id AND s.tenant_id = e.tenant_id
 LEFT JOIN jsrt_execution_logs l ON l.execution_id = e.id AND l.tenant_id = e.tenant_id
 WHERE e.id = $1::uuid AND ($2::uuid IS NULL OR e.tenant_id = $2::uuid);
+
+-- name: event_filter_check
+-- A payload filter as PostgreSQL reads it: the cast raises its own message when it cannot
+-- parse it; true when it is no predicate (its result on a document is not one boolean).
+SELECT '{}'::jsonb @@ $1::text::jsonpath IS NULL;

@@ -34,9 +34,19 @@ DO $$ BEGIN
         queued INTEGER,           -- of which left 'pending' (for whoever gets slots)
         by_source JSONB,          -- events fanned out, by source
         more BOOLEAN,             -- more events may be due (the fan-out was cut short)
-        waiting BOOLEAN           -- pending runs remain
+        waiting BOOLEAN,          -- pending runs remain
+        filtered INTEGER,         -- (event, script) pairs a payload filter did not match
+        filter_errors JSONB       -- ... of which the filter could not be evaluated (#19)
     );
 EXCEPTION WHEN duplicate_object THEN NULL;
+END $$;
+
+-- (jsrt_claim_v2 had not shipped when #19 added the filters' attributes: a database that
+-- has the type without them gets them here.)
+DO $$ BEGIN
+    ALTER TYPE jsrt_claim_v2 ADD ATTRIBUTE filtered INTEGER;
+    ALTER TYPE jsrt_claim_v2 ADD ATTRIBUTE filter_errors JSONB;
+EXCEPTION WHEN duplicate_column THEN NULL;
 END $$;
 
 -- One round trip of a daemon's claim loop:
@@ -48,7 +58,11 @@ END $$;
 -- 3. fan out up to p_event_limit due events (tenants visited as in step 2 from
 --    p_tenant_after, at most p_per_tenant events each) into executions: reserved for this
 --    daemon while a script it holds (or now takes) slots of has room, 'pending' otherwise
---    (never ahead of a script's older pending runs: first in, first out).
+--    (never ahead of a script's older pending runs: first in, first out). A script's payload
+--    filter for the event's type (jsrt_event_filters) must match: an event it does not
+--    match creates no execution for that script; one it cannot evaluate (a payload of
+--    another shape: jsonb_path_match's silent form gives NULL) neither, and is reported in
+--    filter_errors for the daemon to log.
 -- Reserved runs count against nothing: the lease's slots do. Their executions stay
 -- 'pending' until the daemon reports that they really started.
 CREATE OR REPLACE FUNCTION jsrt_claim_v2(
@@ -87,6 +101,8 @@ DECLARE
     v_res_s UUID[] := '{}';        -- new executions to reserve: script ...
     v_res_n INTEGER[] := '{}';     -- ... and how many (the first n of the script's)
     v_queued INTEGER := 0;
+    v_filtered INTEGER := 0;
+    v_filter_errors JSONB;
     r RECORD;
     v_out jsrt_claim_v2;
 BEGIN
@@ -238,14 +254,23 @@ BEGIN
             WHERE e.id = ANY (ARRAY(SELECT id FROM claimed))
             RETURNING e.id, e.source
         ),
-        targets AS (
+        subscribed AS (
+            -- ok: no filter, or the filter matched (NULL: it could not be evaluated)
             SELECT c.id AS event_id, c.tenant_id, c.event_type, c.payload, c.depth,
-                   c.published_at, sub.script_id, gen_random_uuid() AS execution_id
+                   c.published_at, sub.script_id,
+                   f.filter IS NULL OR jsonb_path_match(c.payload, f.filter, '{}', true) AS ok
             FROM claimed c
             JOIN script_event_subscriptions sub
               ON sub.tenant_id = c.tenant_id AND sub.event_type = c.event_type AND sub.is_active
             JOIN scripts s
               ON s.id = sub.script_id AND s.tenant_id = c.tenant_id AND s.status = 'active'
+            LEFT JOIN jsrt_event_filters f
+              ON f.script_id = sub.script_id AND f.event_type = c.event_type
+        ),
+        targets AS (
+            SELECT u.event_id, u.tenant_id, u.event_type, u.payload, u.depth, u.published_at,
+                   u.script_id, gen_random_uuid() AS execution_id
+            FROM subscribed u WHERE u.ok
         ),
         delivered AS (
             -- the primary key (event, script) is the rule behind exactly-once
@@ -267,9 +292,14 @@ BEGIN
                array_agg(t.event_type ORDER BY t.published_at, t.event_id),
                array_agg(t.payload ORDER BY t.published_at, t.event_id),
                array_agg(t.depth ORDER BY t.published_at, t.event_id),
-               array_agg(t.published_at ORDER BY t.published_at, t.event_id)
+               array_agg(t.published_at ORDER BY t.published_at, t.event_id),
+               (SELECT count(*) FROM subscribed u WHERE u.ok IS NOT TRUE),
+               (SELECT jsonb_agg(jsonb_build_object(
+                           'tenant_id', u.tenant_id, 'script_id', u.script_id,
+                           'event_id', u.event_id, 'event_type', u.event_type))
+                FROM subscribed u WHERE u.ok IS NULL)
         INTO v_events, v_by_source, v_tenant_full, v_exec, v_event, v_tscript, v_tenant, v_type,
-             v_payload, v_depth, v_published
+             v_payload, v_depth, v_published, v_filtered, v_filter_errors
         FROM targets t JOIN delivered d ON d.execution_id = t.execution_id;
     END IF;
 
@@ -370,6 +400,8 @@ BEGIN
     v_out.by_source := v_by_source;
     v_out.more := v_tenant_full OR (p_event_limit > 0 AND v_events >= p_event_limit);
     v_out.waiting := EXISTS (SELECT 1 FROM jsrt_runs x WHERE x.state = 'pending');
+    v_out.filtered := v_filtered;
+    v_out.filter_errors := COALESCE(v_filter_errors, '[]');
     RETURN v_out;
 END
 $$;
