@@ -32,6 +32,7 @@ import anyio
 
 from consumer import log, recording
 from consumer.backoff import Backoff
+from consumer.cancel import CancelWatcher
 from consumer.clock import Clock, SystemClock, wall
 from consumer.completer import Completer
 from consumer.errors import StoreError, StoreUnavailable
@@ -107,6 +108,8 @@ class Daemon:
         self._in_flight: dict[UUID, tuple[Run, asyncio.Future[ExecutionResult]]] = {}
         self._completer = Completer(store, self.id, self._recorded)
         self._timers = Timers(store, self.clock, settings.poll_interval, self._queued)
+        self._cancels = CancelWatcher(store, self.id, self._cancel_run,
+                                      settings.heartbeat_interval)
         self._maybe_events = True  # hints: skip round trips that would find nothing
         self._maybe_runs = True
         self._runs_waiting = True  # the last claim saw pending runs (a freed slot may start one)
@@ -151,10 +154,12 @@ class Daemon:
         s = self.settings
         tg.start_soon(self._completer.run)
         tg.start_soon(self._show_started)
+        tg.start_soon(self._cancels.run)
         if until_idle:  # a drain takes retries and ticks when it runs dry
             return
         if self._listen:
-            self.listener = Listener(s.require_database(), self.store, self.wake, s.channels)
+            self.listener = Listener(s.require_database(), self.store, self.wake, s.channels,
+                                     on_cancel=self._cancels.notified)
             tg.start_soon(self.listener.run)
         tg.start_soon(self._timers.run, self._stopping)
         if s.cleanup_interval > 0:
@@ -271,6 +276,21 @@ class Daemon:
             await self.listener.try_lead()
         if lost:
             self.wake()
+
+    def _cancel_run(self, execution_id: UUID, error: str) -> None:
+        """A run of this daemon was cancelled (cancel.py): out of its local queue, or its
+        step terminated. Its execution is 'cancelled' already, and its result, recorded
+        nowhere (the run is gone), frees the slot as any result does."""
+        if self._slots.drop(execution_id):
+            return
+        held = self._in_flight.get(execution_id)
+        if held is None:
+            return
+        cancel = getattr(self.executor, "cancel", None)
+        if cancel is None or not cancel(str(execution_id), error):
+            future = held[1]  # not (or no longer) the executor's: ends here
+            if not future.done():
+                future.set_result(ExecutionResult("cancelled", error=error))
 
     # ------------------------------------------------------------ execute
     def _pump(self) -> None:
@@ -433,6 +453,7 @@ def _one_after_another(executor: Executor, requests: list[ExecutionRequest],
     futures: list[asyncio.Future[ExecutionResult]] = [loop.create_future() for _ in requests]
 
     def submit(i: int) -> None:
+        i = _next_open(futures, i)  # skipping runs cancelled before their turn
         if i == len(requests):
             return
         try:
@@ -457,3 +478,10 @@ def _one_after_another(executor: Executor, requests: list[ExecutionRequest],
 
     submit(0)
     return futures
+
+
+def _next_open(futures: list[asyncio.Future[ExecutionResult]], i: int) -> int:
+    """The first run from i on that has no result yet (a cancelled one has: _cancel_run)."""
+    while i < len(futures) and futures[i].done():
+        i += 1
+    return i

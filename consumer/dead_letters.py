@@ -74,9 +74,12 @@ class DeadLetters:
 
     async def retry(self, ids: Sequence[UUID], tenant: UUID | None = None,
                     now: datetime | None = None, chunk: int = 100,
-                    progress: Callable[[int, int], None] | None = None) -> Applied:
-        """Make the letters due now (see the module docstring), `chunk` at a time."""
-        return await self._apply("dl_retry", ids, tenant, now, chunk, progress)
+                    progress: Callable[[int, int], None] | None = None,
+                    version: str | None = None) -> Applied:
+        """Make the letters due now (see the module docstring), `chunk` at a time; with
+        `version` 'original', their retries run the source version each letter recorded,
+        with 'current' the script's current source (None: as before)."""
+        return await self._apply("dl_retry", ids, tenant, now, chunk, progress, version)
 
     async def discard(self, ids: Sequence[UUID], tenant: UUID | None = None,
                       now: datetime | None = None) -> Applied:
@@ -89,11 +92,11 @@ class DeadLetters:
 
     async def _apply(self, query: str, ids: Sequence[UUID], tenant: UUID | None,
                      now: datetime | None, chunk: int,
-                     progress: Callable[[int, int], None] | None) -> Applied:
+                     progress: Callable[[int, int], None] | None, *extra: Any) -> Applied:
         wanted = list(dict.fromkeys(ids))
         done: list[UUID] = []
         for start in range(0, len(wanted), chunk):
-            rows = await self._db.fetch(q(query), wanted[start:start + chunk], tenant, now)
+            rows = await self._db.fetch(q(query), wanted[start:start + chunk], tenant, now, *extra)
             done += [r["dead_letter_id"] for r in rows]
             if progress:
                 progress(min(start + chunk, len(wanted)), len(wanted))

@@ -1,7 +1,11 @@
-"""The execution history's repository: what `jsrt executions` lists and shows."""
+"""The execution history's repository: what `jsrt executions` lists and shows, and the run
+control of #19: cancel (consumer/cancel.py stops what a process had taken) and replay
+(consumer/replay.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -28,3 +32,58 @@ class Executions:
         if row is None:
             raise NotFound(f"no execution {execution_id}")
         return dict(row)
+
+    # ------------------------------------------------------------ run control (#19)
+    async def cancel(self, ids: Sequence[UUID], by: str,
+                     tenant_id: UUID | None = None) -> list[Cancelled]:
+        """Cancel these executions (jsrt_cancel): one answer per id, in order."""
+        rows = await self._db.fetch(q("executions_cancel"), list(ids), by, tenant_id)
+        return [Cancelled(r["execution_id"], r["tenant_id"], r["script_id"], r["outcome"],
+                          r["status"], r["was"], r["daemon_id"]) for r in rows]
+
+    async def unfinished(self, script_id: UUID, tenant_id: UUID, status: str | None,
+                         limit: int) -> list[UUID]:
+        """A script's unfinished executions (of that status), oldest first."""
+        rows = await self._db.fetch(q("executions_unfinished"), script_id, tenant_id, status,
+                                    limit)
+        return [r["execution_id"] for r in rows]
+
+    async def take_cancels(self, owner: str) -> list[tuple[UUID, str]]:
+        """The cancelled runs this process had taken (execution id, who cancelled it), each
+        handed out once."""
+        rows = await self._db.fetch(q("cancels_take"), owner)
+        return [(r["execution_id"], r["cancelled_by"]) for r in rows]
+
+    async def replay_candidates(self, ids: Sequence[UUID] | None, script_id: UUID | None,
+                                tenant_id: UUID | None, statuses: Sequence[str],
+                                since: datetime | None, until: datetime | None,
+                                limit: int) -> list[dict[str, Any]]:
+        """Finished executions to replay, oldest first, with the source version that ran
+        each (original_version) and the script's current one."""
+        rows = await self._db.fetch(q("replay_select"), list(ids) if ids is not None else None,
+                                    script_id, tenant_id, list(statuses), since, until, limit)
+        return [dict(r) for r in rows]
+
+    async def replay(self, originals: Sequence[UUID],
+                     versions: Sequence[int | None]) -> dict[UUID, UUID]:
+        """New pending executions replaying these (versions[i]: the source version to run,
+        None: current); original id → new execution id."""
+        rows = await self._db.fetch(q("replay_create"), list(originals), list(versions))
+        if rows:
+            await self._db.execute(q("wake_daemons"))
+        return {r["original"]: r["execution_id"] for r in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    """What cancelling one id did: outcome 'cancelled', 'finished' (status says how it had
+    ended) or 'missing'; `was` the run's state when cancelled (pending, reserved, running),
+    `owner` the process that had taken it."""
+
+    execution_id: UUID
+    tenant_id: UUID | None
+    script_id: UUID | None
+    outcome: str
+    status: str | None
+    was: str | None
+    owner: str | None

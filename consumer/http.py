@@ -32,6 +32,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from consumer import jsontext, log
+from consumer.cancel import executor_stop, watching
 from consumer.errors import ConfigError, NotFound, StoreUnavailable
 from consumer.lease import Lease
 from consumer.ondemand import OnDemand, RunResult
@@ -264,6 +265,8 @@ class HttpTrigger:
     def _respond(self, result: RunResult) -> Response:
         if result.status == "timeout":
             return _error(504, "script timed out", result.execution_id)
+        if result.status == "cancelled":  # by an operator (jsrt executions cancel)
+            return _error(503, "execution cancelled", result.execution_id)
         if not result.ok:
             return _error(500, "script failed", result.execution_id)
         try:
@@ -363,7 +366,8 @@ class HttpServer:
             s = self.settings
             lease = Lease(self.store, s.heartbeat_interval, kind="http",
                           rescue_after=s.heartbeat_timeout, retry_base=s.retry_base_seconds)
-            async with lease:
+            async with lease, watching(self.store, lease.id, executor_stop(self.executor),
+                                       s.heartbeat_interval):
                 app = build_app(self.store, OnDemand(self.store, self.executor, lease.id),
                                 self.settings)
                 config = uvicorn.Config(app, host=self.host, port=self.port, log_config=None,

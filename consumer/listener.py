@@ -24,6 +24,7 @@ from consumer.store import Store
 
 EVENTS_CHANNEL = "jsrt_events"
 SCRIPTS_CHANNEL = "jsrt_scripts"
+CANCEL_CHANNEL = "jsrt_cancel"  # a run a process had taken was cancelled (cancel.py)
 RAW_INGEST_LOCK = 7_358_201_146
 
 _LOG = log.get("jsrt.listener")
@@ -33,12 +34,14 @@ class Listener:
     def __init__(
         self, dsn: str, store: Store, wake: Callable[[], None],
         extra_channels: tuple[str, ...] = (), on_script_change: Callable[[Any], None] | None = None,
+        on_cancel: Callable[[str], None] | None = None,
     ) -> None:
         self._dsn = dsn
         self._store = store
         self._wake = wake
         self._channels = (EVENTS_CHANNEL, *extra_channels)
         self._on_script_change = on_script_change
+        self._on_cancel = on_cancel  # jsrt_cancel hints (their payload names a process)
         self._conn: asyncpg.Connection | None = None
         self._lost = anyio.Event()
         self._leader = False
@@ -75,6 +78,8 @@ class Listener:
             for ch in self._channels:
                 await conn.add_listener(ch, self._notified)
             await conn.add_listener(SCRIPTS_CHANNEL, self._script_changed)
+            if self._on_cancel is not None:
+                await conn.add_listener(CANCEL_CHANNEL, self._cancelled)
             leader = bool(await conn.fetchval(q("raw_ingest_try_lock"), RAW_INGEST_LOCK))
         except BaseException:
             # Not yet ours to close in run(): a LISTEN or the lock query that failed, or a
@@ -160,3 +165,7 @@ class Listener:
         if self._on_script_change is not None:
             with contextlib.suppress(ValueError):
                 self._on_script_change(json.loads(payload))
+
+    def _cancelled(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        if self._on_cancel is not None:
+            self._on_cancel(payload)

@@ -44,7 +44,7 @@ class RunResult:
     """What came of one execution, as recorded in script_executions."""
 
     execution_id: UUID
-    status: str  # completed | failed | timeout
+    status: str  # completed | failed | timeout | cancelled
     output: Any
     error: str | None
     logs: tuple[Mapping[str, Any], ...]

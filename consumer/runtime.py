@@ -10,6 +10,7 @@ execution (trigger_type 'api').
             print(result.output)
         else:
             print(result.status, result.error, result.logs)
+        await rt.cancel(execution_id)   # from another task: that caller gets 'cancelled'
 
 The Runtime owns a connection pool, a sandbox executor (its own V8 worker processes) and a
 lease in jsrt_daemons (so the daemons' rescuer never mistakes its runs for lost ones). A
@@ -27,7 +28,9 @@ from uuid import UUID
 
 from consumer import jsontext
 from consumer.app import store_api_limiter, store_publisher
+from consumer.cancel import CancelWatcher, executor_stop, watching
 from consumer.errors import ConfigError, ValidationError
+from consumer.executions import Cancelled
 from consumer.lease import Lease
 from consumer.ondemand import OnDemand, RunResult
 from consumer.sandbox import Executor
@@ -50,6 +53,7 @@ class Runtime:
         self.max_wait = max_wait
         self._stack: AsyncExitStack | None = None
         self._ondemand: OnDemand | None = None
+        self._cancels: CancelWatcher | None = None
 
     async def __aenter__(self) -> Runtime:
         async with AsyncExitStack() as stack:
@@ -61,6 +65,9 @@ class Runtime:
             await stack.enter_async_context(executor)
             lease = await stack.enter_async_context(
                 Lease(store, self.settings.heartbeat_interval, kind="api"))
+            self._cancels = await stack.enter_async_context(
+                watching(store, lease.id, executor_stop(executor),
+                         self.settings.heartbeat_interval))
             self._ondemand = OnDemand(store, executor, lease.id)
             self._stack = stack.pop_all()
         return self
@@ -100,6 +107,19 @@ class Runtime:
         return await runner.execute(tenant, script_id, "api",
                                     {"type": "api", "source": "execute_source"}, input_json,
                                     max_wait=self.max_wait, expect_source=source)
+
+
+    async def cancel(self, execution_id: UUID | str, *, tenant_id: UUID | str | None = None,
+                     by: str = "the embedded API") -> Cancelled:
+        """Cancel an execution (of `tenant_id`, when given): a pending one never starts, a
+        running one is stopped - anywhere, by the process that runs it - and it ends
+        'cancelled' with "cancelled by {by}" as its error; a caller waiting for it gets that
+        result. `outcome` says 'cancelled', 'finished' (it had ended: `status`) or 'missing'."""
+        [done] = await self._runner.store.executions.cancel(
+            [_as_uuid(execution_id)], by, None if tenant_id is None else _as_uuid(tenant_id))
+        if self._cancels is not None and done.owner == self._runner.owner:
+            self._cancels.hint()  # ours: stopped now, not at the next heartbeat
+        return done
 
 
 def _input(value: Any) -> str:

@@ -176,6 +176,15 @@ class Slots:
                 del self._held[script_id]
         return out
 
+    def drop(self, execution_id: UUID) -> bool:
+        """Take a queued run out of its local queue (it was cancelled): True if it was there."""
+        for h in self._held.values():
+            for run in h.queue:
+                if run.execution_id == execution_id:
+                    h.queue.remove(run)
+                    return True
+        return False
+
     def drain(self) -> list[Run]:
         """Stopping: every queued run (to give back), and no refill from now on."""
         runs: list[Run] = []

@@ -77,6 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     rt = dsub.add_parser("retry", help="retry now, whatever the count (exhausted: one more)")
     rt.add_argument("ids", nargs="*", type=_uuid, metavar="ID")
     rt.add_argument("--all", action="store_true", help="every unresolved letter the filters match")
+    rt.add_argument("--version", choices=("current", "original"),
+                    help="source its retries run: the script's current one, or the version "
+                         "that failed (recorded with the letter); default: as before")
     _common(rt)
     _filters(rt)
     rt.set_defaults(func=cmd_retry)
@@ -120,7 +123,8 @@ async def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
     async with Store.session(settings.require_database(), "jsrt-cli") as store:
         ids = list(args.ids) or await _matching(store, args)
         applied = await store.dead_letters.retry(ids, args.tenant,
-                                                 progress=_progress(len(ids)))
+                                                 progress=_progress(len(ids)),
+                                                 version=args.version)
     return _report(args, applied, "retried", "due now")
 
 

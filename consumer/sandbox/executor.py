@@ -10,6 +10,7 @@ it held is re-run on another worker, not failed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import os
@@ -234,6 +235,35 @@ class Executor:
             self._backlog.append(pending)
             self._drain_backlog()
         return future
+
+    def cancel(self, execution_id: str, error: str = "cancelled") -> bool:
+        """End an execution now as 'cancelled' (#19): one still waiting here never starts;
+        one on a worker gets its verdict at once, and the worker drops it or terminates its
+        step (closing its context, keeping the worker; a run inside another's batch step
+        runs on to the batch's end, unseen). False when this executor does not hold it."""
+        result = ExecutionResult("cancelled", error=error, metrics=_metrics())
+        for pending in self._backlog:
+            if pending.request.execution_id == execution_id and not pending.future.done():
+                self._backlog.remove(pending)
+                self._resolve_cancelled(pending, result)
+                return True
+        for worker in self._workers:
+            if worker is None:
+                continue
+            for seq, pending in list(worker.inflight.items()):
+                if pending.request.execution_id == execution_id:
+                    del worker.inflight[seq]
+                    if worker.alive:
+                        worker.send(protocol.Cancel(seq))
+                    self._resolve_cancelled(pending, result)
+                    return True
+        return False
+
+    def _resolve_cancelled(self, pending: _Pending, result: ExecutionResult) -> None:
+        pending.cancel_calls()
+        metrics = _metrics(_since(pending.submitted_at), 0, pending.api_calls)
+        self._resolve(pending, dataclasses.replace(result, metrics=metrics))
+        self._drain_backlog()
 
     def _dispatch(self, pending: _Pending) -> bool:
         worker = self._pick(alone=pending.attempts > 0)

@@ -26,6 +26,7 @@ RUN = "run"
 RET = "ret"
 REVOKE = "revoke"
 QUIT = "quit"
+CANCEL = "cancel"
 READY = "ready"
 DONE = "done"
 CALL = "call"
@@ -131,6 +132,22 @@ class Revoke(NamedTuple):
     def parse(cls, m: list[Any]) -> Self:
         _arity(m, REVOKE, 1)
         _ints(REVOKE, m[1])
+        return cls(m[1])
+
+
+class Cancel(NamedTuple):
+    """[CANCEL, seq]: the run was cancelled (#19): drop it if it has not begun, else terminate
+    its step; the parent has its verdict already and ignores what comes of it."""
+
+    seq: int
+
+    def encode(self) -> list[Any]:
+        return [CANCEL, self.seq]
+
+    @classmethod
+    def parse(cls, m: list[Any]) -> Self:
+        _arity(m, CANCEL, 1)
+        _ints(CANCEL, m[1])
         return cls(m[1])
 
 
@@ -242,13 +259,14 @@ class Revoked(NamedTuple):
         return cls(m[1])
 
 
-ToWorker = Run | Ret | Revoke | Quit
+ToWorker = Run | Ret | Revoke | Cancel | Quit
 FromWorker = Ready | Done | Call | Revoked
 Message = ToWorker | FromWorker
 M = TypeVar("M")
 
 _TO_WORKER: Mapping[str, Callable[[list[Any]], ToWorker]] = {
-    RUN: Run.parse, RET: Ret.parse, REVOKE: Revoke.parse, QUIT: Quit.parse,
+    RUN: Run.parse, RET: Ret.parse, REVOKE: Revoke.parse, CANCEL: Cancel.parse,
+    QUIT: Quit.parse,
 }
 _FROM_WORKER: Mapping[str, Callable[[list[Any]], FromWorker]] = {
     READY: Ready.parse, DONE: Done.parse, CALL: Call.parse, REVOKED: Revoked.parse,

@@ -48,6 +48,14 @@ SALVAGE_S = 0.05
 CLEANUP_NS = 2_000_000_000  # how long closing a context may take before the parent kills
 
 
+class StepCancelled(ScriptError):
+    """The parent cancelled the run (protocol.Cancel): its step was terminated. A failure
+    here, which the parent, holding its verdict already, never reads."""
+
+    def __init__(self) -> None:
+        super().__init__("cancelled", None)
+
+
 def rss_budget(max_memory_bytes: int) -> int:
     return max_memory_bytes + max_memory_bytes // 4 + MEMORY_MARGIN
 
@@ -76,6 +84,9 @@ class Job:
     api_calls: int = 0
     memory_peak: int = 0
     memory_hit: bool = False
+    cancelled: bool = False  # the parent cancelled it (#19): its step is terminated
+    stepping: bool = False  # in a step of its own (not a batch's)
+    waiting: bool = False  # between steps, waiting for a host call or a timer
     poll_s: float = 0.001
     ctx: JsContext | None = None  # the context this job owns, once it owns one
     handoff: asyncio.Future[Start] | None = None  # set when another job's batch took it
@@ -180,6 +191,13 @@ class Runner:
         self._solo_keys: set[Key] = set()  # versions whose runs do not end within one step
         self.arriving = 0  # runs received whose task has not started yet (they may batch)
         self._queued: set[int] = set()  # jobs waiting for the engine lock, nothing begun
+
+    def cancel(self, job: Job) -> bool:
+        """Mark a job cancelled; True when its task is to be cancelled now (it runs a step of
+        its own, or waits between steps): the step is terminated and its context closed,
+        the worker kept. A job in another's batch step runs to the batch's end."""
+        job.cancelled = True
+        return job.stepping or job.waiting
 
     def revoke(self, job: Job) -> bool:
         """Take back a job that is still only waiting for the engine lock (no context, no
@@ -420,6 +438,8 @@ class Runner:
         batch: bool = False,
     ) -> str:
         """One step with the lock held: what its collect returned, as JSON text."""
+        if job.cancelled:  # between two steps: the next one never begins
+            raise StepCancelled
         self._start_clock(job)
         budget = rss_budget(job.memory)
         await self._prepare_memory(ctx, budget)
@@ -437,18 +457,22 @@ class Runner:
         # What the context holds already counts: the step may grow by what is left.
         self._watchdog.arm(budget - ctx.held, lambda: self._on_memory(job, task, token))
         salvage = collect if batch else f"{ctx.api}.logs()"
+        job.stepping = not batch
         try:
             raw = await ctx.step(code, collect, remaining)
         except asyncio.CancelledError:
-            if not (job.memory_hit and task.uncancel() == 0):
+            verdict: type[Exception] | None = (
+                MemoryLimitHit if job.memory_hit else StepCancelled if job.cancelled else None)
+            if verdict is None or task.uncancel() != 0:
                 raise
-            await self._terminate(job, ctx, salvage, batch, memory=True)
-            raise MemoryLimitHit from None
+            await self._terminate(job, ctx, salvage, batch, memory=verdict is MemoryLimitHit)
+            raise verdict from None
         except (StepTimeout, MemoryLimitHit) as exc:
             await self._terminate(job, ctx, salvage, batch,
                                   memory=isinstance(exc, MemoryLimitHit))
             raise
         finally:
+            job.stepping = False
             growth = self._watchdog.growth()
             self._watchdog.disarm()
             self._slot.leave()
@@ -508,11 +532,19 @@ class Runner:
             timeout = min(timeout, job.poll_s)
             job.poll_s = min(job.poll_s * 2, POLL_MAX_S)
         job.wakeup.clear()
+        job.waiting = True
         try:
             async with asyncio.timeout(max(timeout, 0)):
                 await job.wakeup.wait()
         except TimeoutError:
             pass
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if job.cancelled and task is not None and task.uncancel() == 0:
+                raise StepCancelled from None
+            raise
+        finally:
+            job.waiting = False
 
     async def _drain_calls(self, job: Job) -> None:
         """Host calls a handler started but did not await still happen before the result."""

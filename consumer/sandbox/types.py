@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 from consumer.jsontext import loads_stored
 
-Status = Literal["completed", "failed", "timeout"]
+# "cancelled" is never a worker's verdict: the executor gives it to a run cancelled (#19)
+Status = Literal["completed", "failed", "timeout", "cancelled"]
 
 # The seed's defaults for scripts.resource_limits.
 DEFAULT_LIMITS: Mapping[str, int] = {

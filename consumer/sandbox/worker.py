@@ -84,7 +84,8 @@ class _Jobs:
         self._send = send
         self._jobs: dict[int, tuple[Job, asyncio.Task[None]]] = {}
 
-    def handle(self, message: protocol.Run | protocol.Ret | protocol.Revoke) -> None:
+    def handle(self, message: protocol.Run | protocol.Ret | protocol.Revoke | protocol.Cancel
+               ) -> None:
         match message:
             case protocol.Run():
                 job = Job.from_run(message)
@@ -97,6 +98,19 @@ class _Jobs:
                     held[0].deliver(message)
             case protocol.Revoke(seq=seq):
                 self._revoke(seq)
+            case protocol.Cancel(seq=seq):
+                self._cancel(seq)
+
+    def _cancel(self, seq: int) -> None:
+        """A cancelled run: dropped if it has not begun; its step terminated (the context
+        closed, the worker kept) if it is running alone or waiting between steps; a run
+        inside another's batch step ends with the batch (the parent ignores its result)."""
+        held = self._jobs.get(seq)
+        if held is None:
+            return
+        job, task = held
+        if self._runner.revoke(job) or self._runner.cancel(job):
+            task.cancel()
 
     def _revoke(self, seq: int) -> None:
         """Give a run back to the parent if it has not begun: it is waiting behind another
@@ -110,7 +124,7 @@ class _Jobs:
         try:
             await self._runner.run(job)
         except asyncio.CancelledError:
-            pass  # revoked before it began: the parent runs it elsewhere
+            pass  # revoked or cancelled before it began: the parent runs it elsewhere, or not
         finally:
             del self._jobs[job.seq]
 

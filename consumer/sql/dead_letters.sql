@@ -69,7 +69,9 @@ ORDER BY 2, e.started_at;
 -- name: dl_retry
 -- Due now, whatever the count: an exhausted letter is granted exactly one more attempt
 -- (max_retries = retry_count + 1). Resolved and in-flight letters are left alone. The daemons'
--- claim_retries does the rest (once the script is active).
+-- claim_retries does the rest (once the script is active). $4: the source version its
+-- retries run from now on, 'original' (the one the letter recorded) or 'current' (NULL:
+-- unchanged).
 WITH target AS (
     SELECT d.id, d.tenant_id, d.retry_count
     FROM script_event_dead_letters d
@@ -80,7 +82,9 @@ WITH target AS (
 )
 UPDATE jsrt_dead_letter_state st
 SET next_retry_at = COALESCE($3::timestamptz, NOW()),
-    max_retries = GREATEST(st.max_retries, t.retry_count + 1)
+    max_retries = GREATEST(st.max_retries, t.retry_count + 1),
+    retry_version = CASE $4::text WHEN 'original' THEN st.script_version
+                                  WHEN 'current' THEN NULL ELSE st.retry_version END
 FROM target t
 WHERE st.dead_letter_id = t.id AND st.tenant_id = t.tenant_id
 RETURNING st.dead_letter_id;

@@ -275,8 +275,11 @@ execs AS (
     RETURNING id, tenant_id, script_id, (trigger_data->>'dead_letter_id')::uuid AS dead_letter_id,
               (trigger_data->>'event_id')::uuid AS event_id
 )
-INSERT INTO jsrt_runs (execution_id, tenant_id, script_id, event_id, dead_letter_id)
-SELECT id, tenant_id, script_id, event_id, dead_letter_id FROM execs
+-- (a letter retried with --version original runs the version it recorded: retry_version)
+INSERT INTO jsrt_runs (execution_id, tenant_id, script_id, event_id, dead_letter_id, source_version)
+SELECT x.id, x.tenant_id, x.script_id, x.event_id, x.dead_letter_id, st.retry_version
+FROM execs x
+LEFT JOIN jsrt_dead_letter_state st ON st.dead_letter_id = x.dead_letter_id AND st.tenant_id = x.tenant_id
 RETURNING execution_id;
 
 -- name: pending_work

@@ -26,3 +26,72 @@ $$;
 DROP TRIGGER IF EXISTS jsrt_scripts_event_filters ON scripts;
 CREATE TRIGGER jsrt_scripts_event_filters AFTER INSERT OR UPDATE OF metadata ON scripts
     FOR EACH ROW EXECUTE FUNCTION jsrt_sync_event_filters();
+
+-- Cancel executions: each unfinished one (a run in jsrt_runs) ends 'cancelled' now, with who
+-- cancelled it in its error, and its run goes: a pending run never starts, and a daemon's late
+-- result for a reserved or running one finds no run of its own to record (complete_runs).
+-- The process that had taken it is told (jsrt_cancels, and a hint on jsrt_cancel naming it)
+-- and stops it. A cancelled run is never dead-lettered: a retry attempt's letter stops being
+-- in flight and waits for an operator (next_retry_at NULL: `jsrt dead-letters retry`);
+-- a cron run frees its job for the next tick. One row per id given: 'cancelled', or
+-- 'finished' (with its status) or 'missing' (no such execution in that tenant; p_tenant NULL:
+-- any tenant).
+CREATE OR REPLACE FUNCTION jsrt_cancel(p_ids UUID[], p_by TEXT, p_tenant UUID DEFAULT NULL)
+RETURNS TABLE (execution_id UUID, tenant_id UUID, script_id UUID, outcome TEXT,
+               status TEXT, was TEXT, daemon_id TEXT)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_ids UUID[]; v_states TEXT[]; v_daemons TEXT[]; v_owners TEXT[];
+BEGIN
+    WITH gone AS (
+        DELETE FROM jsrt_runs r
+        WHERE r.execution_id = ANY (p_ids) AND (p_tenant IS NULL OR r.tenant_id = p_tenant)
+        RETURNING r.execution_id, r.tenant_id, r.script_id, r.state, r.daemon_id,
+                  r.dead_letter_id
+    ),
+    ended AS (
+        UPDATE script_executions e
+        SET status = 'cancelled', error = 'cancelled by ' || p_by, completed_at = NOW()
+        FROM gone g WHERE e.id = g.execution_id AND e.tenant_id = g.tenant_id
+        RETURNING e.id, e.trigger_type
+    ),
+    told AS (
+        INSERT INTO jsrt_cancels (execution_id, daemon_id, tenant_id, cancelled_by)
+        SELECT g.execution_id, g.daemon_id, g.tenant_id, p_by FROM gone g
+        WHERE g.state <> 'pending'
+          AND EXISTS (SELECT 1 FROM jsrt_daemons d WHERE d.id = g.daemon_id)
+        ON CONFLICT ON CONSTRAINT jsrt_cancels_pkey DO NOTHING
+    ),
+    letters AS (
+        UPDATE jsrt_dead_letter_state st SET in_flight = false, next_retry_at = NULL
+        FROM gone g
+        WHERE st.dead_letter_id = g.dead_letter_id AND st.tenant_id = g.tenant_id
+    ),
+    cron AS (
+        UPDATE script_scheduled_jobs j
+        SET is_running = false, last_run_at = NOW(), last_run_status = 'cancelled'
+        FROM gone g JOIN ended x ON x.id = g.execution_id AND x.trigger_type = 'cron'
+        WHERE j.script_id = g.script_id AND j.tenant_id = g.tenant_id
+    )
+    SELECT COALESCE(array_agg(g.execution_id), '{}'), COALESCE(array_agg(g.state::text), '{}'),
+           COALESCE(array_agg(g.daemon_id), '{}'),
+           array_agg(DISTINCT g.daemon_id) FILTER (WHERE g.state <> 'pending')
+    INTO v_ids, v_states, v_daemons, v_owners FROM gone g;
+
+    IF v_owners IS NOT NULL THEN
+        PERFORM pg_notify('jsrt_cancel', o) FROM unnest(v_owners) o;
+    END IF;
+
+    RETURN QUERY
+    SELECT i.id, e.tenant_id, e.script_id,
+           CASE WHEN c.id IS NOT NULL THEN 'cancelled'
+                WHEN e.id IS NOT NULL THEN 'finished' ELSE 'missing' END,
+           e.status::text, c.state, c.daemon_id
+    FROM unnest(p_ids) WITH ORDINALITY AS i(id, n)
+    LEFT JOIN unnest(v_ids, v_states, v_daemons) AS c(id, state, daemon_id) ON c.id = i.id
+    LEFT JOIN script_executions e
+      ON e.id = i.id AND (p_tenant IS NULL OR e.tenant_id = p_tenant)
+    ORDER BY i.n;
+END
+$$;

@@ -63,6 +63,8 @@ END $$;
 --    match creates no execution for that script; one it cannot evaluate (a payload of
 --    another shape: jsonb_path_match's silent form gives NULL) neither, and is reported in
 --    filter_errors for the daemon to log.
+-- A run with a source_version (a replay, or a dead letter's retry, of an earlier version:
+-- #19) is handed over with that version's source.
 -- Reserved runs count against nothing: the lease's slots do. Their executions stay
 -- 'pending' until the daemon reports that they really started.
 CREATE OR REPLACE FUNCTION jsrt_claim_v2(
@@ -380,7 +382,8 @@ BEGIN
     -- within each script). The new executions were inserted by this statement's own CTEs,
     -- which a later query of the same function sees.
     SELECT COALESCE(array_agg(ROW(
-               e.id, e.tenant_id, e.script_id, s.source, md5(s.source),
+               e.id, e.tenant_id, e.script_id, COALESCE(v.source, s.source),
+               md5(COALESCE(v.source, s.source)),
                s.resource_limits::text, e.input::text, e.trigger_type::text,
                e.trigger_data::text, r.event_id, r.dead_letter_id,
                COALESCE((e.trigger_data->>'depth')::int, 0)
@@ -389,7 +392,10 @@ BEGIN
     FROM unnest(v_ids) WITH ORDINALITY AS w(id, i)
     JOIN jsrt_runs r ON r.execution_id = w.id
     JOIN script_executions e ON e.id = r.execution_id AND e.tenant_id = r.tenant_id
-    JOIN scripts s ON s.id = e.script_id AND s.tenant_id = e.tenant_id;
+    JOIN scripts s ON s.id = e.script_id AND s.tenant_id = e.tenant_id
+    -- a replay or a dead letter's retry may run an earlier version (#19; NULL: current)
+    LEFT JOIN script_versions v
+      ON v.script_id = r.script_id AND v.version_number = r.source_version;
 
     v_out.lease_scripts := v_grant_s;
     v_out.lease_slots := v_grant_n;
