@@ -44,7 +44,10 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_ids UUID[]; v_states TEXT[]; v_daemons TEXT[]; v_owners TEXT[];
 BEGIN
-    WITH gone AS (
+    WITH before AS (  -- (every part of the statement sees the rows as they were)
+        SELECT e.id, e.status FROM script_executions e WHERE e.id = ANY (p_ids)
+    ),
+    gone AS (
         DELETE FROM jsrt_runs r
         WHERE r.execution_id = ANY (p_ids) AND (p_tenant IS NULL OR r.tenant_id = p_tenant)
         RETURNING r.execution_id, r.tenant_id, r.script_id, r.state, r.daemon_id,
@@ -74,10 +77,14 @@ BEGIN
         FROM gone g JOIN ended x ON x.id = g.execution_id AND x.trigger_type = 'cron'
         WHERE j.script_id = g.script_id AND j.tenant_id = g.tenant_id
     )
-    SELECT COALESCE(array_agg(g.execution_id), '{}'), COALESCE(array_agg(g.state::text), '{}'),
+    -- was: the execution's status when cancelled (pending, also when reserved in a daemon's
+    -- local queue; running)
+    SELECT COALESCE(array_agg(g.execution_id), '{}'),
+           COALESCE(array_agg(COALESCE(b.status::text, g.state::text)), '{}'),
            COALESCE(array_agg(g.daemon_id), '{}'),
            array_agg(DISTINCT g.daemon_id) FILTER (WHERE g.state <> 'pending')
-    INTO v_ids, v_states, v_daemons, v_owners FROM gone g;
+    INTO v_ids, v_states, v_daemons, v_owners
+    FROM gone g LEFT JOIN before b ON b.id = g.execution_id;
 
     IF v_owners IS NOT NULL THEN
         PERFORM pg_notify('jsrt_cancel', o) FROM unnest(v_owners) o;
