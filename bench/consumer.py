@@ -26,17 +26,23 @@ from _common import children, drop_database, fresh_database, machine, rss_mb
 TRIVIAL = "function handler(input, ctx) { return {ok: true, n: input.n}; }"
 
 
+FILTER: str | None = None  # --filter: every script's payload filter of bench.event (#19)
+
+
 async def add_tenant_script(conn: asyncpg.Connection, max_concurrent: int) -> uuid.UUID:
     tenant = uuid.uuid4()
     await conn.execute("INSERT INTO tenants (id) VALUES ($1)", tenant)
     await conn.execute(
-        """INSERT INTO scripts (tenant_id, name, source, type, status, event_types, resource_limits)
+        """INSERT INTO scripts (tenant_id, name, source, type, status, event_types, resource_limits,
+                                metadata)
            VALUES ($1, 'bench', $2, 'event', 'active', '{bench.event}',
                    jsonb_set('{"max_execution_time_ms": 30000, "max_memory_bytes": 67108864,
                      "max_concurrent_runs": 5, "max_api_calls_per_minute": 60,
                      "max_output_size_bytes": 1048576}'::jsonb,
-                   '{max_concurrent_runs}', $3::jsonb))""",
-        tenant, TRIVIAL, str(max_concurrent))
+                   '{max_concurrent_runs}', $3::jsonb),
+                   CASE WHEN $4::text IS NULL THEN '{}'::jsonb ELSE jsonb_build_object(
+                       'event_filters', jsonb_build_object('bench.event', $4::text)) END)""",
+        tenant, TRIVIAL, str(max_concurrent), FILTER)
     return tenant
 
 
@@ -117,6 +123,8 @@ async def main(args: argparse.Namespace) -> None:
         print(f"machine: {machine()}")
         print(f"daemon: concurrency {args.concurrency}, log level {args.log_level}, "
               f"script max_concurrent_runs {args.max_concurrent}")
+        if FILTER is not None:
+            print(f"every script filters bench.event with {FILTER!r}")
         warm = await add_tenant_script(conn, args.max_concurrent)
         await bulk_publish(conn, warm, 200)
         await wait_recorded(conn, warm, 200, timeout=60)
@@ -171,4 +179,8 @@ if __name__ == "__main__":
     p.add_argument("--max-concurrent", type=int, default=256)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--log-level", default="warning")
-    asyncio.run(main(p.parse_args()))
+    p.add_argument("--filter", help="a payload filter on every script, e.g. '$.n >= 0' (one "
+                                    "that matches every event measures the filter's cost)")
+    parsed = p.parse_args()
+    FILTER = parsed.filter
+    asyncio.run(main(parsed))
