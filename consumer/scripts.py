@@ -63,7 +63,8 @@ class Scripts:
         return ScriptRef(row["id"], row["tenant_id"], row["name"])
 
     async def check_filters(self, spec: ScriptSpec) -> None:
-        """PostgreSQL parses each payload filter (its own message when it cannot), and a
+        """PostgreSQL parses each payload filter and the concurrency key (its own message when
+        it cannot), and a
         filter must be a predicate: one true or false for any payload, never a path that
         selects values (`$.total`, `$ ? (@.total > 1)`), which matches nothing."""
         found = []
@@ -79,6 +80,14 @@ class Scripts:
             if unknown:
                 found.append(f"--filter {event_type}: {predicate!r} is not a predicate "
                              "(write a condition, e.g. $.total > 100 && $.currency == \"EUR\")")
+        if spec.concurrency_key:
+            try:
+                await self._db.fetchval(q("concurrency_key_check"), spec.concurrency_key)
+            except StoreUnavailable:
+                raise
+            except StoreError as exc:
+                message = str(exc).splitlines()[0].removeprefix("database error: ")
+                found.append(f"--concurrency-key: {message}")
         if found:
             raise ValidationError("\n".join(found))
 
@@ -198,7 +207,10 @@ def _is_uuid(text: str) -> bool:
 
 
 def _columns(spec: ScriptSpec, metadata: Mapping[str, Any]) -> tuple[Any, ...]:
-    meta = {k: v for k, v in metadata.items() if k not in ("timezone", "event_filters")}
+    meta = {k: v for k, v in metadata.items()
+            if k not in ("timezone", "event_filters", "concurrency_key")}
+    if spec.concurrency_key:
+        meta["concurrency_key"] = spec.concurrency_key
     if spec.timezone:
         meta["timezone"] = spec.timezone
     if spec.event_filters:
@@ -215,7 +227,14 @@ def spec_of(row: Mapping[str, Any]) -> ScriptSpec:
         http_methods=tuple(row["http_methods"] or ()), event_types=tuple(row["event_types"] or ()),
         limits=dict(row["resource_limits"] or {}),
         event_filters=filters_of(row.get("metadata")),
+        concurrency_key=key_of(row.get("metadata")),
     )
+
+
+def key_of(metadata: Any) -> str | None:
+    """A stored script's concurrency_key (per-key ordering), when it is a string."""
+    key = metadata.get("concurrency_key") if isinstance(metadata, Mapping) else None
+    return key if isinstance(key, str) and key.strip() else None
 
 
 def filters_of(metadata: Any) -> tuple[tuple[str, str], ...]:
@@ -245,6 +264,7 @@ def _retyped(spec: ScriptSpec, changes: Mapping[str, Any]) -> ScriptSpec:
         http_methods=spec.http_methods if new == "http" else (),
         event_types=spec.event_types if new == "event" else (),
         event_filters=spec.event_filters if new == "event" else (),
+        concurrency_key=spec.concurrency_key if new == "event" else None,
     )
 
 

@@ -51,6 +51,8 @@ class ScriptSpec:
     # payload filters, by event type: SQL/JSON path predicates (metadata.event_filters);
     # PostgreSQL parses them when the script is saved (Scripts.check_filters)
     event_filters: tuple[tuple[str, str], ...] = ()
+    # per-key ordering: a JSON path into the payload (metadata.concurrency_key)
+    concurrency_key: str | None = None
     limits: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
 
     def check(self) -> ScriptSpec:
@@ -94,6 +96,8 @@ def _trigger_problems(spec: ScriptSpec) -> list[str | None]:
             out.append("--event-types applies only to event scripts")
         if spec.event_filters:
             out.append("--filter applies only to event scripts")
+        if spec.concurrency_key:
+            out.append("--concurrency-key applies only to event scripts")
     return out
 
 

@@ -27,7 +27,8 @@ from consumer.validation import (
 _LIST_COLUMNS = ("id", "tenant_id", "name", "type", "status", "trigger", "version", "updated_at")
 _SHOW_KEYS = ("id", "tenant_id", "name", "description", "type", "status", "version",
               "cron_expression", "timezone", "next_run_at", "last_run_at", "last_run_status",
-              "http_path", "http_methods", "event_types", "event_filters", "resource_limits",
+              "http_path", "http_methods", "event_types", "event_filters", "concurrency_key",
+              "resource_limits",
               "created_at",
               "updated_at")
 
@@ -107,6 +108,10 @@ def _trigger_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--filter", action="append", default=[], metavar="TYPE=PREDICATE",
                    help="payload filter of an event type, an SQL/JSON path predicate, e.g. "
                         "'order.created=$.total > 100' (repeatable; TYPE= removes it)")
+    p.add_argument("--concurrency-key", metavar="PATH",
+                   help="per-key ordering: a JSON path into the payload, e.g. '$.order_id' "
+                        "(runs with the same value run one at a time, in publish order; "
+                        "'' removes it)")
     p.add_argument("--message", help="change description kept with the new version")
     p.add_argument("--json", action="store_true")
 
@@ -142,6 +147,8 @@ def _changes(args: argparse.Namespace, base_limits: Any = None,
         out["http_methods"] = methods
     if args.event_types is not None:
         out["event_types"] = _split(args.event_types)
+    if args.concurrency_key is not None:
+        out["concurrency_key"] = args.concurrency_key.strip() or None
     if args.filter:
         out["event_filters"], problems_ = parse_filters(args.filter, base_filters)
         found += problems_
@@ -210,7 +217,8 @@ async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
         print(dumps(row))
     else:
         filters = dict(scripts.filters_of(row["metadata"]))
-        print(fields({**row, "event_filters": filters or None}, _SHOW_KEYS))
+        print(fields({**row, "event_filters": filters or None,
+                      "concurrency_key": scripts.key_of(row["metadata"])}, _SHOW_KEYS))
         for event_type, predicate in filters.items():
             # how a filter reads: runs only for events whose payload satisfies it
             print(f"  runs on {event_type} only when the payload satisfies {predicate}")

@@ -69,9 +69,13 @@ execs AS (
               (trigger_data->>'event_id')::uuid AS event_id
 ),
 runs AS (
-    INSERT INTO jsrt_runs (execution_id, tenant_id, script_id, event_id, source_version)
-    SELECT x.id, x.tenant_id, x.script_id, x.event_id, o.version
+    -- an event replay takes its place in its key's order (per-key ordering), as a new event
+    INSERT INTO jsrt_runs (execution_id, tenant_id, script_id, event_id, source_version, order_key)
+    SELECT x.id, x.tenant_id, x.script_id, x.event_id, o.version,
+           CASE WHEN o.trigger_type = 'event'
+                THEN jsonb_path_query_first(o.input, k.path, '{}', true) #>> '{}' END
     FROM execs x JOIN orig o ON o.id = x.original
+    LEFT JOIN jsrt_concurrency_keys k ON k.script_id = x.script_id
     RETURNING execution_id
 )
 SELECT x.original, x.id AS execution_id FROM execs x JOIN runs r ON r.execution_id = x.id;

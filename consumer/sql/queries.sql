@@ -185,6 +185,9 @@ letters AS (
 ),
 meta AS (
     SELECT l.*, ((e.trigger_data->>'event_id'))::uuid AS event_id, s.resource_limits,
+           -- per-key ordering (#19): the letter holds its key until it succeeds or is exhausted
+           (SELECT jsonb_path_query_first(e.input, k.path, '{}', true) #>> '{}'
+            FROM jsrt_concurrency_keys k WHERE k.script_id = l.script_id) AS order_key,
            (SELECT max(v.version_number) FROM script_versions v
             WHERE v.script_id = l.script_id AND v.tenant_id = l.tenant_id
               AND md5(v.source) = md5(s.source)) AS version
@@ -192,8 +195,8 @@ meta AS (
     JOIN script_executions e ON e.id = l.execution_id AND e.tenant_id = l.tenant_id
     JOIN scripts s ON s.id = l.script_id AND s.tenant_id = l.tenant_id
 )
-INSERT INTO jsrt_dead_letter_state (dead_letter_id, tenant_id, event_id, script_version, resource_limits, next_retry_at)
-SELECT m.id, m.tenant_id, m.event_id, m.version, m.resource_limits, f.next_retry_at
+INSERT INTO jsrt_dead_letter_state (dead_letter_id, tenant_id, event_id, script_version, resource_limits, next_retry_at, order_key)
+SELECT m.id, m.tenant_id, m.event_id, m.version, m.resource_limits, f.next_retry_at, m.order_key
 FROM meta m JOIN failed f ON f.execution_id = m.execution_id
 RETURNING dead_letter_id,
           (SELECT l.execution_id FROM letters l WHERE l.id = dead_letter_id) AS execution_id;
@@ -276,8 +279,10 @@ execs AS (
               (trigger_data->>'event_id')::uuid AS event_id
 )
 -- (a letter retried with --version original runs the version it recorded: retry_version)
-INSERT INTO jsrt_runs (execution_id, tenant_id, script_id, event_id, dead_letter_id, source_version)
-SELECT x.id, x.tenant_id, x.script_id, x.event_id, x.dead_letter_id, st.retry_version
+-- (and a letter's key orders its retries: #19)
+INSERT INTO jsrt_runs (execution_id, tenant_id, script_id, event_id, dead_letter_id, source_version,
+                       order_key)
+SELECT x.id, x.tenant_id, x.script_id, x.event_id, x.dead_letter_id, st.retry_version, st.order_key
 FROM execs x
 LEFT JOIN jsrt_dead_letter_state st ON st.dead_letter_id = x.dead_letter_id AND st.tenant_id = x.tenant_id
 RETURNING execution_id;

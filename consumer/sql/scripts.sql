@@ -153,3 +153,7 @@ WHERE e.id = $1::uuid AND ($2::uuid IS NULL OR e.tenant_id = $2::uuid);
 -- A payload filter as PostgreSQL reads it: the cast raises its own message when it cannot
 -- parse it; true when it is no predicate (its result on a document is not one boolean).
 SELECT '{}'::jsonb @@ $1::text::jsonpath IS NULL;
+
+-- name: concurrency_key_check
+-- A concurrency key's path as PostgreSQL reads it (the cast raises its own message).
+SELECT $1::text::jsonpath IS NOT NULL;

@@ -102,3 +102,72 @@ BEGIN
     ORDER BY i.n;
 END
 $$;
+
+-- ---------------------------------------------------------------- per-key ordering
+-- scripts.metadata.concurrency_key (a JSON path) → jsrt_concurrency_keys; the cast refuses a
+-- path PostgreSQL cannot parse, with its message.
+CREATE OR REPLACE FUNCTION jsrt_sync_concurrency_key() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_path JSONB := NEW.metadata->'concurrency_key';
+BEGIN
+    IF TG_OP = 'UPDATE' AND OLD.metadata->'concurrency_key' IS NOT DISTINCT FROM v_path THEN
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof(v_path) = 'string' AND btrim(v_path #>> '{}') <> '' THEN
+        INSERT INTO jsrt_concurrency_keys (script_id, tenant_id, path)
+        VALUES (NEW.id, NEW.tenant_id, (v_path #>> '{}')::jsonpath)
+        ON CONFLICT (script_id) DO UPDATE SET path = EXCLUDED.path;
+    ELSE
+        DELETE FROM jsrt_concurrency_keys WHERE script_id = NEW.id;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+DROP TRIGGER IF EXISTS jsrt_scripts_concurrency_key ON scripts;
+CREATE TRIGGER jsrt_scripts_concurrency_key AFTER INSERT OR UPDATE OF metadata ON scripts
+    FOR EACH ROW EXECUTE FUNCTION jsrt_sync_concurrency_key();
+
+-- Is it this keyed pending run's turn? Its key has no run reserved or running, none ahead of
+-- it in the queue (a retry first, then publish order: created_at), and - unless it is a
+-- retry itself - no dead letter waiting for its next retry (a failed run holds its key until
+-- it succeeds or is exhausted; a letter parked by a cancel, next_retry_at NULL, does not).
+CREATE OR REPLACE FUNCTION jsrt_key_turn(p_script UUID, p_key TEXT, p_id UUID,
+                                         p_created TIMESTAMPTZ, p_retry BOOLEAN)
+RETURNS BOOLEAN
+LANGUAGE sql STABLE AS $$
+    SELECT NOT EXISTS (
+               SELECT 1 FROM jsrt_runs o
+               WHERE o.script_id = p_script AND o.order_key = p_key AND o.execution_id <> p_id
+                 AND (o.state <> 'pending'
+                      OR (o.dead_letter_id IS NOT NULL AND NOT p_retry)
+                      OR ((o.dead_letter_id IS NOT NULL) = p_retry
+                          AND (o.created_at, o.execution_id) < (p_created, p_id))))
+       AND (p_retry OR NOT EXISTS (
+               SELECT 1 FROM jsrt_dead_letter_state st
+               JOIN script_event_dead_letters d
+                 ON d.id = st.dead_letter_id AND d.tenant_id = st.tenant_id
+               WHERE st.order_key = p_key AND st.resolved_at IS NULL AND d.script_id = p_script
+                 AND NOT st.in_flight AND st.next_retry_at IS NOT NULL
+                 AND d.retry_count < st.max_retries))
+$$;
+
+-- A keyed run queued or gone: the key's next run may be startable now. A hint to the daemons
+-- (jsrt_publish's wake-up; identical notifications of a transaction are sent once).
+CREATE OR REPLACE FUNCTION jsrt_runs_keyed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('jsrt_events', '{"queued": true}');
+    RETURN NULL;
+END
+$$;
+
+DROP TRIGGER IF EXISTS jsrt_runs_keyed_insert ON jsrt_runs;
+CREATE TRIGGER jsrt_runs_keyed_insert AFTER INSERT ON jsrt_runs
+    FOR EACH ROW WHEN (NEW.order_key IS NOT NULL AND NEW.state = 'pending')
+    EXECUTE FUNCTION jsrt_runs_keyed();
+DROP TRIGGER IF EXISTS jsrt_runs_keyed_delete ON jsrt_runs;
+CREATE TRIGGER jsrt_runs_keyed_delete AFTER DELETE ON jsrt_runs
+    FOR EACH ROW WHEN (OLD.order_key IS NOT NULL)
+    EXECUTE FUNCTION jsrt_runs_keyed();

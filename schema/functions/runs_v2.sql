@@ -62,7 +62,10 @@ END $$;
 --    filter for the event's type (jsrt_event_filters) must match: an event it does not
 --    match creates no execution for that script; one it cannot evaluate (a payload of
 --    another shape: jsonb_path_match's silent form gives NULL) neither, and is reported in
---    filter_errors for the daemon to log.
+--    filter_errors for the daemon to log. A script with a concurrency_key (per-key
+--    ordering) gives each new run its key; a keyed pending run is reserved (steps 1 and 2)
+--    only in its key's turn (jsrt_key_turn in routing.sql): one run of a key at a time,
+--    in publish order, across every daemon.
 -- A run with a source_version (a replay, or a dead letter's retry, of an earlier version:
 -- #19) is handed over with that version's source.
 -- Reserved runs count against nothing: the lease's slots do. Their executions stay
@@ -99,7 +102,7 @@ DECLARE
     v_tenant_full BOOLEAN := false;
     v_by_source JSONB := '{}';
     v_exec UUID[]; v_event UUID[]; v_tscript UUID[]; v_tenant UUID[]; v_type TEXT[];
-    v_payload JSONB[]; v_depth INTEGER[]; v_published TIMESTAMPTZ[];
+    v_payload JSONB[]; v_depth INTEGER[]; v_published TIMESTAMPTZ[]; v_key TEXT[];
     v_res_s UUID[] := '{}';        -- new executions to reserve: script ...
     v_res_n INTEGER[] := '{}';     -- ... and how many (the first n of the script's)
     v_queued INTEGER := 0;
@@ -128,6 +131,9 @@ BEGIN
                 CROSS JOIN LATERAL (
                     SELECT p.execution_id, p.created_at FROM jsrt_runs p
                     WHERE p.script_id = w.s AND p.state = 'pending'
+                      AND (p.order_key IS NULL
+                           OR jsrt_key_turn(p.script_id, p.order_key, p.execution_id,
+                                            p.created_at, p.dead_letter_id IS NOT NULL))
                     ORDER BY p.created_at LIMIT GREATEST(w.n, 0)
                     FOR UPDATE SKIP LOCKED
                 ) x
@@ -157,15 +163,24 @@ BEGIN
         IF NOT v_second_pass THEN  -- scripts after p_script_after ...
             SELECT x.script_id INTO v_script FROM jsrt_runs x
             WHERE x.state = 'pending' AND x.script_id > v_cursor
+              AND (x.order_key IS NULL
+                   OR jsrt_key_turn(x.script_id, x.order_key, x.execution_id, x.created_at,
+                                    x.dead_letter_id IS NOT NULL))
             ORDER BY x.script_id LIMIT 1;
         ELSIF v_cursor IS NULL THEN  -- ... then from the lowest ...
             SELECT x.script_id INTO v_script FROM jsrt_runs x
             WHERE x.state = 'pending' AND x.script_id <= v_script_after
+              AND (x.order_key IS NULL
+                   OR jsrt_key_turn(x.script_id, x.order_key, x.execution_id, x.created_at,
+                                    x.dead_letter_id IS NOT NULL))
             ORDER BY x.script_id LIMIT 1;
         ELSE  -- ... up to p_script_after
             SELECT x.script_id INTO v_script FROM jsrt_runs x
             WHERE x.state = 'pending' AND x.script_id > v_cursor
               AND x.script_id <= v_script_after
+              AND (x.order_key IS NULL
+                   OR jsrt_key_turn(x.script_id, x.order_key, x.execution_id, x.created_at,
+                                    x.dead_letter_id IS NOT NULL))
             ORDER BY x.script_id LIMIT 1;
         END IF;
         IF v_script IS NULL THEN
@@ -189,6 +204,9 @@ BEGIN
         WITH picked AS (
             SELECT p.execution_id, p.created_at FROM jsrt_runs p
             WHERE p.script_id = v_script AND p.state = 'pending'
+              AND (p.order_key IS NULL
+                   OR jsrt_key_turn(p.script_id, p.order_key, p.execution_id, p.created_at,
+                                    p.dead_letter_id IS NOT NULL))
             ORDER BY p.created_at LIMIT v_free * v_reserve
             FOR UPDATE SKIP LOCKED
         ), upd AS (
@@ -260,7 +278,8 @@ BEGIN
             -- ok: no filter, or the filter matched (NULL: it could not be evaluated)
             SELECT c.id AS event_id, c.tenant_id, c.event_type, c.payload, c.depth,
                    c.published_at, sub.script_id,
-                   f.filter IS NULL OR jsonb_path_match(c.payload, f.filter, '{}', true) AS ok
+                   f.filter IS NULL OR jsonb_path_match(c.payload, f.filter, '{}', true) AS ok,
+                   jsonb_path_query_first(c.payload, k.path, '{}', true) #>> '{}' AS order_key
             FROM claimed c
             JOIN script_event_subscriptions sub
               ON sub.tenant_id = c.tenant_id AND sub.event_type = c.event_type AND sub.is_active
@@ -268,10 +287,11 @@ BEGIN
               ON s.id = sub.script_id AND s.tenant_id = c.tenant_id AND s.status = 'active'
             LEFT JOIN jsrt_event_filters f
               ON f.script_id = sub.script_id AND f.event_type = c.event_type
+            LEFT JOIN jsrt_concurrency_keys k ON k.script_id = sub.script_id
         ),
         targets AS (
             SELECT u.event_id, u.tenant_id, u.event_type, u.payload, u.depth, u.published_at,
-                   u.script_id, gen_random_uuid() AS execution_id
+                   u.script_id, u.order_key, gen_random_uuid() AS execution_id
             FROM subscribed u WHERE u.ok
         ),
         delivered AS (
@@ -295,13 +315,14 @@ BEGIN
                array_agg(t.payload ORDER BY t.published_at, t.event_id),
                array_agg(t.depth ORDER BY t.published_at, t.event_id),
                array_agg(t.published_at ORDER BY t.published_at, t.event_id),
+               array_agg(t.order_key ORDER BY t.published_at, t.event_id),
                (SELECT count(*) FROM subscribed u WHERE u.ok IS NOT TRUE),
                (SELECT jsonb_agg(jsonb_build_object(
                            'tenant_id', u.tenant_id, 'script_id', u.script_id,
                            'event_id', u.event_id, 'event_type', u.event_type))
                 FROM subscribed u WHERE u.ok IS NULL)
         INTO v_events, v_by_source, v_tenant_full, v_exec, v_event, v_tscript, v_tenant, v_type,
-             v_payload, v_depth, v_published, v_filtered, v_filter_errors
+             v_payload, v_depth, v_published, v_key, v_filtered, v_filter_errors
         FROM targets t JOIN delivered d ON d.execution_id = t.execution_id;
     END IF;
 
@@ -342,12 +363,16 @@ BEGIN
         END LOOP;
 
         WITH t AS (
-            SELECT u.*, (row_number() OVER (PARTITION BY u.script_id ORDER BY u.i)
-                         <= COALESCE(f.n, 0)) AS reserved
+            -- a keyed run (per-key ordering) is never reserved here: it is queued 'pending',
+            -- and reserved in its key's turn by a claim's refill or grant (jsrt_key_turn)
+            SELECT u.*, (u.order_key IS NULL
+                         AND count(*) FILTER (WHERE u.order_key IS NULL)
+                                 OVER (PARTITION BY u.script_id ORDER BY u.i)
+                             <= COALESCE(f.n, 0)) AS reserved
             FROM unnest(v_exec, v_event, v_tscript, v_tenant, v_type, v_payload, v_depth,
-                        v_published)
+                        v_published, v_key)
                  WITH ORDINALITY AS u(execution_id, event_id, script_id, tenant_id, event_type,
-                                      payload, depth, published_at, i)
+                                      payload, depth, published_at, order_key, i)
             LEFT JOIN unnest(v_res_s, v_res_n) AS f(script_id, n) ON f.script_id = u.script_id
         ),
         execs AS (
@@ -365,11 +390,11 @@ BEGIN
             -- created_at orders a script's queue: the claim's time plus the event's place in
             -- the claim, in microseconds, so that runs fanned out together keep their order
             INSERT INTO jsrt_runs (execution_id, tenant_id, script_id, event_id, state,
-                                   daemon_id, created_at)
+                                   daemon_id, created_at, order_key)
             SELECT t.execution_id, t.tenant_id, t.script_id, t.event_id,
                    CASE WHEN t.reserved THEN 'reserved' ELSE 'pending' END,
                    CASE WHEN t.reserved THEN p_daemon END,
-                   NOW() + make_interval(secs => t.i / 1e6)
+                   NOW() + make_interval(secs => t.i / 1e6), t.order_key
             FROM t
         )
         SELECT COALESCE(array_agg(t.execution_id ORDER BY t.i) FILTER (WHERE t.reserved), '{}'),
