@@ -210,3 +210,31 @@ async def test_runtime_cancel(conn: asyncpg.Connection, db_url: str) -> None:
         # the worker was kept and runs the next one
         quick = await make_script(conn, tenant, QUICK, type="oneoff")
         assert (await rt.execute(quick, tenant_id=tenant)).ok
+
+
+async def test_a_run_waiting_in_a_daemons_local_queue_never_starts(
+        conn: asyncpg.Connection, db_url: str, executor: Executor) -> None:
+    tenant = await make_tenant(conn)
+    # one slot: the runs after the first wait in the daemon's local queue (a serial group)
+    script = await make_script(
+        conn, tenant, """async function handler(i, ctx) {
+            await ctx.events.publish('ran', {seq: i.seq});
+            await new Promise(r => setTimeout(r, 300));
+            return i.seq }""", limits={"max_concurrent_runs": 1})
+    async with running_daemon(db_url, executor):
+        for seq in range(3):
+            await publish(conn, tenant, "thing.happened", {"seq": seq})
+        await row_becomes(conn, "SELECT count(*) FROM script_executions "
+                          "WHERE script_id = $1 AND status = 'running'", script, expect=1)
+        last = await conn.fetchval("SELECT id FROM script_executions "
+                                   "WHERE script_id = $1 AND input->>'seq' = '2'", script)
+        async with Store.session(db_url) as store:
+            [done] = await store.executions.cancel([last], "carol")
+        assert (done.outcome, done.was) == ("cancelled", "pending")
+        await row_becomes(conn, "SELECT count(*) FROM script_executions "
+                          "WHERE script_id = $1 AND status = 'completed'", script, expect=2)
+    ran = await conn.fetch("SELECT (payload->>'seq')::int AS seq FROM jsrt_events "
+                           "WHERE event_type = 'ran' ORDER BY 1")
+    assert [r["seq"] for r in ran] == [0, 1]
+    row = await conn.fetchrow("SELECT status, error FROM script_executions WHERE id = $1", last)
+    assert (row["status"], row["error"]) == ("cancelled", "cancelled by carol")
