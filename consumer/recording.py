@@ -89,6 +89,8 @@ def log_outcome(run: Run, r: ExecutionResult, recorded: bool) -> None:
         if log.enabled("info"):  # the fields cost more than a filtered-out line
             _LOG.info("execution_completed", status=r.status,
                       duration_ms=r.metrics.get("duration_ms"), **run_fields(run))
+    elif not recorded and r.status == "cancelled":  # recorded already, by the cancel (#19)
+        _LOG.info("execution_cancelled", error=r.error, **run_fields(run))
     elif not recorded:
         _LOG.warning("execution_result_discarded", reason="run no longer owned",
                      status=r.status, **run_fields(run))
