@@ -167,3 +167,16 @@ def test_never_more_groups_in_progress_than_slots_held(  # noqa: C901 - one bran
             held = slots.of(script_id)
             assert busy[script_id] <= (held.slots if held else 0)
         assert slots.held() <= slots.capacity
+
+
+def test_a_cancelled_run_is_dropped_from_its_local_queue() -> None:
+    slots = Slots(capacity=4, reserve=4, period=10)
+    slots.granted(S1, 1)
+    queued = [run(S1, i) for i in range(3)]
+    for r in queued:
+        slots.reserved(r)
+    assert slots.drop(queued[1].execution_id)
+    assert not slots.drop(queued[1].execution_id)  # once
+    assert not slots.drop(uuid.uuid4())
+    [(_, group)] = slots.next_groups()
+    assert [json.loads(r.input_json)["n"] for r in group] == [0, 2]
