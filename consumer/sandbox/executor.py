@@ -145,6 +145,19 @@ def _blame_uncertain(reason: KillReason, pending: _Pending) -> bool:
     return reason.kind == "crash" and pending.attempts == 0
 
 
+def _load(worker: WorkerProcess) -> int:
+    """Executions a worker holds that may be in progress at once: a chain counts once (its
+    runs wait for each other, holding no context), any other execution once each."""
+    chains = set()
+    alone = 0
+    for pending in worker.inflight.values():
+        if pending.chain is None:
+            alone += 1
+        else:
+            chains.add(pending.chain.id)
+    return alone + len(chains)
+
+
 def _isolated(worker: WorkerProcess) -> bool:
     """Running a re-run, which nothing may join."""
     return any(p.attempts > 0 for p in worker.inflight.values())
@@ -311,10 +324,9 @@ class Executor:
         worker = self._pick(alone=head.attempts > 0)
         if worker is None:
             return False
-        room = max(self.options.max_inflight_per_worker - len(worker.inflight), 1)
         count = 1
         if head.attempts == 0:
-            while (count < min(room, CHAIN_WINDOW, len(chain.queue))
+            while (count < min(CHAIN_WINDOW, len(chain.queue))
                    and chain.queue[count].attempts == 0):
                 count += 1
         taken, chain.queue = chain.queue[:count], chain.queue[count:]
@@ -341,6 +353,7 @@ class Executor:
         """The least busy worker; for a re-run, an idle one it will have to itself, so that
         an innocent execution is never killed twice by other scripts' bombs."""
         best: WorkerProcess | None = None
+        best_load = 0
         for worker in self._workers:
             if worker is None or not worker.alive or _isolated(worker) or worker.long_step:
                 continue
@@ -348,10 +361,9 @@ class Executor:
                 if not worker.inflight:
                     return worker
                 continue
-            if len(worker.inflight) < self.options.max_inflight_per_worker and (
-                best is None or len(worker.inflight) < len(best.inflight)
-            ):
-                best = worker
+            load = _load(worker)
+            if load < self.options.max_inflight_per_worker and (best is None or load < best_load):
+                best, best_load = worker, load
         return best
 
     def _drain_backlog(self) -> None:
