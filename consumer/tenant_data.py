@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import math
 import re
@@ -61,8 +62,10 @@ class Outcome:
 class TenantData:
     """The repository of ctx.db: exposed tables, and statements run as a tenant."""
 
-    def __init__(self, db: Db, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, db: Db, monotonic: Callable[[], float] = time.monotonic,
+                 max_statement_s: float = MAX_STATEMENT_S) -> None:
         self._db = db
+        self.max_statement_s = max_statement_s
         self._monotonic = monotonic
         self._exposed: dict[tuple[str, str], Exposed] | None = None
         self._exposed_at = 0.0
@@ -125,20 +128,30 @@ class TenantData:
         db, release = await self._db.reserve()
         try:
             await db.execute(q("data_begin_read_only" if read_only else "data_begin"))
-            await db.execute(q("data_bind"), str(UUID(tenant_id)), _timeout_ms(timeout_s))
+            await db.execute(q("data_bind"), str(UUID(tenant_id)),
+                             self._timeout_ms(timeout_s))
             outcome = await _statement(db, sql, values, bool(found.writes))
             await db.execute(q("data_commit"))
             return outcome
+        except BaseException:
+            await _rollback_quietly(db)
+            raise
         finally:
             await release()
+
+    def _timeout_ms(self, timeout_s: float) -> str:
+        """statement_timeout: the cap (5 s), or what remains of the execution if less."""
+        return str(max(1, int(min(self.max_statement_s, timeout_s) * 1000)))
 
     async def begin(self, tenant_id: str) -> HeldTransaction:
         """A transaction held across calls (ctx.db.transaction), bound to the tenant."""
         db, release = await self._db.reserve()
         try:
             await db.execute(q("data_begin"))
-            await db.execute(q("data_bind"), str(UUID(tenant_id)), _timeout_ms(MAX_STATEMENT_S))
+            await db.execute(q("data_bind"), str(UUID(tenant_id)),
+                             self._timeout_ms(self.max_statement_s))
         except BaseException:
+            await _rollback_quietly(db)
             await release()
             raise
         return HeldTransaction(self, db, release)
@@ -165,7 +178,7 @@ class HeldTransaction:
                 raise DataError("ctx.db: the transaction was aborted by an earlier error; "
                                 "it will be rolled back")
             try:
-                await self._db.execute(q("data_timeout"), _timeout_ms(timeout_s))
+                await self._db.execute(q("data_timeout"), self._data._timeout_ms(timeout_s))
                 return await _statement(self._db, sql, values, bool(found.writes))
             except BaseException:
                 self.failed = True
@@ -193,15 +206,17 @@ class HeldTransaction:
         if release is None:
             return
         try:
-            await self._db.execute(q("data_rollback"))
-        except Exception:  # e.g. already committed, or the connection is gone
-            pass
+            await _rollback_quietly(self._db)
         finally:
             await release()
 
 
-def _timeout_ms(timeout_s: float) -> str:
-    return str(max(1, int(min(MAX_STATEMENT_S, timeout_s) * 1000)))
+async def _rollback_quietly(db: Db) -> None:
+    """End what is open before the connection goes back (the pool would log an error for
+    a connection released mid-transaction). A connection that cannot even roll back is
+    closed by the pool's release."""
+    with contextlib.suppress(StoreError, TimeoutError):
+        await asyncio.wait_for(db.execute(q("data_rollback")), 5)
 
 
 async def _statement(db: Db, sql: str, values: list[Any], writes: bool) -> Outcome:

@@ -44,6 +44,7 @@ DECLARE
     v_schema TEXT;
     v_name TEXT;
     v_cols TEXT;
+    v_seq TEXT;
 BEGIN
     SELECT n.nspname, c.relname INTO v_schema, v_name
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -84,6 +85,15 @@ BEGIN
                            v_cols, v_cols, p_table);
         END IF;
     END IF;
+    -- a writer needs the sequences of its serial and identity columns
+    FOR v_seq IN SELECT pg_get_serial_sequence(p_table::text, attname) FROM pg_attribute
+                 WHERE attrelid = p_table AND attnum > 0 AND NOT attisdropped
+                   AND pg_get_serial_sequence(p_table::text, attname) IS NOT NULL LOOP
+        EXECUTE format('REVOKE ALL ON SEQUENCE %s FROM jsrt_tenant_data', v_seq);
+        IF p_writable THEN
+            EXECUTE format('GRANT USAGE ON SEQUENCE %s TO jsrt_tenant_data', v_seq);
+        END IF;
+    END LOOP;
     EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', p_table);
     EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', p_table);
     EXECUTE format('DROP POLICY IF EXISTS jsrt_tenant_isolation ON %s', p_table);
@@ -108,9 +118,15 @@ CREATE FUNCTION jsrt_hide_table(p_schema TEXT, p_name TEXT) RETURNS BOOLEAN
 LANGUAGE plpgsql AS $$
 DECLARE
     v_table REGCLASS := to_regclass(format('%I.%I', p_schema, p_name));
+    v_seq TEXT;
 BEGIN
     IF v_table IS NOT NULL THEN
         EXECUTE format('REVOKE ALL ON %s FROM jsrt_tenant_data', v_table);
+        FOR v_seq IN SELECT pg_get_serial_sequence(v_table::text, attname) FROM pg_attribute
+                     WHERE attrelid = v_table AND attnum > 0 AND NOT attisdropped
+                       AND pg_get_serial_sequence(v_table::text, attname) IS NOT NULL LOOP
+            EXECUTE format('REVOKE ALL ON SEQUENCE %s FROM jsrt_tenant_data', v_seq);
+        END LOOP;
         EXECUTE format('DROP POLICY IF EXISTS jsrt_tenant_isolation ON %s', v_table);
         EXECUTE format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY', v_table);
     END IF;
