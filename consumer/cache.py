@@ -158,10 +158,14 @@ return redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
 class RedisCache:
     """ctx.cache in Redis (JSRT_CACHE_URL); TTLs are Redis's own."""
 
-    def __init__(self, url: str, max_entries: int = MAX_ENTRIES_PER_TENANT) -> None:
+    def __init__(self, url: str, max_entries: int = MAX_ENTRIES_PER_TENANT,
+                 max_connections: int = 32) -> None:
         import redis.asyncio as aioredis
 
-        self._redis = aioredis.from_url(url)
+        # callers over the pool's connections wait for one, rather than fail
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections,
+                                                        timeout=5)
+        self._redis = aioredis.Redis(connection_pool=pool)
         self._max_entries = max_entries
         self._set = self._redis.register_script(_SET)
         self._incr = self._redis.register_script(_INCREMENT)
@@ -210,4 +214,4 @@ class RedisCache:
         return int(value) if value.is_integer() else value
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await self._redis.aclose(close_connection_pool=True)
