@@ -127,9 +127,7 @@ class TenantData:
         found = check(sql, len(values), await self.exposed(), read_only)
         db, release = await self._db.reserve()
         try:
-            await db.execute(q("data_begin_read_only" if read_only else "data_begin"))
-            await db.execute(q("data_bind"), str(UUID(tenant_id)),
-                             self._timeout_ms(timeout_s))
+            await db.execute(self._begin_bound(tenant_id, read_only, timeout_s))
             outcome = await _statement(db, sql, values, bool(found.writes))
             await db.execute(q("data_commit"))
             return outcome
@@ -139,6 +137,12 @@ class TenantData:
         finally:
             await release()
 
+    def _begin_bound(self, tenant_id: str, read_only: bool, timeout_s: float) -> str:
+        """BEGIN and the binding in one round trip; only values made here go into it."""
+        return q("data_begin_bound").format(
+            mode="READ ONLY" if read_only else "READ WRITE", tenant=UUID(tenant_id),
+            timeout_ms=int(self._timeout_ms(timeout_s)))
+
     def _timeout_ms(self, timeout_s: float) -> str:
         """statement_timeout: the cap (5 s), or what remains of the execution if less."""
         return str(max(1, int(min(self.max_statement_s, timeout_s) * 1000)))
@@ -147,9 +151,7 @@ class TenantData:
         """A transaction held across calls (ctx.db.transaction), bound to the tenant."""
         db, release = await self._db.reserve()
         try:
-            await db.execute(q("data_begin"))
-            await db.execute(q("data_bind"), str(UUID(tenant_id)),
-                             self._timeout_ms(self.max_statement_s))
+            await db.execute(self._begin_bound(tenant_id, False, self.max_statement_s))
         except BaseException:
             await _rollback_quietly(db)
             await release()

@@ -9,15 +9,18 @@ SELECT set_config('jsrt.tenant_id', $1, true),
        set_config('statement_timeout', $2, true),
        set_config('role', 'jsrt_tenant_data', true);
 
+-- name: data_begin_bound
+-- data_bind and the BEGIN before it in one round trip (a simple query, so no parameters):
+-- formatted with {mode} (READ ONLY or READ WRITE), {tenant} (a UUID the runtime parsed) and
+-- {timeout_ms} (an integer), never with anything a script wrote.
+BEGIN {mode};
+SELECT set_config('jsrt.tenant_id', '{tenant}', true),
+       set_config('statement_timeout', '{timeout_ms}', true),
+       set_config('role', 'jsrt_tenant_data', true);
+
 -- name: data_timeout
 -- statement_timeout $1 (ms, as text) for the next statement of a held transaction.
 SELECT set_config('statement_timeout', $1, true);
-
--- name: data_begin
-BEGIN;
-
--- name: data_begin_read_only
-BEGIN READ ONLY;
 
 -- name: data_commit
 COMMIT;
