@@ -1,6 +1,8 @@
 -- ctx.cache on PostgreSQL (consumer/cache.py, table jsrt_cache). Keys arrive scoped
 -- (`tenant:{tenant}:script:{script}:{key}`); $now is the injected clock's time. An expired
--- row reads as missing, and is swept (16 at a time) whenever its tenant writes.
+-- row reads as missing, and is swept by the next writes: each set or increment deletes up to
+-- 16 expired rows of any tenant (on the partial index of expiries), so the table holds little
+-- more than the live entries for as long as anyone writes.
 
 -- name: cache_get
 SELECT value FROM jsrt_cache
@@ -15,7 +17,7 @@ SELECT EXISTS (SELECT 1 FROM jsrt_cache
 -- while the tenant holds fewer than $6 live entries. Returns 1 when stored.
 WITH swept AS (
     DELETE FROM jsrt_cache WHERE key IN (
-        SELECT key FROM jsrt_cache WHERE tenant_id = $2 AND expires_at <= $5 AND key <> $1
+        SELECT key FROM jsrt_cache WHERE expires_at <= $5 AND key <> $1
         LIMIT 16)
 )
 INSERT INTO jsrt_cache AS c (key, tenant_id, value, expires_at)
@@ -31,7 +33,7 @@ RETURNING 1;
 -- one keeps its TTL), at $4, within $5 live entries for a new key. Returns the new value.
 WITH swept AS (
     DELETE FROM jsrt_cache WHERE key IN (
-        SELECT key FROM jsrt_cache WHERE tenant_id = $2 AND expires_at <= $4 AND key <> $1
+        SELECT key FROM jsrt_cache WHERE expires_at <= $4 AND key <> $1
         LIMIT 16)
 )
 INSERT INTO jsrt_cache AS c (key, tenant_id, value, expires_at)

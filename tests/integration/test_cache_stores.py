@@ -136,3 +136,23 @@ async def test_a_script_uses_redis_when_configured(db_url: str) -> None:
     assert result.status == "completed", result.error
     assert result.output == [{"hello": t}, 5]
     assert json.loads(json.dumps(result.metrics))["database_query_count"] == 0
+
+
+async def test_expired_rows_are_swept_from_postgres(db_url: str) -> None:
+    store = await Store.open(db_url)
+    try:
+        clock = FakeClock()
+        cache = PgCache(store.db, clock)
+        t, s = ids()
+        for i in range(40):
+            await cache.set(t, s, f"k{i}", i, 10)
+        await cache.set(t, s, "forever", 1)
+        clock.advance(11)
+        other, _ = ids()
+        await cache.set(other, s, "k", 1)  # any tenant's write sweeps up to 16 expired rows
+        assert await store.db.fetchval("SELECT count(*) FROM jsrt_cache") == 40 - 16 + 2
+        assert await cache.sweep() == 40 - 16
+        assert await store.db.fetchval("SELECT count(*) FROM jsrt_cache") == 2
+        assert await cache.get(t, s, "forever") == 1
+    finally:
+        await store.close()
