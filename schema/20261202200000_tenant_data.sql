@@ -26,6 +26,41 @@ END
 $$;
 -- +migrate StatementEnd
 
+-- The tenant binding is signed, so that it holds even against SQL that got past the parser:
+-- the runtime binds `jsrt.tenant_id` to jsrt_sign_tenant(tenant) = '<uuid>.<sha256(secret ||
+-- uuid)>' before it switches to the role, and the policies compare tenant_id with
+-- jsrt_bound_tenant(), which returns the uuid only when the signature is right. The role can
+-- set the setting to anything (set_config is everyone's), but it can neither read the secret
+-- nor call jsrt_sign_tenant, so it cannot forge another tenant's binding.
+CREATE TABLE jsrt_data_secret (
+    id BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (id),
+    secret TEXT NOT NULL
+);
+INSERT INTO jsrt_data_secret (secret) VALUES (gen_random_uuid()::text || gen_random_uuid()::text);
+REVOKE ALL ON jsrt_data_secret FROM PUBLIC;
+COMMENT ON TABLE jsrt_data_secret IS 'The key of ctx.db''s signed tenant binding (never granted)';
+
+-- +migrate StatementBegin
+CREATE FUNCTION jsrt_sign_tenant(p_tenant UUID) RETURNS TEXT
+LANGUAGE sql STABLE AS $$
+    SELECT p_tenant::text || '.' || encode(sha256(convert_to(s.secret || p_tenant::text, 'UTF8')), 'hex')
+    FROM jsrt_data_secret s
+$$;
+-- +migrate StatementEnd
+REVOKE EXECUTE ON FUNCTION jsrt_sign_tenant(UUID) FROM PUBLIC;
+
+-- +migrate StatementBegin
+CREATE FUNCTION jsrt_bound_tenant() RETURNS UUID
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+    SELECT CASE WHEN split_part(b.v, '.', 2) = encode(sha256(convert_to(
+                         s.secret || split_part(b.v, '.', 1), 'UTF8')), 'hex')
+                THEN split_part(b.v, '.', 1)::uuid END
+    FROM (SELECT NULLIF(current_setting('jsrt.tenant_id', true), '') AS v) b, jsrt_data_secret s
+    WHERE b.v IS NOT NULL
+$$;
+-- +migrate StatementEnd
+GRANT EXECUTE ON FUNCTION jsrt_bound_tenant() TO jsrt_tenant_data;
+
 CREATE TABLE jsrt_exposed_tables (
     table_schema TEXT NOT NULL,
     table_name TEXT NOT NULL,
@@ -97,11 +132,11 @@ BEGIN
     EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', p_table);
     EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', p_table);
     EXECUTE format('DROP POLICY IF EXISTS jsrt_tenant_isolation ON %s', p_table);
-    -- NULLIF: an unbound tenant ('' or unset) matches no row, and never fails a cast
+    -- an unbound or forged binding is NULL: no row matches, none can be written; the
+    -- sub-select makes it one evaluation per statement, not one per row
     EXECUTE format('CREATE POLICY jsrt_tenant_isolation ON %s TO jsrt_tenant_data '
-                   'USING (tenant_id = NULLIF(current_setting(''jsrt.tenant_id'', true), '''')::uuid) '
-                   'WITH CHECK (tenant_id = NULLIF(current_setting(''jsrt.tenant_id'', true), '''')::uuid)',
-                   p_table);
+                   'USING (tenant_id = (SELECT jsrt_bound_tenant())) '
+                   'WITH CHECK (tenant_id = (SELECT jsrt_bound_tenant()))', p_table);
     INSERT INTO jsrt_exposed_tables (table_schema, table_name, writable, columns)
     VALUES (v_schema, v_name, p_writable, p_columns)
     ON CONFLICT (table_schema, table_name) DO UPDATE
@@ -163,3 +198,6 @@ DROP TABLE jsrt_cache;
 DROP FUNCTION jsrt_hide_table(TEXT, TEXT);
 DROP FUNCTION jsrt_expose_table(REGCLASS, BOOLEAN, TEXT[]);
 DROP TABLE jsrt_exposed_tables;
+DROP FUNCTION jsrt_bound_tenant();
+DROP FUNCTION jsrt_sign_tenant(UUID);
+DROP TABLE jsrt_data_secret;

@@ -2,10 +2,11 @@
 -- exposed to it (jsrt db expose/list/hide). Migration 20261202200000_tenant_data.sql.
 
 -- name: data_bind
--- The start of every ctx.db transaction, before the script's statement: tenant $1 bound,
--- statement_timeout $2 (ms, as text), and the role that can reach only the exposed tables,
--- all local to the transaction (gone at its end, before the connection goes back to the pool).
-SELECT set_config('jsrt.tenant_id', $1, true),
+-- The start of every ctx.db transaction, before the script's statement: tenant $1 bound
+-- (signed: see jsrt_sign_tenant in the migration), statement_timeout $2 (ms, as text), and the
+-- role that can reach only the exposed tables, all local to the transaction (gone at its end,
+-- before the connection goes back to the pool). The signature is made before the role is.
+SELECT set_config('jsrt.tenant_id', jsrt_sign_tenant($1::uuid), true),
        set_config('statement_timeout', $2, true),
        set_config('role', 'jsrt_tenant_data', true);
 
@@ -14,7 +15,7 @@ SELECT set_config('jsrt.tenant_id', $1, true),
 -- formatted with {mode} (READ ONLY or READ WRITE), {tenant} (a UUID the runtime parsed) and
 -- {timeout_ms} (an integer), never with anything a script wrote.
 BEGIN {mode};
-SELECT set_config('jsrt.tenant_id', '{tenant}', true),
+SELECT set_config('jsrt.tenant_id', jsrt_sign_tenant('{tenant}'), true),
        set_config('statement_timeout', '{timeout_ms}', true),
        set_config('role', 'jsrt_tenant_data', true);
 

@@ -251,6 +251,19 @@ async def test_the_role_reaches_nothing_but_exposed_rows_without_the_parser(env:
         await as_tenant("CREATE TABLE public.mine (a int)")
     rows = await as_tenant(f"SELECT note FROM orders WHERE tenant_id = '{env.b}' OR true")
     assert sorted(r["note"] for r in rows) == ["a1", "a2"]
+    # a binding the role sets itself, even to the other tenant's id or a forged signature,
+    # is no binding: the policy matches nothing
+    for forged in (env.b, f"{env.b}.{'0' * 64}", f"{env.a}.{'0' * 64}", ""):
+        async with conn.transaction():
+            await conn.execute(q("data_bind"), env.a, "2000")
+            await conn.execute("SELECT set_config('jsrt.tenant_id', $1, true)", forged)
+            assert await conn.fetch("SELECT * FROM orders") == []
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute("INSERT INTO orders (tenant_id) VALUES ($1)", uuid.UUID(env.b))
+    for sql in ("SELECT * FROM jsrt_data_secret",
+                f"SELECT jsrt_sign_tenant('{env.b}')"):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await as_tenant(sql)
     # no tenant bound: no row at all
     async with conn.transaction():
         await conn.execute("SET LOCAL ROLE jsrt_tenant_data")
