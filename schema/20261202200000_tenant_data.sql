@@ -132,9 +132,17 @@ BEGIN
     EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', p_table);
     EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', p_table);
     EXECUTE format('DROP POLICY IF EXISTS jsrt_tenant_isolation ON %s', p_table);
+    EXECUTE format('DROP POLICY IF EXISTS jsrt_tenant_isolation_strict ON %s', p_table);
     -- an unbound or forged binding is NULL: no row matches, none can be written; the
-    -- sub-select makes it one evaluation per statement, not one per row
+    -- sub-select makes it one evaluation per statement, not one per row. The permissive
+    -- policy grants the role its tenant's rows; the restrictive one, with the same test,
+    -- keeps any permissive policy of the host's (say one TO PUBLIC USING (true), which the
+    -- role would get too) from widening that.
     EXECUTE format('CREATE POLICY jsrt_tenant_isolation ON %s TO jsrt_tenant_data '
+                   'USING (tenant_id = (SELECT jsrt_bound_tenant())) '
+                   'WITH CHECK (tenant_id = (SELECT jsrt_bound_tenant()))', p_table);
+    EXECUTE format('CREATE POLICY jsrt_tenant_isolation_strict ON %s AS RESTRICTIVE '
+                   'TO jsrt_tenant_data '
                    'USING (tenant_id = (SELECT jsrt_bound_tenant())) '
                    'WITH CHECK (tenant_id = (SELECT jsrt_bound_tenant()))', p_table);
     INSERT INTO jsrt_exposed_tables (table_schema, table_name, writable, columns)
@@ -163,6 +171,7 @@ BEGIN
             EXECUTE format('REVOKE ALL ON SEQUENCE %s FROM jsrt_tenant_data', v_seq);
         END LOOP;
         EXECUTE format('DROP POLICY IF EXISTS jsrt_tenant_isolation ON %s', v_table);
+        EXECUTE format('DROP POLICY IF EXISTS jsrt_tenant_isolation_strict ON %s', v_table);
         EXECUTE format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY', v_table);
     END IF;
     DELETE FROM jsrt_exposed_tables WHERE table_schema = p_schema AND table_name = p_name;

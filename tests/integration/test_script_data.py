@@ -251,6 +251,12 @@ async def test_the_role_reaches_nothing_but_exposed_rows_without_the_parser(env:
         await as_tenant("CREATE TABLE public.mine (a int)")
     rows = await as_tenant(f"SELECT note FROM orders WHERE tenant_id = '{env.b}' OR true")
     assert sorted(r["note"] for r in rows) == ["a1", "a2"]
+    # a permissive policy of the host's own, open to everyone, does not widen it
+    await conn.execute("CREATE POLICY host_open ON orders USING (true) WITH CHECK (true)")
+    rows = await as_tenant("SELECT note FROM orders")
+    assert sorted(r["note"] for r in rows) == ["a1", "a2"]
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await as_tenant(f"INSERT INTO orders (tenant_id) VALUES ('{env.b}') RETURNING id")
     # a binding the role sets itself, even to the other tenant's id or a forged signature,
     # is no binding: the policy matches nothing
     for forged in (env.b, f"{env.b}.{'0' * 64}", f"{env.a}.{'0' * 64}", ""):
