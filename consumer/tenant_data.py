@@ -31,7 +31,7 @@ from uuid import UUID
 
 import asyncpg
 
-from consumer.db import Db, Refused, translated
+from consumer.db import Db, translated
 from consumer.errors import StoreError, StoreUnavailable, ValidationError
 from consumer.sql import q
 from consumer.tenant_sql import Exposed, SqlRefused, check
@@ -76,8 +76,7 @@ class TenantData:
         if row is None:
             raise ValidationError(f"no table named {table!r}")
         if _RESERVED_NAME.match(row["table_name"]) or row["table_name"] in _RUNTIME_TABLES \
-                or row["table_schema"] in (
-                "pg_catalog", "information_schema"):
+                or row["table_schema"] in ("pg_catalog", "information_schema"):
             raise ValidationError(f"{table!r} is the runtime's or the catalog's: it cannot be "
                                   "exposed to scripts")
         cols = list(dict.fromkeys(columns)) if columns else None
@@ -85,9 +84,9 @@ class TenantData:
             cols.insert(0, "tenant_id")  # scripts write it, and the policy reads it anyway
         try:
             await self._db.execute(q("data_expose"), table, writable, cols)
-        except Refused as exc:
-            raise ValidationError(_pg_line(exc)) from None
-        except StoreError as exc:
+        except StoreUnavailable:
+            raise
+        except StoreError as exc:  # the function's own refusal: no tenant_id, not a table, ...
             raise ValidationError(_pg_line(exc)) from None
         self._exposed = None
         return Exposed(row["table_schema"], row["table_name"], writable,
