@@ -58,6 +58,9 @@ class Settings:
     # gives way to a free port, so that several daemons can run side by side.
     metrics_addr_given: bool = False
     metrics_interval: float = 15.0  # seconds between queue-depth / dead-letter queries
+    # ctx.cache: Redis at this URL (redis://host:port/db); empty: the jsrt_cache table
+    cache_url: str = ""
+    cache_max_entries: int = 10_000  # live ctx.cache entries per tenant
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -109,6 +112,9 @@ class Settings:
             (not self.metrics_addr or _is_bind(self.metrics_addr),
              f"JSRT_METRICS_ADDR must be HOST:PORT or empty (got {self.metrics_addr!r})"),
             (self.metrics_interval > 0, "JSRT_METRICS_INTERVAL must be > 0"),
+            (not self.cache_url or self.cache_url.startswith(("redis://", "rediss://", "unix://")),
+             "JSRT_CACHE_URL must be a redis://, rediss:// or unix:// URL (or empty)"),
+            (self.cache_max_entries >= 1, "JSRT_CACHE_MAX_ENTRIES must be >= 1"),
         ]
 
     @property

@@ -10,6 +10,7 @@ over one connector (db.py), the only path to PostgreSQL.
     store.tenants       tenants
     store.retention     the retention policy's deletes
     store.rates         rate limits across processes
+    store.tenant_data   tenants' own tables as scripts reach them (ctx.db), exposed tables
 
 `Store.open(dsn)` gives one over a pool (long-running processes), `Store.session(dsn)` one
 over a single connection (one-shot commands)."""
@@ -29,6 +30,7 @@ from consumer.retention import Retention
 from consumer.schedules import Schedules
 from consumer.scripts import Scripts
 from consumer.sql import q
+from consumer.tenant_data import TenantData
 from consumer.tenants import Tenants
 
 
@@ -48,6 +50,7 @@ class Store:
         self.tenants = Tenants(db)
         self.retention = Retention(db)
         self.rates = RateLimiter(db)
+        self.tenant_data = TenantData(db)
 
     @classmethod
     async def open(cls, dsn: str, min_size: int = 2, max_size: int = 10) -> Store:

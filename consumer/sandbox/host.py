@@ -17,9 +17,17 @@ from consumer.errors import JsrtError, StoreUnavailable
 from consumer.sandbox.errors import HostCallError, RateLimited
 from consumer.sandbox.fetch import Fetcher, FetchRequest
 from consumer.sandbox.ratelimit import SlidingWindowLimiter
-from consumer.sandbox.types import ApiLimiter, ExecutionRequest, Publisher, PublishRequest
+from consumer.sandbox.types import (
+    ApiLimiter,
+    DataHost,
+    ExecutionRequest,
+    Publisher,
+    PublishRequest,
+)
 
 MAX_EVENT_DEPTH = 8
+# ctx.db's transaction bookkeeping: not counted as API calls (a rollback is never refused)
+_UNCOUNTED = frozenset({"db.begin", "db.commit", "db.rollback"})
 log = structlog.get_logger("jsrt.sandbox")
 
 
@@ -40,14 +48,35 @@ class HostApi:
         publisher: Publisher | None,
         fetcher: Fetcher,
         limiter: ApiLimiter | None = None,
+        data: DataHost | None = None,
     ) -> None:
         self._publisher = publisher
+        self._data = data
         self._fetcher = fetcher
         self._limiter = limiter or in_process_limiter()
 
     async def call(
         self, request: ExecutionRequest, op: str, args: Sequence[Any], remaining_s: float
     ) -> Any:
+        if op not in _UNCOUNTED:
+            await self._count(request, op)
+        if op.startswith(("db.", "cache.")):
+            if self._data is None:
+                raise HostCallError(f"ctx.{op.split('.', 1)[0]} is not available here")
+            return await self._data.call(request, op, args, remaining_s)
+        if op == "publish" and len(args) == 2:
+            return await self._publish(request, args[0], args[1])
+        if op == "fetch" and len(args) == 1 and isinstance(args[0], dict):
+            fetch = FetchRequest.from_js(args[0], self._fetcher.default_timeout_s, remaining_s)
+            return await self._fetcher.fetch(fetch)
+        raise HostCallError(f"unknown host call {op[:32]}")
+
+    def end(self, request: ExecutionRequest) -> None:
+        """The execution ended, whichever way: what it still holds is released."""
+        if self._data is not None:
+            self._data.end(request.execution_id)
+
+    async def _count(self, request: ExecutionRequest, op: str) -> None:
         limit = request.limits.max_api_calls_per_minute
         try:
             allowed = await self._limiter(request, limit)
@@ -57,12 +86,6 @@ class HostApi:
             ) from None
         if not allowed:
             raise RateLimited(f"rate limit exceeded: max_api_calls_per_minute={limit}")
-        if op == "publish" and len(args) == 2:
-            return await self._publish(request, args[0], args[1])
-        if op == "fetch" and len(args) == 1 and isinstance(args[0], dict):
-            fetch = FetchRequest.from_js(args[0], self._fetcher.default_timeout_s, remaining_s)
-            return await self._fetcher.fetch(fetch)
-        raise HostCallError(f"unknown host call {op[:32]}")
 
     async def _publish(self, request: ExecutionRequest, event_type: Any, payload: Any) -> str:
         if self._publisher is None:

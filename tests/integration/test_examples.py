@@ -211,3 +211,35 @@ async def test_order_enricher_publishes_a_follow_up_that_the_next_script_receive
     [(rejected, _, _)] = await events_of(conn, tenant, "order.rejected")
     assert rejected == {"order_id": "B-2",
                         "problems": ["no items", "no tax rate for country XX"]}
+
+
+# ------------------------------------------------------------------ tenant orders (ctx.db)
+async def test_tenant_orders_reads_only_its_tenants_rows_and_caches_them(
+    conn: asyncpg.Connection, db_url: str
+) -> None:
+    from consumer.runtime import Runtime
+
+    await conn.execute("""CREATE TABLE orders (id SERIAL PRIMARY KEY, tenant_id UUID NOT NULL,
+                          status TEXT, total NUMERIC(10, 2),
+                          created_at TIMESTAMPTZ NOT NULL DEFAULT now())""")
+    mine, other = await make_tenant(conn, "mine"), await make_tenant(conn, "other")
+    await conn.execute(
+        "INSERT INTO orders (tenant_id, status, total, created_at) VALUES"
+        " ($1, 'paid', 10.50, '2026-01-01'), ($1, 'paid', 4.25, '2026-01-02'),"
+        " ($1, 'open', 1, '2026-01-03'), ($2, 'paid', 1000, '2026-01-04')", mine, other)
+    async with Store.session(db_url) as store:
+        await store.tenant_data.expose("orders", False, None)
+    script = await make_script(conn, mine, example("tenant_orders.js"), type="oneoff")
+    async with Runtime(db_url, workers=1) as rt:
+        first = await rt.execute(script, {"query": {"status": "paid"}}, tenant_id=mine)
+        again = await rt.execute(script, {"query": {"status": "paid"}}, tenant_id=mine)
+    assert first.status == "completed", first.error
+    assert first.output["byStatus"] == [{"status": "paid", "orders": 2, "total": 14.75}]
+    assert [o["total"] for o in first.output["latest"]] == [4.25, 10.5]
+    assert first.output["latest"][0]["created_at"].startswith("2026-01-02T00:00:00")
+    assert (first.output["cached"], again.output["cached"]) == (False, True)
+    assert first.metrics["database_query_count"] == 2
+    assert again.metrics["database_query_count"] == 0
+    recorded = await conn.fetchval("SELECT metrics FROM script_executions WHERE id = $1",
+                                   UUID(str(first.execution_id)))
+    assert json.loads(recorded)["database_query_count"] == 2
