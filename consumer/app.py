@@ -40,7 +40,7 @@ def sandbox(settings: Settings, store: Store, workers: int | None = None) -> Exe
     """The sandbox of a jsrt process: publishing and rate limits through the store."""
     return Executor(workers=workers or settings.worker_count, publisher=store_publisher(store),
                     fetch_allowlist=settings.fetch_allowlist,
-                    api_limiter=store_api_limiter(store))
+                    api_limiter=store_api_limiter(store), secrets=store.secrets.get)
 
 
 def store_publisher(store: Store) -> Publisher:
@@ -60,7 +60,7 @@ def store_publisher(store: Store) -> Publisher:
 async def open_services(settings: Settings) -> AsyncIterator[tuple[Store, Executor]]:
     """The pool and the sandbox every long-running jsrt process needs."""
     pool_size = max(4, settings.concurrency // 4 + 4)
-    store = await Store.open(settings.require_database(), max_size=pool_size)
+    store = await Store.open(settings.require_database(), max_size=pool_size, settings=settings)
     try:
         async with sandbox(settings, store) as executor:
             yield store, executor

@@ -203,6 +203,8 @@
       trigger: info.trigger, input,
       events: freeze({ publish: (type, payload) => publish(e, type, payload) }),
       http: freeze({ fetch: (url, opts) => fetch(e, url, opts) }),
+      secrets: freeze({ get: (name) => hostCall(e, 'secret', [String(name)]) }),
+      auth: info.auth === undefined ? null : info.auth,
     });
     let r;
     try {
