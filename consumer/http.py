@@ -276,7 +276,8 @@ class HttpTrigger:
         auth = await self.auth.authenticate(policy, where.tenant_id, request.headers, raw,
                                             now.timestamp())
         if policy.rate_limit_per_minute is not None and not await self.store.rates.acquire(
-                where.tenant_id, endpoint.script_id, HTTP_BUCKET, policy.rate_limit_per_minute):
+                where.tenant_id, endpoint.script_id, HTTP_BUCKET, policy.rate_limit_per_minute,
+                now):
             return _error(429, "rate limit exceeded for this endpoint",
                           headers={"retry-after": str(retry_after(now))})
         body = parse_body(raw, request.headers.get("content-type", ""))
@@ -357,8 +358,9 @@ def _summary(request: Request, where: Target) -> dict[str, Any]:
     }
 
 
-def build_app(store: Store, ondemand: OnDemand, settings: Settings) -> Starlette:
-    trigger = HttpTrigger(store, ondemand, settings)
+def build_app(store: Store, ondemand: OnDemand, settings: Settings,
+              clock: Clock | None = None) -> Starlette:
+    trigger = HttpTrigger(store, ondemand, settings, clock)
     return Starlette(routes=[Route("/{path:path}", trigger.handle, methods=list(ROUTABLE))])
 
 
