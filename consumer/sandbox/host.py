@@ -7,6 +7,8 @@ Any failure reaches JavaScript as a clean one-line message (HostCallError), neve
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,6 +44,14 @@ def in_process_limiter() -> ApiLimiter:
     return acquire
 
 
+def _hmac_sha256(key: Any, message: Any) -> str:
+    if not isinstance(key, str) or not isinstance(message, str):
+        raise HostCallError("crypto.hmacSha256: key and message must be strings")
+    if len(message) > 8 << 20:
+        raise HostCallError("crypto.hmacSha256: message larger than 8 MiB")
+    return hmac.new(key.encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
 class HostApi:
     def __init__(
         self,
@@ -68,6 +78,8 @@ class HostApi:
     async def call(
         self, request: ExecutionRequest, op: str, args: Sequence[Any], remaining_s: float
     ) -> Any:
+        if op == "hmac" and len(args) == 2:  # pure computation: not an outside effect
+            return _hmac_sha256(args[0], args[1])
         limit = request.limits.max_api_calls_per_minute
         try:
             allowed = await self._limiter(request, limit)

@@ -204,6 +204,7 @@
       events: freeze({ publish: (type, payload) => publish(e, type, payload) }),
       http: freeze({ fetch: (url, opts) => fetch(e, url, opts) }),
       secrets: freeze({ get: (name) => hostCall(e, 'secret', [String(name)]) }),
+      crypto: freeze({ hmacSha256: (key, message) => hostCall(e, 'hmac', [String(key), String(message)]) }),
       auth: info.auth === undefined ? null : info.auth,
     });
     let r;
