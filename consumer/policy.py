@@ -97,7 +97,10 @@ def _cors(raw: Any, found: list[str]) -> Cors | None:
                                                         "max_age"}:
         found.append("metadata.cors must be an object of origins, methods, headers, max_age")
         return None
+    before = len(found)
     origins = _strings(raw.get("origins", ()), "origins", found, allow_star=True)
+    if not origins and len(found) == before:
+        found.append("metadata.cors.origins must name at least one origin (or be \"*\")")
     methods = tuple(m.upper() for m in _strings(raw.get("methods", ("GET", "POST")), "methods",
                                                   found))
     bad = [m for m in methods if m not in CORS_METHODS]
@@ -108,8 +111,6 @@ def _cors(raw: Any, found: list[str]) -> Cors | None:
     if isinstance(max_age, bool) or not isinstance(max_age, int) or not 0 <= max_age <= 86400:
         found.append("metadata.cors.max_age must be an integer from 0 to 86400")
         max_age = 600
-    if not origins:
-        found.append("metadata.cors.origins must name at least one origin (or be \"*\")")
     return Cors(origins, methods, tuple(h.lower() for h in headers), max_age)
 
 

@@ -18,9 +18,9 @@ import httpx
 import jwt
 import pytest
 import structlog
+from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.fernet import Fernet
 from starlette.applications import Starlette
 from support.cli import run_cli
 from support.factories import executions, make_script, make_tenant
@@ -91,7 +91,7 @@ async def endpoint(conn: asyncpg.Connection, tenant: UUID, path: str, source: st
 
 
 def row_text(row: asyncpg.Record) -> str:
-    return json.dumps({k: row[k] for k in row.keys()}, default=str)
+    return json.dumps({k: row[k] for k in row}, default=str)
 
 
 # ------------------------------------------------------------------ API keys
@@ -297,7 +297,8 @@ async def test_jwt_es256_with_a_jwks_file(conn: asyncpg.Connection, db_url: str,
                                          base_url="http://jsrt") as client:
                 good = jwt.encode({"sub": "svc", "exp": exp}, key, algorithm="ES256",
                                   headers={"kid": "k1"})
-                r = await client.get(f"/t/{tenant}/api", headers={"authorization": f"Bearer {good}"})
+                r = await client.get(f"/t/{tenant}/api",
+                                     headers={"authorization": f"Bearer {good}"})
                 assert r.status_code == 200, r.text
                 unknown = jwt.encode({"sub": "svc", "exp": exp}, key, algorithm="ES256",
                                      headers={"kid": "k2"})

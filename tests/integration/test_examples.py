@@ -18,10 +18,10 @@ from cryptography.fernet import Fernet
 from support.daemons import drain
 from support.factories import executions, make_script, make_tenant, publish
 
+from consumer.access import parse_signature, sign
 from consumer.app import store_publisher
 from consumer.clock import FakeClock
 from consumer.sandbox import Executor
-from consumer.access import parse_signature, sign
 from consumer.settings import REPO_ROOT, Settings
 from consumer.store import Store
 
