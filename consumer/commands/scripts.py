@@ -27,8 +27,8 @@ from consumer.validation import (
 _LIST_COLUMNS = ("id", "tenant_id", "name", "type", "status", "trigger", "version", "updated_at")
 _SHOW_KEYS = ("id", "tenant_id", "name", "description", "type", "status", "version",
               "cron_expression", "timezone", "next_run_at", "last_run_at", "last_run_status",
-              "http_path", "http_methods", "event_types", "resource_limits", "created_at",
-              "updated_at")
+              "http_path", "http_methods", "event_types", "resource_limits", "metadata",
+              "created_at", "updated_at")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
