@@ -9,8 +9,9 @@ A route is an active row of script_http_endpoints of an active script, looked up
 {method, path, query, headers, body}; what it returns becomes the response. Every request
 that reaches a script is an execution (trigger_type 'http'); no response ever carries a
 Python traceback. Who may call, how often and from which origins is the script's access
-policy (access.py): checked after the route is known (so that an unknown route stays a plain
-404) and before the body is read by the script.
+policy (policy.py, checked by access.py): after the route is known (so that an unknown route
+stays a plain 404), before the script runs, and - except for HMAC, whose signature covers the
+body - before the body is read.
 """
 
 from __future__ import annotations
@@ -271,10 +272,14 @@ class HttpTrigger:
         if request.method not in endpoint.methods:
             return _error(405, "method not allowed",
                           headers={"allow": ", ".join(endpoint.methods)})
-        raw = await self._body(request)
+        # the body is read before authentication only where the signature covers it
+        signed = policy.auth == "hmac"
+        raw = await self._body(request) if signed else b""
         now = self.clock.now()
         auth = await self.auth.authenticate(policy, where.tenant_id, request.headers, raw,
                                             now.timestamp())
+        if not signed:
+            raw = await self._body(request)
         if policy.rate_limit_per_minute is not None and not await self.store.rates.acquire(
                 where.tenant_id, endpoint.script_id, HTTP_BUCKET, policy.rate_limit_per_minute,
                 now):
