@@ -43,7 +43,8 @@ def sandbox(settings: Settings, store: Store, workers: int | None = None) -> Exe
     the store (ctx.cache through Redis when JSRT_CACHE_URL is set)."""
     return Executor(workers=workers or settings.worker_count, publisher=store_publisher(store),
                     fetch_allowlist=settings.fetch_allowlist,
-                    api_limiter=store_api_limiter(store), data=script_data(settings, store))
+                    api_limiter=store_api_limiter(store), data=script_data(settings, store),
+                    secrets=store.secrets.get)
 
 
 def script_data(settings: Settings, store: Store) -> ScriptData:
@@ -71,7 +72,7 @@ def store_publisher(store: Store) -> Publisher:
 async def open_services(settings: Settings) -> AsyncIterator[tuple[Store, Executor]]:
     """The pool and the sandbox every long-running jsrt process needs."""
     pool_size = max(4, settings.concurrency // 4 + 4)
-    store = await Store.open(settings.require_database(), max_size=pool_size)
+    store = await Store.open(settings.require_database(), max_size=pool_size, settings=settings)
     try:
         async with sandbox(settings, store) as executor:
             yield store, executor

@@ -41,6 +41,7 @@ from consumer.sandbox.types import (
     ExecutionRequest,
     ExecutionResult,
     Publisher,
+    SecretReader,
     Status,
 )
 
@@ -174,12 +175,14 @@ class Executor:
         fetch_allowlist: Sequence[str] = (),
         api_limiter: ApiLimiter | None = None,
         data: DataHost | None = None,
+        secrets: SecretReader | None = None,
         **options: Any,
     ) -> None:
         self.options = ExecutorOptions(workers=workers or os.cpu_count() or 1, **options)
         self._publisher = publisher
         self._api_limiter = api_limiter
         self._data = data
+        self._secrets = secrets
         self._allowlist = tuple(fetch_allowlist)
         self._workers: list[WorkerProcess | None] = [None] * self.options.workers
         self._backlog: deque[_Pending | _Chain] = deque()
@@ -215,7 +218,8 @@ class Executor:
             self.options.fetch_max_response_bytes,
             self.options.fetch_timeout_s,
         )
-        self._host = HostApi(self._publisher, fetcher, self._api_limiter, self._data)
+        self._host = HostApi(self._publisher, fetcher, self._api_limiter, self._data,
+                             self._secrets)
         self._running = True
         try:
             started = await asyncio.gather(*(self._spawn(i) for i in range(self.options.workers)))
@@ -298,6 +302,7 @@ class Executor:
                     "executionId": request.execution_id,
                     "trigger": dict(request.trigger),
                     "depth": request.event_depth,
+                    "auth": dict(request.auth) if request.auth is not None else None,
                 }
             )
         except (TypeError, ValueError):
@@ -423,6 +428,8 @@ class Executor:
             started=done.started,
             finished=done.finished,
         )
+        if self._host is not None:  # secrets masked before anything is logged or kept
+            result = self._host.redacted(pending.request, result)
         try:
             self._emit_logs(pending.request, result)
         finally:  # the result is the run's whatever happens to its log lines
@@ -495,6 +502,8 @@ class Executor:
 
     def _resolve(self, pending: _Pending, result: ExecutionResult) -> None:
         self.executions += 1
+        if self._host is not None:
+            result = self._host.redacted(pending.request, result, done=True)
         if not pending.future.done():
             pending.future.set_result(result)
         self._chain_step(pending, back=False)

@@ -248,6 +248,9 @@
       http: freeze({ fetch: (url, opts) => fetch(e, url, opts) }),
       db: freeze({ ...dbApi(e, null), transaction: (fn) => transaction(e, fn) }),
       cache: cacheApi(e),
+      secrets: freeze({ get: (name) => hostCall(e, 'secret', [String(name)]) }),
+      crypto: freeze({ hmacSha256: (key, message) => hostCall(e, 'hmac', [String(key), String(message)]) }),
+      auth: info.auth === undefined ? null : info.auth,
     });
     let r;
     try {

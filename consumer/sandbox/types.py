@@ -89,6 +89,8 @@ class ExecutionRequest:
     trigger: Mapping[str, Any]  # {"type": "event"|"cron"|"http"|"manual"|"api", ...}
     limits: Limits = field(default_factory=Limits)
     event_depth: int = 0  # depth of the event chain that led here; ctx.events.publish adds 1
+    # Who called, as the script sees it in ctx.auth ({type, key_name | claims}); HTTP only.
+    auth: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +129,9 @@ class PublishRequest:
 
 # The host supplies this to let scripts publish through the durable path; returns the event id.
 Publisher = Callable[[PublishRequest], Awaitable[str]]
+# The host supplies this to read a tenant's secret (tenant id, name) -> value; it raises
+# consumer.secrets.SecretUnavailable with one line when the secret cannot be read.
+SecretReader = Callable[[str, str], Awaitable[str]]
 # The host supplies this to count an API call against the script's max_api_calls_per_minute
 # (across every process sharing the database); False: over the limit, not counted.
 ApiLimiter = Callable[[ExecutionRequest, int], Awaitable[bool]]
