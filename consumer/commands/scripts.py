@@ -8,9 +8,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from consumer import scripts
+from consumer import jsontext, scripts
 from consumer.commands._output import cut, dumps, fields, table
 from consumer.errors import ValidationError
+from consumer.policy import KEYS, MODES
 from consumer.settings import Settings
 from consumer.store import Store
 from consumer.validation import (
@@ -28,9 +29,7 @@ _LIST_COLUMNS = ("id", "tenant_id", "name", "type", "status", "trigger", "versio
 _SHOW_KEYS = ("id", "tenant_id", "name", "description", "type", "status", "version",
               "cron_expression", "timezone", "next_run_at", "last_run_at", "last_run_status",
               "http_path", "http_methods", "event_types", "event_filters", "concurrency_key",
-              "resource_limits",
-              "created_at",
-              "updated_at")
+              "resource_limits", "metadata", "created_at", "updated_at")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -105,6 +104,12 @@ def _trigger_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", help="allowed methods, e.g. GET,POST (http; default GET)")
     p.add_argument("--event-types", help="comma-separated event types (event scripts)")
     p.add_argument("--limits", help='resource limits as JSON, e.g. {"max_concurrent_runs": 2}')
+    p.add_argument("--auth", choices=MODES,
+                   help="who may call an http script (default key: an API key with invoke)")
+    p.add_argument("--access", metavar="JSON",
+                   help='access policy keys merged into the metadata, e.g. {"auth": "hmac", '
+                        '"auth_secret": "HOOK_KEY", "rate_limit_per_minute": 60, '
+                        '"cors": {"origins": ["https://app.example"]}}')
     p.add_argument("--filter", action="append", default=[], metavar="TYPE=PREDICATE",
                    help="payload filter of an event type, an SQL/JSON path predicate, e.g. "
                         "'order.created=$.total > 100' (repeatable; TYPE= removes it)")
@@ -129,6 +134,7 @@ def _split(text: str | None) -> tuple[str, ...]:
 
 
 def _changes(args: argparse.Namespace, base_limits: Any = None,
+             base_access: Any = None,
              base_filters: tuple[tuple[str, str], ...] = ()) -> tuple[dict[str, Any], list[str]]:
     """ScriptSpec fields given on the command line, and the problems of those the spec's own
     check does not see (methods, limits); everything else is checked with the whole spec, so
@@ -147,17 +153,46 @@ def _changes(args: argparse.Namespace, base_limits: Any = None,
         out["http_methods"] = methods
     if args.event_types is not None:
         out["event_types"] = _split(args.event_types)
-    if args.concurrency_key is not None:
-        out["concurrency_key"] = args.concurrency_key.strip() or None
-    if args.filter:
-        out["event_filters"], problems_ = parse_filters(args.filter, base_filters)
-        found += problems_
+    found += _routing(args, base_filters, out)
     if args.limits is not None:
         try:
             out["limits"] = parse_limits(args.limits, base_limits)
         except ValidationError as exc:
             found += lines(str(exc))
+    if args.access is not None or args.auth is not None:
+        access, problem = _access(args, base_access)
+        found += lines(problem)
+        out["access"] = access
     return out, found
+
+
+def _routing(args: argparse.Namespace, base_filters: tuple[tuple[str, str], ...],
+             out: dict[str, Any]) -> list[str]:
+    """--filter and --concurrency-key into `out` (#19); their problems."""
+    found: list[str] = []
+    if args.concurrency_key is not None:
+        out["concurrency_key"] = args.concurrency_key.strip() or None
+    if args.filter:
+        out["event_filters"], found = parse_filters(args.filter, base_filters)
+    return found
+
+
+def _access(args: argparse.Namespace, base: Any) -> tuple[dict[str, Any], str | None]:
+    """The stored policy keys with --access merged over them (a null value removes a key),
+    then --auth."""
+    out = dict(base or {})
+    if args.access is not None:
+        try:
+            given = jsontext.loads(args.access, "--access")
+        except jsontext.JsonRefused as exc:
+            return out, str(exc)
+        if not isinstance(given, dict) or not set(given) <= KEYS:
+            return out, f"--access must be a JSON object of {', '.join(sorted(KEYS))}"
+        out.update(given)
+        out = {k: v for k, v in out.items() if v is not None}
+    if args.auth is not None:
+        out["auth"] = args.auth
+    return out, None
 
 
 def _raise(found: list[str]) -> None:
@@ -189,7 +224,8 @@ async def cmd_update(args: argparse.Namespace, settings: Settings) -> int:
     async with Store.session(settings.require_database(), "jsrt scripts") as store:
         ref = await store.scripts.resolve(args.script, _tenant(args))
         row = await store.scripts.current(ref)
-        changes, found = _changes(args, row["resource_limits"],
+        stored = {k: v for k, v in (row["metadata"] or {}).items() if k in KEYS}
+        changes, found = _changes(args, row["resource_limits"], stored,
                                   scripts.filters_of(row["metadata"]))
         if not changes and not found:
             raise ValidationError("nothing to change (give --file, --cron, --limits, ...)")
