@@ -394,7 +394,10 @@ BEGIN
             SELECT t.execution_id, t.tenant_id, t.script_id, t.event_id,
                    CASE WHEN t.reserved THEN 'reserved' ELSE 'pending' END,
                    CASE WHEN t.reserved THEN p_daemon END,
-                   NOW() + make_interval(secs => t.i / 1e6), t.order_key
+                   -- a keyed run's place in its key's order is its event's publish time:
+                   -- two claims' NOW()s need not follow the events' order (SKIP LOCKED)
+                   CASE WHEN t.order_key IS NOT NULL THEN t.published_at
+                        ELSE NOW() + make_interval(secs => t.i / 1e6) END, t.order_key
             FROM t
         )
         SELECT COALESCE(array_agg(t.execution_id ORDER BY t.i) FILTER (WHERE t.reserved), '{}'),

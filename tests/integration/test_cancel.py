@@ -157,7 +157,8 @@ async def test_cancel_by_script_and_status(conn: asyncpg.Connection, db_url: str
 async def test_a_waiting_http_caller_gets_503_with_the_execution_id(
         conn: asyncpg.Connection, db_url: str) -> None:
     tenant = await make_tenant(conn)
-    await make_script(conn, tenant, SLEEPY, type="http", http_path="/slow", limits=LONG)
+    await make_script(conn, tenant, SLEEPY, type="http", http_path="/slow", limits=LONG,
+                      metadata={"auth": "public"})
     settings = Settings.from_env(env={"DATABASE_URL": db_url})
     store = await Store.open(db_url)
     try:
