@@ -8,6 +8,7 @@ isolate — mini-racer's object, function and promise helpers do, so they are ne
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import secrets
 from contextlib import ExitStack
@@ -19,7 +20,11 @@ from py_mini_racer import JSEvalException, JSOOMException, JSParseException, JST
 # per context, and timers that run outside any step). Pinned: mini-racer==0.14.1.
 from py_mini_racer._mini_racer import _make_context
 
-PRELUDE = resources.files("consumer.sandbox").joinpath("prelude.js").read_text()
+_FILES = resources.files("consumer.sandbox")
+# The stdlib goes into the prelude as a string literal (JSON's strings are JavaScript's),
+# compiled by the prelude the first time a script touches one of its globals.
+PRELUDE = _FILES.joinpath("prelude.js").read_text().replace(
+    "'__JSRT_STDLIB__'", json.dumps(_FILES.joinpath("stdlib.js").read_text()))
 _LOCATION = re.compile(r"^<anonymous>:(\d+): (.*)$")
 
 

@@ -19,6 +19,8 @@
   const freeze = Object.freeze;
   const keys = Object.keys;
   const now = Date.now;
+  const defineProperty = Object.defineProperty;
+  const Fn = Function; // the stdlib's compiler, taken before any script can replace it
   const MAX_LOG_LINES = 1000;
   const MAX_LOG_BYTES = 65536;
   const MAX_DEPTH = 8;
@@ -42,7 +44,7 @@
 
   function fresh(id, depth, outLimit) {
     return {
-      id, depth, outLimit, settled: false, result: null, logs: [], logBytes: 0,
+      id, depth, outLimit, ctx: null, settled: false, result: null, logs: [], logBytes: 0,
       truncated: false, calls: [], pending: new Map(), timers: new Map(), nextTimer: 1,
     };
   }
@@ -73,19 +75,28 @@
     }
   }
 
-  function log(level, args) {
+  // meta: sdk.log's metadata as JSON text (a fourth element of the line), or undefined.
+  function log(level, args, meta) {
     const e = ex;
     if (e === null || e.truncated) return;
     let line = '';
     for (let i = 0; i < args.length; i++) line += (i ? ' ' : '') + show(args[i]);
-    const size = utf8Length(line);
+    const size = utf8Length(line) + (meta === undefined ? 0 : utf8Length(meta));
     if (e.logs.length >= MAX_LOG_LINES || e.logBytes + size > MAX_LOG_BYTES) {
       e.truncated = true;
       e.logs.push([level, '[console output truncated]', now()]);
       return;
     }
     e.logBytes += size;
-    e.logs.push([level, line, now()]);
+    e.logs.push(meta === undefined ? [level, line, now()] : [level, line, now(), meta]);
+  }
+
+  function sdkLog(level, message, metadata) {
+    let meta;
+    if (metadata != null) {
+      try { meta = stringify(metadata); } catch (_) { meta = stringify('[unserialisable metadata]'); }
+    }
+    log(level, [message], meta);
   }
 
   const console = freeze({
@@ -145,6 +156,84 @@
     });
   }
 
+  // The IOTA SDK's globals (sdk, events, context) mean the execution in progress.
+  function current(what) {
+    if (ex === null) throw new Error(what + ' used outside an execution');
+    return ex;
+  }
+
+  function withQuery(url, query) {
+    const parts = [];
+    for (const k of keys(query)) {
+      const v = query[k];
+      for (const x of Array.isArray(v) ? v : [v]) {
+        if (x !== undefined) parts.push(encodeURIComponent(k) + '=' + encodeURIComponent(String(x)));
+      }
+    }
+    if (parts.length === 0) return url;
+    const hash = url.indexOf('#');
+    const head = hash < 0 ? url : url.slice(0, hash);
+    return head + (head.includes('?') ? '&' : '?') + parts.join('&') + (hash < 0 ? '' : url.slice(hash));
+  }
+
+  // sdk.http.<method>(url[, body], {headers, query, timeout}) -> {status, ok, headers, body,
+  // text(), json()}, body parsed when the response says it is JSON.
+  async function sdkHttp(method, url, body, opts) {
+    const e = current('sdk.http');
+    const o = opts == null ? {} : opts;
+    let u = String(url);
+    if (o.query != null) u = withQuery(u, o.query);
+    const r = await hostCall(e, 'fetch', [fetchRequest(u, {
+      method, headers: o.headers, body, timeoutMs: o.timeout != null ? o.timeout : o.timeoutMs,
+    })]);
+    const text = r.body;
+    let value = text;
+    const type = keys(r.headers).find((k) => k.toLowerCase() === 'content-type');
+    if (type !== undefined && /[/+]json\b/i.test(r.headers[type]) && text !== '') {
+      try { value = parse(text); } catch (_) { value = text; }
+    }
+    return freeze({
+      status: r.status, ok: r.status >= 200 && r.status < 300, headers: freeze(r.headers),
+      body: value, text() { return text; }, json() { return parse(text); },
+    });
+  }
+
+  // sdk.db and sdk.cache are ctx.db and ctx.cache of the execution in progress.
+  function forward(area, name) {
+    return async (...args) => {
+      const api = current('sdk.' + area).ctx[area];
+      if (api == null || typeof api[name] !== 'function') {
+        throw new Error('sdk.' + area + '.' + name + ' is not available in this runtime');
+      }
+      return api[name](...args);
+    };
+  }
+
+  function namespace(area, names) {
+    const o = {};
+    for (const n of names) o[n] = forward(area, n);
+    return freeze(o);
+  }
+
+  const sdk = freeze({
+    http: freeze({
+      get: (url, opts) => sdkHttp('GET', url, undefined, opts),
+      delete: (url, opts) => sdkHttp('DELETE', url, undefined, opts),
+      post: (url, body, opts) => sdkHttp('POST', url, body, opts),
+      put: (url, body, opts) => sdkHttp('PUT', url, body, opts),
+      patch: (url, body, opts) => sdkHttp('PATCH', url, body, opts),
+    }),
+    db: namespace('db', ['query', 'queryOne', 'execute', 'transaction']),
+    cache: namespace('cache', ['get', 'set', 'delete', 'exists', 'increment']),
+    log: freeze({
+      debug: (message, metadata) => sdkLog('debug', message, metadata),
+      info: (message, metadata) => sdkLog('info', message, metadata),
+      warn: (message, metadata) => sdkLog('warn', message, metadata),
+      error: (message, metadata) => sdkLog('error', message, metadata),
+    }),
+  });
+  const events = freeze({ publish: (type, payload) => publish(current('events.publish'), type, payload) });
+
   function setTimeout(fn, ms, ...args) {
     if (typeof fn !== 'function') throw new TypeError('setTimeout: callback must be a function');
     if (ex === null) throw new Error('setTimeout used outside an execution');
@@ -189,21 +278,27 @@
     }
   }
 
-  function run(id, inputText, infoText, outLimit) {
+  function run(id, inputText, infoText, outLimit, seedHex) {
     const input = parse(inputText);
     const info = parse(infoText);
     const e = fresh(id, info.depth, outLimit);
     ex = e;
+    reseed(seedHex);
     if (typeof handler !== 'function') {
       settle(e, false, new Error('script does not define a handler function'));
       return;
     }
+    const t = info.trigger;
     const ctx = freeze({
       tenantId: info.tenantId, scriptId: info.scriptId, executionId: info.executionId,
-      trigger: info.trigger, input,
+      // who and which organization the run is for: only a caller of the runtime can say
+      userId: t.user_id !== undefined ? t.user_id : null,
+      organizationId: t.organization_id !== undefined ? t.organization_id : null,
+      trigger: t, input,
       events: freeze({ publish: (type, payload) => publish(e, type, payload) }),
       http: freeze({ fetch: (url, opts) => fetch(e, url, opts) }),
     });
+    e.ctx = ctx;
     let r;
     try {
       r = handler(input, ctx);
@@ -295,9 +390,49 @@
     handler = fn;
   }
 
+  // Random bytes come from a CSPRNG in the stdlib, keyed with 32 bytes of the worker's
+  // entropy for each execution (and for the script's top level): never from Math.random.
+  let seed = '';
+  let seedGen = 0;
+  function reseed(hex) {
+    seed = hex;
+    seedGen++;
+  }
+
+  // The web platform's pieces (stdlib.js) are compiled on first use: most scripts never touch
+  // them, and every fresh context would pay for their compilation. engine.py puts the
+  // stdlib's source in place of the placeholder, as a string literal.
+  const STDLIB = '__JSRT_STDLIB__';
+  const STD_NAMES = ['URL', 'URLSearchParams', 'TextEncoder', 'TextDecoder', 'atob', 'btoa',
+    'structuredClone', 'crypto', 'DOMException'];
+  const stdHost = freeze({
+    call: (op, args) => hostCall(current('crypto.subtle'), op, args),
+    seed: () => [seedGen, seed],
+  });
+  let std = null;
+  function stdlib() {
+    if (std === null) {
+      std = new Fn('host', STDLIB)(stdHost);
+      for (const n of STD_NAMES) {
+        defineProperty(g, n, { value: std[n], writable: true, configurable: true, enumerable: false });
+      }
+    }
+    return std;
+  }
+  for (const n of STD_NAMES) {
+    defineProperty(g, n, {
+      configurable: true, enumerable: false,
+      get() { return stdlib()[n]; },
+      set(v) { stdlib(); g[n] = v; },
+    });
+  }
+
   for (const [name, value] of [['console', console], ['setTimeout', setTimeout],
-    ['clearTimeout', clearTimeout], ['RateLimitError', RateLimitError]]) {
+    ['clearTimeout', clearTimeout], ['RateLimitError', RateLimitError], ['sdk', sdk],
+    ['events', events]]) {
     g[name] = value;
   }
-  return freeze({ run, runMany, resume, collect, collectMany, logs, install });
+  // `context` is read-only, and always the execution in progress (null between executions).
+  defineProperty(g, 'context', { get() { return ex === null ? null : ex.ctx; }, enumerable: false });
+  return freeze({ run, runMany, resume, collect, collectMany, logs, install, reseed });
 })(globalThis)
