@@ -108,6 +108,8 @@ class Job:
         for line in lines:
             if self.log_bytes < 0:  # truncated already
                 return
+            if type(line) is not list or len(line) not in (3, 4):
+                continue
             try:
                 level, message, ts, *meta = line
                 message = jsontext.clean_text(str(message))

@@ -10,7 +10,7 @@ from consumer.sandbox.engine import eval_error, parse_error
 from consumer.sandbox.fetch import is_blocked
 from consumer.sandbox.ratelimit import SlidingWindowLimiter
 from consumer.sandbox.runner import rss_budget
-from consumer.sandbox.script import install_code, rewrite_exports
+from consumer.sandbox.script import entry_points, install_code, rewrite_exports
 
 
 @pytest.mark.parametrize(
@@ -31,6 +31,17 @@ def test_rewrite_exports(source, expected):
 def test_install_code_keeps_line_numbers():
     code = install_code("a\nb\nc", "__jsrt_api")
     assert code.split("\n")[1:3] == ["b", "c"]
+
+
+def test_entry_point_names():
+    """handler, the default export, main, then the one other function declared at the start
+    of a line (the IOTA SDK's examples name theirs: handleRequest, validateOrder, ...)."""
+    assert entry_points("function handler() {}") == ["handler", "__jsrt_default", "main"]
+    assert entry_points("async function handleOrderCreated(event) {}\n  function inner() {}")[
+        -1] == "handleOrderCreated"
+    assert entry_points("function a() {}\nfunction b() {}") == [
+        "handler", "__jsrt_default", "main"]
+    assert entry_points("function*gen() {}")[-1] == "gen"
 
 
 def test_parse_error_names_the_line():
