@@ -26,8 +26,8 @@ def rewrite_exports(source: str) -> str:
 def entry_points(source: str) -> list[str]:
     """The names a handler is looked up by, in order: `handler`, the default export, `main`
     (the IOTA SDK's cron examples), then the one function declared at the start of a line
-    when the script declares exactly one besides those (a name found by a regular expression: an identifier,
-    so it is safe to put in code)."""
+    when the script declares exactly one besides those (found by a regular expression, so
+    an identifier: safe to put in code)."""
     names = ["handler", _DEFAULT_NAME, "main"]
     declared = {m.group(1) for m in _TOP_FUNCTION.finditer(source)} - set(names)
     return names + list(declared) if len(declared) == 1 else names

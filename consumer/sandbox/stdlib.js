@@ -52,6 +52,15 @@ function utf8(s) {
   return out.slice(0, encodeInto(s, out)[1]);
 }
 
+// what crypto.subtle takes in one call (the worker checks it again: localcalls.py)
+const MAX_SUBTLE_BYTES = 8 << 20;
+
+function subtleBytes(data, what) {
+  const bytes = bytesOf(data, what);
+  if (bytes.length > MAX_SUBTLE_BYTES) throw new DOMException('crypto.subtle: ' + what + ' larger than ' + MAX_SUBTLE_BYTES + ' bytes', 'QuotaExceededError');
+  return bytes;
+}
+
 function bytesOf(data, what) {
   if (data instanceof ArrayBuffer) return new Uint8Array(data);
   if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
@@ -346,20 +355,20 @@ function hmacKey(alg, usage) {
 async function mac(algorithm, key, data, usage) {
   if (algorithmName(algorithm) !== 'HMAC') throw new DOMException('only HMAC signs here', 'NotSupportedError');
   const bytes = hmacKey(key, usage);
-  const out = await host.call('hmac', [key.algorithm.hash.name, toB64(bytes), toB64(bytesOf(data, 'data'))]);
+  const out = await host.call('hmac', [key.algorithm.hash.name, toB64(bytes), toB64(subtleBytes(data, 'data'))]);
   return fromB64(out);
 }
 
 const subtle = freeze({
   async digest(algorithm, data) {
     const name = hashName(algorithm);
-    return fromB64(await host.call('digest', [name, toB64(bytesOf(data, 'data'))])).buffer;
+    return fromB64(await host.call('digest', [name, toB64(subtleBytes(data, 'data'))])).buffer;
   },
   async importKey(format, keyData, algorithm, extractable, usages) {
     if (algorithmName(algorithm) !== 'HMAC') throw new DOMException('only HMAC keys can be imported', 'NotSupportedError');
     const hash = hashName(algorithm.hash);
     let bytes;
-    if (format === 'raw') bytes = bytesOf(keyData, 'keyData').slice();
+    if (format === 'raw') bytes = subtleBytes(keyData, 'keyData').slice();
     else if (format === 'jwk' && keyData && keyData.kty === 'oct' && typeof keyData.k === 'string') {
       bytes = fromB64(keyData.k.replace(/-/g, '+').replace(/_/g, '/'));
       if (bytes === null) throw new DOMException('jwk: k is not base64url', 'DataError');
@@ -634,7 +643,8 @@ function serialize(u, noFragment) {
   return out;
 }
 
-const formEncode = (s) => pct(s, /[^*\-._0-9A-Za-z ]/gu).replace(/ /g, '+');
+const hexEscape = (c) => '%' + c.charCodeAt(0).toString(16).toUpperCase();
+const formEncode = (s) => pct(s, /[^*\-._0-9A-Za-z ]/gu).replace(/[!'()~]/g, hexEscape).replace(/ /g, '+');
 const formDecode = (s) => percentDecode(s.replace(/\+/g, ' '));
 
 class URLSearchParams {

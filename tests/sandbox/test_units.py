@@ -158,3 +158,26 @@ def test_a_malformed_result_message_is_a_protocol_error(message):
 
     with pytest.raises(ProtocolError):
         Done.parse(message)
+
+
+def test_local_calls_answer_digests_and_hmacs_and_refuse_in_one_line():
+    import base64
+    import hashlib
+    import hmac
+
+    from consumer.sandbox.localcalls import MAX_INPUT_BYTES, LocalCallError, answer
+
+    b64 = lambda raw: base64.b64encode(raw).decode()  # noqa: E731
+    assert answer("digest", ["SHA-384", b64(b"abc")]) == b64(hashlib.sha384(b"abc").digest())
+    assert answer("hmac", ["SHA-1", b64(b"k"), b64(b"m")]) == b64(
+        hmac.new(b"k", b"m", hashlib.sha1).digest())
+    for op, args, message in [
+        ("digest", ["MD5", b64(b"x")], "crypto.subtle: unsupported hash 'MD5'"),
+        ("digest", ["SHA-256", "not base64!"], "crypto.subtle: data is not base64"),
+        ("digest", ["SHA-256"], "crypto.subtle: malformed digest call"),
+        ("hmac", ["SHA-256", b64(b"k"), "A" * (MAX_INPUT_BYTES * 2)],
+         f"crypto.subtle: data larger than {MAX_INPUT_BYTES} bytes"),
+    ]:
+        with pytest.raises(LocalCallError) as info:
+            answer(op, args)
+        assert str(info.value) == message
