@@ -21,10 +21,19 @@ from py_mini_racer import JSEvalException, JSOOMException, JSParseException, JST
 from py_mini_racer._mini_racer import _make_context
 
 _FILES = resources.files("consumer.sandbox")
-# The stdlib goes into the prelude as a string literal (JSON's strings are JavaScript's),
-# compiled by the prelude the first time a script touches one of its globals.
-PRELUDE = _FILES.joinpath("prelude.js").read_text().replace(
-    "'__JSRT_STDLIB__'", json.dumps(_FILES.joinpath("stdlib.js").read_text()))
+
+
+def _lazy_source(name: str) -> str:
+    """A lazily compiled piece as a string literal for the prelude (JSON's strings are
+    JavaScript's), without its comment lines and indentation: every fresh context scans this
+    literal, and its size is what that costs (the pieces have no multi-line strings)."""
+    lines = (line.strip() for line in _FILES.joinpath(name).read_text().splitlines())
+    return json.dumps("\n".join(line for line in lines if line and not line.startswith("//")))
+
+
+PRELUDE = (_FILES.joinpath("prelude.js").read_text()
+           .replace("'__JSRT_IOTA__'", _lazy_source("iota.js"))
+           .replace("'__JSRT_STDLIB__'", _lazy_source("stdlib.js")))
 _LOCATION = re.compile(r"^<anonymous>:(\d+): (.*)$")
 
 

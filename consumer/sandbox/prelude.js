@@ -91,13 +91,6 @@
     e.logs.push(meta === undefined ? [level, line, now()] : [level, line, now(), meta]);
   }
 
-  function sdkLog(level, message, metadata) {
-    let meta;
-    if (metadata != null) {
-      try { meta = stringify(metadata); } catch (_) { meta = stringify('[unserialisable metadata]'); }
-    }
-    log(level, [message], meta);
-  }
 
   const console = freeze({
     log: (...a) => log('log', a),
@@ -161,78 +154,6 @@
     if (ex === null) throw new Error(what + ' used outside an execution');
     return ex;
   }
-
-  function withQuery(url, query) {
-    const parts = [];
-    for (const k of keys(query)) {
-      const v = query[k];
-      for (const x of Array.isArray(v) ? v : [v]) {
-        if (x !== undefined) parts.push(encodeURIComponent(k) + '=' + encodeURIComponent(String(x)));
-      }
-    }
-    if (parts.length === 0) return url;
-    const hash = url.indexOf('#');
-    const head = hash < 0 ? url : url.slice(0, hash);
-    return head + (head.includes('?') ? '&' : '?') + parts.join('&') + (hash < 0 ? '' : url.slice(hash));
-  }
-
-  // sdk.http.<method>(url[, body], {headers, query, timeout}) -> {status, ok, headers, body,
-  // text(), json()}, body parsed when the response says it is JSON.
-  async function sdkHttp(method, url, body, opts) {
-    const e = current('sdk.http');
-    const o = opts == null ? {} : opts;
-    let u = String(url);
-    if (o.query != null) u = withQuery(u, o.query);
-    const r = await hostCall(e, 'fetch', [fetchRequest(u, {
-      method, headers: o.headers, body, timeoutMs: o.timeout != null ? o.timeout : o.timeoutMs,
-    })]);
-    const text = r.body;
-    let value = text;
-    const type = keys(r.headers).find((k) => k.toLowerCase() === 'content-type');
-    if (type !== undefined && /[/+]json\b/i.test(r.headers[type]) && text !== '') {
-      try { value = parse(text); } catch (_) { value = text; }
-    }
-    return freeze({
-      status: r.status, ok: r.status >= 200 && r.status < 300, headers: freeze(r.headers),
-      body: value, text() { return text; }, json() { return parse(text); },
-    });
-  }
-
-  // sdk.db and sdk.cache are ctx.db and ctx.cache of the execution in progress.
-  function forward(area, name) {
-    return async (...args) => {
-      const api = current('sdk.' + area).ctx[area];
-      if (api == null || typeof api[name] !== 'function') {
-        throw new Error('sdk.' + area + '.' + name + ' is not available in this runtime');
-      }
-      return api[name](...args);
-    };
-  }
-
-  function namespace(area, names) {
-    const o = {};
-    for (const n of names) o[n] = forward(area, n);
-    return freeze(o);
-  }
-
-  const sdk = freeze({
-    http: freeze({
-      get: (url, opts) => sdkHttp('GET', url, undefined, opts),
-      delete: (url, opts) => sdkHttp('DELETE', url, undefined, opts),
-      post: (url, body, opts) => sdkHttp('POST', url, body, opts),
-      put: (url, body, opts) => sdkHttp('PUT', url, body, opts),
-      patch: (url, body, opts) => sdkHttp('PATCH', url, body, opts),
-    }),
-    db: namespace('db', ['query', 'queryOne', 'execute', 'transaction']),
-    cache: namespace('cache', ['get', 'set', 'delete', 'exists', 'increment']),
-    log: freeze({
-      debug: (message, metadata) => sdkLog('debug', message, metadata),
-      info: (message, metadata) => sdkLog('info', message, metadata),
-      warn: (message, metadata) => sdkLog('warn', message, metadata),
-      error: (message, metadata) => sdkLog('error', message, metadata),
-    }),
-  });
-  const events = freeze({ publish: (type, payload) => publish(current('events.publish'), type, payload) });
 
   function setTimeout(fn, ms, ...args) {
     if (typeof fn !== 'function') throw new TypeError('setTimeout: callback must be a function');
@@ -399,37 +320,42 @@
     seedGen++;
   }
 
-  // The web platform's pieces (stdlib.js) are compiled on first use: most scripts never touch
-  // them, and every fresh context would pay for their compilation. engine.py puts the
-  // stdlib's source in place of the placeholder, as a string literal.
-  const STDLIB = '__JSRT_STDLIB__';
-  const STD_NAMES = ['URL', 'URLSearchParams', 'TextEncoder', 'TextDecoder', 'atob', 'btoa',
-    'structuredClone', 'crypto', 'DOMException'];
-  const stdHost = freeze({
-    call: (op, args) => hostCall(current('crypto.subtle'), op, args),
+  // The IOTA SDK's globals (iota.js) and the web platform's pieces (stdlib.js) are compiled
+  // on first use: most scripts never touch them, and every fresh context would pay for their
+  // compilation. engine.py puts each one's source in place of its placeholder, as a string
+  // literal; each is the body of a function of `host`, which returns its globals.
+  const host = freeze({
+    call: (what, op, args) => hostCall(current(what), op, args),
+    publish: (type, payload) => publish(current('events.publish'), type, payload),
+    ctx: (what) => current(what).ctx,
+    log, fetchRequest,
     seed: () => [seedGen, seed],
   });
-  let std = null;
-  function stdlib() {
-    if (std === null) {
-      std = new Fn('host', STDLIB)(stdHost);
-      for (const n of STD_NAMES) {
-        defineProperty(g, n, { value: std[n], writable: true, configurable: true, enumerable: false });
+  function lazy(source, names) {
+    let made = null;
+    const install = () => {
+      if (made === null) {
+        made = new Fn('host', source)(host);
+        for (const n of names) {
+          defineProperty(g, n, { value: made[n], writable: true, configurable: true, enumerable: false });
+        }
       }
+      return made;
+    };
+    for (const n of names) {
+      defineProperty(g, n, {
+        configurable: true, enumerable: false,
+        get() { return install()[n]; },
+        set(v) { install(); g[n] = v; },
+      });
     }
-    return std;
   }
-  for (const n of STD_NAMES) {
-    defineProperty(g, n, {
-      configurable: true, enumerable: false,
-      get() { return stdlib()[n]; },
-      set(v) { stdlib(); g[n] = v; },
-    });
-  }
+  lazy('__JSRT_IOTA__', ['sdk', 'events']);
+  lazy('__JSRT_STDLIB__', ['URL', 'URLSearchParams', 'TextEncoder', 'TextDecoder', 'atob',
+    'btoa', 'structuredClone', 'crypto', 'DOMException']);
 
   for (const [name, value] of [['console', console], ['setTimeout', setTimeout],
-    ['clearTimeout', clearTimeout], ['RateLimitError', RateLimitError], ['sdk', sdk],
-    ['events', events]]) {
+    ['clearTimeout', clearTimeout], ['RateLimitError', RateLimitError]]) {
     g[name] = value;
   }
   // `context` is read-only, and always the execution in progress (null between executions).
