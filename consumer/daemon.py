@@ -345,7 +345,8 @@ class Daemon:
                                   self.clock.now())
                 finished = now
             self._completer.add(outcome)
-            group.current, group.since = i + 1, finished  # the next run starts after it
+            if i >= group.current:  # the next run starts after it (results of a batch may
+                group.current, group.since = i + 1, finished  # come in any order)
         # (otherwise released at shutdown: the run is queued again for any daemon)
         group.left -= 1
         if group.left == 0:

@@ -10,6 +10,7 @@ it held is re-run on another worker, not failed.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import itertools
 import json
 import os
@@ -99,6 +100,11 @@ class _Pending:
     submitted_at: float = field(default_factory=time.monotonic)
     api_calls: int = 0
     calls: set[asyncio.Task[None]] = field(default_factory=set)
+    chain: _Chain | None = None  # its serial group, if it has one
+    index: int = 0  # its place in that group
+
+    def __lt__(self, other: _Pending) -> bool:  # a chain's queue is kept in its order
+        return self.index < other.index
 
     def cancel_calls(self) -> None:
         for task in self.calls:
@@ -112,7 +118,24 @@ class _Pending:
             seq, r.tenant_id, r.script_id, r.version_id, r.source, r.input_json,
             self.info_json, limits.max_execution_time_ms, limits.max_memory_bytes,
             limits.max_output_size_bytes, self.attempts,
+            0 if self.chain is None else self.chain.id,
         )
+
+
+@dataclass(eq=False)
+class _Chain:
+    """A serial group (submit_serial): its runs execute one after another, never two at once.
+    The runs waiting for their turn stay here; the ones on a worker are all on one worker,
+    which runs them in order (batching them when it can), and the next go out only when
+    those have all ended or come back."""
+
+    id: int
+    queue: list[_Pending]  # not on a worker, in the group's order
+    inflight: int = 0  # on a worker now
+    backlogged: bool = False  # in the executor's backlog, waiting for a worker
+
+
+CHAIN_WINDOW = 16  # at most this many of a chain's runs on a worker at once
 
 
 def _blame_uncertain(reason: KillReason, pending: _Pending) -> bool:
@@ -141,8 +164,9 @@ class Executor:
         self._api_limiter = api_limiter
         self._allowlist = tuple(fetch_allowlist)
         self._workers: list[WorkerProcess | None] = [None] * self.options.workers
-        self._backlog: deque[_Pending] = deque()
+        self._backlog: deque[_Pending | _Chain] = deque()
         self._seq = itertools.count(1)
+        self._chain_ids = itertools.count(1)
         self._running = False
         self._supervisor: asyncio.Task[None] | None = None
         self._respawns: set[asyncio.Task[None]] = set()
@@ -197,7 +221,9 @@ class Executor:
                 self._abandon(pending)
             worker.inflight.clear()
         while self._backlog:
-            self._abandon(self._backlog.popleft())
+            item = self._backlog.popleft()
+            for pending in item.queue if isinstance(item, _Chain) else (item,):
+                self._abandon(pending)
         await asyncio.gather(*(w.stop() for w in workers))
         if self._client is not None:
             await self._client.aclose()
@@ -212,6 +238,37 @@ class Executor:
         at once and would rather not pay a task each). Raises ExecutorClosed."""
         if not self._running:
             raise ExecutorClosed
+        pending = self._pending(request)
+        # Behind anything already waiting (a re-run waiting for an idle worker must not be
+        # overtaken forever by new work).
+        if not pending.future.done() and (self._backlog or not self._dispatch(pending)):
+            self._backlog.append(pending)
+            self._drain_backlog()
+        return pending.future
+
+    def submit_serial(
+        self, requests: Sequence[ExecutionRequest]
+    ) -> list[asyncio.Future[ExecutionResult]]:
+        """A serial group: these executions run one after another, in this order, never two
+        at once (a slot of a script's max_concurrent_runs pushing its queue), without a round
+        trip through the caller between two of them. Raises ExecutorClosed."""
+        if not self._running:
+            raise ExecutorClosed
+        chain = _Chain(next(self._chain_ids), [])
+        futures = []
+        for i, request in enumerate(requests):
+            pending = self._pending(request)
+            futures.append(pending.future)
+            if not pending.future.done():
+                pending.chain, pending.index = chain, i
+                chain.queue.append(pending)
+        if chain.queue and (self._backlog or not self._dispatch_chain(chain)):
+            chain.backlogged = True
+            self._backlog.append(chain)
+            self._drain_backlog()
+        return futures
+
+    def _pending(self, request: ExecutionRequest) -> _Pending:
         future: asyncio.Future[ExecutionResult] = asyncio.get_running_loop().create_future()
         try:
             info_json = protocol.to_json_text(
@@ -226,25 +283,59 @@ class Executor:
         except (TypeError, ValueError):
             error = "trigger data is not JSON-serialisable"
             future.set_result(ExecutionResult("failed", error=error, metrics=_metrics()))
-            return future
-        pending = _Pending(request, future, info_json)
-        # Behind anything already waiting (a re-run waiting for an idle worker must not be
-        # overtaken forever by new work).
-        if self._backlog or not self._dispatch(pending):
-            self._backlog.append(pending)
-            self._drain_backlog()
-        return future
+            info_json = ""
+        return _Pending(request, future, info_json)
 
     def _dispatch(self, pending: _Pending) -> bool:
         worker = self._pick(alone=pending.attempts > 0)
         if worker is None:
             return False
+        self._send_to(worker, pending)
+        return True
+
+    def _send_to(self, worker: WorkerProcess, pending: _Pending) -> None:
         seq = next(self._seq)
         worker.inflight[seq] = pending
         pending.dispatched_at = time.monotonic()
         pending.api_calls = 0
         worker.send(pending.message(seq))
+
+    def _dispatch_chain(self, chain: _Chain) -> bool:
+        """The next of a chain's runs onto one worker; False: no worker can take them now.
+        A re-run (after a worker was lost) goes alone to an idle worker, and the chain waits
+        for it."""
+        chain.queue = [p for p in chain.queue if not p.future.done()]
+        if not chain.queue:
+            return True
+        head = chain.queue[0]
+        worker = self._pick(alone=head.attempts > 0)
+        if worker is None:
+            return False
+        room = max(self.options.max_inflight_per_worker - len(worker.inflight), 1)
+        count = 1
+        if head.attempts == 0:
+            while (count < min(room, CHAIN_WINDOW, len(chain.queue))
+                   and chain.queue[count].attempts == 0):
+                count += 1
+        taken, chain.queue = chain.queue[:count], chain.queue[count:]
+        chain.inflight += len(taken)
+        for pending in taken:
+            self._send_to(worker, pending)
         return True
+
+    def _chain_step(self, pending: _Pending, back: bool) -> None:
+        """A chain's run left its worker: ended (back=False) or came back not run, to go again
+        in its place. The chain goes on once none of it is on a worker."""
+        chain = pending.chain
+        if chain is None:
+            return
+        chain.inflight -= 1
+        if back:
+            bisect.insort(chain.queue, pending)
+        if chain.inflight == 0 and chain.queue and not chain.backlogged:
+            chain.backlogged = True
+            # a chain that already waited goes first, like a run given back
+            (self._backlog.appendleft if back else self._backlog.append)(chain)
 
     def _pick(self, alone: bool = False) -> WorkerProcess | None:
         """The least busy worker; for a re-run, an idle one it will have to itself, so that
@@ -265,11 +356,14 @@ class Executor:
 
     def _drain_backlog(self) -> None:
         while self._backlog:
-            pending = self._backlog[0]
-            if pending.future.done() or self._dispatch(pending):
-                self._backlog.popleft()
-            else:
+            item = self._backlog[0]
+            if isinstance(item, _Chain):
+                if not self._dispatch_chain(item):
+                    return
+                item.backlogged = False
+            elif not (item.future.done() or self._dispatch(item)):
                 return
+            self._backlog.popleft()
 
     # messages from workers
     def _on_message(
@@ -305,6 +399,8 @@ class Executor:
             stack=done.stack,
             logs=done.log_lines(),
             metrics=_metrics(_since(pending.submitted_at), done.memory_bytes, done.api_calls),
+            started=done.started,
+            finished=done.finished,
         )
         try:
             self._emit_logs(pending.request, result)
@@ -317,7 +413,10 @@ class Executor:
         """A run given back untouched by a worker stuck in a long step: first in line."""
         pending = worker.inflight.pop(seq, None)
         if pending is not None:
-            self._backlog.appendleft(pending)
+            if pending.chain is None:
+                self._backlog.appendleft(pending)
+            else:
+                self._chain_step(pending, back=True)
             self._drain_backlog()
 
     def _on_call(self, worker: WorkerProcess, call: protocol.Call) -> None:
@@ -379,6 +478,7 @@ class Executor:
         self.executions += 1
         if not pending.future.done():
             pending.future.set_result(result)
+        self._chain_step(pending, back=False)
 
     def _abandon(self, pending: _Pending) -> None:
         pending.cancel_calls()
@@ -438,8 +538,10 @@ class Executor:
                     metrics=_metrics(),
                 ),
             )
-        else:
+        elif pending.chain is None:
             self._backlog.appendleft(pending)
+        else:
+            self._chain_step(pending, back=True)
 
     def _verdict(self, kind: str, pending: _Pending, worker: WorkerProcess) -> ExecutionResult:
         limits = pending.request.limits

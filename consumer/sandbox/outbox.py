@@ -104,6 +104,9 @@ class BatchState(NamedTuple):
     finished: list[tuple[int, Outbox]]  # (seq, outbox): ended cleanly within the step
     current: tuple[int, Outbox]  # the run in progress when the step ended (or that broke it)
     not_started: list[int]  # seqs of the runs the step never reached
+    # when each finished run ended, in the engine clock's milliseconds since the step began
+    # (integers: Date.now()); the next run began then
+    ends_ms: Sequence[float] = ()
 
     @classmethod
     def from_json(cls, text: str, seqs: Sequence[int]) -> BatchState:
@@ -113,9 +116,10 @@ class BatchState(NamedTuple):
     def parse(cls, raw: Any, seqs: Sequence[int]) -> BatchState:
         """`seqs`: the batch's runs, in the order they were given; the state must account for
         each of them once, in that order."""
-        if type(raw) is not list or len(raw) != 2:
+        if type(raw) is not list or len(raw) not in (2, 3):
             raise RuntimeCorrupted
-        ran, not_started = raw
+        ran, not_started = raw[0], raw[1]
+        ends = raw[2] if len(raw) == 3 else None
         if type(ran) is not list or not ran or type(not_started) is not list:
             raise RuntimeCorrupted
         runs = []
@@ -127,7 +131,12 @@ class BatchState(NamedTuple):
             raise RuntimeCorrupted
         if not all(outbox.settled for _, outbox in runs[:-1]):  # the chain goes on only then
             raise RuntimeCorrupted
-        return cls(runs[:-1], runs[-1], not_started)
+        if ends is None:
+            ends = [0] * (len(runs) - 1)
+        elif type(ends) is not list or len(ends) != len(runs) - 1 or not all(
+                type(x) in (int, float) and x >= 0 for x in ends):
+            raise RuntimeCorrupted
+        return cls(runs[:-1], runs[-1], not_started, ends)
 
 
 def _loads(text: str) -> Any:

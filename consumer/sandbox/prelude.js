@@ -282,7 +282,7 @@
   let batch = null;
 
   function runMany(items, budgetMs) {
-    batch = { done: [], rest: items.slice(1), started: now(), budgetMs };
+    batch = { done: [], ends: [], rest: items.slice(1), started: now(), budgetMs };
     run(...items[0]);
   }
 
@@ -291,6 +291,7 @@
     const clean = e.result[0] === 1 && e.timers.size === 0 && e.pending.size === 0 && e.calls.length === 0;
     if (!clean || b.rest.length === 0 || now() - b.started > b.budgetMs) return;
     b.done.push([e.id, outbox(e)]);
+    b.ends.push(now() - b.started); // the next run begins as this one ends
     run(...b.rest.shift());
   }
 
@@ -298,7 +299,7 @@
     const b = batch;
     batch = null;
     b.done.push([ex.id, outbox(ex)]);
-    return stringify([b.done, b.rest.map((item) => item[0])]);
+    return stringify([b.done, b.rest.map((item) => item[0]), b.ends]);
   }
 
   // What a timed-out or terminated execution still has to say.

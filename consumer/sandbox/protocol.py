@@ -64,7 +64,9 @@ def _shown(value: Any) -> str:
 
 class Run(NamedTuple):
     """[RUN, seq, tenant, script, version, source, input_json, info_json, time_ms, memory,
-    output, attempts]: run one execution. `attempts` > 0 is a re-run, which runs alone."""
+    output, attempts, chain]: run one execution. `attempts` > 0 is a re-run, which runs alone.
+    `chain` > 0 names a serial group: the worker runs the runs of one chain strictly one after
+    another, in the order they arrived (and may batch them); 0: no chain."""
 
     seq: int
     tenant_id: str
@@ -77,19 +79,20 @@ class Run(NamedTuple):
     memory_bytes: int
     output_bytes: int
     attempts: int
+    chain: int = 0
 
     def encode(self) -> list[Any]:
         return [RUN, *self]
 
     @classmethod
     def parse(cls, m: list[Any]) -> Self:
-        _arity(m, RUN, 11)
+        _arity(m, RUN, 12)
         _, seq, tenant, script, version, source, input_json, info_json, time_ms, memory, \
-            output, attempts = m
-        _ints(RUN, seq, time_ms, memory, output, attempts)
+            output, attempts, chain = m
+        _ints(RUN, seq, time_ms, memory, output, attempts, chain)
         _texts(RUN, tenant, script, version, source, input_json, info_json)
         return cls(seq, tenant, script, version, source, input_json, info_json, time_ms, memory,
-                   output, attempts)
+                   output, attempts, chain)
 
 
 class Ret(NamedTuple):
@@ -166,9 +169,11 @@ class Ready(NamedTuple):
 
 
 class Done(NamedTuple):
-    """[DONE, seq, status, output_json, error, stack, logs, duration_ms, memory, calls]: an
-    execution's result. `logs` travel as [level, message, ts] triples, with sdk.log's
-    metadata (a JSON value the worker checked) as a fourth item when there is some."""
+    """[DONE, seq, status, output_json, error, stack, logs, duration_ms, memory, calls,
+    started, finished]: an execution's result. `logs` travel as [level, message, ts] triples,
+    with sdk.log's metadata (a JSON value the worker checked) as a fourth item when there is
+    some; `started`/`finished`: when the run really began (its first step) and ended, in
+    time.monotonic() seconds (one clock for every process of a host); 0.0 when it never ran."""
 
     seq: int
     status: Status
@@ -179,6 +184,8 @@ class Done(NamedTuple):
     duration_ms: int
     memory_bytes: int
     api_calls: int
+    started: float = 0.0
+    finished: float = 0.0
 
     def encode(self) -> list[Any]:
         return [DONE, *self]
@@ -193,15 +200,19 @@ class Done(NamedTuple):
     @classmethod
     def parse(cls, m: list[Any]) -> Self:
         """The parent's reading: every field checked, ProtocolError for anything else."""
-        _arity(m, DONE, 9)
-        _, seq, status, output_json, error, stack, lines, duration, memory, calls = m
+        _arity(m, DONE, 11)
+        _, seq, status, output_json, error, stack, lines, duration, memory, calls, started, \
+            finished = m
         if status not in _STATUSES:
             raise ProtocolError(f"done message with status {_shown(status)}")
         _ints(DONE, seq, duration, memory, calls)
         _texts(DONE, *(v for v in (output_json, error, stack) if v is not None))
         if type(lines) is not list or not all(_log_line(x) for x in lines):
             raise ProtocolError("done message with malformed console lines")
-        return cls(seq, status, output_json, error, stack, lines, duration, memory, calls)
+        if type(started) not in (int, float) or type(finished) not in (int, float):
+            raise ProtocolError("done message with a malformed time")
+        return cls(seq, status, output_json, error, stack, lines, duration, memory, calls,
+                   float(started), float(finished))
 
 
 def _log_line(x: Any) -> bool:

@@ -80,14 +80,26 @@ class Job:
     poll_s: float = 0.001
     ctx: JsContext | None = None  # the context this job owns, once it owns one
     handoff: asyncio.Future[Start] | None = None  # set when another job's batch took it
+    ended_at: float = 0.0  # when it ended inside a batch (0: measured when its result is made)
+    # A serial group (protocol.Run.chain): the run before this one in the chain, while this
+    # worker holds it; this run begins only once that one has ended (or inside its batch).
+    chain: int = 0
+    after: Job | None = None
+    next: Job | None = None
+    ended: bool = False
+    turn: asyncio.Event = field(default_factory=asyncio.Event)  # `after` ended, or a batch took it
 
     @classmethod
     def from_run(cls, run: protocol.Run) -> Job:
         return cls(
             run.seq, (run.tenant_id, run.script_id, run.version_id), run.source,
             run.input_json, run.info_json, run.time_ms, run.memory_bytes, run.output_bytes,
-            batchable=run.attempts == 0,
+            batchable=run.attempts == 0, chain=run.chain,
         )
+
+    def waits(self) -> bool:
+        """A run of a chain whose run before it has not ended yet."""
+        return self.after is not None and not self.after.ended
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
@@ -134,7 +146,7 @@ class Job:
 
     def restart(self, *, alone: bool) -> None:
         """Forget a start that did not happen (the batch stopped before it, or failed)."""
-        self.started = self.deadline = 0.0
+        self.started = self.deadline = self.ended_at = 0.0
         self.logs, self.log_bytes, self.memory_peak, self.memory_hit = [], 0, 0, False
         self.batchable = self.batchable and not alone
 
@@ -190,14 +202,30 @@ class Runner:
         self._queued: set[int] = set()  # jobs waiting for the engine lock, nothing begun
 
     def revoke(self, job: Job) -> bool:
-        """Take back a job that is still only waiting for the engine lock (no context, no
-        step, no batch that counts on it): the caller then cancels its task. Done at once,
-        so that no batch leader can pick it as a mate before the cancellation lands."""
-        if job.seq not in self._queued or job.handoff is not None or job.started:
+        """Take back a job that is still only waiting (for the engine lock, with nothing begun
+        and no batch that counts on it; or, in a chain, for the run before it): the caller then
+        cancels its task. Done at once, so that no batch leader can pick it as a mate before
+        the cancellation lands. A chain is taken back from the job to its end, never a run
+        out of its middle: the caller gives every job returned back, in order."""
+        if job.handoff is not None or job.started:
+            return False
+        if not (job.seq in self._queued or job.waits()):
             return False
         self._queued.discard(job.seq)
         self._unwait(job)
+        if job.after is not None:
+            job.after.next = None  # the chain before it goes on without it
+            job.after = None
         return True
+
+    @staticmethod
+    def chain_after(job: Job) -> list[Job]:
+        """The runs after this one in its chain, in order (revoked with it)."""
+        rest, follower = [], job.next
+        while follower is not None:
+            rest.append(follower)
+            follower = follower.next
+        return rest
 
     async def run(self, job: Job) -> None:
         self.arriving -= 1
@@ -211,14 +239,36 @@ class Runner:
             self._active[job.key] -= 1
             if not self._active[job.key]:
                 del self._active[job.key]
+            self._ended(job)
         self._send(fields)
+
+    @staticmethod
+    def _ended(job: Job) -> None:
+        """The chain goes on: the run after this one may begin."""
+        job.ended = True
+        if job.next is not None:
+            job.next.after = None
+            job.next.turn.set()
+            job.next = None
+
+    async def _my_turn(self, job: Job) -> Start | None:
+        """A run of a chain waits for the run before it to end, unless that run's batch takes
+        it first: then its start is the batch's (None: begin as any run does)."""
+        while job.waits() and job.handoff is None:
+            job.turn.clear()
+            await job.turn.wait()
+        if job.handoff is None:
+            return None
+        start = await job.handoff
+        job.handoff = None
+        return start
 
     async def _execute(self, job: Job) -> protocol.Done:
         clean = False
         try:
-            start = await self._begin(job)
+            start = await self._my_turn(job) or await self._begin(job)
             while isinstance(start, Retry):
-                start = await self._begin(job)
+                start = await self._my_turn(job) or await self._begin(job)
             if isinstance(start, Finished):
                 return start.done
             if start.outbox.quick():
@@ -306,15 +356,26 @@ class Runner:
         return Own(ctx, Outbox.from_json(await self._step_locked(job, ctx, code)))
 
     def _take_mates(self, leader: Job) -> list[Job]:
-        """Jobs waiting for a first step of the same script version, with the same limits."""
+        """Jobs waiting for a first step of the same script version, with the same limits; then
+        the runs after the leader in its chain, in their order (each would wait for the one
+        before it anyway, and a batch runs its runs one after another)."""
+        def alike(job: Job) -> bool:
+            return job.source == leader.source and job.limits() == leader.limits()
+
         waiting = self._waiting.get(leader.key, [])
-        mates = [j for j in waiting if j.source == leader.source and j.limits() == leader.limits()][
-            : MAX_BATCH - 1
-        ]
+        mates = [j for j in waiting if alike(j)][: MAX_BATCH - 1]
         loop = asyncio.get_running_loop()
         for mate in mates:
             waiting.remove(mate)
             mate.handoff = loop.create_future()
+        follower = leader.next
+        while (follower is not None and len(mates) < MAX_BATCH - 1 and follower.batchable
+               and follower.handoff is None and not follower.started and alike(follower)
+               and follower.key == leader.key):
+            follower.handoff = loop.create_future()
+            follower.turn.set()
+            mates.append(follower)
+            follower = follower.next
         return mates
 
     async def _batch_step(self, ctx: JsContext, batch: list[Job]) -> Start:
@@ -362,12 +423,18 @@ class Runner:
             for job in batch:
                 job.restart(alone=True)
         else:
-            for seq, outbox in state.finished:
+            # Each run began as the one before it ended (the engine clock's milliseconds).
+            t0, began = batch[0].started, batch[0].started
+            for (seq, outbox), end_ms in zip(state.finished, state.ends_ms, strict=True):
                 ctx.runs += 1
-                by_seq[seq].add_logs(outbox.logs)
-                starts[seq] = Finished(self._finish(by_seq[seq], outbox)[0])
+                job = by_seq[seq]
+                job.started, job.ended_at = began, min(t0 + end_ms / 1000, time.monotonic())
+                began = max(began, job.ended_at)
+                job.add_logs(outbox.logs)
+                starts[seq] = Finished(self._finish(job, outbox)[0])
             current_seq, current_outbox = state.current
             current = by_seq[current_seq]
+            current.started = began
             ctx.runs += 1
             if not state.finished and not current_outbox.quick():
                 # Its runs wait for host calls or timers: batching them only delays the others.
@@ -649,7 +716,8 @@ def _fields(
     error: str | None = None,
     stack: str | None = None,
 ) -> protocol.Done:
-    duration = int((time.monotonic() - job.arrived) * 1000)
+    finished = job.ended_at or time.monotonic()
+    duration = int((finished - job.arrived) * 1000)
     return protocol.Done(
         job.seq,
         status,  # type: ignore[arg-type]
@@ -660,4 +728,6 @@ def _fields(
         duration,
         max(job.memory_peak, 0),
         job.api_calls,
+        job.started,
+        finished if job.started else 0.0,
     )

@@ -83,11 +83,17 @@ class _Jobs:
         self._runner = runner
         self._send = send
         self._jobs: dict[int, tuple[Job, asyncio.Task[None]]] = {}
+        self._chain_tails: dict[int, Job] = {}  # the last run of each chain held here
 
     def handle(self, message: protocol.Run | protocol.Ret | protocol.Revoke) -> None:
         match message:
             case protocol.Run():
                 job = Job.from_run(message)
+                if job.chain:
+                    tail = self._chain_tails.get(job.chain)
+                    if tail is not None and not tail.ended:
+                        tail.next, job.after = job, tail
+                    self._chain_tails[job.chain] = job
                 self._runner.arriving += 1
                 task = asyncio.get_running_loop().create_task(self._run(job))
                 self._jobs[job.seq] = (job, task)
@@ -102,9 +108,14 @@ class _Jobs:
         """Give a run back to the parent if it has not begun: it is waiting behind another
         execution's long step, and another worker can run it now."""
         held = self._jobs.get(seq)
-        if held is not None and self._runner.revoke(held[0]):
-            held[1].cancel()
-            self._send(protocol.Revoked(seq))
+        if held is None or not self._runner.revoke(held[0]):
+            return
+        job = held[0]
+        # the rest of its chain goes back with it, in order (none of it has begun)
+        for given in (job, *self._runner.chain_after(job)):
+            self._jobs[given.seq][1].cancel()
+            given.next = given.after = None
+            self._send(protocol.Revoked(given.seq))
 
     async def _run(self, job: Job) -> None:
         try:
@@ -113,6 +124,8 @@ class _Jobs:
             pass  # revoked before it began: the parent runs it elsewhere
         finally:
             del self._jobs[job.seq]
+            if job.chain and self._chain_tails.get(job.chain) is job:
+                del self._chain_tails[job.chain]
 
 
 async def serve(args: argparse.Namespace) -> None:

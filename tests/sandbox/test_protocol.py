@@ -49,7 +49,9 @@ def test_every_message_round_trips_as_a_compact_array_tagged_first(message):
 
 def test_the_wire_shape_is_unchanged():
     assert RUN.encode() == ["run", 7, "tenant", "script", "v1", "function handler() {}",
-                            '{"a":1}', '{"depth":0}', 1000, 1 << 20, 1 << 16, 0]
+                            '{"a":1}', '{"depth":0}', 1000, 1 << 20, 1 << 16, 0, 0]
+    assert protocol.Done(1, "completed", "1", None, None, [], 2, 3, 4, 5.5, 6.0).encode() == [
+        "done", 1, "completed", "1", None, None, [], 2, 3, 4, 5.5, 6.0]
     assert protocol.Ret(1, 2, True, "e").encode() == ["ret", 1, 2, 1, "e"]
     assert protocol.Ret(1, 2, False, ["Error", "m"]).encode() == ["ret", 1, 2, 0, ["Error", "m"]]
     assert protocol.Call(1, 2, "publish", "[]", 5).encode() == ["call", 1, 2, "publish", "[]", 5]
@@ -68,7 +70,8 @@ def _run(**changes: Any) -> list[Any]:
     ("parse", "message"),
     [
         # RUN
-        (protocol.Run.parse, RUN.encode()[:-1]),  # no attempts
+        (protocol.Run.parse, RUN.encode()[:-1]),  # no chain
+        (protocol.Run.parse, _run(chain="1")),
         (protocol.Run.parse, [*RUN.encode(), 0]),
         (protocol.Run.parse, _run(seq="7")),
         (protocol.Run.parse, _run(seq=True)),
@@ -95,12 +98,14 @@ def _run(**changes: Any) -> list[Any]:
         (protocol.Ready.parse, ["ready", 12.5]),
         (protocol.Ready.parse, ["ready", 1, 2]),
         # DONE (more in test_units.py)
-        (protocol.Done.parse, ["done", 1, "completed", "1", None, None, [["log", "m"]], 1, 2, 3]),
-        (protocol.Done.parse, ["done", 1, "completed", "1", None, None, [[5, "m", 1]], 1, 2, 3]),
+        (protocol.Done.parse, ["done", 1, "completed", "1", None, None, [["log", "m"]], 1, 2, 3,
+                               0.0, 0.0]),
+        (protocol.Done.parse, ["done", 1, "completed", "1", None, None, [[5, "m", 1]], 1, 2, 3,
+                               0.0, 0.0]),
         (protocol.Done.parse, ["done", 1, "completed", "1", None, None, [["log", "m", "1"]], 1, 2,
-                               3]),
-        (protocol.Done.parse, ["done", 1, ["completed"], "1", None, None, [], 1, 2, 3]),
-        (protocol.Done.parse, ["done", 1, "failed", None, ["e"], None, [], 1, 2, 3]),
+                               3, 0.0, 0.0]),
+        (protocol.Done.parse, ["done", 1, ["completed"], "1", None, None, [], 1, 2, 3, 0.0, 0.0]),
+        (protocol.Done.parse, ["done", 1, "failed", None, ["e"], None, [], 1, 2, 3, 0.0, 0.0]),
         # CALL
         (protocol.Call.parse, ["call", 1, 2, "fetch", "[]"]),
         (protocol.Call.parse, ["call", 1, 2, "fetch", "[]", 5, 6]),
@@ -147,7 +152,7 @@ def test_a_deeply_nested_message_is_still_a_protocol_error():
     for _ in range(5000):
         deep = [deep]
     with pytest.raises(ProtocolError):
-        protocol.from_worker(["done", 1, deep, None, None, None, [], 1, 2, 3])
+        protocol.from_worker(["done", 1, deep, None, None, None, [], 1, 2, 3, 0.0, 0.0])
     with pytest.raises(ProtocolError):
         protocol.from_worker([deep])
     with pytest.raises(ProtocolError):

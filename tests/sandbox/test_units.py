@@ -143,13 +143,15 @@ def test_the_worker_sends_only_console_lines_the_parent_accepts():
 @pytest.mark.parametrize(
     "message",
     [
-        ["done", 1, "completed", "1", None, None, [], 1, 2],  # a field short
-        ["done", 1, "exploded", "1", None, None, [], 1, 2, 3],
-        ["done", "1", "completed", "1", None, None, [], 1, 2, 3],
-        ["done", 1, "completed", 1, None, None, [], 1, 2, 3],
-        ["done", 1, "completed", "1", None, None, [["log", 5, 1]], 1, 2, 3],
-        ["done", 1, "completed", "1", None, None, "logs", 1, 2, 3],
-        ["done", 1, "completed", "1", None, None, [], True, 2, 3],
+        ["done", 1, "completed", "1", None, None, [], 1, 2, 3, 0.0],  # a field short
+        ["done", 1, "exploded", "1", None, None, [], 1, 2, 3, 0.0, 0.0],
+        ["done", "1", "completed", "1", None, None, [], 1, 2, 3, 0.0, 0.0],
+        ["done", 1, "completed", 1, None, None, [], 1, 2, 3, 0.0, 0.0],
+        ["done", 1, "completed", "1", None, None, [["log", 5, 1]], 1, 2, 3, 0.0, 0.0],
+        ["done", 1, "completed", "1", None, None, "logs", 1, 2, 3, 0.0, 0.0],
+        ["done", 1, "completed", "1", None, None, [], True, 2, 3, 0.0, 0.0],
+        ["done", 1, "completed", "1", None, None, [], 1, 2, 3, "0", 0.0],
+        ["done", 1, "completed", "1", None, None, [], 1, 2, 3, 0.0, None],
     ],
 )
 def test_a_malformed_result_message_is_a_protocol_error(message):
