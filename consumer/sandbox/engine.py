@@ -24,16 +24,30 @@ _FILES = resources.files("consumer.sandbox")
 
 
 def _lazy_source(name: str) -> str:
-    """A lazily compiled piece as a string literal for the prelude (JSON's strings are
-    JavaScript's), without its comment lines and indentation: every fresh context scans this
-    literal, and its size is what that costs (the pieces have no multi-line strings)."""
+    """A lazily compiled piece as a string literal (JSON's strings are JavaScript's), without
+    its comment lines and indentation (the pieces have no multi-line strings)."""
     lines = (line.strip() for line in _FILES.joinpath(name).read_text().splitlines())
     return json.dumps("\n".join(line for line in lines if line and not line.startswith("//")))
 
 
-PRELUDE = (_FILES.joinpath("prelude.js").read_text()
-           .replace("'__JSRT_IOTA__'", _lazy_source("iota.js"))
-           .replace("'__JSRT_STDLIB__'", _lazy_source("stdlib.js")))
+PRELUDE = _FILES.joinpath("prelude.js").read_text()
+# The pieces the prelude compiles on first use (see prelude.js, lazy), and the names that
+# reach them. A context gets a piece's source only when its script's source names one of
+# them (as any substring: `baseURL` counts): scanning the stdlib's source as a string
+# literal costs a fresh context about a third of the prelude's own compilation, and most
+# scripts never use it. A script that reaches one only through a computed name
+# (`globalThis['cry' + 'pto']`) gets a ReferenceError saying so.
+LAZY: dict[str, tuple[str, re.Pattern[str]]] = {
+    "iota": (_lazy_source("iota.js"), re.compile("sdk|events")),
+    "stdlib": (_lazy_source("stdlib.js"), re.compile(
+        "URL|TextEncoder|TextDecoder|atob|btoa|structuredClone|crypto|DOMException")),
+}
+
+
+def provisions(source: str, api: str) -> str:
+    """Code that hands a context the lazy pieces its script's source names."""
+    return "".join(f'{api}.provide("{key}",{text});' for key, (text, names) in LAZY.items()
+                   if names.search(source))
 _LOCATION = re.compile(r"^<anonymous>:(\d+): (.*)$")
 
 

@@ -323,8 +323,9 @@
 
   // The IOTA SDK's globals (iota.js) and the web platform's pieces (stdlib.js) are compiled
   // on first use: most scripts never touch them, and every fresh context would pay for their
-  // compilation. engine.py puts each one's source in place of its placeholder, as a string
-  // literal; each is the body of a function of `host`, which returns its globals.
+  // compilation. The worker provides a piece's source (engine.provisions) before the script's
+  // top level when the script's source names one of its globals; each is the body of a
+  // function of `host`, which returns its globals.
   const host = freeze({
     call: (what, op, args) => hostCall(current(what), op, args),
     publish: (type, payload) => publish(current('events.publish'), type, payload),
@@ -332,13 +333,21 @@
     log, fetchRequest,
     seed: () => [seedGen, seed],
   });
-  function lazy(source, names) {
+  const sources = new Map();
+  function provide(key, source) {
+    sources.set(key, source);
+  }
+  function lazy(key, names) {
     let made = null;
-    const install = () => {
+    const install = (n) => {
       if (made === null) {
+        const source = sources.get(key);
+        if (source === undefined) {
+          throw new ReferenceError(n + ' is not available: the script\'s source never names it');
+        }
         made = new Fn('host', source)(host);
-        for (const n of names) {
-          defineProperty(g, n, { value: made[n], writable: true, configurable: true, enumerable: false });
+        for (const name of names) {
+          defineProperty(g, name, { value: made[name], writable: true, configurable: true, enumerable: false });
         }
       }
       return made;
@@ -346,14 +355,14 @@
     for (const n of names) {
       defineProperty(g, n, {
         configurable: true, enumerable: false,
-        get() { return install()[n]; },
-        set(v) { install(); g[n] = v; },
+        get() { return install(n)[n]; },
+        set(v) { install(n); g[n] = v; },
       });
     }
   }
-  lazy('__JSRT_IOTA__', ['sdk', 'events']);
-  lazy('__JSRT_STDLIB__', ['URL', 'URLSearchParams', 'TextEncoder', 'TextDecoder', 'atob',
-    'btoa', 'structuredClone', 'crypto', 'DOMException']);
+  lazy('iota', ['sdk', 'events']);
+  lazy('stdlib', ['URL', 'URLSearchParams', 'TextEncoder', 'TextDecoder', 'atob', 'btoa',
+    'structuredClone', 'crypto', 'DOMException']);
 
   for (const [name, value] of [['console', console], ['setTimeout', setTimeout],
     ['clearTimeout', clearTimeout], ['RateLimitError', RateLimitError]]) {
@@ -361,5 +370,5 @@
   }
   // `context` is read-only, and always the execution in progress (null between executions).
   defineProperty(g, 'context', { get() { return ex === null ? null : ex.ctx; }, enumerable: false });
-  return freeze({ run, runMany, resume, collect, collectMany, logs, install, reseed });
+  return freeze({ run, runMany, resume, collect, collectMany, logs, install, reseed, provide });
 })(globalThis)

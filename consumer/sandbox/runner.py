@@ -27,7 +27,13 @@ from typing import Any
 from consumer import jsontext
 from consumer.sandbox import localcalls, protocol
 from consumer.sandbox.contexts import ContextPool, Key
-from consumer.sandbox.engine import JsContext, MemoryLimitHit, ScriptError, StepTimeout
+from consumer.sandbox.engine import (
+    JsContext,
+    MemoryLimitHit,
+    ScriptError,
+    StepTimeout,
+    provisions,
+)
 from consumer.sandbox.errors import RuntimeCorrupted
 from consumer.sandbox.ledger import Ledger
 from consumer.sandbox.outbox import BatchState, Outbox, Returned, Threw, TooLarge
@@ -342,6 +348,7 @@ class Runner:
             self._pool.assign(ctx, job.key, job.source)
             # The script's top level gets entropy of its own (crypto at install time).
             code = (f'{ctx.api}.reseed("{secrets.token_hex(32)}");'
+                    + provisions(job.source, ctx.api)
                     + install_code(job.source, ctx.api) + "\n" + self._run_code(job, ctx))
             return await self._single_step(job, ctx, code)
         mates = self._take_mates(job) if job.batchable and job.key not in self._solo_keys else []

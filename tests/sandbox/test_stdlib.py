@@ -251,3 +251,15 @@ async def test_hmac_sign_verify_a_webhook(run):
 async def test_subtle_inputs_are_capped(run):
     result = await run("async function handler() { try { await crypto.subtle.digest('SHA-256', new Uint8Array((8 << 20) + 1)) } catch (e) { return e.message } }")
     assert result.output == "crypto.subtle: data larger than 8388608 bytes"
+
+
+async def test_a_context_gets_the_pieces_its_source_names(run):
+    """Only a script whose source names a piece's globals gets its source (scanning it costs
+    every fresh context); one that reaches them only by a computed name is told so."""
+    result = await run("""function handler() {
+      const name = ['cry', 'pto'].join('');
+      try { return typeof globalThis[name] } catch (e) { return e.name + ': ' + e.message }
+    }""")
+    assert result.output == "ReferenceError: crypto is not available: the script's source never names it"
+    named = await run("// uses crypto\nfunction handler() { return typeof globalThis[['cry', 'pto'].join('')] }")
+    assert named.output == "object"
