@@ -35,8 +35,8 @@ PRELUDE = _FILES.joinpath("prelude.js").read_text()
 # reach them. A context gets a piece's source only when its script's source names one of
 # them (as any substring: `baseURL` counts): scanning the stdlib's source as a string
 # literal costs a fresh context about a third of the prelude's own compilation, and most
-# scripts never use it. A script that reaches one only through a computed name
-# (`globalThis['cry' + 'pto']`) gets a ReferenceError saying so.
+# scripts never use it. For a script that reaches one only through a computed name
+# (`globalThis['cry' + 'pto']`), it is not there.
 LAZY: dict[str, tuple[str, re.Pattern[str]]] = {
     "iota": (_lazy_source("iota.js"), re.compile("sdk|events")),
     "stdlib": (_lazy_source("stdlib.js"), re.compile(

@@ -324,8 +324,9 @@
   // The IOTA SDK's globals (iota.js) and the web platform's pieces (stdlib.js) are compiled
   // on first use: most scripts never touch them, and every fresh context would pay for their
   // compilation. The worker provides a piece's source (engine.provisions) before the script's
-  // top level when the script's source names one of its globals; each is the body of a
-  // function of `host`, which returns its globals.
+  // top level only when the script's source names one of its globals (a context whose script
+  // never does has no such globals at all); each is the body of a function of `host`, which
+  // returns its globals.
   const host = freeze({
     call: (what, op, args) => hostCall(current(what), op, args),
     publish: (type, payload) => publish(current('events.publish'), type, payload),
@@ -333,21 +334,21 @@
     log, fetchRequest,
     seed: () => [seedGen, seed],
   });
-  const sources = new Map();
+  // provide(key, source): the piece's globals become accessors that compile it on first use
+  // and then replace themselves with plain, writable properties.
+  const LAZY = {
+    iota: ['sdk', 'events'],
+    stdlib: ['URL', 'URLSearchParams', 'TextEncoder', 'TextDecoder', 'atob', 'btoa',
+      'structuredClone', 'crypto', 'DOMException'],
+  };
   function provide(key, source) {
-    sources.set(key, source);
-  }
-  function lazy(key, names) {
+    const names = LAZY[key];
     let made = null;
-    const install = (n) => {
+    const install = () => {
       if (made === null) {
-        const source = sources.get(key);
-        if (source === undefined) {
-          throw new ReferenceError(n + ' is not available: the script\'s source never names it');
-        }
         made = new Fn('host', source)(host);
-        for (const name of names) {
-          defineProperty(g, name, { value: made[name], writable: true, configurable: true, enumerable: false });
+        for (const n of names) {
+          defineProperty(g, n, { value: made[n], writable: true, configurable: true, enumerable: false });
         }
       }
       return made;
@@ -355,14 +356,11 @@
     for (const n of names) {
       defineProperty(g, n, {
         configurable: true, enumerable: false,
-        get() { return install(n)[n]; },
-        set(v) { install(n); g[n] = v; },
+        get() { return install()[n]; },
+        set(v) { install(); g[n] = v; },
       });
     }
   }
-  lazy('iota', ['sdk', 'events']);
-  lazy('stdlib', ['URL', 'URLSearchParams', 'TextEncoder', 'TextDecoder', 'atob', 'btoa',
-    'structuredClone', 'crypto', 'DOMException']);
 
   for (const [name, value] of [['console', console], ['setTimeout', setTimeout],
     ['clearTimeout', clearTimeout], ['RateLimitError', RateLimitError]]) {
