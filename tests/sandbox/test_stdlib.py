@@ -12,11 +12,17 @@ import uuid
 
 import pytest
 
+from consumer.sandbox import Limits
+
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
+# Room for a loaded machine: these runs do a lot in one go (the limits are not under test).
+ROOMY = Limits(max_execution_time_ms=20000, max_memory_bytes=64 << 20)
+
+
 async def js(run, body: str, input=None):
-    result = await run(f"async function handler(input) {{ {body} }}", input)
+    result = await run(f"async function handler(input) {{ {body} }}", input, limits=ROOMY)
     assert result.status == "completed", result
     return result.output
 
@@ -236,7 +242,7 @@ async def test_hmac_sign_verify_a_webhook(run):
       return { ok, tampered, mine, errors, key: [key.type, key.extractable, key.algorithm, key.usages], exported,
                sig512: btoa(String.fromCharCode(...new Uint8Array(await crypto.subtle.sign('HMAC', sha512, enc.encode('m'))))) };
     }"""
-    result = await run(source, {"secret": secret, "body": body, "header": f"t=1700000000,v1={signature}"})
+    result = await run(source, {"secret": secret, "body": body, "header": f"t=1700000000,v1={signature}"}, limits=ROOMY)
     assert result.status == "completed", result
     out = result.output
     assert (out["ok"], out["tampered"]) == (True, False)
