@@ -44,10 +44,10 @@ async def seed(url: str) -> uuid.UUID:
         await conn.execute("INSERT INTO tenants (id, name) VALUES ($1, 'bench')", tenant)
         await conn.execute(
             "INSERT INTO scripts (tenant_id, name, source, type, status, http_path, http_methods,"
-            " resource_limits) VALUES ($1, 'echo', $2, 'http', 'active', '/echo', '{GET}',"
-            " '{\"max_execution_time_ms\": 5000, \"max_memory_bytes\": 67108864,"
+            " resource_limits, metadata) VALUES ($1, 'echo', $2, 'http', 'active', '/echo',"
+            " '{GET}', '{\"max_execution_time_ms\": 5000, \"max_memory_bytes\": 67108864,"
             " \"max_concurrent_runs\": 1000, \"max_api_calls_per_minute\": 60,"
-            " \"max_output_size_bytes\": 1048576}')", tenant, HANDLER)
+            " \"max_output_size_bytes\": 1048576}', '{\"auth\": \"public\"}')", tenant, HANDLER)
     finally:
         await conn.close()
     return tenant

@@ -12,12 +12,14 @@ from contextlib import asynccontextmanager
 import anyio
 
 from consumer import log
+from consumer.cache import Cache, PgCache, RedisCache
 from consumer.daemon import Daemon
 from consumer.http import HttpServer, start_http
 from consumer.metrics import start_metrics
 from consumer.ratelimit import API_CALLS
 from consumer.sandbox import Executor
 from consumer.sandbox.types import ApiLimiter, ExecutionRequest, Publisher, PublishRequest
+from consumer.scriptdata import ScriptData
 from consumer.settings import Settings
 from consumer.store import Store
 
@@ -37,10 +39,20 @@ def store_api_limiter(store: Store) -> ApiLimiter:
 
 
 def sandbox(settings: Settings, store: Store, workers: int | None = None) -> Executor:
-    """The sandbox of a jsrt process: publishing and rate limits through the store."""
+    """The sandbox of a jsrt process: publishing, rate limits, ctx.db and ctx.cache through
+    the store (ctx.cache through Redis when JSRT_CACHE_URL is set)."""
     return Executor(workers=workers or settings.worker_count, publisher=store_publisher(store),
                     fetch_allowlist=settings.fetch_allowlist,
-                    api_limiter=store_api_limiter(store))
+                    api_limiter=store_api_limiter(store), data=script_data(settings, store),
+                    secrets=store.secrets.get)
+
+
+def script_data(settings: Settings, store: Store) -> ScriptData:
+    """ctx.db over the store; ctx.cache in Redis when JSRT_CACHE_URL names one, else in
+    PostgreSQL. The executor that receives it closes it."""
+    cache: Cache = RedisCache(settings.cache_url, settings.cache_max_entries) \
+        if settings.cache_url else PgCache(store.db, max_entries=settings.cache_max_entries)
+    return ScriptData(store.tenant_data, cache)
 
 
 def store_publisher(store: Store) -> Publisher:
@@ -60,7 +72,7 @@ def store_publisher(store: Store) -> Publisher:
 async def open_services(settings: Settings) -> AsyncIterator[tuple[Store, Executor]]:
     """The pool and the sandbox every long-running jsrt process needs."""
     pool_size = max(4, settings.concurrency // 4 + 4)
-    store = await Store.open(settings.require_database(), max_size=pool_size)
+    store = await Store.open(settings.require_database(), max_size=pool_size, settings=settings)
     try:
         async with sandbox(settings, store) as executor:
             yield store, executor

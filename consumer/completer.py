@@ -34,10 +34,12 @@ T = TypeVar("T")
 
 
 class Completer:
-    def __init__(self, store: Store, owner: str, on_recorded: OnRecorded) -> None:
+    def __init__(self, store: Store, owner: str, on_recorded: OnRecorded,
+                 on_released: Callable[[], None] | None = None) -> None:
         self.store = store
         self.owner = owner
         self._on_recorded = on_recorded
+        self._on_released = on_released  # after slots given back are written
         self._outcomes: deque[Outcome] = deque()
         self._starts: dict[UUID, datetime] = {}  # runs to show as started, by execution
         self._releases: dict[UUID, int] = {}  # slots to give back, by script
@@ -106,6 +108,8 @@ class Completer:
         releases, self._releases = self._releases, {}
         try:
             await self._shielded(self.store.queue.mark_and_release, self.owner, starts, releases)
+            if releases and self._on_released is not None:
+                self._on_released()
         except Exception as exc:
             # Slots must go back, or the script keeps them while this process lives: they are
             # tried again (after a pause). Starts are only shown: they may be dropped.

@@ -105,7 +105,7 @@ class Daemon:
         # Runs handed to the executor, by execution id, with the future their result arrives
         # on: a callback, not a task per run, hands each result to the completer.
         self._in_flight: dict[UUID, tuple[Run, asyncio.Future[ExecutionResult]]] = {}
-        self._completer = Completer(store, self.id, self._recorded)
+        self._completer = Completer(store, self.id, self._recorded, self._released)
         self._timers = Timers(store, self.clock, settings.poll_interval, self._queued)
         self._maybe_events = True  # hints: skip round trips that would find nothing
         self._maybe_runs = True
@@ -200,12 +200,14 @@ class Daemon:
         # which local queues need more - and events no more than there is room for, so that
         # a busy daemon leaves the queue to the others.
         free = 0 if self._stopping.is_set() else slots.free()
-        slot_limit = free if self._maybe_runs else 0
+        # slots whenever some may be had: a hint, or pending runs seen by the last claim
+        slot_limit = free if self._maybe_runs or self._runs_waiting else 0
+        per_script = max(1, s.concurrency // 2)
         reserve = slots.reserve_per_slot(free)
         refill = slots.refill()
-        # events for the local queues' room, and a few for scripts not held yet (more of
-        # those would only be queued 'pending', and reserved by a second write later)
-        room = sum(refill.values()) + min(free, reserve)
+        # events for the local queues' room, and for the slots this claim may take (more
+        # would only be queued 'pending', and reserved by a second write later)
+        room = sum(refill.values()) + min(free, per_script) * reserve
         event_limit = min(s.claim_batch, room) if self._maybe_events else 0
         if not (event_limit or slot_limit or slots.wants_refill()):
             return False
@@ -213,12 +215,11 @@ class Daemon:
         self._maybe_events = self._maybe_events and not event_limit
         self._maybe_runs = self._maybe_runs and not slot_limit
         leased = await self.store.queue.claim_leased(
-            self.id, event_limit, s.tenant_batch, slot_limit, max(1, s.concurrency // 2),
-            reserve, refill)
+            self.id, event_limit, s.tenant_batch, slot_limit, per_script, reserve, refill)
         for script_id, n in leased.granted.items():
             slots.granted(script_id, n)
         orphans = [r.execution_id for r in leased.runs if not slots.reserved(r)]
-        slots.filled(refill, Counter(r.script_id for r in leased.runs))
+        slots.filled(refill, Counter(r.script_id for r in leased.runs), leased.more)
         if leased.lost:
             slots.lost(leased.lost)
             _LOG.warning("leases_lost", daemon_id=self.id, scripts=len(leased.lost))
@@ -279,11 +280,8 @@ class Daemon:
         while groups := self._slots.next_groups():
             for script_id, runs in groups:
                 self._start_group(script_id, runs)
-        released = self._slots.releases()
-        for script_id, n in released.items():
-            self._completer.release(script_id, n)
-        if released and self._runs_waiting:
-            self._maybe_runs = True  # this daemon can take slots again
+        for script_id, n in self._slots.releases().items():
+            self._completer.release(script_id, n)  # then _released
 
     def _start_group(self, script_id: UUID, runs: list[Run]) -> None:
         runnable: list[Run] = []
@@ -415,6 +413,13 @@ class Daemon:
             await self.store.queue.release_leases(self.id)
 
     # ------------------------------------------------------------ report
+    def _released(self) -> None:
+        """Slots given back are written: free in the database for every starter, this daemon
+        included (asking before the write committed would find them still held here)."""
+        if self._runs_waiting:
+            self._maybe_runs = True
+            self._wake.set()
+
     def _recorded(self, batch: Sequence[Outcome], recorded: Sequence[Outcome]) -> None:
         """After each batch of the completer: log each outcome as recorded, free slots."""
         by_id = {o.run.execution_id: o for o in recorded}

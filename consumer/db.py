@@ -9,7 +9,7 @@ the repositories (queue.py, scripts.py, dead_letters.py, ...) hold the operation
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -198,6 +198,32 @@ class Db:
     async def execute(self, sql: str, *args: Any) -> str:
         async with translated():
             return str(await self._target.execute(sql, *args))
+
+    async def prepare(self, sql: str) -> asyncpg.prepared_stmt.PreparedStatement:
+        """A statement prepared on this Db's connection (a Db of one connection only), not
+        kept in the connection's statement cache: tenants' statements (ctx.db) must not
+        crowd the runtime's own out of it."""
+        assert isinstance(self._target, asyncpg.Connection), "prepare needs one connection"
+        async with translated():
+            return await self._target.prepare(sql)
+
+    async def reserve(self) -> tuple[Db, Callable[[], Awaitable[None]]]:
+        """A Db on one connection of the pool, held until `release` is awaited: for a
+        transaction that spans several calls (ctx.db.transaction). The pool rolls back a
+        transaction still open at release; a connection left mid-statement is closed."""
+        assert isinstance(self._target, asyncpg.Pool), "reserve needs a pool"
+        pool = self._target
+        async with translated():
+            conn = await pool.acquire()
+
+        async def release() -> None:
+            try:
+                await pool.release(conn, timeout=5)
+            except Exception:  # a connection that cannot be reset is not reused
+                conn.terminate()
+                await pool.release(conn)
+
+        return Db(conn), release
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Db]:

@@ -8,13 +8,17 @@ A route is an active row of script_http_endpoints of an active script, looked up
 (tenant_id, path) - an unknown tenant and an unknown path get the same 404. The script gets
 {method, path, query, headers, body}; what it returns becomes the response. Every request
 that reaches a script is an execution (trigger_type 'http'); no response ever carries a
-Python traceback.
+Python traceback. Who may call, how often and from which origins is the script's access
+policy (policy.py, checked by access.py): after the route is known (so that an unknown route
+stays a plain 404), before the script runs, and - except for HMAC, whose signature covers the
+body - before the body is read.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import re
 import socket
@@ -31,10 +35,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from consumer import jsontext, log
+from consumer import access, jsontext, log
+from consumer.access import Authenticator, Denied
+from consumer.clock import Clock, SystemClock
 from consumer.errors import ConfigError, NotFound, StoreUnavailable
 from consumer.lease import Lease
 from consumer.ondemand import OnDemand, RunResult
+from consumer.policy import Cors, InvalidPolicy, Policy, parse_policy
+from consumer.ratelimit import retry_after
 from consumer.sandbox import Executor
 from consumer.settings import Settings
 from consumer.store import Store
@@ -43,7 +51,9 @@ _LOG = log.get("jsrt.http")
 
 ROUTABLE = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 DEFAULT_METHODS = ("GET",)  # an endpoint whose http_methods is empty answers GET only
-REDACTED_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+REDACTED_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key",
+                              access.SIGNATURE_HEADER})
+HTTP_BUCKET = "http"  # jsrt_rate_windows bucket of metadata.rate_limit_per_minute
 _HOP_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive",
                           "upgrade", "te", "trailer"})
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -55,6 +65,13 @@ _BAD_VALUE = re.compile(r"[\x00\r\n]")
 class Target:
     tenant_id: UUID
     path: str
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    script_id: UUID
+    methods: tuple[str, ...]
+    policy: Policy | None  # None: the script's metadata cannot be used (written by SQL)
 
 
 class HttpError(Exception):
@@ -205,10 +222,13 @@ def _error(status: int, message: str, execution_id: UUID | None = None,
 
 # ------------------------------------------------------------------ the app
 class HttpTrigger:
-    def __init__(self, store: Store, ondemand: OnDemand, max_body_bytes: int) -> None:
+    def __init__(self, store: Store, ondemand: OnDemand, settings: Settings,
+                 clock: Clock | None = None) -> None:
         self.store = store
         self.ondemand = ondemand
-        self.max_body = max_body_bytes
+        self.max_body = settings.http_max_body_bytes
+        self.auth = Authenticator(store, settings)
+        self.clock = clock or SystemClock()
 
     async def handle(self, request: Request) -> Response:
         try:
@@ -228,26 +248,67 @@ class HttpTrigger:
         where = target(request.url.path, request.headers.get("x-tenant-id"))
         if where is None or not safe_path(where.path):
             raise HttpError(404, "not found")
-        script_id, methods = await self._route(where)
-        if request.method not in methods:
-            return _error(405, "method not allowed", headers={"allow": ", ".join(methods)})
-        body = parse_body(await self._body(request), request.headers.get("content-type", ""))
+        endpoint = await self._route(where)
+        if endpoint.policy is None:
+            return _error(500, "endpoint is misconfigured")
+        cors, origin = endpoint.policy.cors, request.headers.get("origin")
+        if cors is not None and origin and request.method == "OPTIONS" and \
+                "access-control-request-method" in request.headers:
+            return _preflight(cors, origin, request.headers["access-control-request-method"])
+        try:
+            response = await self._serve(request, where, endpoint, endpoint.policy)
+        except HttpError as exc:
+            response = _error(exc.status, exc.message)
+        except Denied as exc:
+            response = _error(exc.status, exc.message, headers=exc.headers)
+        if cors is not None and origin and cors.allows(origin):
+            response.headers["access-control-allow-origin"] = cors.allow_origin(origin)
+            response.headers["access-control-expose-headers"] = "x-execution-id, retry-after"
+            response.headers["vary"] = "Origin"
+        return response
+
+    async def _serve(self, request: Request, where: Target, endpoint: Endpoint,
+                     policy: Policy) -> Response:
+        if request.method not in endpoint.methods:
+            return _error(405, "method not allowed",
+                          headers={"allow": ", ".join(endpoint.methods)})
+        # the body is read before authentication only where the signature covers it
+        signed = policy.auth == "hmac"
+        raw = await self._body(request) if signed else b""
+        now = self.clock.now()
+        auth = await self.auth.authenticate(policy, where.tenant_id, request.headers, raw,
+                                            now.timestamp())
+        if not signed:
+            raw = await self._body(request)
+        if policy.rate_limit_per_minute is not None and not await self.store.rates.acquire(
+                where.tenant_id, endpoint.script_id, HTTP_BUCKET, policy.rate_limit_per_minute,
+                now):
+            return _error(429, "rate limit exceeded for this endpoint",
+                          headers={"retry-after": str(retry_after(now))})
+        body = parse_body(raw, request.headers.get("content-type", ""))
         inp = script_input(request.method, where.path, request.query_params.multi_items(),
                            request.headers.items(), body)
         input_json, stored_json = input_texts(inp)
-        run = await self.ondemand.start(where.tenant_id, script_id, "http",
-                                        _summary(request, where), input_json, stored_json)
+        run = await self.ondemand.start(where.tenant_id, endpoint.script_id, "http",
+                                        {**_summary(request, where), "auth": auth.recorded},
+                                        input_json, stored_json)
         if run is None:
             return _error(429, "too many concurrent requests for this endpoint",
                           headers={"retry-after": "1"})
-        return self._respond(await self.ondemand.run(run))
+        return self._respond(await self.ondemand.run(dataclasses.replace(run, auth=auth.seen)))
 
-    async def _route(self, where: Target) -> tuple[UUID, tuple[str, ...]]:
+    async def _route(self, where: Target) -> Endpoint:
         found = await self.store.scripts.http_route(where.tenant_id, where.path)
         if found is None:
             raise HttpError(404, "not found")
-        script_id, methods = found
-        return script_id, methods or DEFAULT_METHODS
+        script_id, methods, metadata = found
+        try:
+            found_policy: Policy | None = parse_policy(metadata)
+        except InvalidPolicy as exc:
+            _LOG.error("http_endpoint_invalid", tenant_id=str(where.tenant_id),
+                       script_id=str(script_id), error=str(exc).splitlines()[0][:200])
+            found_policy = None
+        return Endpoint(script_id, methods or DEFAULT_METHODS, found_policy)
 
     async def _body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length", "")
@@ -276,6 +337,21 @@ class HttpTrigger:
         return Response(content, status, headers)
 
 
+def _preflight(cors: Cors, origin: str, method: str) -> Response:
+    """A CORS preflight: answered by the runtime from metadata.cors, never by the script."""
+    if not cors.allows(origin) or method.upper() not in cors.methods:
+        return _error(403, "CORS preflight refused")
+    headers = {
+        "access-control-allow-origin": cors.allow_origin(origin),
+        "access-control-allow-methods": ", ".join(cors.methods),
+        "access-control-max-age": str(cors.max_age),
+        "vary": "Origin",
+    }
+    if cors.headers:
+        headers["access-control-allow-headers"] = ", ".join(cors.headers)
+    return Response(b"", 204, headers)
+
+
 def _summary(request: Request, where: Target) -> dict[str, Any]:
     return {
         "type": "http", "method": request.method, "path": where.path,
@@ -287,8 +363,9 @@ def _summary(request: Request, where: Target) -> dict[str, Any]:
     }
 
 
-def build_app(store: Store, ondemand: OnDemand, settings: Settings) -> Starlette:
-    trigger = HttpTrigger(store, ondemand, settings.http_max_body_bytes)
+def build_app(store: Store, ondemand: OnDemand, settings: Settings,
+              clock: Clock | None = None) -> Starlette:
+    trigger = HttpTrigger(store, ondemand, settings, clock)
     return Starlette(routes=[Route("/{path:path}", trigger.handle, methods=list(ROUTABLE))])
 
 

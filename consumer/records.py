@@ -31,6 +31,9 @@ class Run:
     # Why this run cannot be started in the sandbox at all (e.g. its script's resource_limits
     # are unusable); it then fails with this line and costs nothing else.
     refusal: str | None = None
+    # Who called (HTTP): the script's ctx.auth; never stored (trigger_data names the key id
+    # or the JWT subject only).
+    auth: Mapping[str, Any] | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Run:
@@ -74,6 +77,7 @@ class Run:
             trigger=self.trigger_data,  # decoded jsonb: already JSON values
             limits=self.limits,
             event_depth=self.depth,
+            auth=self.auth,
         )
 
     def refused(self) -> ExecutionResult | None:

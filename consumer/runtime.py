@@ -26,7 +26,7 @@ from typing import Any
 from uuid import UUID
 
 from consumer import jsontext
-from consumer.app import store_api_limiter, store_publisher
+from consumer.app import script_data, store_api_limiter, store_publisher
 from consumer.errors import ConfigError, ValidationError
 from consumer.lease import Lease
 from consumer.ondemand import OnDemand, RunResult
@@ -53,11 +53,13 @@ class Runtime:
 
     async def __aenter__(self) -> Runtime:
         async with AsyncExitStack() as stack:
-            store = await Store.open(self.dsn)
+            store = await Store.open(self.dsn, settings=self.settings)
             stack.push_async_callback(store.close)
             executor = Executor(workers=self.workers, publisher=store_publisher(store),
                                 fetch_allowlist=self.fetch_allowlist,
-                                api_limiter=store_api_limiter(store))
+                                api_limiter=store_api_limiter(store),
+                                data=script_data(self.settings, store),
+                                secrets=store.secrets.get)
             await stack.enter_async_context(executor)
             lease = await stack.enter_async_context(
                 Lease(store, self.settings.heartbeat_interval, kind="api"))

@@ -15,6 +15,7 @@ from uuid import UUID
 
 import anyio
 
+from consumer import policy
 from consumer.db import Db, ForeignKeyViolation, UniqueViolation
 from consumer.errors import NotFound, ValidationError
 from consumer.sql import q
@@ -152,14 +153,16 @@ class Scripts:
             raise ValidationError(f"a script named {name} exists and is not an embedded script")
         return script_id
 
-    async def http_route(self, tenant_id: UUID, path: str) -> tuple[UUID, tuple[str, ...]] | None:
+    async def http_route(self, tenant_id: UUID, path: str
+                         ) -> tuple[UUID, tuple[str, ...], Any] | None:
         """The active http script of `tenant_id` at `path`, with its methods (a NULL element
-        written by SQL is no method), or None. The tenant is always part of the key."""
+        written by SQL is no method) and its metadata (the access policy), or None. The
+        tenant is always part of the key."""
         row = await self._db.fetchrow(q("http_route"), tenant_id, path)
         if row is None:
             return None
-        return row["script_id"], tuple(m for m in row["http_methods"] or ()
-                                       if isinstance(m, str))
+        return (row["script_id"], tuple(m for m in row["http_methods"] or ()
+                                        if isinstance(m, str)), row["metadata"])
 
 
 def is_bare_name(ref: str) -> bool:
@@ -176,7 +179,8 @@ def _is_uuid(text: str) -> bool:
 
 
 def _columns(spec: ScriptSpec, metadata: Mapping[str, Any]) -> tuple[Any, ...]:
-    meta = {k: v for k, v in metadata.items() if k != "timezone"}
+    meta = {k: v for k, v in metadata.items() if k != "timezone" and k not in policy.KEYS}
+    meta.update(spec.access)
     if spec.timezone:
         meta["timezone"] = spec.timezone
     return (spec.description, spec.source, spec.type, dict(spec.limits), spec.cron,
@@ -190,6 +194,7 @@ def spec_of(row: Mapping[str, Any]) -> ScriptSpec:
         timezone=row["timezone"], http_path=row["http_path"],
         http_methods=tuple(row["http_methods"] or ()), event_types=tuple(row["event_types"] or ()),
         limits=dict(row["resource_limits"] or {}),
+        access={k: v for k, v in (row.get("metadata") or {}).items() if k in policy.KEYS},
     )
 
 

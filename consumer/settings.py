@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,20 @@ class Settings:
     # gives way to a free port, so that several daemons can run side by side.
     metrics_addr_given: bool = False
     metrics_interval: float = 15.0  # seconds between queue-depth / dead-letter queries
+    # ctx.cache: Redis at this URL (redis://host:port/db); empty: the jsrt_cache table
+    cache_url: str = ""
+    cache_max_entries: int = 10_000  # live ctx.cache entries per tenant
+    # Access (#15). Fernet keys for tenant secrets, comma-separated: the first encrypts, all
+    # decrypt (rotation: `jsrt secrets rotate`). Empty: scripts cannot read secrets.
+    secrets_key: tuple[str, ...] = field(default=(), repr=False)
+    # The server-side pepper of API-key hashes (HMAC-SHA256(pepper, secret)); changing it
+    # invalidates every key.
+    key_pepper: str = field(default="", repr=False)
+    # JWT endpoints without metadata.auth_secret verify RS256/ES256 tokens with this PEM
+    # public key, or with the keys of this JWKS file (matched by `kid`).
+    jwt_public_key_file: str = ""
+    jwt_jwks_file: str = ""
+    hmac_tolerance_s: float = 300.0  # how old an HMAC-signed request's timestamp may be
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -109,6 +123,13 @@ class Settings:
             (not self.metrics_addr or _is_bind(self.metrics_addr),
              f"JSRT_METRICS_ADDR must be HOST:PORT or empty (got {self.metrics_addr!r})"),
             (self.metrics_interval > 0, "JSRT_METRICS_INTERVAL must be > 0"),
+            (not self.cache_url or self.cache_url.startswith(("redis://", "rediss://", "unix://")),
+             "JSRT_CACHE_URL must be a redis://, rediss:// or unix:// URL (or empty)"),
+            (self.cache_max_entries >= 1, "JSRT_CACHE_MAX_ENTRIES must be >= 1"),
+            (self.hmac_tolerance_s > 0, "JSRT_HMAC_TOLERANCE_S must be > 0"),
+            (_fernet_keys(self.secrets_key),
+             "JSRT_SECRETS_KEY must be Fernet keys (32 url-safe base64-encoded bytes each, "
+             "comma-separated; `jsrt secrets keygen` makes one)"),
         ]
 
     @property
@@ -122,6 +143,17 @@ class Settings:
 
 
 _NOT_FROM_ENV = frozenset({"metrics_addr_given"})  # derived, never set by a variable
+
+
+def _fernet_keys(keys: tuple[str, ...]) -> bool:
+    from cryptography.fernet import Fernet
+
+    try:
+        for k in keys:
+            Fernet(k.encode())
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 def _is_bind(addr: str) -> bool:

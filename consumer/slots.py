@@ -124,9 +124,13 @@ class Slots:
         h.queue.append(run)
         return True
 
-    def filled(self, asked: Mapping[UUID, int], got: Mapping[UUID, int]) -> None:
+    def filled(self, asked: Mapping[UUID, int], got: Mapping[UUID, int],
+               more: bool = False) -> None:
         """After a claim: a script that got less than its room has no more pending runs
-        for now (until a hint)."""
+        for now (until a hint) - unless the claim left due events behind (`more`: it was
+        cut short by its own bounds, and the next claim may bring the script's)."""
+        if more:
+            return
         for script_id, room in asked.items():
             h = self._held.get(script_id)
             if h is not None and got.get(script_id, 0) < room:

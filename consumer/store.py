@@ -10,6 +10,10 @@ over one connector (db.py), the only path to PostgreSQL.
     store.tenants       tenants
     store.retention     the retention policy's deletes
     store.rates         rate limits across processes
+    store.tenant_data   tenants' own tables as scripts reach them (ctx.db), exposed tables
+    store.keys          API keys (keys.py)
+    store.secrets       tenant secrets, encrypted (secrets.py)
+    store.signatures    HMAC signatures seen (replay protection)
 
 `Store.open(dsn)` gives one over a pool (long-running processes), `Store.session(dsn)` one
 over a single connection (one-shot commands)."""
@@ -18,22 +22,41 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from uuid import UUID
 
 from consumer.db import Db, session
 from consumer.dead_letters import DeadLetters
 from consumer.executions import Executions
+from consumer.keys import ApiKeys
 from consumer.lease import Leases
 from consumer.queue import OnDispatched, OnRecorded, Queue
 from consumer.ratelimit import RateLimiter
 from consumer.retention import Retention
 from consumer.schedules import Schedules
 from consumer.scripts import Scripts
+from consumer.secrets import Cipher, Secrets
+from consumer.settings import Settings
 from consumer.sql import q
+from consumer.tenant_data import TenantData
 from consumer.tenants import Tenants
 
 
-class Store:
+class Signatures:
+    """HMAC signatures accepted within the tolerance window, across every server."""
+
     def __init__(self, db: Db) -> None:
+        self._db = db
+
+    async def replayed(self, tenant_id: UUID, signature: str, tolerance_s: float) -> bool:
+        """Record the signature; True when it had been seen already."""
+        return bool(await self._db.fetchval(q("signature_seen"), tenant_id, signature,
+                                            tolerance_s))
+
+
+class Store:
+    def __init__(self, db: Db, settings: Settings | None = None) -> None:
+        """`settings` gives the key pepper and the secrets key (without: no pepper, and
+        secrets cannot be read or written)."""
         self.db = db
         # Observers (metrics), called after commit: events fanned out, by source; results
         # recorded (the outcomes given, and those actually recorded).
@@ -48,17 +71,23 @@ class Store:
         self.tenants = Tenants(db)
         self.retention = Retention(db)
         self.rates = RateLimiter(db)
+        self.tenant_data = TenantData(db)
+        self.keys = ApiKeys(db, settings.key_pepper if settings else "")
+        self.secrets = Secrets(db, Cipher.from_keys(settings.secrets_key if settings else ()))
+        self.signatures = Signatures(db)
 
     @classmethod
-    async def open(cls, dsn: str, min_size: int = 2, max_size: int = 10) -> Store:
-        return cls(await Db.pool(dsn, min_size, max_size))
+    async def open(cls, dsn: str, min_size: int = 2, max_size: int = 10, *,
+                   settings: Settings | None = None) -> Store:
+        return cls(await Db.pool(dsn, min_size, max_size), settings)
 
     @classmethod
     @asynccontextmanager
-    async def session(cls, dsn: str, application_name: str = "jsrt") -> AsyncIterator[Store]:
+    async def session(cls, dsn: str, application_name: str = "jsrt", *,
+                      settings: Settings | None = None) -> AsyncIterator[Store]:
         """A store over one connection, closed on the way out (one-shot commands)."""
         async with session(dsn, application_name) as db:
-            yield cls(db)
+            yield cls(db, settings)
 
     async def close(self) -> None:
         await self.db.close()

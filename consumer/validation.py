@@ -16,6 +16,7 @@ from typing import Any
 
 from py_mini_racer import JSEvalException, MiniRacer
 
+from consumer import policy
 from consumer.cron import CronError, validate
 from consumer.errors import ValidationError
 from consumer.sandbox.script import rewrite_exports
@@ -49,6 +50,9 @@ class ScriptSpec:
     http_methods: tuple[str, ...] = ()
     event_types: tuple[str, ...] = ()
     limits: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
+    # The HTTP access policy (metadata.auth, auth_secret, rate_limit_per_minute, cors, ...:
+    # policy.py), kept in scripts.metadata.
+    access: Mapping[str, Any] = field(default_factory=dict)
 
     def check(self) -> ScriptSpec:
         found = problems(self)
@@ -63,6 +67,7 @@ def problems(spec: ScriptSpec) -> list[str]:
         check_type(spec.type),
         *_trigger_problems(spec),
         check_limit_values(spec.limits),
+        "\n".join(policy.problems(spec.access)) if spec.type == "http" else None,
         check_syntax(spec.source),
     ]
     return lines(*checks)

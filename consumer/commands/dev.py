@@ -64,7 +64,8 @@ async function handler(input) {
         "http_path": "/hello",
         "http_methods": ["GET"],
         "source": """\
-// An HTTP endpoint: GET /t/<tenant>/hello?name=Ada
+// An HTTP endpoint: GET /t/<tenant>/hello?name=Ada, with an API key of the tenant
+// (metadata.auth is "key" by default; `jsrt keys create` makes one)
 async function handler(req) {
   return {status: 200, body: {hello: req.query.name ?? 'world'}};
 }
@@ -122,7 +123,11 @@ def banner(dsn: str, http: str | None, metrics: str = "", demo: bool = True) -> 
             "(no demo tenant in this database; `jsrt dev --demo` adds one)",
         ]
     if http and demo:
-        lines.append(f"  curl 'http://{http}/t/{DEMO_TENANT}/hello?name=Ada'")
+        lines += [
+            f"  KEY=$(.venv/bin/jsrt keys create --tenant {DEMO_TENANT} --name demo | tail -1)",
+            f"  curl -H \"Authorization: Bearer $KEY\" 'http://{http}/t/{DEMO_TENANT}/hello"
+            "?name=Ada'",
+        ]
     if metrics:
         lines.append(f"  curl http://{metrics}/metrics   (and /healthz, /readyz)")
     lines += ["Stop with Ctrl-C.", ""]

@@ -51,7 +51,8 @@ def parse_input(text: str | None) -> str:
 async def cmd_exec(args: argparse.Namespace, settings: Settings) -> int:
     inp = parse_input(args.input)
     tenant = scripts.parse_uuid(args.tenant, "--tenant")
-    store = await Store.open(settings.require_database(), min_size=1, max_size=2)
+    store = await Store.open(settings.require_database(), min_size=1, max_size=2,
+                             settings=settings)
     try:
         ref = await store.scripts.resolve(args.script, tenant)
         lease = Lease(store, settings.heartbeat_interval, kind="exec")

@@ -8,9 +8,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from consumer import scripts
+from consumer import jsontext, scripts
 from consumer.commands._output import cut, dumps, fields, table
 from consumer.errors import ValidationError
+from consumer.policy import KEYS, MODES
 from consumer.settings import Settings
 from consumer.store import Store
 from consumer.validation import (
@@ -26,8 +27,8 @@ from consumer.validation import (
 _LIST_COLUMNS = ("id", "tenant_id", "name", "type", "status", "trigger", "version", "updated_at")
 _SHOW_KEYS = ("id", "tenant_id", "name", "description", "type", "status", "version",
               "cron_expression", "timezone", "next_run_at", "last_run_at", "last_run_status",
-              "http_path", "http_methods", "event_types", "resource_limits", "created_at",
-              "updated_at")
+              "http_path", "http_methods", "event_types", "resource_limits", "metadata",
+              "created_at", "updated_at")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -102,6 +103,12 @@ def _trigger_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", help="allowed methods, e.g. GET,POST (http; default GET)")
     p.add_argument("--event-types", help="comma-separated event types (event scripts)")
     p.add_argument("--limits", help='resource limits as JSON, e.g. {"max_concurrent_runs": 2}')
+    p.add_argument("--auth", choices=MODES,
+                   help="who may call an http script (default key: an API key with invoke)")
+    p.add_argument("--access", metavar="JSON",
+                   help='access policy keys merged into the metadata, e.g. {"auth": "hmac", '
+                        '"auth_secret": "HOOK_KEY", "rate_limit_per_minute": 60, '
+                        '"cors": {"origins": ["https://app.example"]}}')
     p.add_argument("--message", help="change description kept with the new version")
     p.add_argument("--json", action="store_true")
 
@@ -118,8 +125,8 @@ def _split(text: str | None) -> tuple[str, ...]:
     return tuple(p.strip() for p in text.split(",")) if text is not None else ()
 
 
-def _changes(args: argparse.Namespace,
-             base_limits: Any = None) -> tuple[dict[str, Any], list[str]]:
+def _changes(args: argparse.Namespace, base_limits: Any = None,
+             base_access: Any = None) -> tuple[dict[str, Any], list[str]]:
     """ScriptSpec fields given on the command line, and the problems of those the spec's own
     check does not see (methods, limits); everything else is checked with the whole spec, so
     that every problem is reported at once."""
@@ -142,7 +149,29 @@ def _changes(args: argparse.Namespace,
             out["limits"] = parse_limits(args.limits, base_limits)
         except ValidationError as exc:
             found += lines(str(exc))
+    if args.access is not None or args.auth is not None:
+        access, problem = _access(args, base_access)
+        found += lines(problem)
+        out["access"] = access
     return out, found
+
+
+def _access(args: argparse.Namespace, base: Any) -> tuple[dict[str, Any], str | None]:
+    """The stored policy keys with --access merged over them (a null value removes a key),
+    then --auth."""
+    out = dict(base or {})
+    if args.access is not None:
+        try:
+            given = jsontext.loads(args.access, "--access")
+        except jsontext.JsonRefused as exc:
+            return out, str(exc)
+        if not isinstance(given, dict) or not set(given) <= KEYS:
+            return out, f"--access must be a JSON object of {', '.join(sorted(KEYS))}"
+        out.update(given)
+        out = {k: v for k, v in out.items() if v is not None}
+    if args.auth is not None:
+        out["auth"] = args.auth
+    return out, None
 
 
 def _raise(found: list[str]) -> None:
@@ -174,7 +203,8 @@ async def cmd_update(args: argparse.Namespace, settings: Settings) -> int:
     async with Store.session(settings.require_database(), "jsrt scripts") as store:
         ref = await store.scripts.resolve(args.script, _tenant(args))
         row = await store.scripts.current(ref)
-        changes, found = _changes(args, row["resource_limits"])
+        stored = {k: v for k, v in (row["metadata"] or {}).items() if k in KEYS}
+        changes, found = _changes(args, row["resource_limits"], stored)
         if not changes and not found:
             raise ValidationError("nothing to change (give --file, --cron, --limits, ...)")
         _raise(found and found + problems(scripts.merged(row, changes)))

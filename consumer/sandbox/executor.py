@@ -37,14 +37,17 @@ from consumer.sandbox.process import KillReason, WorkerProcess, WorkerSettings
 from consumer.sandbox.slot import CLOSING_AFTER_MEMORY, SlotState
 from consumer.sandbox.types import (
     ApiLimiter,
+    DataHost,
     ExecutionRequest,
     ExecutionResult,
     Publisher,
+    SecretReader,
     Status,
 )
 
 log = structlog.get_logger("jsrt.sandbox")
 _ARGS_DEPTH = 4 * jsontext.MAX_DEPTH
+_DB_QUERY_OPS = frozenset({"db.query", "db.queryOne", "db.execute"})
 _LOG_LEVELS = {"warn": "warning", "error": "error", "debug": "debug"}
 
 
@@ -99,6 +102,7 @@ class _Pending:
     # spent waiting for a worker, or behind another execution's step, shows.
     submitted_at: float = field(default_factory=time.monotonic)
     api_calls: int = 0
+    db_queries: int = 0  # ctx.db statements (database_query_count)
     calls: set[asyncio.Task[None]] = field(default_factory=set)
     chain: _Chain | None = None  # its serial group, if it has one
     index: int = 0  # its place in that group
@@ -145,6 +149,19 @@ def _blame_uncertain(reason: KillReason, pending: _Pending) -> bool:
     return reason.kind == "crash" and pending.attempts == 0
 
 
+def _load(worker: WorkerProcess) -> int:
+    """Executions a worker holds that may be in progress at once: a chain counts once (its
+    runs wait for each other, holding no context), any other execution once each."""
+    chains = set()
+    alone = 0
+    for pending in worker.inflight.values():
+        if pending.chain is None:
+            alone += 1
+        else:
+            chains.add(pending.chain.id)
+    return alone + len(chains)
+
+
 def _isolated(worker: WorkerProcess) -> bool:
     """Running a re-run, which nothing may join."""
     return any(p.attempts > 0 for p in worker.inflight.values())
@@ -157,11 +174,15 @@ class Executor:
         publisher: Publisher | None = None,
         fetch_allowlist: Sequence[str] = (),
         api_limiter: ApiLimiter | None = None,
+        data: DataHost | None = None,
+        secrets: SecretReader | None = None,
         **options: Any,
     ) -> None:
         self.options = ExecutorOptions(workers=workers or os.cpu_count() or 1, **options)
         self._publisher = publisher
         self._api_limiter = api_limiter
+        self._data = data
+        self._secrets = secrets
         self._allowlist = tuple(fetch_allowlist)
         self._workers: list[WorkerProcess | None] = [None] * self.options.workers
         self._backlog: deque[_Pending | _Chain] = deque()
@@ -197,7 +218,8 @@ class Executor:
             self.options.fetch_max_response_bytes,
             self.options.fetch_timeout_s,
         )
-        self._host = HostApi(self._publisher, fetcher, self._api_limiter)
+        self._host = HostApi(self._publisher, fetcher, self._api_limiter, self._data,
+                             self._secrets)
         self._running = True
         try:
             started = await asyncio.gather(*(self._spawn(i) for i in range(self.options.workers)))
@@ -225,6 +247,8 @@ class Executor:
             for pending in item.queue if isinstance(item, _Chain) else (item,):
                 self._abandon(pending)
         await asyncio.gather(*(w.stop() for w in workers))
+        if self._data is not None:
+            await self._data.aclose()
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -278,6 +302,7 @@ class Executor:
                     "executionId": request.execution_id,
                     "trigger": dict(request.trigger),
                     "depth": request.event_depth,
+                    "auth": dict(request.auth) if request.auth is not None else None,
                 }
             )
         except (TypeError, ValueError):
@@ -298,6 +323,7 @@ class Executor:
         worker.inflight[seq] = pending
         pending.dispatched_at = time.monotonic()
         pending.api_calls = 0
+        pending.db_queries = 0
         worker.send(pending.message(seq))
 
     def _dispatch_chain(self, chain: _Chain) -> bool:
@@ -311,10 +337,9 @@ class Executor:
         worker = self._pick(alone=head.attempts > 0)
         if worker is None:
             return False
-        room = max(self.options.max_inflight_per_worker - len(worker.inflight), 1)
         count = 1
         if head.attempts == 0:
-            while (count < min(room, CHAIN_WINDOW, len(chain.queue))
+            while (count < min(CHAIN_WINDOW, len(chain.queue))
                    and chain.queue[count].attempts == 0):
                 count += 1
         taken, chain.queue = chain.queue[:count], chain.queue[count:]
@@ -341,6 +366,7 @@ class Executor:
         """The least busy worker; for a re-run, an idle one it will have to itself, so that
         an innocent execution is never killed twice by other scripts' bombs."""
         best: WorkerProcess | None = None
+        best_load = 0
         for worker in self._workers:
             if worker is None or not worker.alive or _isolated(worker) or worker.long_step:
                 continue
@@ -348,10 +374,9 @@ class Executor:
                 if not worker.inflight:
                     return worker
                 continue
-            if len(worker.inflight) < self.options.max_inflight_per_worker and (
-                best is None or len(worker.inflight) < len(best.inflight)
-            ):
-                best = worker
+            load = _load(worker)
+            if load < self.options.max_inflight_per_worker and (best is None or load < best_load):
+                best, best_load = worker, load
         return best
 
     def _drain_backlog(self) -> None:
@@ -391,17 +416,20 @@ class Executor:
         worker.executions += 1
         if pending is None:
             return
-        pending.cancel_calls()
+        self._end_calls(pending)
         result = ExecutionResult(
             status=done.status,
             output_json=done.output_json,
             error=done.error,
             stack=done.stack,
             logs=done.log_lines(),
-            metrics=_metrics(_since(pending.submitted_at), done.memory_bytes, done.api_calls),
+            metrics=_metrics(_since(pending.submitted_at), done.memory_bytes, done.api_calls,
+                             pending.db_queries),
             started=done.started,
             finished=done.finished,
         )
+        if self._host is not None:  # secrets masked before anything is logged or kept
+            result = self._host.redacted(pending.request, result)
         try:
             self._emit_logs(pending.request, result)
         finally:  # the result is the run's whatever happens to its log lines
@@ -424,6 +452,8 @@ class Executor:
         if pending is None:
             return
         pending.api_calls += 1
+        if call.op in _DB_QUERY_OPS:
+            pending.db_queries += 1
         task = asyncio.create_task(self._serve_call(worker, pending, call))
         pending.calls.add(task)
         task.add_done_callback(pending.calls.discard)
@@ -476,12 +506,22 @@ class Executor:
 
     def _resolve(self, pending: _Pending, result: ExecutionResult) -> None:
         self.executions += 1
+        if self._host is not None:
+            result = self._host.redacted(pending.request, result, done=True)
         if not pending.future.done():
             pending.future.set_result(result)
         self._chain_step(pending, back=False)
 
-    def _abandon(self, pending: _Pending) -> None:
+    def _end_calls(self, pending: _Pending) -> None:
+        """The one hook at the end of every execution (and of every attempt that will be
+        re-run): its host calls are cancelled, and what it holds (an open ctx.db
+        transaction) is released."""
         pending.cancel_calls()
+        if self._host is not None:
+            self._host.end(pending.request)
+
+    def _abandon(self, pending: _Pending) -> None:
+        self._end_calls(pending)
         if not pending.future.done():
             pending.future.set_exception(ExecutorClosed())
 
@@ -508,7 +548,7 @@ class Executor:
         if reason.kind == "shutdown":
             return
         for seq, pending in list(worker.inflight.items()):
-            pending.cancel_calls()
+            self._end_calls(pending)
             if seq == reason.guilty_seq and not _blame_uncertain(reason, pending):
                 self._resolve(pending, self._verdict(reason.kind, pending, worker))
             else:
@@ -559,7 +599,7 @@ class Executor:
             error = "sandbox protocol error"
         return ExecutionResult(
             status, error=error, metrics=_metrics(_since(pending.submitted_at), 0,
-                                                  pending.api_calls)
+                                                  pending.api_calls, pending.db_queries)
         )
 
     async def _replace(self, old: WorkerProcess) -> None:
@@ -641,10 +681,11 @@ def _since(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
 
 
-def _metrics(duration_ms: int = 0, memory_bytes: int = 0, api_calls: int = 0) -> dict[str, int]:
+def _metrics(duration_ms: int = 0, memory_bytes: int = 0, api_calls: int = 0,
+             db_queries: int = 0) -> dict[str, int]:
     return {
         "duration_ms": duration_ms,
         "memory_used_bytes": memory_bytes,
         "api_call_count": api_calls,
-        "database_query_count": 0,
+        "database_query_count": db_queries,
     }

@@ -16,7 +16,8 @@ from typing import Any
 
 MAX_INPUT_BYTES = 8 << 20
 _HASHES = {"SHA-1": "sha1", "SHA-256": "sha256", "SHA-384": "sha384", "SHA-512": "sha512"}
-OPS = frozenset({"digest", "hmac"})
+# Named apart from the daemon's own host calls (ctx.crypto.hmacSha256 is "hmac" there).
+OPS = frozenset({"subtle.digest", "subtle.hmac"})
 
 
 class LocalCallError(Exception):
@@ -25,9 +26,9 @@ class LocalCallError(Exception):
 
 def answer(op: str, args: Any) -> str:
     """The call's result (base64 text); LocalCallError with one line otherwise."""
-    if op == "digest" and _shape(args, 2):
+    if op == "subtle.digest" and _shape(args, 2):
         return _b64(hashlib.new(_hash(args[0]), _bytes(args[1], "data")).digest())
-    if op == "hmac" and _shape(args, 3):
+    if op == "subtle.hmac" and _shape(args, 3):
         key, data = _bytes(args[1], "key"), _bytes(args[2], "data")
         return _b64(hmac.new(key, data, _hash(args[0])).digest())
     raise LocalCallError(f"crypto.subtle: malformed {op[:32]} call")

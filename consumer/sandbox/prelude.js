@@ -155,6 +155,49 @@
     return ex;
   }
 
+  // ctx.db: every statement goes to the host with its parameters; the host decides what is
+  // allowed and runs it as the execution's tenant (the tenant is never sent from here).
+  function sqlArgs(what, sql, params) {
+    if (typeof sql !== 'string') throw new TypeError('ctx.db.' + what + ': sql must be a string');
+    if (params != null && !Array.isArray(params)) throw new TypeError('ctx.db.' + what + ': params must be an array');
+    return [sql, params == null ? [] : params];
+  }
+
+  function dbApi(e, txId) {
+    const call = async (op, what, sql, params) => hostCall(e, op, [...sqlArgs(what, sql, params), txId]);
+    return {
+      query: (sql, params) => call('db.query', 'query', sql, params),
+      queryOne: (sql, params) => call('db.queryOne', 'queryOne', sql, params),
+      execute: (sql, params) => call('db.execute', 'execute', sql, params),
+    };
+  }
+
+  async function transaction(e, fn) {
+    if (typeof fn !== 'function') throw new TypeError('ctx.db.transaction: callback must be a function');
+    const txId = await hostCall(e, 'db.begin', []);
+    let value;
+    try {
+      value = await fn(freeze(dbApi(e, txId)));
+    } catch (err) {
+      try { await hostCall(e, 'db.rollback', [txId]); } catch (_) { /* the host rolls back at the end anyway */ }
+      throw err;
+    }
+    await hostCall(e, 'db.commit', [txId]);
+    return value;
+  }
+
+  function cacheApi(e) {
+    const call = async (op, args) => hostCall(e, op, args);
+    return freeze({
+      get: (key) => call('cache.get', [key]),
+      set: (key, value, ttlSeconds) => call('cache.set', ttlSeconds == null
+        ? [key, value === undefined ? null : value] : [key, value === undefined ? null : value, ttlSeconds]),
+      delete: (key) => call('cache.delete', [key]),
+      exists: (key) => call('cache.exists', [key]),
+      increment: (key, delta) => call('cache.increment', [key, delta === undefined ? 1 : delta]),
+    });
+  }
+
   function setTimeout(fn, ms, ...args) {
     if (typeof fn !== 'function') throw new TypeError('setTimeout: callback must be a function');
     if (ex === null) throw new Error('setTimeout used outside an execution');
@@ -212,12 +255,20 @@
     const t = info.trigger;
     const ctx = freeze({
       tenantId: info.tenantId, scriptId: info.scriptId, executionId: info.executionId,
-      // who and which organization the run is for: only a caller of the runtime can say
-      userId: t.user_id !== undefined ? t.user_id : null,
+      // who and which organization the run is for: what a caller of the runtime says, or
+      // for the user the subject of the JWT that authenticated an HTTP call
+      userId: t.user_id !== undefined ? t.user_id
+        : info.auth && info.auth.type === 'jwt' && info.auth.claims && info.auth.claims.sub !== undefined
+          ? info.auth.claims.sub : null,
       organizationId: t.organization_id !== undefined ? t.organization_id : null,
       trigger: t, input,
       events: freeze({ publish: (type, payload) => publish(e, type, payload) }),
       http: freeze({ fetch: (url, opts) => fetch(e, url, opts) }),
+      db: freeze({ ...dbApi(e, null), transaction: (fn) => transaction(e, fn) }),
+      cache: cacheApi(e),
+      secrets: freeze({ get: (name) => hostCall(e, 'secret', [String(name)]) }),
+      crypto: freeze({ hmacSha256: (key, message) => hostCall(e, 'hmac', [String(key), String(message)]) }),
+      auth: info.auth === undefined ? null : info.auth,
     });
     e.ctx = ctx;
     let r;

@@ -6,7 +6,7 @@
 //
 // host.seed() is [generation, 64 hex digits]: the worker's entropy for the execution in
 // progress, which keys a ChaCha20 stream (RFC 8439's block function) for getRandomValues.
-// host.call(what, op, args) is a host call, here one the worker answers itself ('digest', 'hmac':
+// host.call(what, op, args) is a host call, here one the worker answers itself ('subtle.digest', 'subtle.hmac':
 // Python's hashlib and hmac, see consumer/sandbox/localcalls.py).
 'use strict';
 const freeze = Object.freeze;
@@ -355,14 +355,14 @@ function hmacKey(alg, usage) {
 async function mac(algorithm, key, data, usage) {
   if (algorithmName(algorithm) !== 'HMAC') throw new DOMException('only HMAC signs here', 'NotSupportedError');
   const bytes = hmacKey(key, usage);
-  const out = await host.call('crypto.subtle', 'hmac', [key.algorithm.hash.name, toB64(bytes), toB64(subtleBytes(data, 'data'))]);
+  const out = await host.call('crypto.subtle', 'subtle.hmac', [key.algorithm.hash.name, toB64(bytes), toB64(subtleBytes(data, 'data'))]);
   return fromB64(out);
 }
 
 const subtle = freeze({
   async digest(algorithm, data) {
     const name = hashName(algorithm);
-    return fromB64(await host.call('crypto.subtle', 'digest', [name, toB64(subtleBytes(data, 'data'))])).buffer;
+    return fromB64(await host.call('crypto.subtle', 'subtle.digest', [name, toB64(subtleBytes(data, 'data'))])).buffer;
   },
   async importKey(format, keyData, algorithm, extractable, usages) {
     if (algorithmName(algorithm) !== 'HMAC') throw new DOMException('only HMAC keys can be imported', 'NotSupportedError');

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from consumer.jsontext import loads_stored
 
@@ -89,6 +89,8 @@ class ExecutionRequest:
     trigger: Mapping[str, Any]  # {"type": "event"|"cron"|"http"|"manual"|"api", ...}
     limits: Limits = field(default_factory=Limits)
     event_depth: int = 0  # depth of the event chain that led here; ctx.events.publish adds 1
+    # Who called, as the script sees it in ctx.auth ({type, key_name | claims}); HTTP only.
+    auth: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +129,23 @@ class PublishRequest:
 
 # The host supplies this to let scripts publish through the durable path; returns the event id.
 Publisher = Callable[[PublishRequest], Awaitable[str]]
+# The host supplies this to read a tenant's secret (tenant id, name) -> value; it raises
+# consumer.secrets.SecretUnavailable with one line when the secret cannot be read.
+SecretReader = Callable[[str, str], Awaitable[str]]
 # The host supplies this to count an API call against the script's max_api_calls_per_minute
 # (across every process sharing the database); False: over the limit, not counted.
 ApiLimiter = Callable[[ExecutionRequest, int], Awaitable[bool]]
+
+
+class DataHost(Protocol):
+    """ctx.db and ctx.cache (host calls `db.*`, `cache.*`), supplied by the host: the sandbox
+    itself reaches no database."""
+
+    async def call(self, request: ExecutionRequest, op: str, args: Sequence[Any],
+                   remaining_s: float) -> Any: ...
+
+    def end(self, execution_id: str) -> None:
+        """The execution ended (result, timeout, kill, shutdown): release what it holds."""
+
+    async def aclose(self) -> None:
+        """The executor stops: roll back what is open, close what was opened."""

@@ -18,12 +18,19 @@ async def test_run_with_http_serves_requests_and_events(conn: asyncpg.Connection
     tenant = await make_tenant(conn)
     await make_script(conn, tenant)  # an event script
     await make_script(conn, tenant, "function handler(req) { return { you: req.query.name } }",
-                      type="http", http_path="/hello", http_methods=["GET"])
-    with daemon_process(db_url, args=("--http", "127.0.0.1:0")) as d:
+                      type="http", http_path="/hello", http_methods=["GET"])  # auth: key
+    pepper = {"JSRT_KEY_PEPPER": "e2e-pepper"}
+    made = run_cli(db_url, "keys", "create", "--tenant", str(tenant), "--name", "e2e", **pepper)
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip().splitlines()[-1]  # printed once, the last line
+    with daemon_process(db_url, args=("--http", "127.0.0.1:0"), env=pepper) as d:
         port = d.wait_event("http_listening")["port"]
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            refused = await client.get("/hello", headers={"x-tenant-id": str(tenant)})
             r = await client.get("/hello", params={"name": "ada"},
-                                 headers={"x-tenant-id": str(tenant)})
+                                 headers={"x-tenant-id": str(tenant),
+                                          "authorization": f"Bearer {key}"})
+        assert refused.status_code == 401
         assert (r.status_code, r.json()) == (200, {"you": "ada"})
         await publish(conn, tenant, "thing.happened", {"x": 1})
         d.wait_event("execution_completed", tenant_id=str(tenant), trigger="event")
@@ -44,7 +51,8 @@ async def test_serve_alone_answers_health_readiness_and_metrics(conn: asyncpg.Co
     """The image's HEALTHCHECK calls /healthz whatever the command: `jsrt serve` answers it."""
     tenant = await make_tenant(conn)
     await make_script(conn, tenant, "function handler(req) { return { you: req.query.name } }",
-                      type="http", http_path="/hello", http_methods=["GET"])
+                      type="http", http_path="/hello", http_methods=["GET"],
+                      metadata={"auth": "public"})
     with daemon_process(db_url, command="serve", args=("--http", "127.0.0.1:0")) as d:
         http_port = d.wait_event("http_listening")["port"]
         metrics_port = d.wait_event("metrics_listening")["port"]

@@ -124,9 +124,19 @@ async def test_make_run_path_executes_the_demo_event_and_stops_cleanly(
         dev.wait_for(r"execution_completed.*event_type=user\.signed_up")
         dev.wait_for(r"execution_completed.*event_type=welcome\.sent")  # the chained script
 
+        # the key the banner tells how to make: the demo endpoint asks for one
+        made = subprocess.run(
+            [*jsrt(), "keys", "create", "--tenant", DEMO_TENANT, "--name", "demo"],
+            env={**env, "DATABASE_URL": dsn}, cwd=workdir, capture_output=True, text=True,
+            timeout=60)
+        assert made.returncode == 0, made.stderr
+        key = made.stdout.strip().splitlines()[-1]
         async with httpx.AsyncClient(timeout=10) as client:
+            anonymous = await client.get(f"http://127.0.0.1:{http_port}/t/{DEMO_TENANT}/hello")
             hello = await client.get(f"http://127.0.0.1:{http_port}/t/{DEMO_TENANT}/hello",
-                                     params={"name": "Ada"})
+                                     params={"name": "Ada"},
+                                     headers={"authorization": f"Bearer {key}"})
+            assert anonymous.status_code == 401
             health = await client.get(f"http://127.0.0.1:{metrics_port}/healthz")
             ready = await client.get(f"http://127.0.0.1:{metrics_port}/readyz")
             metrics = await client.get(f"http://127.0.0.1:{metrics_port}/metrics")

@@ -14,13 +14,15 @@ from uuid import UUID
 
 import asyncpg
 import pytest
+from cryptography.fernet import Fernet
 from support.daemons import drain
 from support.factories import executions, make_script, make_tenant, publish
 
+from consumer.access import parse_signature, sign
 from consumer.app import store_publisher
 from consumer.clock import FakeClock
 from consumer.sandbox import Executor
-from consumer.settings import REPO_ROOT
+from consumer.settings import REPO_ROOT, Settings
 from consumer.store import Store
 
 
@@ -28,15 +30,23 @@ def example(name: str) -> str:
     return (REPO_ROOT / "examples" / name).read_text()
 
 
+SETTINGS = {"secrets_key": (Fernet.generate_key().decode(),)}
+
+
 @pytest.fixture
-async def executor(db_url: str) -> AsyncIterator[Executor]:
-    store = await Store.open(db_url)
+async def store(db_url: str) -> AsyncIterator[Store]:
+    store = await Store.open(db_url, settings=Settings(database_url=db_url, **SETTINGS))
     try:
-        async with Executor(workers=1, publisher=store_publisher(store),
-                            fetch_allowlist=["127.0.0.1"]) as ex:
-            yield ex
+        yield store
     finally:
         await store.close()
+
+
+@pytest.fixture
+async def executor(store: Store) -> AsyncIterator[Executor]:
+    async with Executor(workers=1, publisher=store_publisher(store),
+                        fetch_allowlist=["127.0.0.1"], secrets=store.secrets.get) as ex:
+        yield ex
 
 
 async def events_of(conn: asyncpg.Connection, tenant: UUID, event_type: str) -> list[Any]:
@@ -63,7 +73,7 @@ class Receiver:
         headers = {k.lower(): v for k, v in (ln.split(": ", 1) for ln in lines if ": " in ln)}
         body = await reader.readexactly(int(headers.get("content-length", "0")))
         self.requests.append({"method": method, "path": path, "headers": headers,
-                              "body": json.loads(body) if body else None})
+                              "body": json.loads(body) if body else None, "raw": body})
         reply = b'{"ok": true}' if self.status < 300 else b'{"error": "try later"}'
         writer.write(f"HTTP/1.1 {self.status} X\r\nContent-Type: application/json\r\n"
                      f"Content-Length: {len(reply)}\r\nConnection: close\r\n\r\n".encode() + reply)
@@ -82,12 +92,23 @@ async def receiver() -> AsyncIterator[Receiver]:
         yield r
 
 
-async def test_webhook_forwarder_posts_the_event_with_its_id_as_idempotency_key(
-        db_url: str, conn: asyncpg.Connection, executor: Executor, receiver: Receiver) -> None:
+SIGNING_KEY = "whsec-example-signing-key"
+
+
+async def forwarder(conn: asyncpg.Connection, store: Store, url: str) -> UUID:
+    """A tenant with the forwarder and its two secrets."""
     tenant = await make_tenant(conn)
+    await store.secrets.set(tenant, "WEBHOOK_URL", url)
+    await store.secrets.set(tenant, "WEBHOOK_SIGNING_KEY", SIGNING_KEY)
     await make_script(conn, tenant, example("webhook_forwarder.js"), event_types=["order.paid"])
-    event_id = await publish(conn, tenant, "order.paid",
-                             {"webhook_url": f"{receiver.base}/hooks/orders", "order_id": 7})
+    return tenant
+
+
+async def test_webhook_forwarder_posts_the_event_with_its_id_as_idempotency_key(
+        db_url: str, conn: asyncpg.Connection, store: Store, executor: Executor,
+        receiver: Receiver) -> None:
+    tenant = await forwarder(conn, store, f"{receiver.base}/hooks/orders")
+    event_id = await publish(conn, tenant, "order.paid", {"order_id": 7})
     await drain(db_url, executor)
 
     [req] = receiver.requests
@@ -96,18 +117,22 @@ async def test_webhook_forwarder_posts_the_event_with_its_id_as_idempotency_key(
     assert req["headers"]["content-type"] == "application/json"
     body = req["body"]
     assert (body["id"], body["type"], body["attempt"]) == (str(event_id), "order.paid", 1)
-    assert body["data"] == {"order_id": 7}  # the routing field is not forwarded
+    assert body["data"] == {"order_id": 7}
+    parsed = parse_signature(req["headers"]["x-jsrt-signature"])
+    assert parsed is not None
+    t, [v1] = parsed
+    assert v1 == sign(SIGNING_KEY, t, req["raw"])  # what a jsrt hmac endpoint checks
     [run] = await executions(conn, tenant)
     assert run["status"] == "completed", run["error"]
-    assert run["output"] == {"forwarded_to": f"{receiver.base}/hooks/orders",
-                                      "status": 202}
+    assert run["output"] == {"status": 202}
+    assert receiver.base not in json.dumps(run, default=str)  # the URL secret is masked too
 
 
 async def test_webhook_forwarder_failure_is_retried_with_the_same_key(
-        db_url: str, conn: asyncpg.Connection, executor: Executor, receiver: Receiver) -> None:
-    tenant = await make_tenant(conn)
-    await make_script(conn, tenant, example("webhook_forwarder.js"), event_types=["order.paid"])
-    await publish(conn, tenant, "order.paid", {"webhook_url": f"{receiver.base}/h", "n": 1})
+        db_url: str, conn: asyncpg.Connection, store: Store, executor: Executor,
+        receiver: Receiver) -> None:
+    tenant = await forwarder(conn, store, f"{receiver.base}/h")
+    await publish(conn, tenant, "order.paid", {"n": 1})
     clock = FakeClock(datetime.now(UTC))
     receiver.status = 503
     await drain(db_url, executor, clock)
@@ -211,3 +236,35 @@ async def test_order_enricher_publishes_a_follow_up_that_the_next_script_receive
     [(rejected, _, _)] = await events_of(conn, tenant, "order.rejected")
     assert rejected == {"order_id": "B-2",
                         "problems": ["no items", "no tax rate for country XX"]}
+
+
+# ------------------------------------------------------------------ tenant orders (ctx.db)
+async def test_tenant_orders_reads_only_its_tenants_rows_and_caches_them(
+    conn: asyncpg.Connection, db_url: str
+) -> None:
+    from consumer.runtime import Runtime
+
+    await conn.execute("""CREATE TABLE orders (id SERIAL PRIMARY KEY, tenant_id UUID NOT NULL,
+                          status TEXT, total NUMERIC(10, 2),
+                          created_at TIMESTAMPTZ NOT NULL DEFAULT now())""")
+    mine, other = await make_tenant(conn, "mine"), await make_tenant(conn, "other")
+    await conn.execute(
+        "INSERT INTO orders (tenant_id, status, total, created_at) VALUES"
+        " ($1, 'paid', 10.50, '2026-01-01'), ($1, 'paid', 4.25, '2026-01-02'),"
+        " ($1, 'open', 1, '2026-01-03'), ($2, 'paid', 1000, '2026-01-04')", mine, other)
+    async with Store.session(db_url) as store:
+        await store.tenant_data.expose("orders", False, None)
+    script = await make_script(conn, mine, example("tenant_orders.js"), type="oneoff")
+    async with Runtime(db_url, workers=1) as rt:
+        first = await rt.execute(script, {"query": {"status": "paid"}}, tenant_id=mine)
+        again = await rt.execute(script, {"query": {"status": "paid"}}, tenant_id=mine)
+    assert first.status == "completed", first.error
+    assert first.output["byStatus"] == [{"status": "paid", "orders": 2, "total": 14.75}]
+    assert [o["total"] for o in first.output["latest"]] == [4.25, 10.5]
+    assert first.output["latest"][0]["created_at"].startswith("2026-01-02T00:00:00")
+    assert (first.output["cached"], again.output["cached"]) == (False, True)
+    assert first.metrics["database_query_count"] == 2
+    assert again.metrics["database_query_count"] == 0
+    recorded = await conn.fetchval("SELECT metrics FROM script_executions WHERE id = $1",
+                                   UUID(str(first.execution_id)))
+    assert json.loads(recorded)["database_query_count"] == 2

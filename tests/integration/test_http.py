@@ -78,6 +78,9 @@ async def raw_get(app: Starlette, raw_path: str) -> tuple[int, Any]:
 
 async def endpoint(conn: asyncpg.Connection, tenant: UUID, path: str, source: str = ECHO,
                    methods: list[str] | None = None, **kw: Any) -> UUID:
+    """An http script; public unless `metadata` says otherwise (these tests are about
+    routing, bodies and responses: access has its own, tests/integration/test_access.py)."""
+    kw.setdefault("metadata", {"auth": "public"})
     return await make_script(conn, tenant, source, type="http", http_path=path,
                              http_methods=methods if methods is not None else ["GET", "POST"],
                              **kw)
@@ -87,10 +90,11 @@ async def test_get_runs_the_script_and_records_the_execution(
     conn: asyncpg.Connection, http: Http
 ) -> None:
     tenant = await make_tenant(conn)
-    script = await endpoint(conn, tenant, "/hooks/echo")
+    script = await endpoint(conn, tenant, "/hooks/echo", metadata={})  # the default: a key
+    key = (await http.store.keys.create(tenant, "test")).key
 
     r = await http.client.get(f"/t/{tenant}/hooks/echo?a=1&b=2&b=3",
-                              headers={"authorization": "Bearer s3cret", "x-thing": "yes"})
+                              headers={"authorization": f"Bearer {key}", "x-thing": "yes"})
 
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "application/json"
@@ -100,7 +104,7 @@ async def test_get_runs_the_script_and_records_the_execution(
     assert (got["method"], got["path"], got["body"]) == ("GET", "/hooks/echo", None)
     assert got["query"] == {"a": "1", "b": ["2", "3"]}
     assert got["headers"]["x-thing"] == "yes"
-    assert got["headers"]["authorization"] == "Bearer s3cret"  # the script sees it...
+    assert got["headers"]["authorization"] == f"Bearer {key}"  # the script sees it...
     [row] = await executions(conn, tenant)
     assert row["id"] == UUID(r.headers["x-execution-id"])
     assert (row["script_id"], row["status"], row["trigger_type"]) == (script, "completed", "http")

@@ -157,7 +157,8 @@ async def test_http_bodies_are_stored_exactly_or_refused_with_400(
 ) -> None:
     tenant = await make_tenant(conn)
     await make_script(conn, tenant, "function handler(req) { return {body: req.body}; }",
-                      type="http", http_path="/echo", http_methods=["POST"])
+                      type="http", http_path="/echo", http_methods=["POST"],
+                      metadata={"auth": "public"})
     app_settings = Settings.from_env(env={"DATABASE_URL": db_url})
     store = await Store.open(db_url)
     try:

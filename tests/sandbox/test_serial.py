@@ -7,6 +7,7 @@ their order, and each result carries the true times of its own run."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 
@@ -34,7 +35,7 @@ def group(source: str, n: int, script: str, tenant: str = "tenant-a") -> list:
 def assert_serial(results: list[ExecutionResult], n: int) -> None:
     """Completed, in order, each with its own times, none overlapping the one before it."""
     assert [(r.status, r.output) for r in results] == [("completed", i) for i in range(n)]
-    for before, after in zip(results, results[1:], strict=False):
+    for before, after in itertools.pairwise(results):
         assert 0 < before.started <= before.finished <= after.started <= after.finished
 
 
@@ -109,7 +110,7 @@ async def test_a_run_that_fails_or_times_out_ends_only_itself(executor: Executor
                                            "timeout", "completed", "completed", "completed"]
     assert results[2].error == "Error: two"
     assert [r.output for r in results if r.status == "completed"] == [0, 1, 3, 5, 6, 7]
-    for before, after in zip(results, results[1:], strict=False):
+    for before, after in itertools.pairwise(results):
         assert before.finished <= after.started
 
 

@@ -170,14 +170,15 @@ def test_local_calls_answer_digests_and_hmacs_and_refuse_in_one_line():
     from consumer.sandbox.localcalls import MAX_INPUT_BYTES, LocalCallError, answer
 
     b64 = lambda raw: base64.b64encode(raw).decode()  # noqa: E731
-    assert answer("digest", ["SHA-384", b64(b"abc")]) == b64(hashlib.sha384(b"abc").digest())
-    assert answer("hmac", ["SHA-1", b64(b"k"), b64(b"m")]) == b64(
+    assert answer("subtle.digest", ["SHA-384", b64(b"abc")]) == b64(hashlib.sha384(b"abc").digest())
+    assert answer("subtle.hmac", ["SHA-1", b64(b"k"), b64(b"m")]) == b64(
         hmac.new(b"k", b"m", hashlib.sha1).digest())
     for op, args, message in [
-        ("digest", ["MD5", b64(b"x")], "crypto.subtle: unsupported hash 'MD5'"),
-        ("digest", ["SHA-256", "not base64!"], "crypto.subtle: data is not base64"),
-        ("digest", ["SHA-256"], "crypto.subtle: malformed digest call"),
-        ("hmac", ["SHA-256", b64(b"k"), "A" * (MAX_INPUT_BYTES * 2)],
+        ("subtle.digest", ["MD5", b64(b"x")], "crypto.subtle: unsupported hash 'MD5'"),
+        ("subtle.digest", ["SHA-256", "not base64!"], "crypto.subtle: data is not base64"),
+        ("subtle.digest", ["SHA-256"], "crypto.subtle: malformed subtle.digest call"),
+        ("hmac", ["SHA-256", "k", "m"], "crypto.subtle: malformed hmac call"),
+        ("subtle.hmac", ["SHA-256", b64(b"k"), "A" * (MAX_INPUT_BYTES * 2)],
          f"crypto.subtle: data larger than {MAX_INPUT_BYTES} bytes"),
     ]:
         with pytest.raises(LocalCallError) as info:

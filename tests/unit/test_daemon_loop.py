@@ -4,6 +4,7 @@ database and no V8 (those are exercised for real in tests/integration and tests/
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
 from collections.abc import Callable, Sequence
@@ -271,9 +272,9 @@ async def test_a_misbehaving_executor_fails_those_runs_and_no_other() -> None:
 async def test_a_run_refused_before_the_sandbox_is_recorded_as_failed() -> None:
     store, ex = FakeStore(runs=3), FakeExecutor()
     bad = store.pending[0]
-    store.pending[0] = Run(*[getattr(bad, f) for f in Run.__slots__ if f != "refusal"],
-                           refusal="invalid resource_limits: max_memory_bytes must be a"
-                                   " positive integer (got 'lots')")
+    store.pending[0] = dataclasses.replace(
+        bad, refusal="invalid resource_limits: max_memory_bytes must be a"
+                     " positive integer (got 'lots')")
     with anyio.fail_after(10):
         await daemon(store, ex).run(until_idle=True)
     refused = store.recorded[bad.execution_id].result
