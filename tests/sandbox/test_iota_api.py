@@ -171,3 +171,18 @@ async def test_the_globals_are_frozen_and_leak_nothing(run):
     }"""
     result = await run(source)
     assert result.output == {"frozen": True, "names": [], "caller": "TypeError"}
+
+
+async def test_user_is_the_jwt_subject_of_an_authenticated_http_call(executor):
+    import dataclasses
+
+    from support.sandbox_requests import make_request
+
+    source = "function main() { return [context.userId, context.auth.type] }"
+    request = dataclasses.replace(make_request(source, None, trigger={"type": "http"}),
+                                  auth={"type": "jwt", "claims": {"sub": "user-9"}})
+    result = await executor.execute(request)
+    assert result.output == ["user-9", "jwt"]
+    given = dataclasses.replace(make_request(source, None, trigger={"type": "api", "user_id": 5}),
+                                auth={"type": "jwt", "claims": {"sub": "user-9"}})
+    assert (await executor.execute(given)).output == [5, "jwt"]  # what the caller says wins
