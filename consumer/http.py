@@ -37,6 +37,7 @@ from starlette.routing import Route
 
 from consumer import access, jsontext, log
 from consumer.access import Authenticator, Denied
+from consumer.batcher import Batcher
 from consumer.cancel import executor_stop, watching
 from consumer.clock import Clock, SystemClock
 from consumer.errors import ConfigError, NotFound, StoreUnavailable
@@ -230,6 +231,9 @@ class HttpTrigger:
         self.max_body = settings.http_max_body_bytes
         self.auth = Authenticator(store, settings)
         self.clock = clock or SystemClock()
+        # concurrent requests' route lookups in one statement (a lone one waits for nobody)
+        self._routes: Batcher[tuple[UUID, str], tuple[UUID, tuple[str, ...], Any] | None] = \
+            Batcher(self.store.scripts.http_routes)
 
     async def handle(self, request: Request) -> Response:
         try:
@@ -299,7 +303,7 @@ class HttpTrigger:
         return self._respond(await self.ondemand.run(dataclasses.replace(run, auth=auth.seen)))
 
     async def _route(self, where: Target) -> Endpoint:
-        found = await self.store.scripts.http_route(where.tenant_id, where.path)
+        found = await self._routes.submit((where.tenant_id, where.path))
         if found is None:
             raise HttpError(404, "not found")
         script_id, methods, metadata = found

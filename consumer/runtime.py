@@ -89,16 +89,21 @@ class Runtime:
         return self._ondemand
 
     async def execute(self, script_id: UUID | str, input: Any = None, *,
-                      tenant_id: UUID | str) -> RunResult:
+                      tenant_id: UUID | str, user_id: Any = None,
+                      organization_id: Any = None) -> RunResult:
         """Run a stored script of `tenant_id` now (any status but disabled or archived).
         Raises NotFound when the tenant has no such script, ValidationError when the input
-        is not JSON the runtime can keep (see the README's limits)."""
+        is not JSON the runtime can keep (see the README's limits). `user_id` and
+        `organization_id` (JSON values) are the script's `context.userId` and
+        `context.organizationId`, kept in the execution's trigger_data."""
         return await self._runner.execute(
-            _as_uuid(tenant_id), _as_uuid(script_id), "api", {"type": "api"}, _input(input),
+            _as_uuid(tenant_id), _as_uuid(script_id), "api",
+            _trigger({"type": "api"}, user_id, organization_id), _input(input),
             max_wait=self.max_wait)
 
     async def execute_source(self, tenant_id: UUID | str, source: str, input: Any = None,
-                             limits: Mapping[str, int] | None = None) -> RunResult:
+                             limits: Mapping[str, int] | None = None, *, user_id: Any = None,
+                             organization_id: Any = None) -> RunResult:
         """Run ad-hoc source. It is kept as an 'embedded' script of the tenant named by a
         hash of the source and limits (created active on first use, reused after), so the
         execution is recorded and its limits hold like any other script's."""
@@ -106,10 +111,10 @@ class Runtime:
         runner = self._runner
         input_json = _input(input)
         script_id = await runner.store.scripts.embedded(tenant, source, limits)
-        return await runner.execute(tenant, script_id, "api",
-                                    {"type": "api", "source": "execute_source"}, input_json,
+        trigger = _trigger({"type": "api", "source": "execute_source"}, user_id,
+                           organization_id)
+        return await runner.execute(tenant, script_id, "api", trigger, input_json,
                                     max_wait=self.max_wait, expect_source=source)
-
 
     async def cancel(self, execution_id: UUID | str, *, tenant_id: UUID | str | None = None,
                      by: str = "the embedded API") -> Cancelled:
@@ -122,6 +127,19 @@ class Runtime:
         if self._cancels is not None and done.owner == self._runner.owner:
             self._cancels.hint()  # ours: stopped now, not at the next heartbeat
         return done
+
+
+def _trigger(base: dict[str, Any], user_id: Any, organization_id: Any) -> dict[str, Any]:
+    """The trigger data of an API run: who it runs for, when the caller says (the prelude reads
+    user_id and organization_id into context.userId and context.organizationId)."""
+    for key, value in (("user_id", user_id), ("organization_id", organization_id)):
+        if value is not None:
+            try:
+                jsontext.dumps(value, key)
+            except jsontext.JsonRefused as exc:
+                raise ValidationError(str(exc)) from None
+            base[key] = value
+    return base
 
 
 def _input(value: Any) -> str:

@@ -8,6 +8,7 @@ isolate — mini-racer's object, function and promise helpers do, so they are ne
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import secrets
 from contextlib import ExitStack
@@ -19,7 +20,34 @@ from py_mini_racer import JSEvalException, JSOOMException, JSParseException, JST
 # per context, and timers that run outside any step). Pinned: mini-racer==0.14.1.
 from py_mini_racer._mini_racer import _make_context
 
-PRELUDE = resources.files("consumer.sandbox").joinpath("prelude.js").read_text()
+_FILES = resources.files("consumer.sandbox")
+
+
+def _lazy_source(name: str) -> str:
+    """A lazily compiled piece as a string literal (JSON's strings are JavaScript's), without
+    its comment lines and indentation (the pieces have no multi-line strings)."""
+    lines = (line.strip() for line in _FILES.joinpath(name).read_text().splitlines())
+    return json.dumps("\n".join(line for line in lines if line and not line.startswith("//")))
+
+
+PRELUDE = _FILES.joinpath("prelude.js").read_text()
+# The pieces the prelude compiles on first use (see prelude.js, lazy), and the names that
+# reach them. A context gets a piece's source only when its script's source names one of
+# them (as any substring: `baseURL` counts): scanning the stdlib's source as a string
+# literal costs a fresh context about a third of the prelude's own compilation, and most
+# scripts never use it. For a script that reaches one only through a computed name
+# (`globalThis['cry' + 'pto']`), it is not there.
+LAZY: dict[str, tuple[str, re.Pattern[str]]] = {
+    "iota": (_lazy_source("iota.js"), re.compile("sdk|events")),
+    "stdlib": (_lazy_source("stdlib.js"), re.compile(
+        "URL|TextEncoder|TextDecoder|atob|btoa|structuredClone|crypto|DOMException")),
+}
+
+
+def provisions(source: str, api: str) -> str:
+    """Code that hands a context the lazy pieces its script's source names."""
+    return "".join(f'{api}.provide("{key}",{text});' for key, (text, names) in LAZY.items()
+                   if names.search(source))
 _LOCATION = re.compile(r"^<anonymous>:(\d+): (.*)$")
 
 

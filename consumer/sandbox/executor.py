@@ -543,7 +543,11 @@ class Executor:
         for line in result.logs:
             # console.warn/error reach the log at warning/error: operators alert on those
             emit = getattr(bound, _LOG_LEVELS.get(line["level"], "info"))
-            emit("script_console", level=line["level"], message=line["message"])
+            if "metadata" in line:  # sdk.log's: a field of its own, never merged over ours
+                emit("script_console", level=line["level"], message=line["message"],
+                     metadata=line["metadata"])
+            else:
+                emit("script_console", level=line["level"], message=line["message"])
 
     def _resolve(self, pending: _Pending, result: ExecutionResult) -> None:
         self.executions += 1

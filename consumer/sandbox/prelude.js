@@ -19,6 +19,8 @@
   const freeze = Object.freeze;
   const keys = Object.keys;
   const now = Date.now;
+  const defineProperty = Object.defineProperty;
+  const Fn = Function; // the stdlib's compiler, taken before any script can replace it
   const MAX_LOG_LINES = 1000;
   const MAX_LOG_BYTES = 65536;
   const MAX_DEPTH = 8;
@@ -42,7 +44,7 @@
 
   function fresh(id, depth, outLimit) {
     return {
-      id, depth, outLimit, settled: false, result: null, logs: [], logBytes: 0,
+      id, depth, outLimit, ctx: null, settled: false, result: null, logs: [], logBytes: 0,
       truncated: false, calls: [], pending: new Map(), timers: new Map(), nextTimer: 1,
     };
   }
@@ -73,20 +75,22 @@
     }
   }
 
-  function log(level, args) {
+  // meta: sdk.log's metadata as JSON text (a fourth element of the line), or undefined.
+  function log(level, args, meta) {
     const e = ex;
     if (e === null || e.truncated) return;
     let line = '';
     for (let i = 0; i < args.length; i++) line += (i ? ' ' : '') + show(args[i]);
-    const size = utf8Length(line);
+    const size = utf8Length(line) + (meta === undefined ? 0 : utf8Length(meta));
     if (e.logs.length >= MAX_LOG_LINES || e.logBytes + size > MAX_LOG_BYTES) {
       e.truncated = true;
       e.logs.push([level, '[console output truncated]', now()]);
       return;
     }
     e.logBytes += size;
-    e.logs.push([level, line, now()]);
+    e.logs.push(meta === undefined ? [level, line, now()] : [level, line, now(), meta]);
   }
+
 
   const console = freeze({
     log: (...a) => log('log', a),
@@ -143,6 +147,12 @@
       text() { return body; },
       json() { return parse(body); },
     });
+  }
+
+  // The IOTA SDK's globals (sdk, events, context) mean the execution in progress.
+  function current(what) {
+    if (ex === null) throw new Error(what + ' used outside an execution');
+    return ex;
   }
 
   // ctx.db: every statement goes to the host with its parameters; the host decides what is
@@ -232,18 +242,26 @@
     }
   }
 
-  function run(id, inputText, infoText, outLimit) {
+  function run(id, inputText, infoText, outLimit, seedHex) {
     const input = parse(inputText);
     const info = parse(infoText);
     const e = fresh(id, info.depth, outLimit);
     ex = e;
+    reseed(seedHex);
     if (typeof handler !== 'function') {
       settle(e, false, new Error('script does not define a handler function'));
       return;
     }
+    const t = info.trigger;
     const ctx = freeze({
       tenantId: info.tenantId, scriptId: info.scriptId, executionId: info.executionId,
-      trigger: info.trigger, input,
+      // who and which organization the run is for: what a caller of the runtime says, or
+      // for the user the subject of the JWT that authenticated an HTTP call
+      userId: t.user_id !== undefined ? t.user_id
+        : info.auth && info.auth.type === 'jwt' && info.auth.claims && info.auth.claims.sub !== undefined
+          ? info.auth.claims.sub : null,
+      organizationId: t.organization_id !== undefined ? t.organization_id : null,
+      trigger: t, input,
       events: freeze({ publish: (type, payload) => publish(e, type, payload) }),
       http: freeze({ fetch: (url, opts) => fetch(e, url, opts) }),
       db: freeze({ ...dbApi(e, null), transaction: (fn) => transaction(e, fn) }),
@@ -252,6 +270,7 @@
       crypto: freeze({ hmacSha256: (key, message) => hostCall(e, 'hmac', [String(key), String(message)]) }),
       auth: info.auth === undefined ? null : info.auth,
     });
+    e.ctx = ctx;
     let r;
     try {
       r = handler(input, ctx);
@@ -344,9 +363,61 @@
     handler = fn;
   }
 
+  // Random bytes come from a CSPRNG in the stdlib, keyed with 32 bytes of the worker's
+  // entropy for each execution (and for the script's top level): never from Math.random.
+  let seed = '';
+  let seedGen = 0;
+  function reseed(hex) {
+    seed = hex;
+    seedGen++;
+  }
+
+  // The IOTA SDK's globals (iota.js) and the web platform's pieces (stdlib.js) are compiled
+  // on first use: most scripts never touch them, and every fresh context would pay for their
+  // compilation. The worker provides a piece's source (engine.provisions) before the script's
+  // top level only when the script's source names one of its globals (a context whose script
+  // never does has no such globals at all); each is the body of a function of `host`, which
+  // returns its globals.
+  const host = freeze({
+    call: (what, op, args) => hostCall(current(what), op, args),
+    publish: (type, payload) => publish(current('events.publish'), type, payload),
+    ctx: (what) => current(what).ctx,
+    log, fetchRequest,
+    seed: () => [seedGen, seed],
+  });
+  // provide(key, source): the piece's globals become accessors that compile it on first use
+  // and then replace themselves with plain, writable properties.
+  const LAZY = {
+    iota: ['sdk', 'events'],
+    stdlib: ['URL', 'URLSearchParams', 'TextEncoder', 'TextDecoder', 'atob', 'btoa',
+      'structuredClone', 'crypto', 'DOMException'],
+  };
+  function provide(key, source) {
+    const names = LAZY[key];
+    let made = null;
+    const install = () => {
+      if (made === null) {
+        made = new Fn('host', source)(host);
+        for (const n of names) {
+          defineProperty(g, n, { value: made[n], writable: true, configurable: true, enumerable: false });
+        }
+      }
+      return made;
+    };
+    for (const n of names) {
+      defineProperty(g, n, {
+        configurable: true, enumerable: false,
+        get() { return install()[n]; },
+        set(v) { install(); g[n] = v; },
+      });
+    }
+  }
+
   for (const [name, value] of [['console', console], ['setTimeout', setTimeout],
     ['clearTimeout', clearTimeout], ['RateLimitError', RateLimitError]]) {
     g[name] = value;
   }
-  return freeze({ run, runMany, resume, collect, collectMany, logs, install });
+  // `context` is read-only, and always the execution in progress (null between executions).
+  defineProperty(g, 'context', { get() { return ex === null ? null : ex.ctx; }, enumerable: false });
+  return freeze({ run, runMany, resume, collect, collectMany, logs, install, reseed, provide });
 })(globalThis)

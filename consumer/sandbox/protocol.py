@@ -187,8 +187,9 @@ class Ready(NamedTuple):
 
 class Done(NamedTuple):
     """[DONE, seq, status, output_json, error, stack, logs, duration_ms, memory, calls,
-    started, finished]: an execution's result. `logs` travel as [level, message, ts] triples;
-    `started`/`finished`: when the run really began (its first step) and ended, in
+    started, finished]: an execution's result. `logs` travel as [level, message, ts] triples,
+    with sdk.log's metadata (a JSON value the worker checked) as a fourth item when there is
+    some; `started`/`finished`: when the run really began (its first step) and ended, in
     time.monotonic() seconds (one clock for every process of a host); 0.0 when it never ran."""
 
     seq: int
@@ -196,7 +197,7 @@ class Done(NamedTuple):
     output_json: str | None
     error: str | None
     stack: str | None
-    logs: Sequence[Sequence[Any]]  # [level, message, ts]
+    logs: Sequence[Sequence[Any]]  # [level, message, ts] or [level, message, ts, metadata]
     duration_ms: int
     memory_bytes: int
     api_calls: int
@@ -207,7 +208,11 @@ class Done(NamedTuple):
         return [DONE, *self]
 
     def log_lines(self) -> tuple[Mapping[str, Any], ...]:
-        return tuple({"level": lv, "message": msg, "ts": ts} for lv, msg, ts in self.logs)
+        return tuple(
+            {"level": x[0], "message": x[1], "ts": x[2]} if len(x) == 3
+            else {"level": x[0], "message": x[1], "ts": x[2], "metadata": x[3]}
+            for x in self.logs
+        )
 
     @classmethod
     def parse(cls, m: list[Any]) -> Self:
@@ -228,8 +233,9 @@ class Done(NamedTuple):
 
 
 def _log_line(x: Any) -> bool:
-    """[level, message, ts]: what the daemon logs and stores for a console line."""
-    return (type(x) is list and len(x) == 3 and type(x[0]) is str and type(x[1]) is str
+    """[level, message, ts] or [level, message, ts, metadata]: what the daemon logs and
+    stores for a console line."""
+    return (type(x) is list and len(x) in (3, 4) and type(x[0]) is str and type(x[1]) is str
             and type(x[2]) in (int, float))
 
 

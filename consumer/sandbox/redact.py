@@ -3,8 +3,8 @@
 The host remembers every secret value it handed to an execution (ctx.secrets.get); before the
 result leaves the executor, each occurrence of such a value - as it is, and as it appears
 inside a JSON string - becomes MASK in the output, the error and its stack, and the console
-lines (which are logged only after this). Longer values are masked first, so a secret that
-contains another is masked whole."""
+lines, sdk.log's metadata included (they are logged only after this). Longer values are
+masked first, so a secret that contains another is masked whole."""
 
 from __future__ import annotations
 
@@ -57,12 +57,21 @@ def output_json(raw: str | None, masked: list[str]) -> str | None:
                       separators=(",", ":"))
 
 
+def _line(line: Any, masked: list[str]) -> Any:
+    """A console line with its message and sdk.log's metadata (every string in it) masked."""
+    out = dict(line)
+    if isinstance(out.get("message"), str):
+        out["message"] = text(out["message"], masked)
+    if "metadata" in out:
+        out["metadata"] = _walk(out["metadata"], masked)
+    return out
+
+
 def result(r: ExecutionResult, values: Iterable[str]) -> ExecutionResult:
     masked = forms(values)
     if not masked:
         return r
-    logs = tuple({**line, "message": text(line.get("message"), masked)}
-                 if isinstance(line.get("message"), str) else line for line in r.logs)
+    logs = tuple(_line(line, masked) for line in r.logs)
     return dataclasses.replace(
         r, output_json=output_json(r.output_json, masked), error=text(r.error, masked),
         stack=text(r.stack, masked), logs=logs)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import sys
 import time
 import traceback
@@ -24,9 +25,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from consumer import jsontext
-from consumer.sandbox import protocol
+from consumer.sandbox import localcalls, protocol
 from consumer.sandbox.contexts import ContextPool, Key
-from consumer.sandbox.engine import JsContext, MemoryLimitHit, ScriptError, StepTimeout
+from consumer.sandbox.engine import (
+    JsContext,
+    MemoryLimitHit,
+    ScriptError,
+    StepTimeout,
+    provisions,
+)
 from consumer.sandbox.errors import RuntimeCorrupted
 from consumer.sandbox.ledger import Ledger
 from consumer.sandbox.outbox import BatchState, Outbox, Returned, Threw, TooLarge
@@ -130,10 +137,14 @@ class Job:
         for line in lines:
             if self.log_bytes < 0:  # truncated already
                 return
+            if type(line) is not list or len(line) not in (3, 4):
+                continue
             try:
-                level, message, ts = line
+                level, message, ts, *meta = line
                 message = jsontext.clean_text(str(message))
                 size = len(message.encode("utf-8"))
+                metadata = _metadata(meta)
+                size += 0 if metadata is _NO_METADATA else len(meta[0].encode("utf-8", "replace"))
             except (TypeError, ValueError):
                 continue
             # What the parent's Done.parse accepts, whatever the context said: a bool is no
@@ -145,7 +156,10 @@ class Job:
                 self.log_bytes = -1
                 return
             self.log_bytes += size
-            self.logs.append([str(level)[:8], message, ts])
+            if metadata is _NO_METADATA:
+                self.logs.append([str(level)[:8], message, ts])
+            else:
+                self.logs.append([str(level)[:8], message, ts, metadata])
 
     def restart(self, *, alone: bool) -> None:
         """Forget a start that did not happen (the batch stopped before it, or failed)."""
@@ -350,7 +364,10 @@ class Runner:
         if ctx is None:
             ctx = job.ctx = spare if spare is not None else await self._pool.spare_locked()
             self._pool.assign(ctx, job.key, job.source)
-            code = install_code(job.source, ctx.api) + "\n" + self._run_code(job, ctx)
+            # The script's top level gets entropy of its own (crypto at install time).
+            code = (f'{ctx.api}.reseed("{secrets.token_hex(32)}");'
+                    + provisions(job.source, ctx.api)
+                    + install_code(job.source, ctx.api) + "\n" + self._run_code(job, ctx))
             return await self._single_step(job, ctx, code)
         mates = self._take_mates(job) if job.batchable and job.key not in self._solo_keys else []
         if not mates:
@@ -582,6 +599,10 @@ class Runner:
     def _absorb(self, job: Job, outbox: Outbox) -> None:
         job.add_logs(outbox.logs)
         for call in outbox.calls:
+            if call.op in localcalls.OPS:  # answered here, and no API call
+                job.outstanding += 1
+                job.deliver(_local(job.seq, call.call_id, call.op, call.args_json))
+                continue
             job.api_calls += 1
             job.outstanding += 1
             remaining_ms = max(int(job.remaining() * 1000), 0)
@@ -687,9 +708,44 @@ def output_problem(text: Any, limit: int) -> str | None:
 
 
 def _run_args(job: Job) -> str:
-    """[seq, input, info, output limit]: the values as JSON *strings*, parsed in the context."""
+    """[seq, input, info, output limit, seed]: the values as JSON *strings*, parsed in the
+    context; the seed is 32 bytes of this process's entropy (hex), which keys the
+    execution's crypto.getRandomValues."""
     return (f"[{job.seq},{jsontext.string_literal(job.input_json)},"
-            f"{jsontext.string_literal(job.info_json)},{job.output}]")
+            f"{jsontext.string_literal(job.info_json)},{job.output},"
+            f'"{secrets.token_hex(32)}"]')
+
+
+def _local(seq: int, call_id: int, op: str, args_json: str) -> protocol.Ret:
+    """A host call answered in the worker (localcalls.py)."""
+    try:
+        if len(args_json) > 3 * localcalls.MAX_INPUT_BYTES:
+            raise localcalls.LocalCallError(
+                f"crypto.subtle: input larger than {localcalls.MAX_INPUT_BYTES} bytes")
+        return protocol.Ret(seq, call_id, True, localcalls.answer(op, json.loads(args_json)))
+    except localcalls.LocalCallError as exc:
+        return protocol.Ret(seq, call_id, False, ["Error", str(exc)])
+    except (ValueError, RecursionError):
+        return protocol.Ret(seq, call_id, False, ["Error", f"crypto.subtle: malformed {op} call"])
+
+
+# sdk.log's metadata: JSON text from the context, kept when it is JSON the database can store
+# and no deeper than this (the console line around it adds two levels).
+_METADATA_DEPTH = 32
+_NO_METADATA = object()
+
+
+def _metadata(meta: list[Any]) -> Any:
+    """The decoded metadata of a console line, or _NO_METADATA (none, or none usable)."""
+    if len(meta) != 1 or type(meta[0]) is not str:
+        return _NO_METADATA
+    text = meta[0]
+    if jsontext.depth_exceeds(text, _METADATA_DEPTH) or jsontext.unstorable(text):
+        return _NO_METADATA
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return _NO_METADATA
 
 
 def _fields(

@@ -396,3 +396,24 @@ async def test_outputs_that_cannot_be_kept_never_hang_nor_use_up_the_slots(
     rows = await executions(conn, tenant)
     assert len(rows) == 12 and {r["status"] for r in rows} == {"failed"}
     assert await conn.fetchval("SELECT count(*) FROM jsrt_runs") == 0
+
+
+async def test_a_proto_key_in_a_body_never_sets_a_prototype(
+    conn: asyncpg.Connection, http: Http
+) -> None:
+    """`__proto__` in a JSON body stays an own key of the object the script gets (values enter
+    V8 through JSON.parse, never as object-literal source), at the top and nested."""
+    tenant = await make_tenant(conn)
+    source = """function handler(req) {
+      const b = req.body;
+      return { own: Object.keys(b), isAdmin: b.isAdmin === undefined ? null : b.isAdmin,
+               nested: Object.keys(b.inner), nestedAdmin: b.inner.isAdmin === undefined,
+               proto: Object.getPrototypeOf(b) === Object.prototype };
+    }"""
+    await endpoint(conn, tenant, "/proto", source, methods=["POST"])
+    body = '{"__proto__": {"isAdmin": true}, "inner": {"__proto__": {"isAdmin": 1}}}'
+    r = await http.client.post(f"/t/{tenant}/proto", content=body,
+                               headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"own": ["__proto__", "inner"], "isAdmin": None,
+                        "nested": ["__proto__"], "nestedAdmin": True, "proto": True}

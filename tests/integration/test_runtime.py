@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import asyncpg
@@ -146,3 +147,57 @@ async def test_a_full_script_makes_execute_wait_not_fail(
         await conn.execute("DELETE FROM jsrt_runs WHERE execution_id = $1", held)
         result = await asyncio.wait_for(waiting, 20)  # ...and ran once a slot freed up
     assert result.output["doubled"] == 8
+
+
+# A script written to the IOTA SDK's JavaScript runtime specification, globals only: an
+# embedded validation rule that verifies a signed payload and publishes its verdict.
+IOTA_STYLE = r"""
+async function validateOrder(order) {
+    sdk.log.info('validating order', { orderId: order.id, user: context.userId });
+    const enc = new TextEncoder();
+    const key = await crypto.subtle.importKey(
+        'raw', enc.encode('shared-secret'), { name: 'HMAC', hash: 'SHA-256' }, false, ['verify']);
+    const signature = Uint8Array.from(atob(order.signature), (c) => c.charCodeAt(0));
+    const valid = await crypto.subtle.verify('HMAC', key, signature, enc.encode(String(order.id)));
+    const callback = new URL('/orders/' + order.id + '?status=' + (valid ? 'ok' : 'bad'), 'https://shop.example');
+    const eventId = await events.publish('order.validation.completed', {
+        orderId: order.id, valid, callback: callback.href, ref: crypto.randomUUID() });
+    if (!valid) sdk.log.warn('bad signature', { orderId: order.id });
+    return { valid, tenant: context.tenantId, user: context.userId, org: context.organizationId,
+             execution: context.executionId, eventId: typeof eventId };
+}
+"""
+
+
+async def test_an_iota_style_script_runs_unmodified(conn: asyncpg.Connection, db_url: str) -> None:
+    import base64
+    import hashlib
+    import hmac
+
+    tenant = await make_tenant(conn)
+    script = await make_script(conn, tenant, IOTA_STYLE, type="embedded")
+    good = base64.b64encode(hmac.new(b"shared-secret", b"7", hashlib.sha256).digest()).decode()
+    async with Runtime(db_url, workers=1) as rt:
+        ok = await rt.execute(script, {"id": 7, "signature": good}, tenant_id=tenant,
+                              user_id=42, organization_id="org-1")
+        bad = await rt.execute(script, {"id": 8, "signature": good}, tenant_id=tenant)
+    assert ok.status == "completed", ok
+    assert ok.output == {"valid": True, "tenant": str(tenant), "user": 42, "org": "org-1",
+                         "execution": str(ok.execution_id), "eventId": "string"}
+    assert (bad.output["valid"], bad.output["user"], bad.output["org"]) == (False, None, None)
+    assert ok.metrics["api_call_count"] == 1  # the publish; crypto is no API call
+    published = await conn.fetch(
+        "SELECT tenant_id, payload FROM jsrt_events WHERE event_type = $1 ORDER BY published_at",
+        "order.validation.completed")
+    assert [row["tenant_id"] for row in published] == [tenant, tenant]
+    payloads = [json.loads(row["payload"]) for row in published]
+    assert payloads[0]["callback"] == "https://shop.example/orders/7?status=ok"
+    assert payloads[0]["ref"] != payloads[1]["ref"]
+    [row] = [r for r in await executions(conn, tenant) if r["id"] == ok.execution_id]
+    assert row["trigger_data"] == {"type": "api", "user_id": 42, "organization_id": "org-1"}
+    lines = json.loads(await conn.fetchval(
+        "SELECT lines FROM jsrt_execution_logs WHERE execution_id = $1", bad.execution_id))
+    assert [(x["level"], x["message"], x["metadata"]) for x in lines] == [
+        ("info", "validating order", {"orderId": 8, "user": None}),
+        ("warn", "bad signature", {"orderId": 8}),
+    ]

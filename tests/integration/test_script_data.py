@@ -476,3 +476,28 @@ async def _make_tables(db_url: str) -> None:
         await conn.execute(SCHEMA + "CREATE TABLE secrets_plain (id INT, secret TEXT);")
     finally:
         await conn.close()
+
+
+async def test_the_iota_globals_sdk_db_and_sdk_cache_are_ctx_db_and_ctx_cache(env: Env) -> None:
+    """A script written to the IOTA SDK's spec (globals only) reads and writes its tenant's
+    rows and cache entries exactly as through ctx, with the same isolation and counts."""
+    result = await env.run("""
+    async function main() {
+      const rows = await sdk.db.query('SELECT note FROM orders ORDER BY id');
+      const one = await sdk.db.queryOne('SELECT name FROM customers WHERE id = $1', [2]);
+      const n = await sdk.db.execute('UPDATE orders SET note = note || $1', ['?']);
+      const kept = await sdk.db.transaction(
+        async (tx) => (await tx.query('SELECT count(*) AS c FROM orders'))[0].c);
+      await sdk.cache.set('hits', 1, 60);
+      await sdk.cache.increment('hits', 2);
+      const viaCtx = await context.cache.get('hits');
+      return { rows, one, n, kept, hits: await sdk.cache.get('hits'), viaCtx,
+               exists: await sdk.cache.exists('hits'), deleted: await sdk.cache.delete('hits') };
+    }""")
+    assert result.status == "completed", (result.error, result.stack)
+    out = result.output
+    assert out["rows"] == [{"note": "a1"}, {"note": "a2"}]
+    assert out["one"] is None  # customer 2 is tenant B's
+    assert (out["n"], out["kept"], out["hits"], out["viaCtx"], out["exists"]) == (2, 2, 3, 3, True)
+    assert result.metrics["database_query_count"] == 4
+    assert await env.conn.fetchval("SELECT count(*) FROM orders WHERE note LIKE '%?'") == 2

@@ -36,8 +36,9 @@ async def _http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     status, payload, ctype = 200, b"", "application/json"
     if path == "/json":
         payload = json.dumps({"hello": "world"}).encode()
-    elif path == "/echo":
-        payload = json.dumps({"method": method, "body": body.decode(), "headers": headers}).encode()
+    elif path.split("?")[0] == "/echo":
+        payload = json.dumps(
+            {"method": method, "path": path, "body": body.decode(), "headers": headers}).encode()
     elif path == "/big":
         payload, ctype = b"x" * (FETCH_CAP * 4), "text/plain"
     elif path == "/slow":

@@ -88,3 +88,20 @@ async def test_hmac_sha256_matches_python(ex: Executor) -> None:
     source = "async function handler(i, ctx) { return await ctx.crypto.hmacSha256(i.k, i.m) }"
     r = await ex.execute(make_request(source, {"k": "key", "m": "1700000000.{\"a\":1}"}))
     assert r.output == hmac.new(b"key", b'1700000000.{"a":1}', hashlib.sha256).hexdigest()
+
+
+async def test_a_secret_is_masked_in_sdk_log_metadata(ex: Executor) -> None:
+    value = SECRETS[("tenant-a", "TOKEN")]
+    source = """async function main() {
+      const s = await ctx.secrets.get('TOKEN');
+      sdk.log.info('token ' + s, { token: s, nested: [{ deep: 'x' + s }], [s]: 1 });
+    }""".replace("ctx.secrets", "context.secrets")
+    with structlog.testing.capture_logs() as logs:
+        r = await ex.execute(make_request(source, None))
+    assert r.status == "completed", r.error
+    [line] = r.logs
+    assert line["message"] == "token [redacted]"
+    assert line["metadata"] == {"token": "[redacted]", "nested": [{"deep": "x[redacted]"}],
+                                "[redacted]": 1}
+    shown = json.dumps(logs)
+    assert value not in shown and json.dumps(value)[1:-1] not in shown

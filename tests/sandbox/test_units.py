@@ -10,7 +10,7 @@ from consumer.sandbox.engine import eval_error, parse_error
 from consumer.sandbox.fetch import is_blocked
 from consumer.sandbox.ratelimit import SlidingWindowLimiter
 from consumer.sandbox.runner import rss_budget
-from consumer.sandbox.script import install_code, rewrite_exports
+from consumer.sandbox.script import entry_points, install_code, rewrite_exports
 
 
 @pytest.mark.parametrize(
@@ -31,6 +31,17 @@ def test_rewrite_exports(source, expected):
 def test_install_code_keeps_line_numbers():
     code = install_code("a\nb\nc", "__jsrt_api")
     assert code.split("\n")[1:3] == ["b", "c"]
+
+
+def test_entry_point_names():
+    """handler, the default export, main, then the one other function declared at the start
+    of a line (the IOTA SDK's examples name theirs: handleRequest, validateOrder, ...)."""
+    assert entry_points("function handler() {}") == ["handler", "__jsrt_default", "main"]
+    assert entry_points("async function handleOrderCreated(event) {}\n  function inner() {}")[
+        -1] == "handleOrderCreated"
+    assert entry_points("function a() {}\nfunction b() {}") == [
+        "handler", "__jsrt_default", "main"]
+    assert entry_points("function*gen() {}")[-1] == "gen"
 
 
 def test_parse_error_names_the_line():
@@ -149,3 +160,27 @@ def test_a_malformed_result_message_is_a_protocol_error(message):
 
     with pytest.raises(ProtocolError):
         Done.parse(message)
+
+
+def test_local_calls_answer_digests_and_hmacs_and_refuse_in_one_line():
+    import base64
+    import hashlib
+    import hmac
+
+    from consumer.sandbox.localcalls import MAX_INPUT_BYTES, LocalCallError, answer
+
+    b64 = lambda raw: base64.b64encode(raw).decode()  # noqa: E731
+    assert answer("subtle.digest", ["SHA-384", b64(b"abc")]) == b64(hashlib.sha384(b"abc").digest())
+    assert answer("subtle.hmac", ["SHA-1", b64(b"k"), b64(b"m")]) == b64(
+        hmac.new(b"k", b"m", hashlib.sha1).digest())
+    for op, args, message in [
+        ("subtle.digest", ["MD5", b64(b"x")], "crypto.subtle: unsupported hash 'MD5'"),
+        ("subtle.digest", ["SHA-256", "not base64!"], "crypto.subtle: data is not base64"),
+        ("subtle.digest", ["SHA-256"], "crypto.subtle: malformed subtle.digest call"),
+        ("hmac", ["SHA-256", "k", "m"], "crypto.subtle: malformed hmac call"),
+        ("subtle.hmac", ["SHA-256", b64(b"k"), "A" * (MAX_INPUT_BYTES * 2)],
+         f"crypto.subtle: data larger than {MAX_INPUT_BYTES} bytes"),
+    ]:
+        with pytest.raises(LocalCallError) as info:
+            answer(op, args)
+        assert str(info.value) == message
