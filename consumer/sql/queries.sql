@@ -128,7 +128,7 @@ WITH released AS (
     RETURNING r.execution_id, r.tenant_id
 )
 UPDATE script_executions e SET status = 'pending'
-FROM released WHERE e.id = released.execution_id AND e.tenant_id = released.tenant_id
+FROM released WHERE e.id = released.execution_id AND (e.tenant_id = released.tenant_id) IS TRUE
 RETURNING e.id;
 
 -- name: rescue_lost_runs
@@ -140,7 +140,7 @@ WITH dead AS (
     SELECT r.execution_id, r.tenant_id, r.dead_letter_id,
            r.state = 'reserved' AND e.status = 'pending' AS waiting
     FROM jsrt_runs r
-    JOIN script_executions e ON e.id = r.execution_id AND e.tenant_id = r.tenant_id
+    JOIN script_executions e ON e.id = r.execution_id AND (e.tenant_id = r.tenant_id) IS TRUE
     WHERE r.state IN ('running', 'reserved')
       AND NOT EXISTS (
           SELECT 1 FROM jsrt_daemons d
@@ -168,7 +168,7 @@ lost AS (
 UPDATE script_executions e
 SET status = 'failed', error = 'worker lost', completed_at = COALESCE($2::timestamptz, NOW())
 FROM lost
-WHERE e.id = lost.execution_id AND e.tenant_id = lost.tenant_id
+WHERE e.id = lost.execution_id AND (e.tenant_id = lost.tenant_id) IS TRUE
 RETURNING e.id, e.tenant_id, e.script_id, e.status, e.error, e.trigger_type,
           e.trigger_data::text AS trigger_data, lost.dead_letter_id;
 
@@ -189,7 +189,7 @@ letters AS (
     INSERT INTO script_event_dead_letters (script_id, tenant_id, execution_id, event_type, event_data, error)
     SELECT e.script_id, e.tenant_id, e.id, COALESCE(e.trigger_data->>'event_type', ''),
            COALESCE(e.input, '{}'::jsonb), f.error
-    FROM failed f JOIN script_executions e ON e.id = f.execution_id AND e.tenant_id = f.tenant_id
+    FROM failed f JOIN script_executions e ON e.id = f.execution_id AND (e.tenant_id = f.tenant_id) IS TRUE
     RETURNING id, tenant_id, script_id, execution_id
 ),
 meta AS (
@@ -201,7 +201,7 @@ meta AS (
             WHERE v.script_id = l.script_id AND v.tenant_id = l.tenant_id
               AND md5(v.source) = md5(s.source)) AS version
     FROM letters l
-    JOIN script_executions e ON e.id = l.execution_id AND e.tenant_id = l.tenant_id
+    JOIN script_executions e ON e.id = l.execution_id AND (e.tenant_id = l.tenant_id) IS TRUE
     JOIN scripts s ON s.id = l.script_id AND s.tenant_id = l.tenant_id
 )
 INSERT INTO jsrt_dead_letter_state (dead_letter_id, tenant_id, event_id, script_version, resource_limits, next_retry_at, order_key)
@@ -218,7 +218,7 @@ WITH upd AS (
     UPDATE script_event_dead_letters d
     SET retry_count = d.retry_count + 1,
         last_retry_at = COALESCE((SELECT e.completed_at FROM script_executions e
-                                  WHERE e.id = r.execution_id AND e.tenant_id = r.tenant_id),
+                                  WHERE e.id = r.execution_id AND (e.tenant_id = r.tenant_id) IS TRUE),
                                  NOW()),
         execution_id = r.execution_id, error = r.error
     FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[]) AS r(id, tenant_id, execution_id, error)
@@ -245,7 +245,7 @@ WITH resolved AS (
 )
 UPDATE script_event_dead_letters d
 SET last_retry_at = COALESCE((SELECT e.completed_at FROM script_executions e
-                              WHERE e.id = x.execution_id AND e.tenant_id = r.tenant_id), NOW())
+                              WHERE e.id = x.execution_id AND (e.tenant_id = r.tenant_id) IS TRUE), NOW())
 FROM resolved r JOIN unnest($1::uuid[], $3::uuid[]) AS x(id, execution_id)
   ON x.id = r.dead_letter_id
 WHERE d.id = r.dead_letter_id AND d.tenant_id = r.tenant_id

@@ -56,7 +56,7 @@ BEGIN
     ended AS (
         UPDATE script_executions e
         SET status = 'cancelled', error = 'cancelled by ' || p_by, completed_at = NOW()
-        FROM gone g WHERE e.id = g.execution_id AND e.tenant_id = g.tenant_id
+        FROM gone g WHERE e.id = g.execution_id AND (e.tenant_id = g.tenant_id) IS TRUE
         RETURNING e.id, e.trigger_type
     ),
     told AS (

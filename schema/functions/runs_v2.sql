@@ -419,11 +419,13 @@ BEGIN
     INTO v_out.runs
     FROM unnest(v_ids) WITH ORDINALITY AS w(id, i)
     JOIN jsrt_runs r ON r.execution_id = w.id
-    JOIN script_executions e ON e.id = r.execution_id AND e.tenant_id = r.tenant_id
-    JOIN scripts s ON s.id = e.script_id AND s.tenant_id = e.tenant_id
+    JOIN script_executions e ON e.id = r.execution_id AND (e.tenant_id = r.tenant_id) IS TRUE
+    JOIN scripts s ON s.id = e.script_id AND (s.tenant_id = e.tenant_id) IS TRUE
     -- a replay or a dead letter's retry may run an earlier version (#19; NULL: current)
     LEFT JOIN script_versions v
-      ON v.script_id = r.script_id AND v.version_number = r.source_version;
+      ON v.script_id = r.script_id AND v.version_number = r.source_version
+    -- rows by primary key only, whatever the statistics say (see complete_runs)
+    WHERE r.execution_id = ANY (v_ids) AND e.id = ANY (v_ids);
 
     v_out.lease_scripts := v_grant_s;
     v_out.lease_slots := v_grant_n;
