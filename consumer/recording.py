@@ -75,6 +75,8 @@ def run_fields(run: Run) -> dict[str, Any]:
         tenant_id=str(run.tenant_id), script_id=str(run.script_id),
         execution_id=str(run.execution_id), trigger=run.trigger_type,
     )
+    if run.script_name is not None:
+        fields["script"] = run.script_name
     attempt = run.trigger_data.get("attempt")
     if attempt is not None:  # event runs only: a cron or manual run has no attempts
         fields["attempt"] = attempt

@@ -35,6 +35,7 @@ class Run:
     # Who called (HTTP): the script's ctx.auth; never stored (trigger_data names the key id
     # or the JWT subject only).
     auth: Mapping[str, Any] | None = None
+    script_name: str | None = None  # for the log lines (operators read names, not ids)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Run:
@@ -65,6 +66,7 @@ class Run:
             dead_letter_id=row["dead_letter_id"],
             depth=row["depth"] or 0,
             refusal=refusal,
+            script_name=row.get("script_name"),
         )
 
     def request(self) -> ExecutionRequest:

@@ -18,9 +18,15 @@ DO $$ BEGIN
     CREATE TYPE jsrt_run_v2 AS (
         execution_id UUID, tenant_id UUID, script_id UUID, source TEXT, version_id TEXT,
         resource_limits TEXT, input TEXT, trigger_type TEXT, trigger_data TEXT,
-        event_id UUID, dead_letter_id UUID, depth INTEGER
+        event_id UUID, dead_letter_id UUID, depth INTEGER, script_name TEXT
     );
 EXCEPTION WHEN duplicate_object THEN NULL;
+END $$;
+
+-- (nor had it when the script's name joined the run, for the log lines: #14)
+DO $$ BEGIN
+    ALTER TYPE jsrt_run_v2 ADD ATTRIBUTE script_name TEXT;
+EXCEPTION WHEN duplicate_column THEN NULL;
 END $$;
 
 DO $$ BEGIN
@@ -414,7 +420,7 @@ BEGIN
                md5(COALESCE(v.source, s.source)),
                s.resource_limits::text, e.input::text, e.trigger_type::text,
                e.trigger_data::text, r.event_id, r.dead_letter_id,
-               COALESCE((e.trigger_data->>'depth')::int, 0)
+               COALESCE((e.trigger_data->>'depth')::int, 0), s.name
            )::jsrt_run_v2 ORDER BY w.i), '{}')
     INTO v_out.runs
     FROM unnest(v_ids) WITH ORDINALITY AS w(id, i)
@@ -496,7 +502,7 @@ BEGIN
             state := 'started';
             run := ROW(v_id, r.tenant_id, r.script_id, v_script.source, md5(v_script.source),
                        v_script.resource_limits::text, COALESCE(r.input, '{}'), r.trigger_type,
-                       COALESCE(r.trigger_data, '{}'), NULL, NULL, 0)::jsrt_run_v2;
+                       COALESCE(r.trigger_data, '{}'), NULL, NULL, 0, v_script.name)::jsrt_run_v2;
         END IF;
         RETURN NEXT;
     END LOOP;

@@ -7,6 +7,7 @@ import json
 import anyio
 import asyncpg
 import pytest
+import structlog.testing
 from support.daemons import drain
 from support.factories import executions, make_script, make_tenant, publish
 
@@ -296,3 +297,17 @@ async def test_a_claim_commits_asynchronously_and_leaves_the_session_durable(
         assert await store.db.fetchval("SHOW synchronous_commit") == "on"
     finally:
         await store.close()
+
+
+async def test_a_runs_log_lines_name_its_script(
+    conn: asyncpg.Connection, db_url: str, executor: Executor
+) -> None:
+    """Operators read names, not ids: every line about a run carries the script's name (#14)."""
+    tenant = await make_tenant(conn)
+    await make_script(conn, tenant, "function handler() { throw new TypeError('nope'); }",
+                      name="billing-sync")
+    await publish(conn, tenant, "thing.happened", {"k": 1})
+    with structlog.testing.capture_logs() as logs:
+        await drain(db_url, executor)
+    [failed] = [line for line in logs if line["event"] == "execution_failed"]
+    assert failed["script"] == "billing-sync"
