@@ -132,7 +132,15 @@ CREATE TRIGGER jsrt_scripts_concurrency_key AFTER INSERT OR UPDATE OF metadata O
 -- Is it this keyed pending run's turn? Its key has no run reserved or running, none ahead of
 -- it in the queue (a retry first, then publish order: created_at), and - unless it is a
 -- retry itself - no dead letter waiting for its next retry (a failed run holds its key until
--- it succeeds or is exhausted; a letter parked by a cancel, next_retry_at NULL, does not).
+-- it succeeds or is exhausted; a letter parked by a cancel, next_retry_at NULL, does not),
+-- and no event of the key published no later than it still waiting to be fanned out. That
+-- last one closes a race between claims: events are claimed FOR UPDATE SKIP LOCKED, so while
+-- one claim has an event locked and its fan-out not yet committed, another claim takes the
+-- key's next event, and its next claim, whose snapshot has no run of the earlier event
+-- (nor a dead letter of it, nor its execution), would reserve the later one. In any one
+-- snapshot an earlier event of the key is one of: undispatched, a run in jsrt_runs, a dead
+-- letter, done - each of which is looked at here. (<=: events of one transaction share a
+-- published_at; once fanned out, their runs' order decides.)
 CREATE OR REPLACE FUNCTION jsrt_key_turn(p_script UUID, p_key TEXT, p_id UUID,
                                          p_created TIMESTAMPTZ, p_retry BOOLEAN)
 RETURNS BOOLEAN
@@ -151,6 +159,17 @@ LANGUAGE sql STABLE AS $$
                WHERE st.order_key = p_key AND st.resolved_at IS NULL AND d.script_id = p_script
                  AND NOT st.in_flight AND st.next_retry_at IS NOT NULL
                  AND d.retry_count < st.max_retries))
+       AND (p_retry OR NOT EXISTS (
+               SELECT 1 FROM scripts s
+               JOIN jsrt_concurrency_keys k ON k.script_id = s.id
+               JOIN jsrt_events e
+                 ON e.tenant_id = s.tenant_id AND e.dispatched_at IS NULL
+                AND e.published_at <= p_created
+               JOIN script_event_subscriptions sub
+                 ON sub.script_id = s.id AND sub.tenant_id = s.tenant_id
+                AND sub.event_type = e.event_type AND sub.is_active
+               WHERE s.id = p_script
+                 AND jsonb_path_query_first(e.payload, k.path, '{}', true) #>> '{}' = p_key))
 $$;
 
 -- A keyed run queued or gone: the key's next run may be startable now. A hint to the daemons

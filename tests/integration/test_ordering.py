@@ -131,6 +131,37 @@ async def test_an_exhausted_letter_lets_its_key_go(
     assert second["started_at"] >= failures[-1]["completed_at"]
 
 
+CLAIM = ("SELECT (c).runs FROM jsrt_claim_v2($1, 10, 10, NULL, 4, 4, NULL, 1, "
+         "'{}'::uuid[], '{}'::int[]) c")
+
+
+async def test_a_key_waits_for_an_earlier_event_another_claim_is_fanning_out(
+        conn: asyncpg.Connection, db_url: str) -> None:
+    """Events are claimed FOR UPDATE SKIP LOCKED: while one claim holds the key's first event
+    (its fan-out not committed), another fans out the second; its next claim must not reserve
+    the second, though its snapshot has no run of the first yet."""
+    tenant = await make_tenant(conn)
+    script = await make_script(conn, tenant, "function handler(i) { return i }",
+                               limits={"max_concurrent_runs": 5},
+                               metadata={"concurrency_key": "$.k"})
+    await conn.execute("INSERT INTO jsrt_daemons (id, hostname, pid) VALUES ('b', 'h', 1)")
+    await publish(conn, tenant, "thing.happened", {"k": "a", "seq": 0})
+    await publish(conn, tenant, "thing.happened", {"k": "a", "seq": 1})
+    other = await asyncpg.connect(db_url)
+    try:
+        async with other.transaction():  # the other claim, mid-fan-out of seq 0
+            await other.fetch("SELECT id FROM jsrt_events WHERE payload->>'seq' = '0' FOR UPDATE")
+            assert await conn.fetchval(CLAIM, "b") == []  # fans out seq 1 only
+            assert await conn.fetchval(
+                "SELECT count(*) FROM jsrt_runs WHERE script_id = $1", script) == 1
+            assert await conn.fetchval(CLAIM, "b") == []  # seq 1 waits for seq 0
+    finally:
+        await other.close()
+    assert await conn.fetchval(CLAIM, "b") == []  # seq 0 fanned out now
+    [run] = await conn.fetchval(CLAIM, "b")
+    assert json.loads(run["input"])["seq"] == 0
+
+
 async def test_cli_sets_the_key_and_refuses_a_bad_one(conn: asyncpg.Connection, db_url: str,
                                                       tmp_path: Any) -> None:
     tenant = await make_tenant(conn)
