@@ -107,6 +107,7 @@ class _Pending:
     calls: set[asyncio.Task[None]] = field(default_factory=set)
     chain: _Chain | None = None  # its serial group, if it has one
     index: int = 0  # its place in that group
+    placed: bool = False  # on a worker now (what a chain counts in `inflight`)
 
     def __lt__(self, other: _Pending) -> bool:  # a chain's queue is kept in its order
         return self.index < other.index
@@ -333,8 +334,7 @@ class Executor:
                     del worker.inflight[seq]
                     if worker.alive:
                         worker.send(protocol.Cancel(seq))
-                    self._resolve_cancelled(pending, result)
-                    self._chain_step(pending, back=False)
+                    self._resolve_cancelled(pending, result)  # (the chain goes on: _resolve)
                     return True
         return False
 
@@ -366,6 +366,7 @@ class Executor:
     def _send_to(self, worker: WorkerProcess, pending: _Pending) -> None:
         seq = next(self._seq)
         worker.inflight[seq] = pending
+        pending.placed = True
         pending.dispatched_at = time.monotonic()
         pending.api_calls = 0
         pending.db_queries = 0
@@ -397,8 +398,9 @@ class Executor:
         """A chain's run left its worker: ended (back=False) or came back not run, to go again
         in its place. The chain goes on once none of it is on a worker."""
         chain = pending.chain
-        if chain is None:
-            return
+        if chain is None or not pending.placed:  # a run resolved while queued (cancelled):
+            return  # the chain drops it when it dispatches its next runs
+        pending.placed = False
         chain.inflight -= 1
         if back:
             bisect.insort(chain.queue, pending)

@@ -125,3 +125,20 @@ async def test_a_cancelled_future_of_a_group_is_skipped():
         # the executor holds nothing of the group any more
         while any(w.inflight for w in executor.stats().workers):
             await asyncio.sleep(0.01)
+
+
+async def test_cancelling_runs_of_a_group_keeps_the_rest_serial():
+    """A cancelled run, on a worker or still queued, leaves the group's count of runs on a
+    worker exact: the rest still run one after another (#19's cancel)."""
+    async with Executor(workers=2) as executor:
+        slow = "async function handler(i) { await new Promise((r) => setTimeout(r, 5)); return i; }"
+        requests = group(slow, 30, "serial-cancelled")
+        futures = executor.submit_serial(requests)
+        assert executor.cancel(requests[25].execution_id)  # still queued (16 go out at once)
+        assert executor.cancel(requests[3].execution_id)  # on a worker
+        results = await asyncio.gather(*futures)
+        assert (results[3].status, results[25].status) == ("cancelled", "cancelled")
+        kept = [r for i, r in enumerate(results) if i not in (3, 25)]
+        assert [r.output for r in kept] == [i for i in range(30) if i not in (3, 25)]
+        for before, after in itertools.pairwise(kept):
+            assert before.finished <= after.started
