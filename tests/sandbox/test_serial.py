@@ -13,6 +13,7 @@ import signal
 
 import pytest
 from support.sandbox_requests import make_request
+from support.waiting import eventually
 
 from consumer.sandbox import ExecutionResult, Executor, Limits
 
@@ -68,7 +69,9 @@ async def test_a_group_behind_another_tenants_long_step_moves_to_another_worker(
                         " {} return 'long'; }", tenant="tenant-long", limits=LIMITS)
     # more than one worker's worth of groups, so that some land behind the long step
     hog = executor.submit(long)
-    await asyncio.sleep(0.05)
+    # the long step has begun (a worker reports a step in progress) before the groups come
+    await eventually(lambda: any(w.step_ms > 0 for w in executor.stats().workers),
+                     timeout=10, what="the long step started")
     futures = [executor.submit_serial(group(MIXED, 12, f"serial-behind-{k}", "tenant-b"))
                for k in range(4)]
     done = [await asyncio.gather(*fs) for fs in futures]
@@ -87,8 +90,7 @@ async def test_a_worker_lost_mid_group_loses_no_run_and_breaks_no_order():
           return i;
         }"""
         futures = executor.submit_serial(group(slow, 20, "serial-lost"))
-        while not futures[3].done():
-            await asyncio.sleep(0.01)
+        await futures[3]  # the group is under way
         victim = next(w for w in executor.stats().workers if w.inflight)
         os.kill(victim.pid, signal.SIGKILL)
         results = await asyncio.gather(*futures)
@@ -123,8 +125,8 @@ async def test_a_cancelled_future_of_a_group_is_skipped():
         results = await asyncio.gather(*futures[:20])
         assert_serial(results, 20)
         # the executor holds nothing of the group any more
-        while any(w.inflight for w in executor.stats().workers):
-            await asyncio.sleep(0.01)
+        await eventually(lambda: not any(w.inflight for w in executor.stats().workers),
+                         timeout=10, what="nothing of the group left on a worker")
 
 
 async def test_cancelling_runs_of_a_group_keeps_the_rest_serial():
