@@ -178,13 +178,7 @@ def start_peer_worker(peer: Peer, dsn: str, args: list[str], out: Path) -> subpr
 
 
 def stop_peer_worker(proc: subprocess.Popen[bytes], out: Path) -> dict[str, Any]:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop(proc)
     meta: dict[str, Any] = json.loads(out.read_text())
     return meta
 
@@ -288,6 +282,7 @@ def start_jsrt(url: str, env: dict[str, str], log: Path, *command: str) -> subpr
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, and SIGKILL if it has not exited within 90 s (every process the bench starts)."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
     try:
