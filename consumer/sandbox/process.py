@@ -111,6 +111,9 @@ class WorkerProcess(asyncio.SubprocessProtocol):
             worker.kill(KillReason("shutdown", None))
             await worker.closed
             raise WorkerStartError(f"sandbox worker did not start: {worker.describe_exit()}")
+        # Ready means the worker has mapped its slot: the name is no longer needed, and a
+        # SIGKILLed daemon (no close) would otherwise leave the file in /dev/shm for good.
+        worker.slot.unlink()
         return worker
 
     # asyncio.SubprocessProtocol

@@ -66,8 +66,13 @@ class Slot:
     def read(self) -> SlotState:
         return SlotState(*_LAYOUT.unpack_from(self._map, 0))
 
+    def unlink(self) -> None:
+        """Remove the file; the mappings already made stay valid. Done as soon as the worker
+        has mapped it, so that nothing is left in /dev/shm when a process is killed."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
     def close(self, *, unlink: bool = False) -> None:
         self._map.close()
         if unlink:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
+            self.unlink()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 
 import pytest
 from support.sandbox_requests import make_request
@@ -96,3 +97,28 @@ async def test_execute_after_close_is_refused():
 
     with pytest.raises(ExecutorClosed):
         await ex.execute(make_request("function handler() {}"))
+
+
+async def test_a_killed_process_leaves_no_slot_file_behind(tmp_path):
+    # The worker maps its slot before it says ready; the file's name goes then, so a daemon
+    # killed with SIGKILL (no clean shutdown) leaves nothing in /dev/shm.
+    code = (
+        "import asyncio, sys\n"
+        "from consumer.sandbox import Executor\n"
+        "async def main():\n"
+        "    ex = Executor(workers=1)\n"
+        "    await ex.start()\n"
+        "    print(ex._workers[0].slot.path, flush=True)\n"
+        "    await asyncio.Event().wait()\n"
+        "asyncio.run(main())\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None
+    try:
+        path = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode().strip()
+        assert path and not os.path.exists(path)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+    assert not os.path.exists(path)
