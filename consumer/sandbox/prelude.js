@@ -202,7 +202,10 @@
     if (typeof fn !== 'function') throw new TypeError('setTimeout: callback must be a function');
     if (ex === null) throw new Error('setTimeout used outside an execution');
     const id = ex.nextTimer++;
-    ex.timers.set(id, [now() + Math.max(0, Number(ms) || 0), fn, args]);
+    // Node's rule: a delay past 2^31-1 ms (Infinity too) fires after 1 ms; none or NaN is 0.
+    // (An infinite due time would otherwise reach the worker as null and fail the run.)
+    const delay = Number(ms);
+    ex.timers.set(id, [now() + (delay > 2147483647 ? 1 : Math.max(0, delay || 0)), fn, args]);
     return id;
   }
 

@@ -98,3 +98,14 @@ async def test_metrics_are_reported(run):
     }
     assert result.metrics["database_query_count"] == 0
     assert result.metrics["api_call_count"] == 0
+
+
+@pytest.mark.parametrize("delay", ["Infinity", "2147483648", "1e300", "NaN", "-Infinity",
+                                   "'soon'", "undefined", "{}"])
+async def test_a_timer_with_an_odd_delay_fires_as_in_node(run, delay):
+    source = f"""async function handler() {{
+      await new Promise((resolve) => setTimeout(resolve, {delay}));
+      return 'fired';
+    }}"""
+    result = await run(source)
+    assert (result.status, result.output) == ("completed", "fired")
