@@ -75,16 +75,21 @@ class DeadLetters:
     async def retry(self, ids: Sequence[UUID], tenant: UUID | None = None,
                     now: datetime | None = None, chunk: int = 100,
                     progress: Callable[[int, int], None] | None = None,
-                    version: str | None = None) -> Applied:
+                    version: str | None = None, by: str | None = None) -> Applied:
         """Make the letters due now (see the module docstring), `chunk` at a time; with
         `version` 'original', their retries run the source version each letter recorded,
-        with 'current' the script's current source (None: as before)."""
-        return await self._apply("dl_retry", ids, tenant, now, chunk, progress, version)
+        with 'current' the script's current source (None: as before). `by` names who asked,
+        for the action's log line (None: no line - the caller reports it, as the CLI does)."""
+        applied = await self._apply("dl_retry", ids, tenant, now, chunk, progress, version)
+        _logged("dead_letters_retried", applied, tenant, by)
+        return applied
 
     async def discard(self, ids: Sequence[UUID], tenant: UUID | None = None,
-                      now: datetime | None = None) -> Applied:
+                      now: datetime | None = None, by: str | None = None) -> Applied:
         """Resolve the letters as 'discarded': kept for review, never retried."""
-        return await self._apply("dl_discard", ids, tenant, now, max(1, len(ids)), None)
+        applied = await self._apply("dl_discard", ids, tenant, now, max(1, len(ids)), None)
+        _logged("dead_letters_discarded", applied, tenant, by)
+        return applied
 
     async def claim_retries(self, limit: int, now: datetime | None = None) -> int:
         """Due letters of active scripts become pending executions (the daemons' poll)."""
@@ -105,6 +110,18 @@ class DeadLetters:
         reasons = {r["id"]: _reason(r)
                    for r in await self._db.fetch(q("dl_lookup"), missed, tenant)}
         return Applied(done, {i: reasons.get(i, "not found") for i in missed})
+
+
+_LOGGED_IDS = 50  # a bulk action's line names this many letters, and counts the rest
+
+
+def _logged(event: str, applied: Applied, tenant: UUID | None, by: str | None) -> None:
+    """One line per operator action (a bulk retry of thousands is one line, not thousands):
+    what was done, in which tenant, by whom; the letters it could not change counted."""
+    if by is not None and (applied.done or applied.skipped):
+        _LOG.info(event, tenant_id=str(tenant) if tenant else "all", by=by,
+                  count=len(applied.done), refused=len(applied.skipped),
+                  dead_letter_ids=[str(i) for i in applied.done[:_LOGGED_IDS]])
 
 
 def _reason(row: Mapping[str, Any]) -> str:

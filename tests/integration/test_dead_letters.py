@@ -399,8 +399,14 @@ async def test_retry_and_discard_skip_resolved_in_flight_unknown_and_foreign_let
     [foreign, _] = [r["id"] for r in await letters(conn, other)]
     unknown = uuid.uuid4()
 
-    discarded = await Store(Db(conn)).dead_letters.discard([a, foreign, unknown], tenant)
+    with capture_logs() as logs:
+        discarded = await Store(Db(conn)).dead_letters.discard([a, foreign, unknown], tenant,
+                                                               by="key abc")
     assert discarded.done == [a]
+    # an operator's action is one line: what, where, by whom, and what it could not change
+    [line] = [x for x in logs if x["event"] == "dead_letters_discarded"]
+    assert (line["tenant_id"], line["by"], line["count"], line["refused"],
+            line["dead_letter_ids"]) == (str(tenant), "key abc", 1, 2, [str(a)])
     assert discarded.skipped == {foreign: "not found", unknown: "not found"}
     row = (await letters(conn, tenant))[0]
     assert (row["id"], row["resolution"], row["next_retry_at"]) == (a, "discarded", None)
@@ -408,7 +414,12 @@ async def test_retry_and_discard_skip_resolved_in_flight_unknown_and_foreign_let
 
     await conn.execute("UPDATE jsrt_dead_letter_state SET in_flight = true "
                        "WHERE dead_letter_id = $1", b)
-    again = await Store(Db(conn)).dead_letters.retry([a, b], tenant)
+    with capture_logs() as logs:
+        again = await Store(Db(conn)).dead_letters.retry([a, b], tenant, by="key abc")
+        await Store(Db(conn)).dead_letters.retry([a], tenant)  # (the CLI: it prints its own)
+    assert [(x["event"], x["by"], x["count"], x["refused"]) for x in logs
+            if x["event"].startswith("dead_letters_")] == [
+        ("dead_letters_retried", "key abc", 0, 2)]
     assert again.done == []
     assert again.skipped == {a: "already resolved (discarded)", b: "a retry is in flight"}
     assert (await Store(Db(conn)).dead_letters.discard([b])).skipped == {b: "a retry is in flight"}
