@@ -92,6 +92,22 @@ async def test_same_key_in_order_different_keys_in_parallel(
     assert await conn.fetchval("SELECT count(*) FROM jsrt_runs") == 0
 
 
+async def test_a_keys_events_published_in_one_transaction_run_in_publish_order(
+        conn: asyncpg.Connection, db_url: str, executor: Executor) -> None:
+    tenant = await make_tenant(conn)
+    script = await make_script(conn, tenant, SLOW, limits={"max_concurrent_runs": 5},
+                               metadata={"concurrency_key": "$.k"})
+    n = 8
+    async with conn.transaction():  # one transaction: the same NOW() for every event
+        for seq in range(n):
+            await publish(conn, tenant, "thing.happened", {"k": "a", "seq": seq})
+    async with two_daemons(db_url, executor):
+        await row_becomes(conn, "SELECT count(*) FROM script_executions "
+                          "WHERE script_id = $1 AND status = 'completed'", script, expect=n)
+    by_key = assert_one_at_a_time_in_order(await runs(conn, script))
+    assert [r["input"]["seq"] for r in by_key["a"]] == list(range(n))
+
+
 async def test_a_failed_run_holds_its_key_until_its_retry_succeeds(
         conn: asyncpg.Connection, db_url: str, executor: Executor) -> None:
     tenant = await make_tenant(conn)
