@@ -8,6 +8,7 @@ the repositories (queue.py, scripts.py, dead_letters.py, ...) hold the operation
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -207,14 +208,19 @@ class Db:
         async with translated():
             return await self._target.prepare(sql)
 
-    async def reserve(self) -> tuple[Db, Callable[[], Awaitable[None]]]:
+    async def reserve(self, timeout: float | None = None
+                      ) -> tuple[Db, Callable[[], Awaitable[None]]]:
         """A Db on one connection of the pool, held until `release` is awaited: for a
         transaction that spans several calls (ctx.db.transaction). The pool rolls back a
-        transaction still open at release; a connection left mid-statement is closed."""
+        transaction still open at release; a connection left mid-statement is closed.
+        TimeoutError when no connection is free within `timeout` seconds."""
         assert isinstance(self._target, asyncpg.Pool), "reserve needs a pool"
         pool = self._target
-        async with translated():
-            conn = await pool.acquire()
+        # (the deadline outside the translation: a TimeoutError is an OSError, which it
+        # would report as the database being unreachable)
+        async with asyncio.timeout(timeout):
+            async with translated():
+                conn = await pool.acquire()
 
         async def release() -> None:
             try:

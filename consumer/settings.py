@@ -61,6 +61,10 @@ class Settings:
     # ctx.cache: Redis at this URL (redis://host:port/db); empty: the jsrt_cache table
     cache_url: str = ""
     cache_max_entries: int = 10_000  # live ctx.cache entries per tenant
+    # ctx.db: its own connections, apart from the daemon's (a tenant's open transactions never
+    # hold up claims and results), and at most this many of them held by one tenant at once.
+    data_pool_size: int = 8
+    data_tenant_connections: int = 4
     # Access (#15). Fernet keys for tenant secrets, comma-separated: the first encrypts, all
     # decrypt (rotation: `jsrt secrets rotate`). Empty: scripts cannot read secrets.
     secrets_key: tuple[str, ...] = field(default=(), repr=False)
@@ -126,6 +130,8 @@ class Settings:
             (not self.cache_url or self.cache_url.startswith(("redis://", "rediss://", "unix://")),
              "JSRT_CACHE_URL must be a redis://, rediss:// or unix:// URL (or empty)"),
             (self.cache_max_entries >= 1, "JSRT_CACHE_MAX_ENTRIES must be >= 1"),
+            (self.data_pool_size >= 1, "JSRT_DATA_POOL_SIZE must be >= 1"),
+            (self.data_tenant_connections >= 1, "JSRT_DATA_TENANT_CONNECTIONS must be >= 1"),
             (self.hmac_tolerance_s > 0, "JSRT_HMAC_TOLERANCE_S must be > 0"),
             (_fernet_keys(self.secrets_key),
              "JSRT_SECRETS_KEY must be Fernet keys (32 url-safe base64-encoded bytes each, "

@@ -54,10 +54,13 @@ class Signatures:
 
 
 class Store:
-    def __init__(self, db: Db, settings: Settings | None = None) -> None:
+    def __init__(self, db: Db, settings: Settings | None = None,
+                 data_db: Db | None = None) -> None:
         """`settings` gives the key pepper and the secrets key (without: no pepper, and
-        secrets cannot be read or written)."""
+        secrets cannot be read or written); `data_db` the connections of ctx.db (without:
+        `db`'s, shared)."""
         self.db = db
+        self._data_db = data_db
         # Observers (metrics), called after commit: events fanned out, by source; results
         # recorded (the outcomes given, and those actually recorded).
         self.on_dispatched: list[OnDispatched] = []
@@ -71,7 +74,8 @@ class Store:
         self.tenants = Tenants(db)
         self.retention = Retention(db)
         self.rates = RateLimiter(db)
-        self.tenant_data = TenantData(db)
+        self.tenant_data = TenantData(
+            data_db or db, per_tenant=settings.data_tenant_connections if settings else None)
         self.keys = ApiKeys(db, settings.key_pepper if settings else "")
         self.secrets = Secrets(db, Cipher.from_keys(settings.secrets_key if settings else ()))
         self.signatures = Signatures(db)
@@ -79,7 +83,18 @@ class Store:
     @classmethod
     async def open(cls, dsn: str, min_size: int = 2, max_size: int = 10, *,
                    settings: Settings | None = None) -> Store:
-        return cls(await Db.pool(dsn, min_size, max_size), settings)
+        """A store over a pool. With settings, ctx.db gets a pool of its own
+        (JSRT_DATA_POOL_SIZE, opened as needed): tenants' statements and open transactions
+        never take the connections that claims, heartbeats and results need."""
+        db = await Db.pool(dsn, min_size, max_size)
+        if settings is None:
+            return cls(db)
+        try:
+            data_db = await Db.pool(dsn, 0, settings.data_pool_size, "jsrt-data")
+        except BaseException:
+            await db.close()
+            raise
+        return cls(db, settings, data_db)
 
     @classmethod
     @asynccontextmanager
@@ -90,7 +105,11 @@ class Store:
             yield cls(db, settings)
 
     async def close(self) -> None:
-        await self.db.close()
+        try:
+            if self._data_db is not None:
+                await self._data_db.close()
+        finally:
+            await self.db.close()
 
     async def ping(self) -> None:
         """The database answers (readiness)."""

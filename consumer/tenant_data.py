@@ -63,12 +63,16 @@ class TenantData:
     """The repository of ctx.db: exposed tables, and statements run as a tenant."""
 
     def __init__(self, db: Db, monotonic: Callable[[], float] = time.monotonic,
-                 max_statement_s: float = MAX_STATEMENT_S) -> None:
+                 max_statement_s: float = MAX_STATEMENT_S,
+                 per_tenant: int | None = None) -> None:
+        """`db`: the connections ctx.db uses (its own pool in a jsrt process, see Store.open);
+        `per_tenant`: at most this many of them held by one tenant at once (None: no cap)."""
         self._db = db
         self.max_statement_s = max_statement_s
         self._monotonic = monotonic
         self._exposed: dict[tuple[str, str], Exposed] | None = None
         self._exposed_at = 0.0
+        self._gate = _TenantGate(per_tenant) if per_tenant else None
 
     # operators: jsrt db expose / list / hide
     async def expose(self, table: str, writable: bool, columns: Sequence[str] | None) -> Exposed:
@@ -124,7 +128,7 @@ class TenantData:
         """One statement in a transaction of its own."""
         values = _params(params)
         found = check(sql, len(values), await self.exposed(), read_only)
-        db, release = await self._db.reserve()
+        db, release = await self._connection(tenant_id, timeout_s)
         try:
             await db.execute(self._begin_bound(tenant_id, read_only, timeout_s))
             outcome = await _statement(db, sql, values, bool(found.writes))
@@ -146,9 +150,41 @@ class TenantData:
         """statement_timeout: the cap (5 s), or what remains of the execution if less."""
         return str(max(1, int(min(self.max_statement_s, timeout_s) * 1000)))
 
+    async def _connection(self, tenant_id: str, timeout_s: float
+                          ) -> tuple[Db, Callable[[], Awaitable[None]]]:
+        """A connection for the tenant, within its share: waited for at most the statement's
+        time, then refused in words (the run goes on, and may try again)."""
+        wait = min(self.max_statement_s, timeout_s)
+        gate = self._gate
+        if gate is not None and not await gate.enter(tenant_id, wait):
+            raise DataError(
+                f"ctx.db: this tenant already holds {gate.per_tenant} database connections "
+                "(open transactions and running statements); none came free in time")
+        try:
+            db, release = await self._db.reserve(timeout=wait)
+        except TimeoutError:
+            if gate is not None:
+                gate.leave(tenant_id)
+            raise DataError("ctx.db: no database connection came free in time (every one "
+                            "is in use): try again") from None
+        except BaseException:
+            if gate is not None:
+                gate.leave(tenant_id)
+            raise
+        if gate is None:
+            return db, release
+
+        async def release_both() -> None:
+            try:
+                await release()
+            finally:
+                gate.leave(tenant_id)
+
+        return db, release_both
+
     async def begin(self, tenant_id: str) -> HeldTransaction:
         """A transaction held across calls (ctx.db.transaction), bound to the tenant."""
-        db, release = await self._db.reserve()
+        db, release = await self._connection(tenant_id, self.max_statement_s)
         try:
             await db.execute(self._begin_bound(tenant_id, False, self.max_statement_s))
         except BaseException:
@@ -210,6 +246,38 @@ class HeldTransaction:
             await _rollback_quietly(self._db)
         finally:
             await release()
+
+
+class _TenantGate:
+    """At most `per_tenant` connections held by one tenant at once, in this process: one
+    tenant's open transactions can fill ctx.db's share of it, never all of it."""
+
+    def __init__(self, per_tenant: int) -> None:
+        self.per_tenant = per_tenant
+        self._held: dict[str, int] = {}
+        self._freed: dict[str, asyncio.Event] = {}
+
+    async def enter(self, tenant_id: str, timeout_s: float) -> bool:
+        """True once the tenant is under its cap (and counted in); False after `timeout_s`."""
+        try:
+            async with asyncio.timeout(max(timeout_s, 0.0)):
+                while self._held.get(tenant_id, 0) >= self.per_tenant:
+                    freed = self._freed.setdefault(tenant_id, asyncio.Event())
+                    await freed.wait()
+        except TimeoutError:
+            return False
+        self._held[tenant_id] = self._held.get(tenant_id, 0) + 1
+        return True
+
+    def leave(self, tenant_id: str) -> None:
+        n = self._held.get(tenant_id, 0) - 1
+        if n > 0:
+            self._held[tenant_id] = n
+        else:
+            self._held.pop(tenant_id, None)
+        freed = self._freed.pop(tenant_id, None)
+        if freed is not None:  # every waiter looks again; one gets the place
+            freed.set()
 
 
 async def _rollback_quietly(db: Db) -> None:

@@ -501,3 +501,75 @@ async def test_the_iota_globals_sdk_db_and_sdk_cache_are_ctx_db_and_ctx_cache(en
     assert (out["n"], out["kept"], out["hits"], out["viaCtx"], out["exists"]) == (2, 2, 3, 3, True)
     assert result.metrics["database_query_count"] == 4
     assert await env.conn.fetchval("SELECT count(*) FROM orders WHERE note LIKE '%?'") == 2
+
+
+HOLD = """async function handler(input, ctx) {
+  await ctx.db.transaction(async (tx) => {
+    await tx.query('SELECT id FROM orders LIMIT 1');
+    await new Promise(() => {});  // held until the execution's time is up
+  });
+}"""
+ONE = """async function handler(input, ctx) {
+  try { return (await ctx.db.query('SELECT count(*) AS n FROM orders'))[0].n; }
+  catch (e) { return 'refused: ' + e.message; }
+}"""
+
+
+async def test_one_tenants_open_transactions_never_take_the_daemons_or_others_connections(
+        conn: asyncpg.Connection, db_url: str) -> None:
+    # ctx.db has a pool of its own (3 here) and one tenant holds at most 2 of it: tenant A's
+    # hanging transactions leave the daemon's pool alone and a connection for tenant B.
+    from consumer.settings import Settings
+
+    await conn.execute(SCHEMA)
+    a, b, c = (str(uuid.uuid4()) for _ in range(3))
+    await conn.execute("INSERT INTO orders (tenant_id, total) VALUES ($1, 1), ($2, 2), ($2, 3)",
+                       uuid.UUID(a), uuid.UUID(b))
+    settings = Settings(database_url=db_url, data_pool_size=3, data_tenant_connections=2)
+    store = await Store.open(db_url, min_size=1, max_size=2, settings=settings)
+    await store.tenant_data.expose("orders", True, None)
+    store.tenant_data.max_statement_s = 0.5
+    data = ScriptData(store.tenant_data, PgCache(store.db, FakeClock(), max_entries=50))
+    held = Limits(max_execution_time_ms=6_000, max_api_calls_per_minute=10_000)
+    try:
+        async with Executor(workers=1, data=data) as executor:
+            env = Env(conn, store, executor, FakeClock(), a, b, str(uuid.uuid4()))
+
+            async def in_transaction() -> int:
+                return int(await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND application_name = 'jsrt-data' AND state LIKE 'idle in transaction%'"))
+
+            holders = [asyncio.ensure_future(env.run(HOLD, tenant=a, limits=held))
+                       for _ in range(3)]
+            await eventually(lambda: _at_least(in_transaction, 2), timeout=10,
+                             what="tenant A holding two transactions")
+            # A's third transaction waits for its share, then is refused in words
+            assert await env.output(ONE, tenant=a) == (
+                "refused: ctx.db: this tenant already holds 2 database connections (open "
+                "transactions and running statements); none came free in time")
+            # B still has a connection, and the daemon's own pool is untouched
+            assert await env.output(ONE, tenant=b) == 2
+            await store.ping()
+            assert await in_transaction() == 2  # the third holder never got one either
+            # a third tenant holding the pool's last connection: B now waits, then is told
+            third = asyncio.ensure_future(env.run(HOLD, tenant=c, limits=held))
+            await eventually(lambda: _at_least(in_transaction, 3), timeout=10,
+                             what="tenant C holding the last connection")
+            assert (await env.output(ONE, tenant=b)).startswith(
+                "refused: ctx.db: no database connection came free in time")
+            await store.ping()
+            results = await asyncio.gather(*holders)
+            # two held theirs to the end; the third was refused its transaction, and failed
+            assert sorted(r.status for r in results) == ["failed", "timeout", "timeout"]
+            assert "already holds 2 database connections" in next(
+                r.error for r in results if r.status == "failed")
+            assert (await third).status == "timeout"
+            # every connection came back: A has its share again
+            assert await env.output(ONE, tenant=a) == 1
+    finally:
+        await store.close()
+
+
+async def _at_least(count: Any, n: int) -> bool:
+    return bool(await count() >= n)
