@@ -25,8 +25,10 @@ from consumer.db import Db, ForeignKeyViolation
 from consumer.errors import NotFound, ValidationError
 from consumer.sql import q
 
+# keys:manage: the web console's Keys page for a tenant's admins (create and revoke keys of
+# their own tenant, with scopes they hold themselves)
 SCOPES = ("invoke", "scripts:read", "scripts:write", "scripts:execute", "executions:read",
-          "dead-letters:manage")
+          "dead-letters:manage", "keys:manage")
 DEFAULT_SCOPES = ("invoke",)
 PREFIX = "jsrt_"
 _KEY = re.compile(r"^jsrt_([a-z2-7]{12})_([A-Za-z0-9_-]{43})$")

@@ -3,7 +3,7 @@ every tenant - executions per minute by status over the last hour, queue depth a
 pending event, runs pending and running, dead letters by state, and the live processes with
 the memory their heartbeats record (jsrt_daemons.memory, written by lease.memory_report).
 
-Every number is the tenant's own when a tenant is given: the queries of console.sql filter
+Every number is the tenant's own when a tenant is given: the queries of console_runs.sql filter
 on it, and a tenant sees only the processes serving its runs, without their host or pid."""
 
 from __future__ import annotations

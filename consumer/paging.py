@@ -49,7 +49,7 @@ def clamp_page(page: int) -> int:
 
 async def fetch_page(db: Db, query: str, args: tuple[Any, ...], page: int,
                      size: int = PAGE_SIZE) -> Page:
-    """Run a listing query of console.sql: `args` are its filters, followed here by the cap,
+    """Run a listing query of console_runs.sql: `args` are its filters, followed here by the cap,
     the offset and the page size."""
     page = clamp_page(page)
     rows = await db.fetch(q(query), *args, MATCH_CAP, (page - 1) * size, size)
