@@ -1,6 +1,6 @@
 """Pages of a capped match: how the console lists executions and dead letters (#18).
 
-A listing query (console.sql) matches at most MATCH_CAP rows, newest first, and returns one
+A listing query (console_runs.sql) matches at most MATCH_CAP rows, newest first, and returns one
 page of them with the size of the match; the pager's count stops at the cap (shown as
 "10,000+") and so does paging, so no page costs more than reading MATCH_CAP index entries,
 however long the history. Such a query answers one row with total 0 (and the rest NULL) when
