@@ -288,7 +288,8 @@ async def _run(request: Request, viewer: Viewer, ref: ScriptRef,
 
 def _result_json(result: RunResult) -> dict[str, Any]:
     return {"execution_id": str(result.execution_id), "status": result.status,
-            "output": result.output, "error": result.error, "logs": list(result.logs),
+            "output": result.output, "error": result.error, "stack": result.stack,
+            "logs": list(result.logs),
             "metrics": dict(result.metrics)}
 
 
