@@ -80,7 +80,7 @@ async def test_edit_saves_a_new_version(db_url: str, conn: asyncpg.Connection) -
 
 async def test_the_validate_endpoint(db_url: str, conn: asyncpg.Connection) -> None:
     async with console_for(db_url) as c:
-        tenant, key = await c.tenant_key(scopes=READ_ONLY)
+        _, key = await c.tenant_key(scopes=READ_ONLY)
         user = await c.signed_in(key)
         r = await user.htmx("POST", "/console/scripts/validate", data=_form(source=BROKEN),
                             headers={"accept": "application/json"})
@@ -114,7 +114,8 @@ async def test_run_now(db_url: str, conn: asyncpg.Connection) -> None:
         page = await user.get(f"/console/scripts/{script}/edit")
         assert "Run the saved version" in page.text
 
-        r = await user.htmx("POST", f"/console/scripts/{script}/execute", data={"input": '{"n": 21}'})
+        r = await user.htmx("POST", f"/console/scripts/{script}/execute",
+                            data={"input": '{"n": 21}'})
         assert r.status_code == 200, r.text
         assert 'id="run-status">completed' in r.text and "&#34;doubled&#34;: 42" in r.text
         assert "[log] got 21" in r.text and "duration_ms" in r.text and "<html" not in r.text
@@ -131,7 +132,8 @@ async def test_run_now(db_url: str, conn: asyncpg.Connection) -> None:
         assert r.status_code == 400 and "not valid JSON" in r.text and "<html" in r.text
 
         await conn.execute("UPDATE scripts SET source = $1 WHERE id = $2", THROWS, script)
-        r = await user.htmx("POST", f"/console/scripts/{script}/execute", data={"input": '{"n": 3}'})
+        r = await user.htmx("POST", f"/console/scripts/{script}/execute",
+                            data={"input": '{"n": 3}'})
         assert 'id="run-status">failed' in r.text and "TypeError: no 3" in r.text
         assert "at handler" in r.text  # the stack
 
@@ -181,6 +183,7 @@ async def test_run_now_without_a_sandbox_says_so(db_url: str, conn: asyncpg.Conn
         tenant, key = await c.tenant_key()
         script = await make_script(conn, tenant, GOOD, name="mine")
         user = await c.signed_in(key)
-        assert "This server has no sandbox" in (await user.get(f"/console/scripts/{script}/edit")).text
+        page = await user.get(f"/console/scripts/{script}/edit")
+        assert "This server has no sandbox" in page.text
         r = await user.htmx("POST", f"/console/scripts/{script}/execute", data={"input": "{}"})
         assert r.status_code == 400 and "no sandbox" in r.text

@@ -41,7 +41,8 @@ async def test_a_tenant_admin_creates_lists_and_revokes(db_url: str,
         r = await admin.post("/console/keys", {"name": "op", "scopes": ["scripts:read"],
                                                "tenant": "operator"})
         assert r.status_code == 201
-        assert await conn.fetchval("SELECT tenant_id FROM jsrt_api_keys WHERE name = 'op'") == tenant
+        assert await conn.fetchval(
+            "SELECT tenant_id FROM jsrt_api_keys WHERE name = 'op'") == tenant
 
         r = await admin.post("/console/keys", {"name": "", "scopes": ["scripts:read"]})
         assert r.status_code == 400 and "The name must be 1 to 255 characters" in r.text

@@ -15,7 +15,8 @@ V1 = "function handler(input) {\n  return 1;\n}\n"
 V2 = "function handler(input) {\n  console.log('two');\n  return 2;\n}\n"
 
 
-async def _script(conn: asyncpg.Connection, tenant: uuid.UUID, name: str, **kw: object) -> uuid.UUID:
+async def _script(conn: asyncpg.Connection, tenant: uuid.UUID, name: str,
+                  **kw: object) -> uuid.UUID:
     return await make_script(conn, tenant, name=name, **kw)  # type: ignore[arg-type]
 
 

@@ -55,7 +55,8 @@ async def test_a_wrong_key_gets_the_same_words_whatever_is_wrong(db_url: str) ->
         answers = []
         for wrong in ("nonsense", "jsrt_aaaaaaaaaaaa_" + "A" * 43, key[:-1] + "x", revoked.key):
             form = await client.get("/console/login")
-            r = await client.post("/console/login", data={"key": wrong, "csrf": csrf_of(form.text)})
+            r = await client.post("/console/login",
+                                  data={"key": wrong, "csrf": csrf_of(form.text)})
             assert r.status_code == 401
             assert "jsrt_session" not in r.headers.get("set-cookie", "")
             answers.append(r.text.split('id="signin-error">')[1].split("<")[0])
@@ -80,7 +81,8 @@ async def test_failed_sign_ins_are_rate_limited(db_url: str) -> None:
         client = c.client()
         for _ in range(3):
             form = await client.get("/console/login")
-            r = await client.post("/console/login", data={"key": "wrong", "csrf": csrf_of(form.text)})
+            r = await client.post("/console/login",
+                                  data={"key": "wrong", "csrf": csrf_of(form.text)})
             assert r.status_code == 401
         form = await client.get("/console/login")
         r = await client.post("/console/login", data={"key": key, "csrf": csrf_of(form.text)})
@@ -163,7 +165,8 @@ async def test_operators_switch_tenants_and_tenant_keys_cannot(db_url: str,
         r = await operator.post("/console/tenant", {"tenant": "", "next": "https://evil.example/"})
         assert r.status_code == 303 and r.headers["location"] == "/console/"
         assert await conn.fetchval("SELECT tenant_id FROM jsrt_console_sessions") is None
-        r = await operator.post("/console/tenant", {"tenant": "00000000-0000-4000-8000-000000000000"})
+        r = await operator.post("/console/tenant",
+                                {"tenant": "00000000-0000-4000-8000-000000000000"})
         assert r.status_code == 404
 
         user = await c.signed_in(key)
