@@ -123,6 +123,15 @@ class ApiKeys:
         rows = await self._db.fetch(q("key_list"), tenant_id, with_operator, limit)
         return [_shown(r) for r in rows]
 
+    async def get(self, key_id: str) -> dict[str, Any]:
+        """One key as listed (tenant_id None for an operator key); NotFound if none."""
+        row = await self._db.fetchrow(q("key_get"), key_id.removeprefix(PREFIX))
+        if row is None:
+            raise NotFound(f"no key {key_id}")
+        out = dict(row)
+        out["scopes"] = list(out["scopes"])
+        return out
+
     async def revoke(self, key_id: str) -> dict[str, Any]:
         row = await self._db.fetchrow(q("key_revoke"), key_id.removeprefix(PREFIX))
         if row is None:

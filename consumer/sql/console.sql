@@ -44,8 +44,3 @@ DELETE FROM jsrt_console_sessions WHERE id_hash = $1;
 -- name: console_sessions_of_key
 -- A revoked key's sessions end with it.
 DELETE FROM jsrt_console_sessions WHERE key_id = $1;
-
--- name: console_key_get
--- One key, for the Keys page's revoke (the caller checks the tenant).
-SELECT id, tenant_id, name, scopes, created_at, last_used_at, revoked_at
-FROM jsrt_api_keys WHERE id = $1;
