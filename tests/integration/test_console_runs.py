@@ -210,6 +210,37 @@ async def test_missing_scope_is_refused(seeded: Seeded) -> None:
     assert 'data-testid="chart"' not in r.text
 
 
+async def test_rows_written_by_hand_still_render(seeded: Seeded, conn: asyncpg.Connection) -> None:
+    """Console lines, metrics and memory are JSON anyone with SQL may have written: whatever
+    they hold, the pages say it in words, never a 500."""
+    s, a = seeded, seeded.a
+    odd = await make_execution(conn, a.tenant, a.active, status="completed",
+                               logs=["a bare string", {"level": None}, {"message": {"x": 1}},
+                                     7, {"level": "warn", "message": "ok", "metadata": [1]}])
+    await conn.execute("UPDATE script_executions SET metrics = '[1, 2]', trigger_data = "
+                       "'\"text\"' WHERE id = $1", odd)
+    r = await s.reader.get(f"/console/executions/{odd}")
+    assert_page(r)
+    assert "a bare string" in r.text and "{&#34;x&#34;: 1}" in r.text
+    await conn.execute("UPDATE jsrt_daemons SET memory = '[\"lots\"]' WHERE id = $1", a.daemon)
+    r = await s.reader.get("/console/overview")
+    assert_page(r)
+    assert "not reported" in r.text
+    await conn.execute("UPDATE jsrt_daemons SET memory = '{\"rss_bytes\": \"x\", \"workers\":"
+                       " [{\"index\": true}, 3]}' WHERE id = $1", a.daemon)
+    assert_page(await s.reader.get("/console/overview"))
+
+
+async def test_odd_ids_are_not_found(seeded: Seeded) -> None:
+    s = seeded
+    for raw in ("not-an-id", "%00", "x" * 300, str(uuid.uuid4()).upper().replace("-", ""),
+                str(s.b.letters["scheduled"]), str(s.b.executions[0]).upper()):
+        for base in ("/console/executions/", "/console/dead-letters/"):
+            r = await s.manager.get(base + raw)
+            assert_page(r, 404)
+            assert not leaks(s, r.text.replace(raw, "")), (base, raw)
+
+
 # ---------------------------------------------------------------- dead letters
 async def test_dead_letters_list_and_filters(seeded: Seeded) -> None:
     s, a = seeded, seeded.a
