@@ -22,10 +22,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.console import READ_ONLY, ConsoleApp, User, console_for
 from support.console_rows import TenantRows, make_execution, world
+from support.daemons import drain
+from support.factories import make_script, publish
 
 from consumer.console import CSP
+from consumer.sandbox import Executor
 
 MANAGER = ("executions:read", "dead-letters:manage")
+FAILS_ONCE = """function handler(input, ctx) {
+    if (ctx.trigger.attempt < 2) throw new Error('first time');
+    return 'ok';
+}"""
 PAGES = ("/console/overview", "/console/executions", "/console/dead-letters",
          "/console/dead-letters/retry")
 
@@ -381,6 +388,39 @@ async def test_bulk_retry_stays_in_the_viewers_tenant_whatever_the_form_says(
     assert after == before
     # the forms without a filter on B's script did retry A's own letters
     assert (await letter_state(conn, s.a.letters["exhausted"]))["max_retries"] == 4
+
+
+async def test_a_letter_retried_from_the_console_runs_again(
+    db_url: str, conn: asyncpg.Connection, executor: Executor
+) -> None:
+    """The whole path, with a real daemon and V8: a failed event run becomes a letter, the
+    console's Retry now makes it due, the next drain runs it, the letter is resolved and both
+    attempts show on the pages."""
+    async with console_for(db_url) as c:
+        tenant, key = await c.tenant_key(scopes=MANAGER)
+        await make_script(conn, tenant, FAILS_ONCE, name="flaky")
+        await publish(conn, tenant, "thing.happened", {"order": 7})
+        await drain(db_url, executor)
+        letter = await conn.fetchval("SELECT id FROM script_event_dead_letters "
+                                     "WHERE tenant_id = $1", tenant)
+        user = await c.signed_in(key)
+        r = await user.get(f"/console/dead-letters/{letter}")
+        assert 'data-testid="retry"' in r.text and "Error: first time" in r.text
+        r = await user.post(f"/console/dead-letters/{letter}/retry")
+        assert r.status_code == 303
+        await drain(db_url, executor)
+        r = await user.get(f"/console/dead-letters/{letter}")
+        assert '<span class="badge succeeded">' in r.text
+        attempts = r.text.split('data-testid="letter-attempts"')[1]
+        assert attempts.count('<span class="badge failed">') == 1
+        assert attempts.count('<span class="badge completed">') == 1
+        r = await user.get("/console/executions?script=flaky&status=completed")
+        [retry_id] = page_ids(r.text, "execution-row")
+        r = await user.get(f"/console/executions/{retry_id}")
+        assert '<pre data-testid="execution-output">&#34;ok&#34;</pre>' in r.text
+        assert f"/console/dead-letters/{letter}" in r.text
+        r = await user.get("/console/overview")
+        assert 'data-total="2"' in r.text
 
 
 # ---------------------------------------------------------------- overview
