@@ -19,6 +19,7 @@ traceback (errors are pages in words)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -132,7 +133,8 @@ async def _signin_required(request: Request, exc: Exception) -> Response:
     login = f"{session.PATH}/login"
     if session.hx_fragment(request):
         return PlainTextResponse(str(exc), status_code=401, headers={"HX-Redirect": login})
-    return RedirectResponse(f"{login}?next={request.url.path}", status_code=303)
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"{login}?next={quote(here, safe='/')}", status_code=303)
 
 
 async def _forbidden(request: Request, exc: Exception) -> Response:

@@ -96,7 +96,7 @@ async def test_no_session_and_refused_sessions(db_url: str, conn: asyncpg.Connec
         anonymous = c.client()
         r = await anonymous.get("/console/scripts?q=x")
         assert r.status_code == 303
-        assert r.headers["location"] == "/console/login?next=/console/scripts"
+        assert r.headers["location"] == "/console/login?next=/console/scripts%3Fq%3Dx"
         r = await anonymous.get("/console/scripts", headers={"hx-request": "true"})
         assert r.status_code == 401 and r.headers["hx-redirect"] == "/console/login"
         r = await anonymous.post("/console/logout", data={"csrf": "x"})
