@@ -11,7 +11,21 @@ triggers' catch-all route).
     executions.py    execution history            dead_letters.py  dead letters
     overview.py      the live overview
 
-Each page module exposes `routes(ctx) -> list[BaseRoute]` and is listed in PAGES. Every
+Each page module exposes `routes(ctx) -> list[BaseRoute]` and is listed in PAGES. A page:
+
+    async def index(request: Request) -> Response:
+        viewer = await require(request, "executions:read")   # 303/401, 403, CSRF on POST
+        rows = await console(request).store.executions.search(viewer.tenant_filter, ...)
+        return await page(request, "executions.html", rows=rows)   # extends base.html
+
+    an object by id: look it up with the viewer's tenant (viewer.caller.tenant_id, None for
+    operators), then viewer.check(row_tenant, "execution"): NotFound -> 404 page in words;
+    a change: POST with a form (the template puts <input type="hidden" name="csrf"
+    value="{{ csrf }}">; htmx sends X-CSRF-Token itself), then redirect(url, request);
+    buttons only `{% if viewer.may("dead-letters:manage") %}`; times `{{ t | time }}`;
+    params.py reads filters and page numbers forgivingly.
+
+Every
 response carries a Content-Security-Policy without inline script or style, nosniff, a
 same-origin referrer policy, and pages `Cache-Control: no-store`; no response ever carries a
 traceback (errors are pages in words)."""

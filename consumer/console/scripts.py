@@ -8,7 +8,6 @@ the runs. A script id of another tenant is 404, as one that does not exist."""
 
 from __future__ import annotations
 
-import math
 from urllib.parse import urlencode
 from uuid import UUID
 
@@ -19,6 +18,7 @@ from starlette.routing import BaseRoute, Route
 from consumer import log, policy
 from consumer.console import diffs
 from consumer.console.context import ConsoleContext, console
+from consumer.console.params import Pager, choice, page_number
 from consumer.console.render import page
 from consumer.console.session import PATH, Viewer, redirect, require
 from consumer.errors import NotFound, ValidationError
@@ -44,29 +44,18 @@ async def script_ref(request: Request, viewer: Viewer, script_id: UUID) -> Scrip
     return ref
 
 
-def _choice(value: str | None, allowed: tuple[str, ...]) -> str | None:
-    return value if value in allowed else None
-
-
-def _page_number(raw: str | None) -> int:
-    try:
-        return max(1, min(int(raw or 1), 10_000))
-    except ValueError:
-        return 1
-
-
 async def index(request: Request) -> Response:
     viewer = await require(request, "scripts:read")
     store = console(request).store
     params = request.query_params
     words = (params.get("q") or "").strip()[:200] or None
-    type_ = _choice(params.get("type"), TYPES)
-    status = _choice(params.get("status"), STATUSES)
+    type_ = choice(params.get("type"), TYPES)
+    status = choice(params.get("status"), STATUSES)
     tag = (params.get("tag") or "").strip()[:100] or None
-    number = _page_number(params.get("page"))
+    number = page_number(params.get("page"))
     rows, total = await store.scripts.browse(viewer.tenant_filter, words, type_, status, tag,
-                                             PER_PAGE, (number - 1) * PER_PAGE)
-    pages = max(1, math.ceil(total / PER_PAGE))
+                                             PER_PAGE, Pager(number, PER_PAGE, 0).offset)
+    pages = Pager(number, PER_PAGE, total).pages
     filters = {"q": words or "", "type": type_ or "", "status": status or "", "tag": tag or ""}
     return await page(request, "scripts.html", scripts=rows, total=total, number=number,
                       pages=pages, filters=filters, types=TYPES, statuses=STATUSES,

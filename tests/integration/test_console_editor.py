@@ -187,3 +187,18 @@ async def test_run_now_without_a_sandbox_says_so(db_url: str, conn: asyncpg.Conn
         assert "This server has no sandbox" in page.text
         r = await user.htmx("POST", f"/console/scripts/{script}/execute", data={"input": "{}"})
         assert r.status_code == 400 and "no sandbox" in r.text
+
+
+async def test_an_operator_chooses_the_tenant_before_creating(db_url: str,
+                                                              conn: asyncpg.Connection) -> None:
+    async with console_for(db_url) as c:
+        tenant = await c.tenant("acme")
+        operator = await c.signed_in(await c.operator_key())
+        page = await operator.get("/console/scripts/new")
+        assert "Choose the tenant the script is for" in page.text
+        r = await operator.post("/console/scripts/new", _form())
+        assert r.status_code == 400 and "choose a tenant first" in r.text
+        await operator.post("/console/tenant", {"tenant": str(tenant)})
+        r = await operator.post("/console/scripts/new", _form())
+        assert r.status_code == 303
+        assert await conn.fetchval("SELECT tenant_id FROM scripts") == tenant
