@@ -62,6 +62,7 @@ from consumer.console.context import (
     TooManySignIns,
 )
 from consumer.console.render import STATIC, page
+from consumer.db import SchemaMissing
 from consumer.errors import NotFound, StoreUnavailable, ValidationError
 from consumer.settings import Settings
 from consumer.store import Store
@@ -175,6 +176,17 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
                              "moment.", status_code=503, headers={"retry-after": "2"})
 
 
+async def _schema_missing(request: Request, exc: Exception) -> Response:
+    _LOG.error("console_schema_missing", error=str(exc)[:200])
+    return await _plain_error(request, 503, "The database schema is missing or out of date: "
+                              "the operator runs `jsrt migrate up`.")
+
+
+async def _plain_error(request: Request, status: int, message: str) -> Response:
+    """Without the layout (it needs the database that just failed)."""
+    return PlainTextResponse(message, status_code=status)
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
@@ -195,6 +207,7 @@ def console_app(ctx: ConsoleContext) -> Starlette:
     app = Starlette(routes=routes, exception_handlers={
         SignInRequired: _signin_required, Forbidden: _forbidden, NotFound: _not_found,
         ValidationError: _invalid, TooManySignIns: _too_many, StoreUnavailable: _unavailable,
+        SchemaMissing: _schema_missing,
         HTTPException: _http_error,
     })
     app.state.console = ctx

@@ -40,7 +40,7 @@ SELECT id, tenant_id, name FROM scripts WHERE tenant_id = $1::uuid AND name = $2
 -- name: script_show
 SELECT s.id, s.tenant_id, s.name, s.description, s.type, s.status, s.source, s.resource_limits,
        s.cron_expression, s.metadata->>'timezone' AS timezone, s.http_path, s.http_methods,
-       s.event_types, s.metadata, s.created_at, s.updated_at,
+       s.event_types, s.metadata, s.tags, s.created_at, s.updated_at,
        (SELECT max(v.version_number) FROM script_versions v
         WHERE v.script_id = s.id AND v.tenant_id = s.tenant_id) AS version,
        j.next_run_at, j.last_run_at, j.last_run_status
