@@ -243,3 +243,31 @@ async def test_every_page_has_the_security_headers_and_no_inline_script(db_url: 
             assert re.search(r"<script(?![^>]*\ssrc=)[^>]*>", r.text) is None, path
             assert " style=" not in r.text and "<style" not in r.text, path
             assert re.search(r"\son[a-z]+=", r.text) is None, path  # no inline handlers
+
+
+async def test_an_unexpected_error_is_a_page_in_words_without_a_traceback(
+        db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from consumer.errors import StoreUnavailable
+    from consumer.scripts import Scripts
+
+    async with console_for(db_url) as c:
+        _, key = await c.tenant_key()
+        user = await c.signed_in(key)
+
+        async def broken(*args: object, **kw: object) -> None:
+            raise RuntimeError("internal detail that must not leak")
+
+        monkeypatch.setattr(Scripts, "browse", broken)
+        r = await user.get("/console/scripts")
+        assert r.status_code == 500
+        assert "internal error" in r.text and "must not leak" not in r.text
+        assert "Traceback" not in r.text
+        assert r.headers["content-security-policy"] == CSP
+
+        async def unavailable(*args: object, **kw: object) -> None:
+            raise StoreUnavailable("database unavailable: ConnectionRefusedError")
+
+        monkeypatch.setattr(Scripts, "browse", unavailable)
+        r = await user.get("/console/scripts")
+        assert r.status_code == 503 and "cannot be reached" in r.text
+        assert r.headers["retry-after"] == "2"
