@@ -137,6 +137,24 @@ async def rollback(request: Request) -> Response:
     return redirect(f"{PATH}/scripts/{ref.id}", request)
 
 
+async def delete_form(request: Request) -> Response:
+    """What deleting takes with it, and a button to confirm."""
+    viewer = await require(request, "scripts:write")
+    ref = await script_ref(request, viewer, request.path_params["script_id"])
+    counts = await console(request).store.scripts.delete(ref, really=False)
+    return await page(request, "script_delete.html", script={"id": ref.id, "name": ref.name},
+                      counts=counts)
+
+
+async def delete(request: Request) -> Response:
+    viewer = await require(request, "scripts:write")
+    ref = await script_ref(request, viewer, request.path_params["script_id"])
+    counts = await console(request).store.scripts.delete(ref, really=True)
+    _LOG.info("console_script_deleted", script_id=str(ref.id), key_id=viewer.caller.key_id,
+              **counts)
+    return redirect(f"{PATH}/scripts", request)
+
+
 async def diff(request: Request) -> Response:
     viewer = await require(request, "scripts:read")
     ref = await script_ref(request, viewer, request.path_params["script_id"])
@@ -173,6 +191,8 @@ def routes(ctx: ConsoleContext) -> list[BaseRoute]:
         Route("/scripts/{script_id:uuid}/diff", diff, methods=["GET"]),
         Route("/scripts/{script_id:uuid}/status", set_status, methods=["POST"]),
         Route("/scripts/{script_id:uuid}/rollback", rollback, methods=["POST"]),
+        Route("/scripts/{script_id:uuid}/delete", delete_form, methods=["GET"]),
+        Route("/scripts/{script_id:uuid}/delete", delete, methods=["POST"]),
     ]
 
 

@@ -202,3 +202,27 @@ async def test_operators_see_every_tenant_until_they_choose_one(
         assert "in-a" in r.text and "in-b" not in r.text
         assert (await operator.get(f"/console/scripts/{in_b}")).status_code == 200
         assert (await operator.get(f"/console/scripts/{in_a}")).status_code == 200
+
+
+async def test_delete_says_what_goes_with_it(db_url: str, conn: asyncpg.Connection) -> None:
+    async with console_for(db_url) as c:
+        tenant, key = await c.tenant_key()
+        _, reader_key = await c.tenant_key(tenant, scopes=READ_ONLY)
+        _, stranger_key = await c.tenant_key()
+        script = await _two_versions(c, conn, tenant)
+        user = await c.signed_in(key)
+        reader, stranger = await c.signed_in(reader_key), await c.signed_in(stranger_key)
+        assert "Delete…" not in (await reader.get(f"/console/scripts/{script}")).text
+        assert (await reader.get(f"/console/scripts/{script}/delete")).status_code == 403
+        assert (await reader.post(f"/console/scripts/{script}/delete")).status_code == 403
+        assert (await stranger.get(f"/console/scripts/{script}/delete")).status_code == 404
+        assert (await stranger.post(f"/console/scripts/{script}/delete")).status_code == 404
+        assert (await user.post(f"/console/scripts/{script}/delete", csrf=None)).status_code == 403
+
+        r = await user.get(f"/console/scripts/{script}/delete")
+        assert r.status_code == 200 and "2 versions" in r.text and "0 executions" in r.text
+        assert await conn.fetchval("SELECT count(*) FROM scripts") == 1
+        r = await user.post(f"/console/scripts/{script}/delete")
+        assert r.status_code == 303 and r.headers["location"] == "/console/scripts"
+        assert await conn.fetchval("SELECT count(*) FROM scripts") == 0
+        assert (await user.get(f"/console/scripts/{script}")).status_code == 404
