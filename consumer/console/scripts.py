@@ -31,6 +31,11 @@ PER_PAGE = 20
 RUNS_SHOWN = 10
 # the status actions of a script's page: the status each sets, and the button's words
 ACTIONS = (("active", "Activate"), ("paused", "Pause"), ("archived", "Archive"))
+# what the page says after a change sent it here (?done=...)
+DONE = {"created": "Script created (version {version}).",
+        "saved": "Saved: the current source is version {version}.",
+        "rolled-back": "Rolled back: the old source is version {version} now.",
+        "status": "Status changed to {status}."}
 
 
 async def script_ref(request: Request, viewer: Viewer, script_id: UUID) -> ScriptRef:
@@ -72,13 +77,16 @@ def _query(filters: dict[str, str]) -> str:
 async def show(request: Request) -> Response:
     viewer = await require(request, "scripts:read")
     ref = await script_ref(request, viewer, request.path_params["script_id"])
-    return await _show(request, viewer, ref)
+    return await _show(request, viewer, ref, done=request.query_params.get("done"))
 
 
 async def _show(request: Request, viewer: Viewer, ref: ScriptRef, *, notice: str | None = None,
-                error: str | None = None, status: int = 200) -> Response:
+                error: str | None = None, status: int = 200, done: str | None = None
+                ) -> Response:
     store = console(request).store
     script = await store.scripts.current(ref)
+    if done in DONE:
+        notice = DONE[done].format(version=script["version"], status=script["status"])
     versions = await store.scripts.versions(ref)
     metadata = dict(script["metadata"] or {})
     runs = (await store.executions.search(ref.tenant_id, ref.id, None, None, RUNS_SHOWN)
@@ -114,7 +122,7 @@ async def set_status(request: Request) -> Response:
     await console(request).store.scripts.set_status(ref, wanted)
     _LOG.info("console_script_status", script_id=str(ref.id), status=wanted,
               key_id=viewer.caller.key_id)
-    return redirect(f"{PATH}/scripts/{ref.id}", request)
+    return redirect(f"{PATH}/scripts/{ref.id}?done=status", request)
 
 
 async def rollback(request: Request) -> Response:
@@ -134,7 +142,7 @@ async def rollback(request: Request) -> Response:
         return await _show(request, viewer, ref,
                            notice=f"Version {raw} is the current source already: nothing "
                                   "changed.")
-    return redirect(f"{PATH}/scripts/{ref.id}", request)
+    return redirect(f"{PATH}/scripts/{ref.id}?done=rolled-back", request)
 
 
 async def delete_form(request: Request) -> Response:

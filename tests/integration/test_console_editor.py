@@ -47,7 +47,9 @@ async def test_create_with_a_parse_error_then_fixed(db_url: str, conn: asyncpg.C
         row = await conn.fetchrow("SELECT id, tenant_id, status, event_types FROM scripts")
         assert (row["tenant_id"], row["status"], row["event_types"]) == (
             tenant, "active", ["order.created"])
-        assert r.headers["location"] == f"/console/scripts/{row['id']}"
+        assert r.headers["location"] == f"/console/scripts/{row['id']}?done=created"
+        shown = await user.get(r.headers["location"])
+        assert "Script created (version 1)." in shown.text
         r = await user.post("/console/scripts/new", _form())
         assert r.status_code == 400 and "exists in this tenant" in r.text
 
@@ -66,6 +68,7 @@ async def test_edit_saves_a_new_version(db_url: str, conn: asyncpg.Connection) -
             name="edited", event_types="thing.happened, other.thing", source=GOOD,
             limits='{"max_concurrent_runs": 2}', message="doubles now"))
         assert r.status_code == 303
+        assert "the current source is version 2" in (await user.get(r.headers["location"])).text
         row = await conn.fetchrow("SELECT source, event_types, resource_limits::text AS l "
                                   "FROM scripts WHERE id = $1", script)
         assert row["source"] == GOOD and row["event_types"] == ["thing.happened", "other.thing"]

@@ -43,7 +43,11 @@ async def test_the_list_searches_filters_and_pages(db_url: str, conn: asyncpg.Co
         r = await user.get("/console/scripts?page=9")
         assert "nothing on page 9" in r.text
 
+        await conn.execute(
+            "INSERT INTO script_executions (script_id, tenant_id, status, trigger_type) "
+            "SELECT id, tenant_id, 'completed', 'event' FROM scripts WHERE name = 'job-07'")
         r = await user.get("/console/scripts", params={"q": "invoices"})
+        assert 'class="badge completed">completed' in r.text  # its last run
         assert "1 script match" in r.text and "job-07" in r.text and "job-08" not in r.text
         r = await user.get("/console/scripts", params={"q": "nightl"})  # a part of the name
         assert "nightly" in r.text
@@ -109,10 +113,13 @@ async def test_status_actions_and_rollback(db_url: str, conn: asyncpg.Connection
         assert "Pause" in page.text and "Archive" in page.text and "Roll back to 1" in page.text
 
         r = await user.post(f"/console/scripts/{script}/status", {"status": "paused"})
-        assert r.status_code == 303 and r.headers["location"] == f"/console/scripts/{script}"
+        assert r.status_code == 303
+        assert r.headers["location"] == f"/console/scripts/{script}?done=status"
+        assert "Status changed to paused." in (await user.get(r.headers["location"])).text
         assert await conn.fetchval("SELECT status FROM scripts WHERE id = $1", script) == "paused"
         r = await user.htmx("POST", f"/console/scripts/{script}/status", data={"status": "active"})
-        assert r.status_code == 204 and r.headers["hx-redirect"] == f"/console/scripts/{script}"
+        assert r.status_code == 204
+        assert r.headers["hx-redirect"] == f"/console/scripts/{script}?done=status"
         assert await conn.fetchval("SELECT status FROM scripts WHERE id = $1", script) == "active"
         r = await user.post(f"/console/scripts/{script}/status", {"status": "deleted"})
         assert r.status_code == 400
