@@ -47,7 +47,9 @@ async def test_create_with_a_parse_error_then_fixed(db_url: str, conn: asyncpg.C
         row = await conn.fetchrow("SELECT id, tenant_id, status, event_types FROM scripts")
         assert (row["tenant_id"], row["status"], row["event_types"]) == (
             tenant, "active", ["order.created"])
-        assert r.headers["location"] == f"/console/scripts/{row['id']}"
+        assert r.headers["location"] == f"/console/scripts/{row['id']}?done=created"
+        shown = await user.get(r.headers["location"])
+        assert "Script created (version 1)." in shown.text
         r = await user.post("/console/scripts/new", _form())
         assert r.status_code == 400 and "exists in this tenant" in r.text
 
@@ -66,6 +68,7 @@ async def test_edit_saves_a_new_version(db_url: str, conn: asyncpg.Connection) -
             name="edited", event_types="thing.happened, other.thing", source=GOOD,
             limits='{"max_concurrent_runs": 2}', message="doubles now"))
         assert r.status_code == 303
+        assert "the current source is version 2" in (await user.get(r.headers["location"])).text
         row = await conn.fetchrow("SELECT source, event_types, resource_limits::text AS l "
                                   "FROM scripts WHERE id = $1", script)
         assert row["source"] == GOOD and row["event_types"] == ["thing.happened", "other.thing"]
@@ -187,3 +190,18 @@ async def test_run_now_without_a_sandbox_says_so(db_url: str, conn: asyncpg.Conn
         assert "This server has no sandbox" in page.text
         r = await user.htmx("POST", f"/console/scripts/{script}/execute", data={"input": "{}"})
         assert r.status_code == 400 and "no sandbox" in r.text
+
+
+async def test_an_operator_chooses_the_tenant_before_creating(db_url: str,
+                                                              conn: asyncpg.Connection) -> None:
+    async with console_for(db_url) as c:
+        tenant = await c.tenant("acme")
+        operator = await c.signed_in(await c.operator_key())
+        page = await operator.get("/console/scripts/new")
+        assert "Choose the tenant the script is for" in page.text
+        r = await operator.post("/console/scripts/new", _form())
+        assert r.status_code == 400 and "choose a tenant first" in r.text
+        await operator.post("/console/tenant", {"tenant": str(tenant)})
+        r = await operator.post("/console/scripts/new", _form())
+        assert r.status_code == 303
+        assert await conn.fetchval("SELECT tenant_id FROM scripts") == tenant

@@ -3,7 +3,10 @@ PostgreSQL (the ASGI app through httpx; no server, no browser)."""
 
 from __future__ import annotations
 
+import re
+
 import asyncpg
+import pytest
 from support.console import READ_ONLY, console_for, csrf_of
 
 from consumer.console import CSP
@@ -210,3 +213,61 @@ async def test_static_files_are_served_with_long_cache_headers(db_url: str) -> N
         assert r.headers["x-content-type-options"] == "nosniff"
         r = await client.get("/console/static/nope.js")
         assert r.status_code == 404
+
+
+async def test_missing_front_end_files_are_named_in_words(db_url: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from consumer.console import vendor
+
+    monkeypatch.setattr(vendor, "missing", lambda: ("htmx.min.js",))
+    async with console_for(db_url) as c:
+        _, key = await c.tenant_key()
+        user = await c.signed_in(key)
+        r = await user.get("/console/scripts/new")
+        assert r.status_code == 200
+        assert "front-end files are missing" in r.text and "static/vendor/htmx.min.js" in r.text
+        assert 'id="source"' in r.text  # the textarea: the form still works
+
+
+async def test_every_page_has_the_security_headers_and_no_inline_script(db_url: str) -> None:
+    async with console_for(db_url) as c:
+        _, key = await c.tenant_key()
+        user = await c.signed_in(key)
+        for path in ("/console/login", "/console/scripts", "/console/scripts/new",
+                     "/console/keys", "/console/overview", "/console/executions",
+                     "/console/dead-letters"):
+            r = await user.get(path, follow_redirects=True)
+            assert r.status_code == 200, path
+            assert r.headers["content-security-policy"] == CSP, path
+            assert r.headers["cache-control"] == "no-store", path
+            assert re.search(r"<script(?![^>]*\ssrc=)[^>]*>", r.text) is None, path
+            assert " style=" not in r.text and "<style" not in r.text, path
+            assert re.search(r"\son[a-z]+=", r.text) is None, path  # no inline handlers
+
+
+async def test_an_unexpected_error_is_a_page_in_words_without_a_traceback(
+        db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from consumer.errors import StoreUnavailable
+    from consumer.scripts import Scripts
+
+    async with console_for(db_url) as c:
+        _, key = await c.tenant_key()
+        user = await c.signed_in(key)
+
+        async def broken(*args: object, **kw: object) -> None:
+            raise RuntimeError("internal detail that must not leak")
+
+        monkeypatch.setattr(Scripts, "browse", broken)
+        r = await user.get("/console/scripts")
+        assert r.status_code == 500
+        assert "internal error" in r.text and "must not leak" not in r.text
+        assert "Traceback" not in r.text
+        assert r.headers["content-security-policy"] == CSP
+
+        async def unavailable(*args: object, **kw: object) -> None:
+            raise StoreUnavailable("database unavailable: ConnectionRefusedError")
+
+        monkeypatch.setattr(Scripts, "browse", unavailable)
+        r = await user.get("/console/scripts")
+        assert r.status_code == 503 and "cannot be reached" in r.text
+        assert r.headers["retry-after"] == "2"
