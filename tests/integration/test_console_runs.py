@@ -175,7 +175,12 @@ async def test_execution_page(seeded: Seeded, conn: asyncpg.Connection) -> None:
     assert "&lt;b&gt;7&lt;/b&gt;" in r.text and "<b>7</b>" not in r.text  # escaped
     assert 'data-status="failed"' in r.text and "hx-trigger" not in r.text.split(
         'id="execution-live"')[1].split(">")[0]
-    assert "version 1" in r.text
+    assert "version 1" in r.text and 'data-testid="version-diff"' not in r.text
+    # a newer source: the run still ran version 1, compared with the current one in a click
+    await conn.execute("UPDATE scripts SET source = source || ' // v2' WHERE id = $1", a.active)
+    r = await s.reader.get(f"/console/executions/{failed}")
+    assert "version 1</a>" in r.text
+    assert f'/console/scripts/{a.active}/diff?a=1&amp;b=2" data-testid="version-diff"' in r.text
     # a run in progress re-reads its live part
     r = await s.reader.get(f"/console/executions/{a.running}")
     live_tag = r.text.split('id="execution-live"')[1].split(">")[0]
