@@ -503,3 +503,24 @@ async def test_no_query_string_fails_or_shows_another_tenants_rows(
     assert not leaks(s, shown), query
     if r.status_code == 400:
         assert 'id="filter-problems"' in r.text
+
+
+@pytest.mark.timeout(900)
+@PROPERTY
+@given(pairs=st.lists(st.tuples(filter_keys, filter_values), max_size=6))
+async def test_no_bulk_retry_form_fails_or_touches_another_tenant(
+    seeded: Seeded, conn: asyncpg.Connection, pairs: list[tuple[str, str]]
+) -> None:
+    s, b = seeded, seeded.b
+    before = [dict(r) for r in await conn.fetch(
+        "SELECT * FROM jsrt_dead_letter_state WHERE tenant_id = $1 ORDER BY dead_letter_id",
+        b.tenant)]
+    form: dict[str, list[str]] = {"csrf": [s.manager.csrf]}
+    for key, value in pairs:
+        form.setdefault(key, []).append(value)
+    r = await s.manager.client.post("/console/dead-letters/retry", data=form)
+    assert r.status_code in (303, 400), (r.status_code, pairs, r.text[:500])
+    after = [dict(r) for r in await conn.fetch(
+        "SELECT * FROM jsrt_dead_letter_state WHERE tenant_id = $1 ORDER BY dead_letter_id",
+        b.tenant)]
+    assert after == before
