@@ -205,3 +205,19 @@ async def test_an_operator_chooses_the_tenant_before_creating(db_url: str,
         r = await operator.post("/console/scripts/new", _form())
         assert r.status_code == 303
         assert await conn.fetchval("SELECT tenant_id FROM scripts") == tenant
+
+
+async def test_embedded_scripts_are_read_only_here(db_url: str,
+                                                   conn: asyncpg.Connection) -> None:
+    async with console_for(db_url) as c:
+        tenant, key = await c.tenant_key()
+        script = await c.store.scripts.embedded(tenant, GOOD, None)
+        user = await c.signed_in(key)
+        page = await user.get(f"/console/scripts/{script}/edit")
+        assert page.status_code == 200 and "belongs to the embedded API" in page.text
+        assert "Save (a new version)" not in page.text
+        assert '<option value="embedded" selected>' in page.text
+        r = await user.post(f"/console/scripts/{script}/edit",
+                            _form(name="x", type="event", event_types="a.b"))
+        assert r.status_code == 400
+        assert await conn.fetchval("SELECT type FROM scripts WHERE id = $1", script) == "embedded"
