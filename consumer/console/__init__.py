@@ -85,9 +85,18 @@ SECURITY_HEADERS = (
 )
 
 
+# A form's body: a 1 MiB source (validation.MAX_SOURCE), percent-encoded, and the rest.
+MAX_BODY = 4 << 20
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
 class Guard:
-    """Security headers on every console response, and the last line against tracebacks:
-    an exception nobody handled becomes a 500 page in words (logged with its type)."""
+    """Security headers on every console response, bodies bounded (before anyone, signed in
+    or not, makes the form parser hold them), and the last line against tracebacks: an
+    exception nobody handled becomes a 500 page in words (logged with its type)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -97,6 +106,19 @@ class Guard:
             await self.app(scope, receive, send)
             return
         started = False
+        declared = dict(scope.get("headers", [])).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > MAX_BODY:
+            await _too_large(scope, receive, send)
+            return
+        seen = 0
+
+        async def receive_bounded() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > MAX_BODY:
+                raise BodyTooLarge()
+            return message
 
         async def send_guarded(message: Message) -> None:
             nonlocal started
@@ -111,7 +133,11 @@ class Guard:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_guarded)
+            await self.app(scope, receive_bounded, send_guarded)
+        except BodyTooLarge:
+            if started:
+                raise
+            await _too_large(scope, receive, send_guarded)
         except Exception as exc:
             _LOG.error("console_internal_error", path=scope.get("path"),
                        error=f"{type(exc).__name__}: {exc}"[:300])
@@ -122,6 +148,13 @@ class Guard:
                                          "logged; try again, and if it persists tell the "
                                          "operator.")
             await response(scope, receive, send_guarded)
+
+
+async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
+    response = PlainTextResponse(f"The request is larger than {MAX_BODY >> 20} MiB.",
+                                 status_code=413, headers=dict(
+                                     (k.decode(), v.decode()) for k, v in SECURITY_HEADERS))
+    await response(scope, receive, send)
 
 
 class Static(StaticFiles):
