@@ -93,6 +93,31 @@ class BodyTooLarge(Exception):
     pass
 
 
+def _secured(message: Message) -> Message:
+    """A response start with the security headers (and no-store unless it says otherwise)."""
+    headers = list(message.get("headers", []))
+    names = {k.lower() for k, _ in headers}
+    headers += [(k, v) for k, v in SECURITY_HEADERS if k not in names]
+    if b"cache-control" not in names:
+        headers.append((b"cache-control", b"no-store"))
+    return {**message, "headers": headers}
+
+
+def _bounded(receive: Receive) -> Receive:
+    """`receive`, raising BodyTooLarge once more than MAX_BODY bytes of body arrived."""
+    seen = 0
+
+    async def receive_bounded() -> Message:
+        nonlocal seen
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if seen > MAX_BODY:
+            raise BodyTooLarge()
+        return message
+
+    return receive_bounded
+
+
 class Guard:
     """Security headers on every console response, bodies bounded (before anyone, signed in
     or not, makes the form parser hold them), and the last line against tracebacks: an
@@ -106,34 +131,19 @@ class Guard:
             await self.app(scope, receive, send)
             return
         started = False
-        declared = dict(scope.get("headers", [])).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > MAX_BODY:
-            await _too_large(scope, receive, send)
-            return
-        seen = 0
-
-        async def receive_bounded() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > MAX_BODY:
-                raise BodyTooLarge()
-            return message
 
         async def send_guarded(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                headers = [(k, v) for k, v in message.get("headers", [])]
-                names = {k.lower() for k, _ in headers}
-                headers += [(k, v) for k, v in SECURITY_HEADERS if k not in names]
-                if b"cache-control" not in names:
-                    headers.append((b"cache-control", b"no-store"))
-                message = {**message, "headers": headers}
+                message = _secured(message)
             await send(message)
 
+        declared = dict(scope.get("headers", [])).get(b"content-length", b"")
         try:
-            await self.app(scope, receive_bounded, send_guarded)
+            if declared.isdigit() and int(declared) > MAX_BODY:
+                raise BodyTooLarge()
+            await self.app(scope, _bounded(receive), send_guarded)
         except BodyTooLarge:
             if started:
                 raise
@@ -152,8 +162,7 @@ class Guard:
 
 async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
     response = PlainTextResponse(f"The request is larger than {MAX_BODY >> 20} MiB.",
-                                 status_code=413, headers=dict(
-                                     (k.decode(), v.decode()) for k, v in SECURITY_HEADERS))
+                                 status_code=413)
     await response(scope, receive, send)
 
 
