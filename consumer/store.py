@@ -7,6 +7,7 @@ over one connector (db.py), the only path to PostgreSQL.
     store.dead_letters  dead letters: the operators' operations and the retry claim
     store.scripts       scripts, versions, HTTP routes
     store.executions    execution history
+    store.overview      what the runtime is doing now (the console's overview)
     store.tenants       tenants
     store.retention     the retention policy's deletes
     store.rates         rate limits across processes
@@ -14,6 +15,7 @@ over one connector (db.py), the only path to PostgreSQL.
     store.keys          API keys (keys.py)
     store.secrets       tenant secrets, encrypted (secrets.py)
     store.signatures    HMAC signatures seen (replay protection)
+    store.sessions      web console sessions (sessions.py)
 
 `Store.open(dsn)` gives one over a pool (long-running processes), `Store.session(dsn)` one
 over a single connection (one-shot commands)."""
@@ -29,12 +31,14 @@ from consumer.dead_letters import DeadLetters
 from consumer.executions import Executions
 from consumer.keys import ApiKeys
 from consumer.lease import Leases
+from consumer.overview import Overview
 from consumer.queue import OnDispatched, OnRecorded, Queue
 from consumer.ratelimit import RateLimiter
 from consumer.retention import Retention
 from consumer.schedules import Schedules
 from consumer.scripts import Scripts
 from consumer.secrets import Cipher, Secrets
+from consumer.sessions import Sessions
 from consumer.settings import Settings
 from consumer.sql import q
 from consumer.tenant_data import TenantData
@@ -71,6 +75,7 @@ class Store:
         self.dead_letters = DeadLetters(db)
         self.scripts = Scripts(db)
         self.executions = Executions(db)
+        self.overview = Overview(db)
         self.tenants = Tenants(db)
         self.retention = Retention(db)
         self.rates = RateLimiter(db)
@@ -79,6 +84,7 @@ class Store:
         self.keys = ApiKeys(db, settings.key_pepper if settings else "")
         self.secrets = Secrets(db, Cipher.from_keys(settings.secrets_key if settings else ()))
         self.signatures = Signatures(db)
+        self.sessions = Sessions(db)
 
     @classmethod
     async def open(cls, dsn: str, min_size: int = 2, max_size: int = 10, *,
