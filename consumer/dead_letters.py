@@ -155,11 +155,12 @@ class DeadLetters:
         return BulkRetry(found.total, [r["id"] for r in found.rows][:limit])
 
     async def bulk_retry(self, tenant: UUID | None, f: LetterQuery,
-                         now: datetime | None = None) -> tuple[BulkRetry, Applied]:
+                         now: datetime | None = None, by: str | None = None
+                         ) -> tuple[BulkRetry, Applied]:
         """Retry the filtered set as bulk_candidates computes it now (the set may have moved
         since a confirmation counted it), in the tenant given."""
         candidates = await self.bulk_candidates(tenant, f)
-        return candidates, await self.retry(candidates.ids, tenant, now)
+        return candidates, await self.retry(candidates.ids, tenant, now, by=by)
 
     async def claim_retries(self, limit: int, now: datetime | None = None) -> int:
         """Due letters of active scripts become pending executions (the daemons' poll)."""

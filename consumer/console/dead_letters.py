@@ -35,7 +35,7 @@ from consumer.console.context import ConsoleContext, console
 from consumer.console.executions import htmx_target, object_tenant, parse_id
 from consumer.console.query import LETTER_VIEWS, letters_query, link
 from consumer.console.render import page
-from consumer.console.session import PATH, require
+from consumer.console.session import PATH, Viewer, require
 from consumer.dead_letters import BULK_RETRY_MAX, RETRIABLE, STATES, LetterQuery
 
 READ = "executions:read"
@@ -101,11 +101,16 @@ async def _act(request: Request, action: str) -> Response:
     letter = await store.dead_letters.show(letter_id, tenant)  # 404 for another tenant's
     viewer.check(letter["tenant_id"], "dead letter")
     if action == "retry":
-        applied = await store.dead_letters.retry([letter_id], tenant)
+        applied = await store.dead_letters.retry([letter_id], tenant, by=_by(viewer))
     else:
-        applied = await store.dead_letters.discard([letter_id], tenant)
+        applied = await store.dead_letters.discard([letter_id], tenant, by=_by(viewer))
     done = ("retried" if action == "retry" else "discarded") if applied.done else "unchanged"
     return RedirectResponse(f"{PATH}/dead-letters/{letter_id}?done={done}", status_code=303)
+
+
+def _by(viewer: Viewer) -> str:
+    """Who retried or discarded, for the action's log line: the key, never the session."""
+    return f"console key {viewer.caller.key_id}"
 
 
 async def retry(request: Request) -> Response:
@@ -155,7 +160,8 @@ async def bulk_retry(request: Request) -> Response:
                           title="Retry dead letters", problems=reading.problems,
                           candidates=None, shown=reading.shown, fields=[],
                           maximum=BULK_RETRY_MAX, back=link({}), all_tenants=False)
-    _, applied = await ctx.store.dead_letters.bulk_retry(viewer.tenant_filter, query)
+    _, applied = await ctx.store.dead_letters.bulk_retry(viewer.tenant_filter, query,
+                                                         by=_by(viewer))
     back = [(k, v) for k, v in _frozen(reading.shown, query)]
     back += [("retried", str(len(applied.done))), ("skipped", str(len(applied.skipped)))]
     return RedirectResponse(f"{PATH}/dead-letters?{urlencode(back)}", status_code=303)

@@ -20,6 +20,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 from support.console import READ_ONLY, ConsoleApp, User, console_for
 from support.console_rows import TenantRows, make_execution, world
 from support.daemons import drain
@@ -301,8 +302,14 @@ async def test_letter_page_buttons_follow_the_scope(seeded: Seeded) -> None:
 async def test_retry_and_discard(seeded: Seeded, conn: asyncpg.Connection) -> None:
     s, a = seeded, seeded.a
     exhausted = a.letters["exhausted"]
-    r = await s.manager.post(f"/console/dead-letters/{exhausted}/retry")
+    with capture_logs() as logs:
+        r = await s.manager.post(f"/console/dead-letters/{exhausted}/retry")
     assert r.status_code == 303 and r.headers["location"].endswith("?done=retried")
+    # a person's action is logged: what, in which tenant, by which key (never the session)
+    [line] = [x for x in logs if x["event"] == "dead_letters_retried"]
+    assert (line["count"], line["dead_letter_ids"], line["tenant_id"]) == (
+        1, [str(exhausted)], str(a.tenant))
+    assert line["by"].startswith("console key ")
     state = await letter_state(conn, exhausted)
     assert state["max_retries"] == 4 and state["resolved_at"] is None
     r = await s.manager.get(r.headers["location"])
