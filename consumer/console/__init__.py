@@ -59,6 +59,7 @@ from consumer.console.context import (
     Forbidden,
     SignInLimiter,
     SignInRequired,
+    TooManyChecks,
     TooManySignIns,
 )
 from consumer.console.render import STATIC, page
@@ -248,7 +249,8 @@ def console_app(ctx: ConsoleContext) -> Starlette:
         routes += module.routes(ctx)
     app = Starlette(routes=routes, exception_handlers={
         SignInRequired: _signin_required, Forbidden: _forbidden, NotFound: _not_found,
-        ValidationError: _invalid, TooManySignIns: _too_many, StoreUnavailable: _unavailable,
+        ValidationError: _invalid, TooManySignIns: _too_many, TooManyChecks: _too_many,
+        StoreUnavailable: _unavailable,
         SchemaMissing: _schema_missing,
         HTTPException: _http_error,
     })

@@ -8,6 +8,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import anyio
 from starlette.requests import Request
 
 from consumer.clock import Clock, SystemClock
@@ -37,9 +38,15 @@ class TooManySignIns(JsrtError):
     """Too many failed sign-ins from this address: wait a minute and try again."""
 
 
+class TooManyChecks(JsrtError):
+    """Too many checks of script sources from this key in the last minute: wait a minute and
+    try again."""
+
+
 class SignInLimiter:
-    """Failed sign-ins per client address in the last minute, in this process (the keys'
-    comparison is constant-time already; this bounds guessing)."""
+    """Events per client (a failed sign-in per address, a source check per key) in the last
+    minute, in this process (the keys' comparison is constant-time already; this bounds
+    guessing, and the V8 parses a person can ask of a process that serves every tenant)."""
 
     def __init__(self, per_minute: int) -> None:
         self.per_minute = per_minute
@@ -63,6 +70,9 @@ class SignInLimiter:
         self._failures.setdefault(client, deque()).append(time.monotonic())
 
 
+CHECKS_PER_MINUTE = 120
+
+
 @dataclass(slots=True)
 class ConsoleContext:
     store: Store
@@ -73,6 +83,11 @@ class ConsoleContext:
     ondemand: OnDemand | None = None
     clock: Clock = field(default_factory=SystemClock)
     signins: SignInLimiter = field(default_factory=lambda: SignInLimiter(10))
+    # Checking a source parses it with V8 in this process, which may be the daemon of every
+    # tenant: a few at a time, and a person's share per minute (the editor checks as one
+    # types, about one a second at most).
+    checks: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(2))
+    check_rate: SignInLimiter = field(default_factory=lambda: SignInLimiter(CHECKS_PER_MINUTE))
 
     @property
     def session_seconds(self) -> float:

@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from consumer import jsontext, log, scripts
-from consumer.console.context import ConsoleContext, console
+from consumer.console.context import ConsoleContext, TooManyChecks, console
 from consumer.console.render import page
 from consumer.console.scripts import script_ref
 from consumer.console.session import PATH, Viewer, redirect, require
@@ -111,13 +111,20 @@ def form_changes(form: FormData, base_limits: Mapping[str, Any] | None = None
     return out, found
 
 
-async def checked(spec: ScriptSpec, found: list[str]) -> list[Problem]:
+async def checked(request: Request, viewer: Viewer, spec: ScriptSpec,
+                  found: list[str]) -> list[Problem]:
     """Every problem of a script as `jsrt scripts create` reports them; the parse error
-    with its line and column."""
-    messages = found + await anyio.to_thread.run_sync(problems, spec)
-    located = None
-    if any(m.startswith("the source does not parse") for m in messages):
-        located = await anyio.to_thread.run_sync(syntax_problem, spec.source)
+    with its line and column. Within the key's share of checks, a few at a time in the
+    process (TooManyChecks: 429)."""
+    ctx = console(request)
+    if ctx.check_rate.blocked(viewer.caller.key_id):
+        raise TooManyChecks()
+    ctx.check_rate.failed(viewer.caller.key_id)  # (counted, as a failed sign-in is)
+    async with ctx.checks:
+        messages = found + await anyio.to_thread.run_sync(problems, spec)
+        located = None
+        if any(m.startswith("the source does not parse") for m in messages):
+            located = await anyio.to_thread.run_sync(syntax_problem, spec.source)
     out = []
     for message in messages:
         if located is not None and message == located.message:
@@ -182,7 +189,7 @@ async def create(request: Request) -> Response:
     form = await request.form()
     changes, found = form_changes(form)
     spec = ScriptSpec(**changes)
-    errors = await checked(spec, found)
+    errors = await checked(request, viewer, spec, found)
     shown = _from_form(form, _blank(viewer))
     if errors:
         return await _editor(request, viewer, shown, status=400, errors=errors)
@@ -217,7 +224,7 @@ async def save(request: Request) -> Response:
         raise ValidationError(EMBEDDED)
     form = await request.form()
     changes, found = form_changes(form, row["resource_limits"])
-    errors = await checked(scripts.merged(row, changes), found)
+    errors = await checked(request, viewer, scripts.merged(row, changes), found)
     if not errors:
         try:
             await console(request).store.scripts.update(ref, changes, _optional(form, "message"))
@@ -246,7 +253,7 @@ async def validate(request: Request) -> Response:
     else:
         changes, found = form_changes(form, base)
         spec = ScriptSpec(**changes)
-    errors = await checked(spec, found)
+    errors = await checked(request, viewer, spec, found)
     return JSONResponse({"ok": not errors, "errors": [e.json() for e in errors]})
 
 

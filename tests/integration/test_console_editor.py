@@ -109,6 +109,27 @@ async def test_the_validate_endpoint(db_url: str, conn: asyncpg.Connection) -> N
         assert r.status_code == 403
 
 
+async def test_checks_of_sources_are_a_keys_share_per_minute(db_url: str) -> None:
+    # Each check parses the source with V8 in the serving process (maybe every tenant's
+    # daemon): a key gets its share per minute, then 429 in words, other keys unaffected.
+    from consumer.console.context import SignInLimiter
+
+    async with console_for(db_url) as c:
+        [mount] = c.app.routes
+        mount.app.state.console.check_rate = SignInLimiter(3)  # (120 in production)
+        _, key = await c.tenant_key(scopes=READ_ONLY)
+        _, other = await c.tenant_key(scopes=READ_ONLY)
+        user, them = await c.signed_in(key), await c.signed_in(other)
+        for _ in range(3):
+            r = await user.htmx("POST", "/console/scripts/validate", data=_form())
+            assert r.json() == {"ok": True, "errors": []}
+        r = await user.htmx("POST", "/console/scripts/validate", data=_form())
+        assert r.status_code == 429 and "wait a minute" in r.text
+        assert r.headers["retry-after"] == "60"
+        r = await them.htmx("POST", "/console/scripts/validate", data=_form())
+        assert r.json() == {"ok": True, "errors": []}
+
+
 async def test_run_now(db_url: str, conn: asyncpg.Connection) -> None:
     async with console_for(db_url, sandbox=True) as c:
         tenant, key = await c.tenant_key()
