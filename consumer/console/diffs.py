@@ -4,6 +4,7 @@ template renders as a table: side by side, or unified. Pure functions."""
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 CONTEXT = 3  # unchanged lines kept around each change
@@ -25,7 +26,30 @@ def _lines(text: str) -> list[str]:
     return text.splitlines()
 
 
-def side_by_side(a: str, b: str, context: int = CONTEXT) -> list[Row]:
+def _changed_side_by_side(old: list[str], new: list[str], i1: int, i2: int, j1: int,
+                          j2: int) -> list[Row]:
+    """A changed block as pairs: line k of the old beside line k of the new."""
+    rows = []
+    for k in range(max(i2 - i1, j2 - j1)):
+        i, j = i1 + k, j1 + k
+        has_old, has_new = i < i2, j < j2
+        kind = "chg" if has_old and has_new else ("del" if has_old else "add")
+        rows.append(Row(kind, i + 1 if has_old else None, old[i] if has_old else "",
+                        j + 1 if has_new else None, new[j] if has_new else ""))
+    return rows
+
+
+def _changed_unified(old: list[str], new: list[str], i1: int, i2: int, j1: int,
+                     j2: int) -> list[Row]:
+    """A changed block as the old lines, then the new ones."""
+    return ([Row("del", i + 1, old[i]) for i in range(i1, i2)]
+            + [Row("add", None, "", j + 1, new[j]) for j in range(j1, j2)])
+
+
+def _diff(a: str, b: str, context: int,
+          changed: Callable[[list[str], list[str], int, int, int, int], list[Row]]
+          ) -> list[Row]:
+    """Hunks of `context` lines around the changes; a changed block laid out by `changed`."""
     old, new = _lines(a), _lines(b)
     rows: list[Row] = []
     matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
@@ -35,31 +59,17 @@ def side_by_side(a: str, b: str, context: int = CONTEXT) -> list[Row]:
             if tag == "equal":
                 rows += [Row("same", i + 1, old[i], j + 1, new[j])
                          for i, j in zip(range(i1, i2), range(j1, j2), strict=True)]
-                continue
-            width = max(i2 - i1, j2 - j1)
-            for k in range(width):
-                i, j = i1 + k, j1 + k
-                has_old, has_new = i < i2, j < j2
-                kind = "chg" if has_old and has_new else ("del" if has_old else "add")
-                rows.append(Row(kind, i + 1 if has_old else None, old[i] if has_old else "",
-                                j + 1 if has_new else None, new[j] if has_new else ""))
+            else:
+                rows += changed(old, new, i1, i2, j1, j2)
     return rows
+
+
+def side_by_side(a: str, b: str, context: int = CONTEXT) -> list[Row]:
+    return _diff(a, b, context, _changed_side_by_side)
 
 
 def unified(a: str, b: str, context: int = CONTEXT) -> list[Row]:
-    old, new = _lines(a), _lines(b)
-    rows: list[Row] = []
-    matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
-    for group in matcher.get_grouped_opcodes(context):
-        rows.append(_hunk(group[0][1], group[0][3]))
-        for tag, i1, i2, j1, j2 in group:
-            if tag == "equal":
-                rows += [Row("same", i + 1, old[i], j + 1, new[j])
-                         for i, j in zip(range(i1, i2), range(j1, j2), strict=True)]
-                continue
-            rows += [Row("del", i + 1, old[i]) for i in range(i1, i2)]
-            rows += [Row("add", None, "", j + 1, new[j]) for j in range(j1, j2)]
-    return rows
+    return _diff(a, b, context, _changed_unified)
 
 
 def _hunk(i: int, j: int) -> Row:
