@@ -1,0 +1,30 @@
+"""The browser harness itself: Debian's Chromium starts under Playwright, and a page's console
+error, uncaught exception or 5xx answer fails the step that follows it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from support.browser import Browser
+
+pytestmark = pytest.mark.browser
+
+
+async def test_a_clean_page_passes_and_its_step_is_kept(browser: Browser, page: Any) -> None:
+    await page.set_content("<main><h1>jsruntime</h1></main>")
+    path = await browser.shot(page, "clean")
+    assert path.stat().st_size > 0
+    assert await page.inner_text("h1") == "jsruntime"
+
+
+@pytest.mark.parametrize("script", ["console.error('boom')", "throw new Error('boom')"])
+async def test_a_console_error_or_page_error_fails_the_next_step(browser: Browser, page: Any,
+                                                                 script: str) -> None:
+    await page.set_content(f"<p>x</p><script>{script}</script>")
+    with pytest.raises(AssertionError, match="boom"):
+        await browser.shot(page, "broken")
+    # an expected problem, allowed for a block, is not one
+    with browser.allowing("boom"):
+        await page.set_content(f"<p>y</p><script>{script}</script>")
+        await browser.shot(page, "allowed")
