@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The web console's front-end packages (htmx, CodeMirror) from the npm registry, copied into
+# consumer/console/static/vendor/ (gitignored); pinned by the committed package-lock.json.
+VENDOR := consumer/console/static/vendor/.built
 
 .PHONY: run test lint bench bench-compare docker docker-base docker-pg docker-test clean
 
@@ -12,15 +15,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,dev,embedded]'
 	touch $(STAMP)
 
+# Without npm the console still runs (no editor, no live updates) and says so; make says it too.
+$(VENDOR): consumer/console/assets/package-lock.json | $(STAMP)
+	@if command -v npm >/dev/null; then $(BIN)/python -m consumer.console.vendor && touch $(VENDOR); \
+	else echo "make: npm not found: the web console runs without its code editor and live updates (install Node.js, then make again)"; fi
+
 # Starts the daemon on DATABASE_URL, or on an embedded PostgreSQL under .jsrt/ when unset;
 # HTTP endpoints on 127.0.0.1:8080, metrics and health on 127.0.0.1:9464. The demo tenant and
 # its scripts are created on the embedded server only (`make run DEV_ARGS=--demo` for
 # DATABASE_URL's database too).
 DEV_ARGS ?=
-run: $(STAMP)
+run: $(STAMP) $(VENDOR)
 	$(BIN)/jsrt dev --http 127.0.0.1:8080 $(DEV_ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(VENDOR)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -62,4 +70,5 @@ docker-test:
 	BASE_IMAGE=$(BASE_IMAGE) IMAGE=$(IMAGE) .ci/docker-test
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache consumer/console/static/vendor \
+		consumer/console/assets/node_modules

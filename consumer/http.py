@@ -372,8 +372,16 @@ def _summary(request: Request, where: Target) -> dict[str, Any]:
 
 def build_app(store: Store, ondemand: OnDemand, settings: Settings,
               clock: Clock | None = None) -> Starlette:
+    """The web console under /console (consumer/console), then every other path: the HTTP
+    triggers' catch-all (so an http script's path cannot start with /console when its tenant
+    comes in the X-Tenant-ID header; under /t/{tenant}/ it can)."""
+    from consumer.console import console_routes  # Jinja and the pages: only when serving
+
     trigger = HttpTrigger(store, ondemand, settings, clock)
-    return Starlette(routes=[Route("/{path:path}", trigger.handle, methods=list(ROUTABLE))])
+    return Starlette(routes=[
+        console_routes(store, settings, ondemand.executor, ondemand=ondemand, clock=clock),
+        Route("/{path:path}", trigger.handle, methods=list(ROUTABLE)),
+    ])
 
 
 # ------------------------------------------------------------------ the server

@@ -25,8 +25,10 @@ from consumer.db import Db, ForeignKeyViolation
 from consumer.errors import NotFound, ValidationError
 from consumer.sql import q
 
+# keys:manage: the web console's Keys page for a tenant's admins (create and revoke keys of
+# their own tenant, with scopes they hold themselves)
 SCOPES = ("invoke", "scripts:read", "scripts:write", "scripts:execute", "executions:read",
-          "dead-letters:manage")
+          "dead-letters:manage", "keys:manage")
 DEFAULT_SCOPES = ("invoke",)
 PREFIX = "jsrt_"
 _KEY = re.compile(r"^jsrt_([a-z2-7]{12})_([A-Za-z0-9_-]{43})$")
@@ -120,6 +122,15 @@ class ApiKeys:
                      with_operator: bool = True) -> list[dict[str, Any]]:
         rows = await self._db.fetch(q("key_list"), tenant_id, with_operator, limit)
         return [_shown(r) for r in rows]
+
+    async def get(self, key_id: str) -> dict[str, Any]:
+        """One key as listed (tenant_id None for an operator key); NotFound if none."""
+        row = await self._db.fetchrow(q("key_get"), key_id.removeprefix(PREFIX))
+        if row is None:
+            raise NotFound(f"no key {key_id}")
+        out = dict(row)
+        out["scopes"] = list(out["scopes"])
+        return out
 
     async def revoke(self, key_id: str) -> dict[str, Any]:
         row = await self._db.fetchrow(q("key_revoke"), key_id.removeprefix(PREFIX))

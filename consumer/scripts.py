@@ -136,6 +136,24 @@ class Scripts:
         rows = await self._db.fetch(q("script_list"), tenant_id, type_, status, limit)
         return [dict(r) for r in rows]
 
+    async def browse(self, tenant_id: UUID | None, words: str | None, type_: str | None,
+                     status: str | None, tag: str | None, limit: int, offset: int
+                     ) -> tuple[list[dict[str, Any]], int]:
+        """A page of the console's list (full-text search, filters) and the count of all."""
+        rows = await self._db.fetch(q("script_browse"), tenant_id, words, type_, status, tag,
+                                    limit, offset)
+        return [dict(r) for r in rows], int(rows[0]["total"]) if rows else 0
+
+    async def tags(self, tenant_id: UUID | None) -> list[str]:
+        return [r["tag"] for r in await self._db.fetch(q("script_tags"), tenant_id)]
+
+    async def version_source(self, ref: ScriptRef, version: int) -> str:
+        source: str | None = await self._db.fetchval(q("script_version_source"), ref.id,
+                                                     ref.tenant_id, version)
+        if source is None:
+            raise NotFound(f"script {ref.id} has no version {version}")
+        return source
+
     async def versions(self, ref: ScriptRef) -> list[dict[str, Any]]:
         rows = await self._db.fetch(q("script_versions"), ref.id, ref.tenant_id)
         return [dict(r) for r in rows]

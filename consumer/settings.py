@@ -72,6 +72,11 @@ class Settings:
     jwt_public_key_file: str = ""
     jwt_jwks_file: str = ""
     hmac_tolerance_s: float = 300.0  # how old an HMAC-signed request's timestamp may be
+    # The web console (#18, /console): a session lasts at most this many hours after sign-in,
+    # and ends after this many idle minutes; failed sign-ins per client address per minute.
+    console_session_hours: float = 12.0
+    console_idle_minutes: float = 60.0
+    console_signin_per_minute: int = 10
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -127,6 +132,9 @@ class Settings:
              "JSRT_CACHE_URL must be a redis://, rediss:// or unix:// URL (or empty)"),
             (self.cache_max_entries >= 1, "JSRT_CACHE_MAX_ENTRIES must be >= 1"),
             (self.hmac_tolerance_s > 0, "JSRT_HMAC_TOLERANCE_S must be > 0"),
+            (self.console_session_hours > 0 and self.console_idle_minutes > 0,
+             "JSRT_CONSOLE_SESSION_HOURS and JSRT_CONSOLE_IDLE_MINUTES must be > 0"),
+            (self.console_signin_per_minute >= 1, "JSRT_CONSOLE_SIGNIN_PER_MINUTE must be >= 1"),
             (_fernet_keys(self.secrets_key),
              "JSRT_SECRETS_KEY must be Fernet keys (32 url-safe base64-encoded bytes each, "
              "comma-separated; `jsrt secrets keygen` makes one)"),

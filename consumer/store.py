@@ -14,6 +14,7 @@ over one connector (db.py), the only path to PostgreSQL.
     store.keys          API keys (keys.py)
     store.secrets       tenant secrets, encrypted (secrets.py)
     store.signatures    HMAC signatures seen (replay protection)
+    store.sessions      web console sessions (sessions.py)
 
 `Store.open(dsn)` gives one over a pool (long-running processes), `Store.session(dsn)` one
 over a single connection (one-shot commands)."""
@@ -35,6 +36,7 @@ from consumer.retention import Retention
 from consumer.schedules import Schedules
 from consumer.scripts import Scripts
 from consumer.secrets import Cipher, Secrets
+from consumer.sessions import Sessions
 from consumer.settings import Settings
 from consumer.sql import q
 from consumer.tenant_data import TenantData
@@ -75,6 +77,7 @@ class Store:
         self.keys = ApiKeys(db, settings.key_pepper if settings else "")
         self.secrets = Secrets(db, Cipher.from_keys(settings.secrets_key if settings else ()))
         self.signatures = Signatures(db)
+        self.sessions = Sessions(db)
 
     @classmethod
     async def open(cls, dsn: str, min_size: int = 2, max_size: int = 10, *,

@@ -35,3 +35,7 @@ class Tenants:
 
     async def search(self, limit: int) -> list[dict[str, Any]]:
         return [dict(r) for r in await self._db.fetch(q("tenant_list"), limit)]
+
+    async def names(self, limit: int) -> list[dict[str, Any]]:
+        """(id, name) of tenants by name: the console's tenant selector."""
+        return [dict(r) for r in await self._db.fetch(q("tenant_names"), limit)]

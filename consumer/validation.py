@@ -242,22 +242,37 @@ def check_limit_values(limits: Mapping[str, Any]) -> str | None:
 
 
 @lru_cache(maxsize=256)
+@dataclass(frozen=True, slots=True)
+class SyntaxProblem:
+    """Why a source does not parse, where V8 says: `line` and `column` (1-based) in the
+    tenant's source when known (the console marks them in its editor)."""
+
+    message: str  # the whole line check_syntax reports
+    line: int | None = None
+    column: int | None = None
+
+
 def check_syntax(source: str) -> str | None:
-    """V8 parses the source as the sandbox will wrap it, without running any of it. The parse
-    runs on a thread of its own: mini-racer's timeout is not allowed on a thread with a
-    running event loop."""
+    """V8 parses the source as the sandbox will wrap it, without running any of it."""
+    problem = syntax_problem(source)
+    return problem.message if problem else None
+
+
+def syntax_problem(source: str) -> SyntaxProblem | None:
+    """check_syntax's answer with its line and column. The parse runs on a thread of its
+    own: mini-racer's timeout is not allowed on a thread with a running event loop."""
     if not source.strip():
-        return "the source is empty"
+        return SyntaxProblem("the source is empty")
     if len(source.encode()) > MAX_SOURCE:
-        return f"the source is larger than {MAX_SOURCE} bytes"
-    result: list[str | None] = []
+        return SyntaxProblem(f"the source is larger than {MAX_SOURCE} bytes")
+    result: list[SyntaxProblem | None] = []
     thread = threading.Thread(target=lambda: result.append(_parse(source)), name="jsrt-parse")
     thread.start()
     thread.join()
-    return result[0] if result else "the source could not be checked"
+    return result[0] if result else SyntaxProblem("the source could not be checked")
 
 
-def _parse(source: str) -> str | None:
+def _parse(source: str) -> SyntaxProblem | None:
     racer = MiniRacer()
     try:
         # The Function constructor compiles the body on its own and never calls it: the top
@@ -265,18 +280,25 @@ def _parse(source: str) -> str | None:
         code = "new Function(" + json.dumps(rewrite_exports(source)) + "); 0"
         racer.eval(code, timeout_sec=_PARSE_TIMEOUT_S)
     except JSEvalException as exc:
-        first = str(exc).split("\n", 1)[0]
+        first, *rest = str(exc).split("\n")
         match = _FN_LOCATION.match(first)
         if match is None:
-            return f"the source does not parse: {first}"
+            return SyntaxProblem(f"the source does not parse: {first}")
         line = max(1, int(match[1]) - _FN_HEADER_LINES)
         last = max(1, len(source.splitlines()))
         if line > last:  # at the wrapper's closing `})`: the source ended with a block,
             # call or string still open, and the token V8 names is not the tenant's
-            return f"the source does not parse: SyntaxError: Unexpected end of input at line {last}"
-        return f"the source does not parse: {match[2]} at line {line}"
+            return SyntaxProblem("the source does not parse: SyntaxError: Unexpected end of "
+                                 f"input at line {last}", last)
+        # V8 quotes the line and puts a caret under the column
+        # (the line as the sandbox wrote it: an `export` rewritten is longer, its column lost)
+        caret = rest[1].find("^") if len(rest) > 1 else -1
+        quoted = source.splitlines()[line - 1] if line <= last else ""
+        column = caret + 1 if 0 <= caret <= len(quoted) and rest[0] == quoted else None
+        return SyntaxProblem(f"the source does not parse: {match[2]} at line {line}", line,
+                             column)
     except Exception as exc:
-        return f"the source could not be checked: {type(exc).__name__}"
+        return SyntaxProblem(f"the source could not be checked: {type(exc).__name__}")
     finally:
         racer.close()
     return None

@@ -23,6 +23,11 @@ WHERE $1::uuid IS NULL OR tenant_id = $1::uuid OR ($2 AND tenant_id IS NULL)
 ORDER BY created_at DESC, id
 LIMIT $3;
 
+-- name: key_get
+-- One key as listed (the console's revoke; the caller checks the tenant).
+SELECT id, tenant_id, name, scopes, created_at, last_used_at, revoked_at
+FROM jsrt_api_keys WHERE id = $1;
+
 -- name: key_revoke
 UPDATE jsrt_api_keys SET revoked_at = COALESCE(revoked_at, NOW())
 WHERE id = $1

@@ -157,3 +157,33 @@ SELECT '{}'::jsonb @@ $1::text::jsonpath IS NULL;
 -- name: concurrency_key_check
 -- A concurrency key's path as PostgreSQL reads it (the cast raises its own message).
 SELECT $1::text::jsonpath IS NOT NULL;
+
+-- name: script_browse
+-- The console's scripts list: $1 tenant (NULL: every tenant, operators), $2 search words
+-- (the seed's full-text index on name and description, or a part of the name), $3 type,
+-- $4 status, $5 tag, $6 limit, $7 offset. `total` is the count of the whole filtered set.
+SELECT s.id, s.tenant_id, s.name, s.description, s.type, s.status, s.tags,
+       COALESCE(s.cron_expression, s.http_path, array_to_string(s.event_types, ', ')) AS trigger,
+       s.updated_at,
+       (SELECT max(v.version_number) FROM script_versions v
+        WHERE v.script_id = s.id AND v.tenant_id = s.tenant_id) AS version,
+       count(*) OVER () AS total
+FROM scripts s
+WHERE ($1::uuid IS NULL OR s.tenant_id = $1::uuid)
+  AND ($2::text IS NULL
+       OR to_tsvector('english', coalesce(s.name, '') || ' ' || coalesce(s.description, ''))
+          @@ websearch_to_tsquery('english', $2)
+       OR s.name ILIKE '%' || replace(replace(replace($2, '\', '\\'), '%', '\%'), '_', '\_') || '%')
+  AND ($3::text IS NULL OR s.type = $3) AND ($4::text IS NULL OR s.status = $4)
+  AND ($5::text IS NULL OR s.tags @> ARRAY[$5::text])
+ORDER BY CASE WHEN $2::text IS NULL THEN 0 ELSE
+           ts_rank(to_tsvector('english', coalesce(s.name, '') || ' ' || coalesce(s.description, '')),
+                   websearch_to_tsquery('english', $2)) END DESC,
+         s.name, s.tenant_id
+LIMIT $6 OFFSET $7;
+
+-- name: script_tags
+-- The tags in use in a tenant (NULL: every tenant), for the console's filter.
+SELECT DISTINCT tag FROM scripts s, unnest(s.tags) AS tag
+WHERE $1::uuid IS NULL OR s.tenant_id = $1::uuid
+ORDER BY tag LIMIT 200;

@@ -13,3 +13,9 @@ SELECT t.id, to_jsonb(t)->>'name' AS name,
 FROM tenants t
 ORDER BY created_at DESC NULLS LAST, t.id
 LIMIT $1;
+
+-- name: tenant_names
+-- The web console's tenant selector (operators): tenants by name.
+SELECT t.id, to_jsonb(t)->>'name' AS name FROM tenants t
+ORDER BY to_jsonb(t)->>'name' NULLS LAST, t.id
+LIMIT $1;

@@ -1,0 +1,89 @@
+"""What every console page is given (ConsoleContext) and the refusals pages raise; the
+handlers in consumer/console/__init__.py turn the refusals into pages in words."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+
+from consumer.clock import Clock, SystemClock
+from consumer.errors import JsrtError
+from consumer.settings import Settings
+from consumer.store import Store
+
+if TYPE_CHECKING:
+    from consumer.ondemand import OnDemand
+    from consumer.sandbox import Executor
+
+
+class SignInRequired(JsrtError):
+    """Sign in to use the console."""
+
+
+class Forbidden(JsrtError):
+    """This key is not allowed to do that."""
+
+
+class CsrfRefused(Forbidden):
+    """This form did not come from this console page, or it is too old (no valid CSRF token):
+    reload the page and try again."""
+
+
+class TooManySignIns(JsrtError):
+    """Too many failed sign-ins from this address: wait a minute and try again."""
+
+
+class SignInLimiter:
+    """Failed sign-ins per client address in the last minute, in this process (the keys'
+    comparison is constant-time already; this bounds guessing)."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._failures: dict[str, deque[float]] = {}
+
+    def _recent(self, client: str) -> deque[float]:
+        now = time.monotonic()
+        failures = self._failures.setdefault(client, deque())
+        while failures and failures[0] < now - 60:
+            failures.popleft()
+        if not failures:
+            self._failures.pop(client, None)
+        return failures
+
+    def blocked(self, client: str) -> bool:
+        return len(self._recent(client)) >= self.per_minute
+
+    def failed(self, client: str) -> None:
+        if len(self._failures) > 10_000:  # bounded memory under a spray of addresses
+            self._failures.clear()
+        self._failures.setdefault(client, deque()).append(time.monotonic())
+
+
+@dataclass(slots=True)
+class ConsoleContext:
+    store: Store
+    settings: Settings
+    executor: Executor | None = None
+    # runs started by the console (Run now): the same path as `jsrt exec` and HTTP; None when
+    # the process has no sandbox (then the page says so)
+    ondemand: OnDemand | None = None
+    clock: Clock = field(default_factory=SystemClock)
+    signins: SignInLimiter = field(default_factory=lambda: SignInLimiter(10))
+
+    @property
+    def session_seconds(self) -> float:
+        return self.settings.console_session_hours * 3600
+
+    @property
+    def idle_seconds(self) -> float:
+        return self.settings.console_idle_minutes * 60
+
+
+def console(request: Request) -> ConsoleContext:
+    """The context of the console app serving this request."""
+    ctx: ConsoleContext = request.app.state.console
+    return ctx

@@ -1,0 +1,21 @@
+"""Overview (a placeholder: the page itself comes with its own change)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from consumer.console.context import ConsoleContext
+from consumer.console.render import page
+from consumer.console.session import require
+
+
+async def index(request: Request) -> Response:
+    await require(request)
+    return await page(request, "placeholder.html", title="Overview",
+                      message="")
+
+
+def routes(ctx: ConsoleContext) -> list[BaseRoute]:
+    return [Route("/overview", index, methods=["GET"])]

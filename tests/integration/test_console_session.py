@@ -1,0 +1,209 @@
+"""The web console's sign-in, sessions, CSRF and security headers, against a real
+PostgreSQL (the ASGI app through httpx; no server, no browser)."""
+
+from __future__ import annotations
+
+import asyncpg
+from support.console import READ_ONLY, console_for, csrf_of
+
+from consumer.console import CSP
+
+
+async def test_sign_in_lands_on_a_page_with_the_security_headers(db_url: str) -> None:
+    async with console_for(db_url, sandbox=True) as c:
+        _, key = await c.tenant_key()
+        anonymous = c.client()
+        r = await anonymous.get("/console/scripts")
+        assert r.status_code == 303 and r.headers["location"].startswith("/console/login")
+
+        user = await c.signed_in(key)
+        r = await user.get("/console/scripts")
+        assert r.status_code == 200
+        assert r.headers["content-security-policy"] == CSP
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["referrer-policy"] == "same-origin"
+        assert r.headers["cache-control"] == "no-store"
+        assert "<script>" not in r.text and " style=" not in r.text
+        assert csrf_of(r.text) == user.csrf
+
+
+async def test_cookie_flags(db_url: str, conn: asyncpg.Connection) -> None:
+    async with console_for(db_url) as c:
+        _, key = await c.tenant_key(scopes=READ_ONLY)
+        client = c.client()
+        form = await client.get("/console/login")
+        r = await client.post("/console/login", data={"key": key, "csrf": csrf_of(form.text)},
+                              headers={"x-forwarded-proto": "https"})
+        assert r.status_code == 303
+        [cookie] = [h for h in r.headers.get_list("set-cookie")
+                    if h.startswith("jsrt_session=")]
+        flags = {p.strip().lower() for p in cookie.split(";")[1:]}
+        assert {"httponly", "secure", "samesite=lax", "path=/console"} <= flags
+        token = cookie.split(";")[0].split("=", 1)[1]
+        # only the hash is stored
+        assert await conn.fetchval("SELECT count(*) FROM jsrt_console_sessions") == 1
+        assert await conn.fetchval(
+            "SELECT count(*) FROM jsrt_console_sessions WHERE id_hash = $1", token.encode()) == 0
+
+
+async def test_a_wrong_key_gets_the_same_words_whatever_is_wrong(db_url: str) -> None:
+    async with console_for(db_url) as c:
+        tenant, key = await c.tenant_key()
+        revoked = await c.store.keys.create(tenant, "old", ["scripts:read"])
+        await c.store.keys.revoke(revoked.id)
+        client = c.client()
+        answers = []
+        for wrong in ("nonsense", "jsrt_aaaaaaaaaaaa_" + "A" * 43, key[:-1] + "x", revoked.key):
+            form = await client.get("/console/login")
+            r = await client.post("/console/login", data={"key": wrong, "csrf": csrf_of(form.text)})
+            assert r.status_code == 401
+            assert "jsrt_session" not in r.headers.get("set-cookie", "")
+            answers.append(r.text.split('id="signin-error">')[1].split("<")[0])
+        assert len(set(answers)) == 1 and "not accepted" in answers[0]
+
+
+async def test_sign_in_needs_the_forms_own_token(db_url: str) -> None:
+    async with console_for(db_url) as c:
+        _, key = await c.tenant_key()
+        client = c.client()
+        r = await client.post("/console/login", data={"key": key})
+        assert r.status_code == 403 and "sign in again" in r.text
+        form = await client.get("/console/login")
+        r = await client.post("/console/login", data={"key": key, "csrf": "forged"})
+        assert r.status_code == 403
+        assert csrf_of(form.text)
+
+
+async def test_failed_sign_ins_are_rate_limited(db_url: str) -> None:
+    async with console_for(db_url, console_signin_per_minute=3) as c:
+        _, key = await c.tenant_key()
+        client = c.client()
+        for _ in range(3):
+            form = await client.get("/console/login")
+            r = await client.post("/console/login", data={"key": "wrong", "csrf": csrf_of(form.text)})
+            assert r.status_code == 401
+        form = await client.get("/console/login")
+        r = await client.post("/console/login", data={"key": key, "csrf": csrf_of(form.text)})
+        assert r.status_code == 429 and "wait a minute" in r.text
+        assert r.headers["retry-after"] == "60"
+
+
+async def test_no_session_and_refused_sessions(db_url: str, conn: asyncpg.Connection) -> None:
+    async with console_for(db_url) as c:
+        _, key = await c.tenant_key()
+        anonymous = c.client()
+        r = await anonymous.get("/console/scripts?q=x")
+        assert r.status_code == 303
+        assert r.headers["location"] == "/console/login?next=/console/scripts"
+        r = await anonymous.get("/console/scripts", headers={"hx-request": "true"})
+        assert r.status_code == 401 and r.headers["hx-redirect"] == "/console/login"
+        r = await anonymous.post("/console/logout", data={"csrf": "x"})
+        assert r.status_code == 401
+        forged = c.client(cookies={"jsrt_session": "made-up"})
+        r = await forged.get("/console/scripts")
+        assert r.status_code == 303
+
+        # absolute expiry
+        user = await c.signed_in(key)
+        await conn.execute("UPDATE jsrt_console_sessions SET expires_at = NOW() - interval '1 s'")
+        r = await user.get("/console/scripts")
+        assert r.status_code == 303 and r.headers["location"].startswith("/console/login")
+        assert await conn.fetchval("SELECT count(*) FROM jsrt_console_sessions") == 0
+
+        # idle expiry
+        user = await c.signed_in(key)
+        await conn.execute("UPDATE jsrt_console_sessions SET last_seen = NOW() - interval '2 h'")
+        r = await user.get("/console/scripts")
+        assert r.status_code == 303
+        assert await conn.fetchval("SELECT count(*) FROM jsrt_console_sessions") == 0
+
+
+async def test_a_revoked_key_ends_its_sessions(db_url: str, conn: asyncpg.Connection) -> None:
+    async with console_for(db_url) as c:
+        tenant, _ = await c.tenant_key()
+        made = await c.store.keys.create(tenant, "soon revoked", ["scripts:read"])
+        user = await c.signed_in(made.key)
+        assert (await user.get("/console/scripts")).status_code == 200
+        await c.store.keys.revoke(made.id)
+        r = await user.get("/console/scripts")
+        assert r.status_code == 303 and r.headers["location"].startswith("/console/login")
+        assert await conn.fetchval("SELECT count(*) FROM jsrt_console_sessions") == 0
+
+
+async def test_sign_out_needs_the_csrf_token_and_deletes_the_session(
+        db_url: str, conn: asyncpg.Connection) -> None:
+    async with console_for(db_url) as c:
+        _, key = await c.tenant_key()
+        user = await c.signed_in(key)
+        r = await user.post("/console/logout", csrf=None)
+        assert r.status_code == 403 and "CSRF" in r.text
+        r = await user.post("/console/logout", csrf="wrong")
+        assert r.status_code == 403
+        r = await user.htmx("POST", "/console/logout", csrf="wrong")
+        assert r.status_code == 403
+        assert await conn.fetchval("SELECT count(*) FROM jsrt_console_sessions") == 1
+        r = await user.post("/console/logout")
+        assert r.status_code == 303 and r.headers["location"] == "/console/login"
+        assert await conn.fetchval("SELECT count(*) FROM jsrt_console_sessions") == 0
+        assert (await user.get("/console/scripts")).status_code == 303
+
+
+async def test_operators_switch_tenants_and_tenant_keys_cannot(db_url: str,
+                                                                conn: asyncpg.Connection) -> None:
+    async with console_for(db_url) as c:
+        tenant, key = await c.tenant_key()
+        other = await c.tenant("other")
+        operator = await c.signed_in(await c.operator_key())
+        page = await operator.get("/console/scripts")
+        assert 'id="tenant-select"' in page.text and "other" in page.text
+        r = await operator.post("/console/tenant", {"tenant": str(other),
+                                                    "next": "/console/scripts"})
+        assert r.status_code == 303 and r.headers["location"] == "/console/scripts"
+        assert await conn.fetchval("SELECT tenant_id FROM jsrt_console_sessions") == other
+        r = await operator.post("/console/tenant", {"tenant": "", "next": "https://evil.example/"})
+        assert r.status_code == 303 and r.headers["location"] == "/console/"
+        assert await conn.fetchval("SELECT tenant_id FROM jsrt_console_sessions") is None
+        r = await operator.post("/console/tenant", {"tenant": "00000000-0000-4000-8000-000000000000"})
+        assert r.status_code == 404
+
+        user = await c.signed_in(key)
+        assert 'id="tenant-select"' not in (await user.get("/console/scripts")).text
+        r = await user.post("/console/tenant", {"tenant": str(other)})
+        assert r.status_code == 403
+        r = await user.post("/console/tenant", {"tenant": str(tenant)}, csrf=None)
+        assert r.status_code == 403
+
+
+async def test_sign_in_goes_back_where_it_was_asked_and_nowhere_else(db_url: str) -> None:
+    async with console_for(db_url) as c:
+        _, key = await c.tenant_key()
+        for target, landing in (("/console/keys", "/console/keys"),
+                                ("//evil.example/console/", "/console/"),
+                                ("https://evil.example/", "/console/")):
+            client = c.client()
+            form = await client.get("/console/login", params={"next": target})
+            r = await client.post("/console/login", data={
+                "key": key, "csrf": csrf_of(form.text), "next": target})
+            assert r.headers["location"] == landing
+
+
+async def test_errors_are_pages_in_words(db_url: str) -> None:
+    async with console_for(db_url) as c:
+        _, key = await c.tenant_key(scopes=READ_ONLY)
+        user = await c.signed_in(key)
+        r = await user.get("/console/no-such-page")
+        assert r.status_code == 404 and "no such page" in r.text
+        assert r.headers["content-security-policy"] == CSP
+        r = await user.get("/console/keys")
+        assert r.status_code == 403 and "keys:manage" in r.text
+        assert "Traceback" not in r.text
+
+
+async def test_static_files_are_served_with_long_cache_headers(db_url: str) -> None:
+    async with console_for(db_url) as c:
+        client = c.client()
+        r = await client.get("/console/static/console.css")
+        assert r.status_code == 200 and "immutable" in r.headers["cache-control"]
+        assert r.headers["x-content-type-options"] == "nosniff"
+        r = await client.get("/console/static/nope.js")
+        assert r.status_code == 404
