@@ -36,7 +36,7 @@ from consumer.cancel import CancelWatcher
 from consumer.clock import Clock, SystemClock, wall
 from consumer.completer import Completer
 from consumer.errors import StoreError, StoreUnavailable
-from consumer.lease import Lease
+from consumer.lease import Lease, memory_report
 from consumer.listener import Listener
 from consumer.records import Finished, Outcome, Run
 from consumer.retention import Cleaner, Policy
@@ -137,7 +137,8 @@ class Daemon:
         s = self.settings
         lease = Lease(self.store, s.heartbeat_interval, owner=self.id,
                       rescue_after=s.heartbeat_timeout, retry_base=s.retry_base_seconds,
-                      clock=self.clock, on_beat=self._beaten)
+                      clock=self.clock, on_beat=self._beaten,
+                      memory=memory_report(self.executor))
         async with lease:
             _LOG.info("daemon_started", daemon_id=self.id, concurrency=s.concurrency,
                       until_idle=until_idle)

@@ -23,6 +23,7 @@ from uuid import UUID
 from consumer import log
 from consumer.db import Db
 from consumer.errors import NotFound
+from consumer.paging import Page, fetch_page
 from consumer.records import Finished
 from consumer.sql import q
 
@@ -40,6 +41,49 @@ class Filters:
     since: datetime | None = None
     include_resolved: bool = False
     limit: int | None = None
+
+
+# A letter's state, as dead_letters.sql computes it.
+STATES = ("scheduled", "waiting_for_script", "in_flight", "exhausted", "succeeded", "discarded")
+UNRESOLVED = ("scheduled", "waiting_for_script", "in_flight", "exhausted")
+# What a retry can act on now (dl_retry leaves resolved and in-flight letters alone).
+RETRIABLE = ("scheduled", "waiting_for_script", "exhausted")
+# A bulk retry from the console acts on at most this many letters (the newest matching);
+# what is left matches again afterwards, for another round.
+BULK_RETRY_MAX = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class LetterQuery:
+    """The console's filters (empty = any): created in [created_from, created_before),
+    `error` a substring of the error, in any case."""
+
+    script_id: UUID | None = None
+    script_name: str | None = None
+    states: tuple[str, ...] = ()
+    event_type: str | None = None
+    created_from: datetime | None = None
+    created_before: datetime | None = None
+    error: str | None = None
+    page: int = 1
+
+    def args(self) -> tuple[Any, ...]:
+        return (self.script_id, self.script_name, list(self.states) or None, self.event_type,
+                self.created_from, self.created_before, self.error)
+
+
+@dataclass(frozen=True, slots=True)
+class BulkRetry:
+    """What a bulk retry of a filtered set would do: `total` letters can be retried now (at
+    most MATCH_CAP counted), `ids` the first BULK_RETRY_MAX of them, newest first."""
+
+    total: int
+    ids: list[UUID]
+
+    @property
+    def more(self) -> bool:
+        """Not every retriable letter of the set is taken this round."""
+        return self.total > len(self.ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +129,32 @@ class DeadLetters:
                       now: datetime | None = None) -> Applied:
         """Resolve the letters as 'discarded': kept for review, never retried."""
         return await self._apply("dl_discard", ids, tenant, now, max(1, len(ids)), None)
+
+    # ------------------------------------------------------------ the console (#18)
+    async def page(self, tenant: UUID | None, f: LetterQuery) -> Page:
+        """One page of the matching letters, newest first; `tenant` None only for an
+        operator looking at every tenant."""
+        return await fetch_page(self._db, "console_dead_letters", (tenant, *f.args()), f.page)
+
+    async def bulk_candidates(self, tenant: UUID | None, f: LetterQuery,
+                              limit: int = BULK_RETRY_MAX) -> BulkRetry:
+        """The letters of this filtered set that a retry can act on now (its states narrowed
+        to RETRIABLE), in the tenant given: the count a confirmation shows, and the ids."""
+        states = tuple(s for s in (f.states or STATES) if s in RETRIABLE)
+        if not states:
+            return BulkRetry(0, [])
+        narrowed = LetterQuery(f.script_id, f.script_name, states, f.event_type,
+                               f.created_from, f.created_before, f.error)
+        found = await fetch_page(self._db, "console_dead_letters", (tenant, *narrowed.args()),
+                                 1, max(1, limit))
+        return BulkRetry(found.total, [r["id"] for r in found.rows][:limit])
+
+    async def bulk_retry(self, tenant: UUID | None, f: LetterQuery,
+                         now: datetime | None = None) -> tuple[BulkRetry, Applied]:
+        """Retry the filtered set as bulk_candidates computes it now (the set may have moved
+        since a confirmation counted it), in the tenant given."""
+        candidates = await self.bulk_candidates(tenant, f)
+        return candidates, await self.retry(candidates.ids, tenant, now)
 
     async def claim_retries(self, limit: int, now: datetime | None = None) -> int:
         """Due letters of active scripts become pending executions (the daemons' poll)."""

@@ -1,6 +1,6 @@
-"""The execution history's repository: what `jsrt executions` lists and shows, and the run
-control of #19: cancel (consumer/cancel.py stops what a process had taken) and replay
-(consumer/replay.py)."""
+"""The execution history's repository: what `jsrt executions` lists and shows, what the web
+console lists (filtered, a page at a time) and shows (#18), and the run control of #19:
+cancel (consumer/cancel.py stops what a process had taken) and replay (consumer/replay.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,25 @@ from uuid import UUID
 
 from consumer.db import Db
 from consumer.errors import NotFound
+from consumer.paging import Page, fetch_page
 from consumer.sql import q
+
+STATUSES = ("pending", "running", "completed", "failed", "timeout", "cancelled")
+TRIGGERS = ("event", "cron", "http", "manual", "api")
+REPLAYS_SHOWN = 20
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionQuery:
+    """The console's filters (empty = any): started in [started_from, started_before)."""
+
+    script_id: UUID | None = None
+    script_name: str | None = None
+    statuses: tuple[str, ...] = ()
+    triggers: tuple[str, ...] = ()
+    started_from: datetime | None = None
+    started_before: datetime | None = None
+    page: int = 1
 
 
 class Executions:
@@ -32,6 +50,26 @@ class Executions:
         if row is None:
             raise NotFound(f"no execution {execution_id}")
         return dict(row)
+
+    # ------------------------------------------------------------ the console (#18)
+    async def page(self, tenant_id: UUID | None, f: ExecutionQuery) -> Page:
+        """One page of the matching executions, newest first; `tenant_id` None only for an
+        operator looking at every tenant."""
+        return await fetch_page(self._db, "console_executions", (
+            tenant_id, f.script_id, f.script_name, list(f.statuses) or None,
+            list(f.triggers) or None, f.started_from, f.started_before), f.page)
+
+    async def detail(self, execution_id: UUID, tenant_id: UUID | None) -> dict[str, Any]:
+        """An execution with its console lines, the version that ran, the execution it
+        replays (`replay_of`), its dead letter (`dead_letter_id`) and the executions
+        replaying it (`replays`, newest first). NotFound in words that say nothing of other
+        tenants."""
+        row = await self._db.fetchrow(q("console_execution"), tenant_id, execution_id)
+        if row is None:
+            raise NotFound(f"no execution {execution_id}")
+        replays = await self._db.fetch(q("console_execution_replays"), row["tenant_id"],
+                                       row["script_id"], str(row["id"]), REPLAYS_SHOWN)
+        return {**dict(row), "replays": [dict(r) for r in replays]}
 
     # ------------------------------------------------------------ run control (#19)
     async def cancel(self, ids: Sequence[UUID], by: str,

@@ -41,7 +41,7 @@ from consumer.batcher import Batcher
 from consumer.cancel import executor_stop, watching
 from consumer.clock import Clock, SystemClock
 from consumer.errors import ConfigError, NotFound, StoreUnavailable
-from consumer.lease import Lease
+from consumer.lease import Lease, memory_report
 from consumer.ondemand import OnDemand, RunResult
 from consumer.policy import Cors, InvalidPolicy, Policy, parse_policy
 from consumer.ratelimit import retry_after
@@ -454,7 +454,8 @@ class HttpServer:
         try:
             s = self.settings
             lease = Lease(self.store, s.heartbeat_interval, kind="http",
-                          rescue_after=s.heartbeat_timeout, retry_base=s.retry_base_seconds)
+                          rescue_after=s.heartbeat_timeout, retry_base=s.retry_base_seconds,
+                          memory=memory_report(self.executor))
             async with lease, watching(self.store, lease.id, executor_stop(self.executor),
                                        s.heartbeat_interval):
                 app = build_app(self.store, OnDemand(self.store, self.executor, lease.id),

@@ -6,7 +6,8 @@ that rescues (the daemons, and a server running without any daemon).
     Leases  the repository (register, beat, unregister)
     Lease   the service: `async with Lease(store, interval, ...) as lease:` - lease.id owns
             the runs started inside; with `rescue_after`, each beat also closes the runs of
-            processes silent that long, retried exactly as a failed run is (retry.py)
+            processes silent that long, retried exactly as a failed run is (retry.py); with
+            `memory`, each beat records the process's memory (the console's overview shows it)
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -29,10 +30,14 @@ from consumer.db import Db
 from consumer.errors import StoreError, StoreUnavailable
 from consumer.records import Finished
 from consumer.retry import retry_at_after
+from consumer.sandbox.memory import Statm
 from consumer.sql import q
 
 if TYPE_CHECKING:
+    from consumer.sandbox import Executor
     from consumer.store import Store
+
+Memory = Mapping[str, Any]
 
 _LOG = log.get("jsrt.lease")
 
@@ -45,9 +50,11 @@ class Leases:
     def __init__(self, db: Db) -> None:
         self._db = db
 
-    async def register(self, owner: str, hostname: str, pid: int) -> None:
-        """An upsert: a lease forgotten after a long stall is taken again."""
-        await self._db.execute(q("register_daemon"), owner, hostname, pid)
+    async def register(self, owner: str, hostname: str, pid: int,
+                       memory: Memory | None = None) -> None:
+        """An upsert: a lease forgotten after a long stall is taken again. `memory` (see
+        memory_report) replaces what the last beat recorded; None keeps it."""
+        await self._db.execute(q("register_daemon"), owner, hostname, pid, memory)
 
     async def unregister(self, owner: str) -> None:
         await self._db.execute(q("unregister_daemon"), owner)
@@ -62,7 +69,8 @@ class Lease:
     def __init__(self, store: Store, interval: float, kind: str = "ondemand",
                  rescue_after: float | None = None, retry_base: float = 30.0,
                  owner: str | None = None, clock: Clock | None = None,
-                 on_beat: Callable[[Sequence[Finished]], object] | None = None) -> None:
+                 on_beat: Callable[[Sequence[Finished]], object] | None = None,
+                 memory: Callable[[], Memory | None] | None = None) -> None:
         self.store = store
         self.interval = interval
         self.id = owner or new_owner_id(kind)
@@ -71,10 +79,12 @@ class Lease:
         self.clock = clock or SystemClock()
         self.rescued = 0
         self._on_beat = on_beat
+        self._memory = memory
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Lease:
-        await self.store.leases.register(self.id, socket.gethostname(), os.getpid())
+        await self.store.leases.register(self.id, socket.gethostname(), os.getpid(),
+                                         self._measure())
         self._task = asyncio.create_task(self._run(), name=f"lease {self.id}")
         _LOG.debug("lease_taken", owner=self.id)
         return self
@@ -104,7 +114,8 @@ class Lease:
         """One heartbeat (and rescue); a database that does not answer is logged and the
         next beat tries again."""
         try:
-            await self.store.leases.register(self.id, socket.gethostname(), os.getpid())
+            await self.store.leases.register(self.id, socket.gethostname(), os.getpid(),
+                                             self._measure())
             lost = await self._rescue() if self.rescue_after is not None else []
         except StoreError as exc:  # unavailable, or e.g. a deadlock between rescuers
             _LOG.warning("heartbeat_failed", owner=self.id, error=str(exc).splitlines()[0][:200])
@@ -114,6 +125,15 @@ class Lease:
             if asyncio.iscoroutine(result):
                 await result
         return lost
+
+    def _measure(self) -> Memory | None:
+        if self._memory is None:
+            return None
+        try:
+            return self._memory()
+        except Exception as exc:  # a report that fails never costs the heartbeat
+            _LOG.warning("memory_report_failed", owner=self.id, error=str(exc)[:200])
+            return None
 
     async def _rescue(self) -> list[Finished]:
         assert self.rescue_after is not None
@@ -127,3 +147,19 @@ class Lease:
     def _retry_at(self, f: Finished) -> datetime:
         # a lost attempt counts as a failed one and backs off like one
         return retry_at_after(f.trigger_data, self.clock.now(), self.retry_base)
+
+
+def memory_report(executor: Executor) -> Callable[[], Memory]:
+    """What a process with a sandbox records with its heartbeat: its own resident memory and
+    each sandbox worker's (jsrt_daemons.memory, shown by the console's overview)."""
+    statm = Statm("self")
+
+    stats = getattr(executor, "stats", None)  # test doubles of the executor may have none
+
+    def report() -> Memory:
+        workers = [{"index": w.index, "pid": w.pid, "rss_bytes": w.rss_bytes,
+                    "inflight": w.inflight} for w in (stats().workers if stats else ())]
+        return {"rss_bytes": statm.rss_bytes(), "workers": workers,
+                "at": datetime.now(UTC).isoformat()}
+
+    return report

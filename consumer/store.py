@@ -7,6 +7,7 @@ over one connector (db.py), the only path to PostgreSQL.
     store.dead_letters  dead letters: the operators' operations and the retry claim
     store.scripts       scripts, versions, HTTP routes
     store.executions    execution history
+    store.overview      what the runtime is doing now (the console's overview)
     store.tenants       tenants
     store.retention     the retention policy's deletes
     store.rates         rate limits across processes
@@ -30,6 +31,7 @@ from consumer.dead_letters import DeadLetters
 from consumer.executions import Executions
 from consumer.keys import ApiKeys
 from consumer.lease import Leases
+from consumer.overview import Overview
 from consumer.queue import OnDispatched, OnRecorded, Queue
 from consumer.ratelimit import RateLimiter
 from consumer.retention import Retention
@@ -70,6 +72,7 @@ class Store:
         self.dead_letters = DeadLetters(db)
         self.scripts = Scripts(db)
         self.executions = Executions(db)
+        self.overview = Overview(db)
         self.tenants = Tenants(db)
         self.retention = Retention(db)
         self.rates = RateLimiter(db)

@@ -2,8 +2,10 @@
 -- tenant data; $now parameters let tests inject the clock (NULL = the database's now()).
 
 -- name: register_daemon
-INSERT INTO jsrt_daemons (id, hostname, pid) VALUES ($1, $2, $3)
-ON CONFLICT (id) DO UPDATE SET heartbeat_at = NOW();
+-- $4: the process's memory (jsrt_daemons.memory; NULL keeps what an earlier beat recorded).
+INSERT INTO jsrt_daemons (id, hostname, pid, memory) VALUES ($1, $2, $3, $4::jsonb)
+ON CONFLICT (id) DO UPDATE
+SET heartbeat_at = NOW(), memory = COALESCE(EXCLUDED.memory, jsrt_daemons.memory);
 
 -- name: unregister_daemon
 DELETE FROM jsrt_daemons WHERE id = $1;
