@@ -127,7 +127,7 @@
       lint: readOnly ? false : {
         async: true, delay: 700,
         getAnnotations: function (text, update, options, editor) {
-          editor.save();
+          area.value = editor.getValue();  // editor.save() does not exist yet at the first lint, inside fromTextArea
           check(form, function (errors) { mark(editor, errors); showProblems(errors); update(editor, annotations(editor, errors)); });
         }
       }
