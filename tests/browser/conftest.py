@@ -18,13 +18,27 @@ import os
 import re
 import shutil
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
+import asyncpg
 import pytest
-from support.browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP, STEP_TIMEOUT_MS, Browser
-from support.daemons import DaemonProcess
+from support.browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    DESKTOP,
+    STEP_TIMEOUT_MS,
+    Browser,
+    Console,
+    ConsoleServer,
+    Tenants,
+)
+from support.console import ALL_TENANT_SCOPES, READ_ONLY
+from support.daemons import DaemonProcess, settings_for
+from support.factories import make_tenant
+
+from consumer.store import Store
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 PEPPER = "browser-tests-pepper"
@@ -42,27 +56,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 # --- the server -------------------------------------------------------------------------------
 
-@dataclass
-class ConsoleServer:
-    process: DaemonProcess
-    base_url: str  # http://127.0.0.1:PORT
-
-    def url(self, path: str = "/console/") -> str:
-        return self.base_url + path
+def _artifacts(request: pytest.FixtureRequest) -> Path:
+    return ARTIFACTS / re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
 
 
 @pytest.fixture
-def console_server(db_url: str) -> Iterator[ConsoleServer]:
+def console_server(db_url: str, request: pytest.FixtureRequest) -> Iterator[ConsoleServer]:
     """`jsrt run --http 127.0.0.1:0`: the daemon, the HTTP triggers and the console on one
-    executor, in a subprocess; the port it bound is read from its `http_listening` line."""
+    executor, in a subprocess; the port it bound is read from its `http_listening` line. Its
+    log is kept beside the test's screenshots (server.log)."""
     d = DaemonProcess(db_url, args=("--http", "127.0.0.1:0"),
-                      env={"JSRT_KEY_PEPPER": PEPPER, "JSRT_WORKERS": "1"})
+                      # no automatic retry of a dead letter while a test looks at it
+                      env={"JSRT_KEY_PEPPER": PEPPER, "JSRT_WORKERS": "1",
+                           "JSRT_RETRY_BASE_SECONDS": "3600"})
     try:
         port = d.wait_event("http_listening", timeout=60)["port"]
         yield ConsoleServer(d, f"http://127.0.0.1:{port}")
         assert d.stop() == 0, "".join(d.raw[-30:])
     finally:
         d.close()
+        log = _artifacts(request) / "server.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("".join(d.raw))
 
 
 @pytest.fixture
@@ -70,7 +85,7 @@ async def browser(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     from playwright.async_api import async_playwright, expect
 
     expect.set_options(timeout=STEP_TIMEOUT_MS)
-    test_dir = ARTIFACTS / re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
+    test_dir = _artifacts(request)
     shutil.rmtree(test_dir, ignore_errors=True)
     test_dir.mkdir(parents=True)
     async with async_playwright() as pw:
@@ -93,3 +108,30 @@ async def browser(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 async def page(browser: Browser) -> Any:
     """A watched page at the laptop size (1280x800)."""
     return await browser.new_page()
+
+
+# --- tenants and keys -------------------------------------------------------------------------
+
+@pytest.fixture
+async def tenants(conn: asyncpg.Connection, db_url: str) -> Tenants:
+    acme = await make_tenant(conn, "Acme")
+    globex = await make_tenant(conn, "Globex")
+    async with Store.session(db_url, "browser tests",
+                             settings=settings_for(db_url, key_pepper=PEPPER)) as store:
+        async def key(tenant: UUID | None, name: str, scopes: tuple[str, ...]) -> str:
+            return (await store.keys.create(tenant, name, list(scopes))).key
+
+        return Tenants(acme, globex,
+                       admin=await key(acme, "acme admin", ALL_TENANT_SCOPES),
+                       reader=await key(acme, "acme reader", READ_ONLY),
+                       globex_admin=await key(globex, "globex admin", ALL_TENANT_SCOPES),
+                       operator=await key(None, "operator", ALL_TENANT_SCOPES))
+
+
+@pytest.fixture
+async def console(console_server: ConsoleServer, tenants: Tenants,
+                  browser: Browser) -> Console:
+    """The server, its tenants and a watched laptop-sized page. The server is set up first, so
+    that it stops after the browser that talks to it has closed (a request still in flight
+    would otherwise end in a console error): tests ask for this, not for `browser`."""
+    return Console(console_server, tenants, browser, await browser.new_page())

@@ -9,6 +9,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from uuid import UUID
+
+from support.daemons import DaemonProcess
 
 CHROMIUM = "/usr/bin/chromium"
 # Generous but bounded: a 2-core machine shared with other work starts Chromium and V8 slowly.
@@ -70,7 +73,11 @@ class Browser:
                 self.watched.add(f"HTTP {resp.status} from {resp.request.method} {resp.url}")
 
         page.on("console", on_console)
-        page.on("pageerror", lambda exc: self.watched.add(f"page error: {exc}"))
+        def on_page_error(exc: Any) -> None:
+            stack = "\n    ".join((getattr(exc, "stack", None) or "").splitlines()[1:4])
+            self.watched.add(f"page error: {exc}" + (f"\n    {stack}" if stack else ""))
+
+        page.on("pageerror", on_page_error)
         page.on("response", on_response)
 
     @contextlib.contextmanager
@@ -93,3 +100,82 @@ class Browser:
         return path
 
 
+
+
+# --- the server and who signs in ---------------------------------------------------------
+
+@dataclass
+class ConsoleServer:
+    process: DaemonProcess
+    base_url: str  # http://127.0.0.1:PORT
+
+    def url(self, path: str = "/console/") -> str:
+        return self.base_url + path
+
+
+@dataclass(frozen=True)
+class Tenants:
+    """Two tenants and the keys a person signs in with (shown once, kept here)."""
+
+    acme: UUID
+    globex: UUID
+    admin: str  # acme, every scope
+    reader: str  # acme, scripts:read and executions:read
+    globex_admin: str  # globex, every scope
+    operator: str  # every tenant, every scope
+
+
+@dataclass
+class Console:
+    """What a console test works with."""
+
+    server: ConsoleServer
+    tenants: Tenants
+    browser: Browser
+    page: Any  # a watched page at the laptop size
+
+    def url(self, path: str) -> str:
+        return self.server.url(path)
+
+    async def shot(self, name: str, page: Any = None, *, full_page: bool = False) -> Path:
+        return await self.browser.shot(page or self.page, name, full_page=full_page)
+
+
+# --- what a person does in the console --------------------------------------------------------
+
+async def sign_in(page: Any, base_url: str, key: str) -> None:
+    """Open the console, get the sign-in form, paste the key, sign in."""
+    from playwright.async_api import expect
+
+    await page.goto(base_url + "/console/")
+    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    await page.get_by_label("API key").fill(key)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+
+
+async def type_source(page: Any, source: str) -> None:
+    """Replace the editor's text by typing `source` key by key, as a person does, and check
+    that the editor holds `source` afterwards.
+
+    CodeMirror indents new lines, and closes brackets and quotes as they are typed (typing the
+    closing one types over it); Enter after a `{` also puts its `}` on a line of its own. So a
+    person types each line without its indentation, and not the last line when it is the `}`
+    the editor already added (one block: a function's body, without nested blocks over several
+    lines). Lines should end in `;`, `{` or `}`, so that Enter never accepts
+    a completion the editor offers."""
+    lines = source.split("\n")
+    if lines[-1] == "}" and any(line.endswith("{") for line in lines[:-1]):
+        lines = lines[:-1]
+    editor = page.locator(".CodeMirror")
+    await editor.click()
+    await page.keyboard.press("Control+A")
+    await page.keyboard.press("Delete")
+    await page.keyboard.type("\n".join(line.strip() for line in lines))
+    typed = await editor_text(page)
+    assert typed == source, f"the editor holds {typed!r}, not {source!r}"
+
+
+async def editor_text(page: Any) -> str:
+    text: str = await page.evaluate("() => window.jsrtEditor.getValue()")
+    return text
