@@ -10,6 +10,15 @@
 # The classic builder builds it as well as BuildKit (no RUN --mount). Any base with Python 3.11
 # and its venv module works: the image uses `python3 -m venv`, never the base's own pip.
 ARG BASE_IMAGE=python:3.11-slim
+# The web console's front-end packages (htmx, CodeMirror) come from the npm registry in a
+# stage of their own (any image with npm will do), pinned by the committed package-lock.json.
+ARG NODE_IMAGE=node:20-bookworm-slim
+
+# ---------------------------------------------------------------- assets: npm ci
+FROM ${NODE_IMAGE} AS assets
+WORKDIR /assets
+COPY consumer/console/assets/package.json consumer/console/assets/package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error
 
 # ---------------------------------------------------------------- builder: the venv
 FROM ${BASE_IMAGE} AS builder
@@ -18,6 +27,9 @@ WORKDIR /src
 COPY pyproject.toml setup.py MANIFEST.in README.md triggers.sql ./
 COPY schema ./schema
 COPY consumer ./consumer
+# the console's files into consumer/console/static/vendor/, so that the wheel carries them
+COPY --from=assets /assets/node_modules ./consumer/console/assets/node_modules
+RUN python3 consumer/console/vendor.py --copy-only && rm -rf consumer/console/assets/node_modules
 # The wheel carries schema/ and triggers.sql (setup.py), so `jsrt migrate up` needs nothing
 # beside the venv; every dependency ships binary wheels (no compiler). pip and setuptools
 # leave the venv afterwards: nothing at run time installs anything.

@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 
 # Without npm the console still runs (no editor, no live updates) and says so; make says it too.
 $(VENDOR): consumer/console/assets/package-lock.json | $(STAMP)
-	@if command -v npm >/dev/null; then $(BIN)/python -m consumer.console.vendor && touch $(VENDOR); \
+	@if command -v npm >/dev/null; then $(BIN)/python consumer/console/vendor.py && touch $(VENDOR); \
 	else echo "make: npm not found: the web console runs without its code editor and live updates (install Node.js, then make again)"; fi
 
 # Starts the daemon on DATABASE_URL, or on an embedded PostgreSQL under .jsrt/ when unset;

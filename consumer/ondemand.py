@@ -49,6 +49,7 @@ class RunResult:
     error: str | None
     logs: tuple[Mapping[str, Any], ...]
     metrics: Mapping[str, int]
+    stack: str | None = None  # the JavaScript stack of a thrown error (the console shows it)
 
     @property
     def ok(self) -> bool:
@@ -57,7 +58,7 @@ class RunResult:
     @classmethod
     def of(cls, execution_id: UUID, r: ExecutionResult) -> RunResult:
         return cls(execution_id, r.status, r.output if r.status == "completed" else None,
-                   r.error, tuple(r.logs), dict(r.metrics))
+                   r.error, tuple(r.logs), dict(r.metrics), r.stack)
 
 
 class OnDemand:

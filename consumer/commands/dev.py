@@ -128,10 +128,27 @@ def banner(dsn: str, http: str | None, metrics: str = "", demo: bool = True) -> 
             f"  curl -H \"Authorization: Bearer $KEY\" 'http://{http}/t/{DEMO_TENANT}/hello"
             "?name=Ada'",
         ]
+    if http:
+        lines += console_lines(http, DEMO_TENANT if demo else None)
     if metrics:
         lines.append(f"  curl http://{metrics}/metrics   (and /healthz, /readyz)")
     lines += ["Stop with Ctrl-C.", ""]
     return "\n".join(lines)
+
+
+CONSOLE_SCOPES = ("scripts:read", "scripts:write", "scripts:execute", "executions:read",
+                  "dead-letters:manage", "keys:manage")
+
+
+def console_lines(http: str, tenant: str | None) -> list[str]:
+    """Where the web console is and the command that makes a key to sign in with (a key of
+    the demo tenant, or an operator key where there is no demo)."""
+    who = f"--tenant {tenant}" if tenant else "--operator"
+    return [
+        f"Web console: http://{http}/console/ - sign in with the key this prints (once):",
+        f"  .venv/bin/jsrt keys create {who} --name console --scopes "
+        f"{','.join(CONSOLE_SCOPES)} | tail -1",
+    ]
 
 
 async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:

@@ -11,7 +11,21 @@ triggers' catch-all route).
     executions.py    execution history            dead_letters.py  dead letters
     overview.py      the live overview
 
-Each page module exposes `routes(ctx) -> list[BaseRoute]` and is listed in PAGES. Every
+Each page module exposes `routes(ctx) -> list[BaseRoute]` and is listed in PAGES. A page:
+
+    async def index(request: Request) -> Response:
+        viewer = await require(request, "executions:read")   # 303/401, 403, CSRF on POST
+        rows = await console(request).store.executions.search(viewer.tenant_filter, ...)
+        return await page(request, "executions.html", rows=rows)   # extends base.html
+
+    an object by id: look it up with the viewer's tenant (viewer.caller.tenant_id, None for
+    operators), then viewer.check(row_tenant, "execution"): NotFound -> 404 page in words;
+    a change: POST with a form (the template puts <input type="hidden" name="csrf"
+    value="{{ csrf }}">; htmx sends X-CSRF-Token itself), then redirect(url, request);
+    buttons only `{% if viewer.may("dead-letters:manage") %}`; times `{{ t | time }}`;
+    params.py reads filters and page numbers forgivingly.
+
+Every
 response carries a Content-Security-Policy without inline script or style, nosniff, a
 same-origin referrer policy, and pages `Cache-Control: no-store`; no response ever carries a
 traceback (errors are pages in words)."""
@@ -19,6 +33,7 @@ traceback (errors are pages in words)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -47,6 +62,7 @@ from consumer.console.context import (
     TooManySignIns,
 )
 from consumer.console.render import STATIC, page
+from consumer.db import SchemaMissing
 from consumer.errors import NotFound, StoreUnavailable, ValidationError
 from consumer.settings import Settings
 from consumer.store import Store
@@ -132,7 +148,8 @@ async def _signin_required(request: Request, exc: Exception) -> Response:
     login = f"{session.PATH}/login"
     if session.hx_fragment(request):
         return PlainTextResponse(str(exc), status_code=401, headers={"HX-Redirect": login})
-    return RedirectResponse(f"{login}?next={request.url.path}", status_code=303)
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"{login}?next={quote(here, safe='/')}", status_code=303)
 
 
 async def _forbidden(request: Request, exc: Exception) -> Response:
@@ -159,6 +176,17 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
                              "moment.", status_code=503, headers={"retry-after": "2"})
 
 
+async def _schema_missing(request: Request, exc: Exception) -> Response:
+    _LOG.error("console_schema_missing", error=str(exc)[:200])
+    return await _plain_error(request, 503, "The database schema is missing or out of date: "
+                              "the operator runs `jsrt migrate up`.")
+
+
+async def _plain_error(request: Request, status: int, message: str) -> Response:
+    """Without the layout (it needs the database that just failed)."""
+    return PlainTextResponse(message, status_code=status)
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
@@ -179,6 +207,7 @@ def console_app(ctx: ConsoleContext) -> Starlette:
     app = Starlette(routes=routes, exception_handlers={
         SignInRequired: _signin_required, Forbidden: _forbidden, NotFound: _not_found,
         ValidationError: _invalid, TooManySignIns: _too_many, StoreUnavailable: _unavailable,
+        SchemaMissing: _schema_missing,
         HTTPException: _http_error,
     })
     app.state.console = ctx

@@ -191,7 +191,7 @@ async def create(request: Request) -> Response:
                              errors=[Problem(_cli_words(m)) for m in lines(str(exc))])
     _LOG.info("console_script_created", script_id=str(script_id), tenant_id=str(tenant),
               key_id=viewer.caller.key_id)
-    return redirect(f"{PATH}/scripts/{script_id}", request)
+    return redirect(f"{PATH}/scripts/{script_id}?done=created", request)
 
 
 async def _stored(request: Request, viewer: Viewer) -> tuple[ScriptRef, dict[str, Any]]:
@@ -219,7 +219,7 @@ async def save(request: Request) -> Response:
     if errors:
         return await _editor(request, viewer, _from_form(form, row), status=400, errors=errors)
     _LOG.info("console_script_saved", script_id=str(ref.id), key_id=viewer.caller.key_id)
-    return redirect(f"{PATH}/scripts/{ref.id}", request)
+    return redirect(f"{PATH}/scripts/{ref.id}?done=saved", request)
 
 
 async def validate(request: Request) -> Response:
@@ -288,7 +288,8 @@ async def _run(request: Request, viewer: Viewer, ref: ScriptRef,
 
 def _result_json(result: RunResult) -> dict[str, Any]:
     return {"execution_id": str(result.execution_id), "status": result.status,
-            "output": result.output, "error": result.error, "logs": list(result.logs),
+            "output": result.output, "error": result.error, "stack": result.stack,
+            "logs": list(result.logs),
             "metrics": dict(result.metrics)}
 
 

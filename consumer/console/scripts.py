@@ -8,7 +8,6 @@ the runs. A script id of another tenant is 404, as one that does not exist."""
 
 from __future__ import annotations
 
-import math
 from urllib.parse import urlencode
 from uuid import UUID
 
@@ -19,6 +18,7 @@ from starlette.routing import BaseRoute, Route
 from consumer import log, policy
 from consumer.console import diffs
 from consumer.console.context import ConsoleContext, console
+from consumer.console.params import Pager, choice, page_number
 from consumer.console.render import page
 from consumer.console.session import PATH, Viewer, redirect, require
 from consumer.errors import NotFound, ValidationError
@@ -31,6 +31,11 @@ PER_PAGE = 20
 RUNS_SHOWN = 10
 # the status actions of a script's page: the status each sets, and the button's words
 ACTIONS = (("active", "Activate"), ("paused", "Pause"), ("archived", "Archive"))
+# what the page says after a change sent it here (?done=...)
+DONE = {"created": "Script created (version {version}).",
+        "saved": "Saved: the current source is version {version}.",
+        "rolled-back": "Rolled back: the old source is version {version} now.",
+        "status": "Status changed to {status}."}
 
 
 async def script_ref(request: Request, viewer: Viewer, script_id: UUID) -> ScriptRef:
@@ -44,29 +49,18 @@ async def script_ref(request: Request, viewer: Viewer, script_id: UUID) -> Scrip
     return ref
 
 
-def _choice(value: str | None, allowed: tuple[str, ...]) -> str | None:
-    return value if value in allowed else None
-
-
-def _page_number(raw: str | None) -> int:
-    try:
-        return max(1, min(int(raw or 1), 10_000))
-    except ValueError:
-        return 1
-
-
 async def index(request: Request) -> Response:
     viewer = await require(request, "scripts:read")
     store = console(request).store
     params = request.query_params
     words = (params.get("q") or "").strip()[:200] or None
-    type_ = _choice(params.get("type"), TYPES)
-    status = _choice(params.get("status"), STATUSES)
+    type_ = choice(params.get("type"), TYPES)
+    status = choice(params.get("status"), STATUSES)
     tag = (params.get("tag") or "").strip()[:100] or None
-    number = _page_number(params.get("page"))
+    number = page_number(params.get("page"))
     rows, total = await store.scripts.browse(viewer.tenant_filter, words, type_, status, tag,
-                                             PER_PAGE, (number - 1) * PER_PAGE)
-    pages = max(1, math.ceil(total / PER_PAGE))
+                                             PER_PAGE, Pager(number, PER_PAGE, 0).offset)
+    pages = Pager(number, PER_PAGE, total).pages
     filters = {"q": words or "", "type": type_ or "", "status": status or "", "tag": tag or ""}
     return await page(request, "scripts.html", scripts=rows, total=total, number=number,
                       pages=pages, filters=filters, types=TYPES, statuses=STATUSES,
@@ -83,13 +77,16 @@ def _query(filters: dict[str, str]) -> str:
 async def show(request: Request) -> Response:
     viewer = await require(request, "scripts:read")
     ref = await script_ref(request, viewer, request.path_params["script_id"])
-    return await _show(request, viewer, ref)
+    return await _show(request, viewer, ref, done=request.query_params.get("done"))
 
 
 async def _show(request: Request, viewer: Viewer, ref: ScriptRef, *, notice: str | None = None,
-                error: str | None = None, status: int = 200) -> Response:
+                error: str | None = None, status: int = 200, done: str | None = None
+                ) -> Response:
     store = console(request).store
     script = await store.scripts.current(ref)
+    if done in DONE:
+        notice = DONE[done].format(version=script["version"], status=script["status"])
     versions = await store.scripts.versions(ref)
     metadata = dict(script["metadata"] or {})
     runs = (await store.executions.search(ref.tenant_id, ref.id, None, None, RUNS_SHOWN)
@@ -125,7 +122,7 @@ async def set_status(request: Request) -> Response:
     await console(request).store.scripts.set_status(ref, wanted)
     _LOG.info("console_script_status", script_id=str(ref.id), status=wanted,
               key_id=viewer.caller.key_id)
-    return redirect(f"{PATH}/scripts/{ref.id}", request)
+    return redirect(f"{PATH}/scripts/{ref.id}?done=status", request)
 
 
 async def rollback(request: Request) -> Response:
@@ -145,7 +142,25 @@ async def rollback(request: Request) -> Response:
         return await _show(request, viewer, ref,
                            notice=f"Version {raw} is the current source already: nothing "
                                   "changed.")
-    return redirect(f"{PATH}/scripts/{ref.id}", request)
+    return redirect(f"{PATH}/scripts/{ref.id}?done=rolled-back", request)
+
+
+async def delete_form(request: Request) -> Response:
+    """What deleting takes with it, and a button to confirm."""
+    viewer = await require(request, "scripts:write")
+    ref = await script_ref(request, viewer, request.path_params["script_id"])
+    counts = await console(request).store.scripts.delete(ref, really=False)
+    return await page(request, "script_delete.html", script={"id": ref.id, "name": ref.name},
+                      counts=counts)
+
+
+async def delete(request: Request) -> Response:
+    viewer = await require(request, "scripts:write")
+    ref = await script_ref(request, viewer, request.path_params["script_id"])
+    counts = await console(request).store.scripts.delete(ref, really=True)
+    _LOG.info("console_script_deleted", script_id=str(ref.id), key_id=viewer.caller.key_id,
+              **counts)
+    return redirect(f"{PATH}/scripts", request)
 
 
 async def diff(request: Request) -> Response:
@@ -184,6 +199,8 @@ def routes(ctx: ConsoleContext) -> list[BaseRoute]:
         Route("/scripts/{script_id:uuid}/diff", diff, methods=["GET"]),
         Route("/scripts/{script_id:uuid}/status", set_status, methods=["POST"]),
         Route("/scripts/{script_id:uuid}/rollback", rollback, methods=["POST"]),
+        Route("/scripts/{script_id:uuid}/delete", delete_form, methods=["GET"]),
+        Route("/scripts/{script_id:uuid}/delete", delete, methods=["POST"]),
     ]
 
 

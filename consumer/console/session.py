@@ -20,7 +20,6 @@ from __future__ import annotations
 import hmac
 import secrets
 from dataclasses import dataclass
-from typing import Any
 from uuid import UUID
 
 from starlette.requests import Request
@@ -263,10 +262,3 @@ def hx_fragment(request: Request) -> bool:
     """Whether a refusal should be a short answer (htmx, JSON, a POST) rather than a page."""
     return _wants_fragment(request)
 
-
-def describe(viewer: Viewer | None) -> dict[str, Any]:
-    """For logs: who, never the key or the session id."""
-    if viewer is None:
-        return {}
-    return {"key_id": viewer.caller.key_id,
-            "tenant_id": str(viewer.tenant_id) if viewer.tenant_id else None}

@@ -1,11 +1,14 @@
 """The console's front-end packages (htmx, CodeMirror 5), from the npm registry at install
 time, served by the runtime itself (never a CDN at run time).
 
-    python -m consumer.console.vendor      npm ci in consumer/console/assets (package-lock.json
+    python consumer/console/vendor.py      npm ci in consumer/console/assets (package-lock.json
                                            pins the versions), then copies the files below
                                            into consumer/console/static/vendor/
+    ... vendor.py --copy-only              only the copy (node_modules installed already)
 
-`make run`/`make test` call it on a fresh clone; the Dockerfile builds them in a node stage.
+`make run`/`make test` call it on a fresh clone; the Dockerfile runs npm ci in a node stage
+and the copy in the builder. It needs nothing but the standard library (run as a file, it
+does not import the console's package), so it runs before anything is installed.
 Without them the pages still work (forms, links, a plain textarea for the source): the layout
 says which files are missing and how to get them."""
 
@@ -45,14 +48,15 @@ def missing() -> tuple[str, ...]:
     return tuple(dest for _, dest in FILES if not (VENDOR / dest).is_file())
 
 
-def build(assets: Path = ASSETS, vendor: Path = VENDOR) -> None:
-    npm = shutil.which("npm")
-    if npm is None:
-        raise SystemExit("console assets: npm is not installed (Node.js); the console runs "
-                         "without its code editor and live updates until it is, then run "
-                         "`make` again")
-    subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=assets,
-                   check=True)
+def build(assets: Path = ASSETS, vendor: Path = VENDOR, install: bool = True) -> None:
+    if install:
+        npm = shutil.which("npm")
+        if npm is None:
+            raise SystemExit("console assets: npm is not installed (Node.js); the console "
+                             "runs without its code editor and live updates until it is, "
+                             "then run `make` again")
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                       cwd=assets, check=True)
     for src, dest in FILES:
         target = vendor / dest
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -60,9 +64,9 @@ def build(assets: Path = ASSETS, vendor: Path = VENDOR) -> None:
     missing.cache_clear()
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
     try:
-        build()
+        build(install="--copy-only" not in argv)
     except subprocess.CalledProcessError as exc:
         print(f"console assets: npm ci failed (exit {exc.returncode})", file=sys.stderr)
         return 1
@@ -71,4 +75,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -40,7 +40,7 @@ SELECT id, tenant_id, name FROM scripts WHERE tenant_id = $1::uuid AND name = $2
 -- name: script_show
 SELECT s.id, s.tenant_id, s.name, s.description, s.type, s.status, s.source, s.resource_limits,
        s.cron_expression, s.metadata->>'timezone' AS timezone, s.http_path, s.http_methods,
-       s.event_types, s.metadata, s.created_at, s.updated_at,
+       s.event_types, s.metadata, s.tags, s.created_at, s.updated_at,
        (SELECT max(v.version_number) FROM script_versions v
         WHERE v.script_id = s.id AND v.tenant_id = s.tenant_id) AS version,
        j.next_run_at, j.last_run_at, j.last_run_status
@@ -161,13 +161,19 @@ SELECT $1::text::jsonpath IS NOT NULL;
 -- name: script_browse
 -- The console's scripts list: $1 tenant (NULL: every tenant, operators), $2 search words
 -- (the seed's full-text index on name and description, or a part of the name), $3 type,
--- $4 status, $5 tag, $6 limit, $7 offset. `total` is the count of the whole filtered set.
+-- $4 status, $5 tag, $6 limit, $7 offset. `total` is the count of the whole filtered set;
+-- the last execution is looked up for the rows of the page only.
+WITH page AS (
 SELECT s.id, s.tenant_id, s.name, s.description, s.type, s.status, s.tags,
        COALESCE(s.cron_expression, s.http_path, array_to_string(s.event_types, ', ')) AS trigger,
        s.updated_at,
        (SELECT max(v.version_number) FROM script_versions v
         WHERE v.script_id = s.id AND v.tenant_id = s.tenant_id) AS version,
-       count(*) OVER () AS total
+       count(*) OVER () AS total,
+       -- the best matches first (by the full-text rank), then by name
+       row_number() OVER (ORDER BY CASE WHEN $2::text IS NULL THEN 0 ELSE ts_rank(
+           to_tsvector('english', coalesce(s.name, '') || ' ' || coalesce(s.description, '')),
+           websearch_to_tsquery('english', $2)) END DESC, s.name, s.tenant_id) AS ord
 FROM scripts s
 WHERE ($1::uuid IS NULL OR s.tenant_id = $1::uuid)
   AND ($2::text IS NULL
@@ -176,11 +182,17 @@ WHERE ($1::uuid IS NULL OR s.tenant_id = $1::uuid)
        OR s.name ILIKE '%' || replace(replace(replace($2, '\', '\\'), '%', '\%'), '_', '\_') || '%')
   AND ($3::text IS NULL OR s.type = $3) AND ($4::text IS NULL OR s.status = $4)
   AND ($5::text IS NULL OR s.tags @> ARRAY[$5::text])
-ORDER BY CASE WHEN $2::text IS NULL THEN 0 ELSE
-           ts_rank(to_tsvector('english', coalesce(s.name, '') || ' ' || coalesce(s.description, '')),
-                   websearch_to_tsquery('english', $2)) END DESC,
-         s.name, s.tenant_id
-LIMIT $6 OFFSET $7;
+ORDER BY ord
+LIMIT $6 OFFSET $7
+)
+SELECT p.*, e.started_at AS last_run_at, e.status AS last_run_status
+FROM page p
+LEFT JOIN LATERAL (
+    SELECT x.started_at, x.status FROM script_executions x
+    WHERE x.tenant_id = p.tenant_id AND x.script_id = p.id
+    ORDER BY x.started_at DESC LIMIT 1
+) e ON true
+ORDER BY p.ord;
 
 -- name: script_tags
 -- The tags in use in a tenant (NULL: every tenant), for the console's filter.

@@ -184,4 +184,11 @@ async def test_jsrt_dev_on_a_database_of_ones_own_adds_the_demo_only_when_asked(
             assert ("jsrt tenants create" in shown) == (not demo)
             assert await conn.fetchval("SELECT count(*) FROM scripts WHERE tenant_id = $1",
                                        DEMO_TENANT) == (4 if demo else 0)
+            # the web console: its address, and the command for a key to sign in with
+            console = re.search(r"Web console: (http://127\.0\.0\.1:\d+/console/)", shown)
+            assert console, shown
+            assert ("--tenant " + DEMO_TENANT if demo else "--operator") + " --name console" \
+                in shown
+            login = httpx.get(console[1] + "login", timeout=10)
+            assert login.status_code == 200 and 'for="key"' in login.text
             assert d.stop(signal.SIGINT) == 0, "".join(d.raw[-20:])

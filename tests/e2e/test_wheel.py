@@ -104,3 +104,16 @@ async def test_the_installed_wheel_migrates_a_fresh_database_and_runs_an_event(
         await conn.close()
     assert (execution["script_id"], execution["status"]) == (script, "completed"), execution
     assert execution["output"] == {"echo": {"n": 1}, "tenant": str(tenant)}
+
+
+def test_the_wheel_carries_the_consoles_templates_and_static_files(dist: Dist) -> None:
+    """Templates, styles and scripts of the web console; its npm files too when they were
+    built before the wheel (make, the Dockerfile): the runtime serves them itself."""
+    with zipfile.ZipFile(dist.wheel) as whl:
+        names = set(whl.namelist())
+    console = REPO_ROOT / "consumer" / "console"
+    expected = {f"consumer/console/{p.relative_to(console)}"
+                for folder in ("templates", "static") for p in (console / folder).rglob("*")
+                if p.is_file() and not p.name.startswith(".")}
+    assert "consumer/console/templates/base.html" in expected
+    assert expected <= names, sorted(expected - names)

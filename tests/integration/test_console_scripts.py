@@ -15,7 +15,8 @@ V1 = "function handler(input) {\n  return 1;\n}\n"
 V2 = "function handler(input) {\n  console.log('two');\n  return 2;\n}\n"
 
 
-async def _script(conn: asyncpg.Connection, tenant: uuid.UUID, name: str, **kw: object) -> uuid.UUID:
+async def _script(conn: asyncpg.Connection, tenant: uuid.UUID, name: str,
+                  **kw: object) -> uuid.UUID:
     return await make_script(conn, tenant, name=name, **kw)  # type: ignore[arg-type]
 
 
@@ -42,7 +43,11 @@ async def test_the_list_searches_filters_and_pages(db_url: str, conn: asyncpg.Co
         r = await user.get("/console/scripts?page=9")
         assert "nothing on page 9" in r.text
 
+        await conn.execute(
+            "INSERT INTO script_executions (script_id, tenant_id, status, trigger_type) "
+            "SELECT id, tenant_id, 'completed', 'event' FROM scripts WHERE name = 'job-07'")
         r = await user.get("/console/scripts", params={"q": "invoices"})
+        assert 'class="badge completed">completed' in r.text  # its last run
         assert "1 script match" in r.text and "job-07" in r.text and "job-08" not in r.text
         r = await user.get("/console/scripts", params={"q": "nightl"})  # a part of the name
         assert "nightly" in r.text
@@ -108,10 +113,13 @@ async def test_status_actions_and_rollback(db_url: str, conn: asyncpg.Connection
         assert "Pause" in page.text and "Archive" in page.text and "Roll back to 1" in page.text
 
         r = await user.post(f"/console/scripts/{script}/status", {"status": "paused"})
-        assert r.status_code == 303 and r.headers["location"] == f"/console/scripts/{script}"
+        assert r.status_code == 303
+        assert r.headers["location"] == f"/console/scripts/{script}?done=status"
+        assert "Status changed to paused." in (await user.get(r.headers["location"])).text
         assert await conn.fetchval("SELECT status FROM scripts WHERE id = $1", script) == "paused"
         r = await user.htmx("POST", f"/console/scripts/{script}/status", data={"status": "active"})
-        assert r.status_code == 204 and r.headers["hx-redirect"] == f"/console/scripts/{script}"
+        assert r.status_code == 204
+        assert r.headers["hx-redirect"] == f"/console/scripts/{script}?done=status"
         assert await conn.fetchval("SELECT status FROM scripts WHERE id = $1", script) == "active"
         r = await user.post(f"/console/scripts/{script}/status", {"status": "deleted"})
         assert r.status_code == 400
@@ -201,3 +209,27 @@ async def test_operators_see_every_tenant_until_they_choose_one(
         assert "in-a" in r.text and "in-b" not in r.text
         assert (await operator.get(f"/console/scripts/{in_b}")).status_code == 200
         assert (await operator.get(f"/console/scripts/{in_a}")).status_code == 200
+
+
+async def test_delete_says_what_goes_with_it(db_url: str, conn: asyncpg.Connection) -> None:
+    async with console_for(db_url) as c:
+        tenant, key = await c.tenant_key()
+        _, reader_key = await c.tenant_key(tenant, scopes=READ_ONLY)
+        _, stranger_key = await c.tenant_key()
+        script = await _two_versions(c, conn, tenant)
+        user = await c.signed_in(key)
+        reader, stranger = await c.signed_in(reader_key), await c.signed_in(stranger_key)
+        assert "Delete…" not in (await reader.get(f"/console/scripts/{script}")).text
+        assert (await reader.get(f"/console/scripts/{script}/delete")).status_code == 403
+        assert (await reader.post(f"/console/scripts/{script}/delete")).status_code == 403
+        assert (await stranger.get(f"/console/scripts/{script}/delete")).status_code == 404
+        assert (await stranger.post(f"/console/scripts/{script}/delete")).status_code == 404
+        assert (await user.post(f"/console/scripts/{script}/delete", csrf=None)).status_code == 403
+
+        r = await user.get(f"/console/scripts/{script}/delete")
+        assert r.status_code == 200 and "2 versions" in r.text and "0 executions" in r.text
+        assert await conn.fetchval("SELECT count(*) FROM scripts") == 1
+        r = await user.post(f"/console/scripts/{script}/delete")
+        assert r.status_code == 303 and r.headers["location"] == "/console/scripts"
+        assert await conn.fetchval("SELECT count(*) FROM scripts") == 0
+        assert (await user.get(f"/console/scripts/{script}")).status_code == 404

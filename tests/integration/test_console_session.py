@@ -3,7 +3,10 @@ PostgreSQL (the ASGI app through httpx; no server, no browser)."""
 
 from __future__ import annotations
 
+import re
+
 import asyncpg
+import pytest
 from support.console import READ_ONLY, console_for, csrf_of
 
 from consumer.console import CSP
@@ -55,7 +58,8 @@ async def test_a_wrong_key_gets_the_same_words_whatever_is_wrong(db_url: str) ->
         answers = []
         for wrong in ("nonsense", "jsrt_aaaaaaaaaaaa_" + "A" * 43, key[:-1] + "x", revoked.key):
             form = await client.get("/console/login")
-            r = await client.post("/console/login", data={"key": wrong, "csrf": csrf_of(form.text)})
+            r = await client.post("/console/login",
+                                  data={"key": wrong, "csrf": csrf_of(form.text)})
             assert r.status_code == 401
             assert "jsrt_session" not in r.headers.get("set-cookie", "")
             answers.append(r.text.split('id="signin-error">')[1].split("<")[0])
@@ -80,7 +84,8 @@ async def test_failed_sign_ins_are_rate_limited(db_url: str) -> None:
         client = c.client()
         for _ in range(3):
             form = await client.get("/console/login")
-            r = await client.post("/console/login", data={"key": "wrong", "csrf": csrf_of(form.text)})
+            r = await client.post("/console/login",
+                                  data={"key": "wrong", "csrf": csrf_of(form.text)})
             assert r.status_code == 401
         form = await client.get("/console/login")
         r = await client.post("/console/login", data={"key": key, "csrf": csrf_of(form.text)})
@@ -94,7 +99,7 @@ async def test_no_session_and_refused_sessions(db_url: str, conn: asyncpg.Connec
         anonymous = c.client()
         r = await anonymous.get("/console/scripts?q=x")
         assert r.status_code == 303
-        assert r.headers["location"] == "/console/login?next=/console/scripts"
+        assert r.headers["location"] == "/console/login?next=/console/scripts%3Fq%3Dx"
         r = await anonymous.get("/console/scripts", headers={"hx-request": "true"})
         assert r.status_code == 401 and r.headers["hx-redirect"] == "/console/login"
         r = await anonymous.post("/console/logout", data={"csrf": "x"})
@@ -163,7 +168,8 @@ async def test_operators_switch_tenants_and_tenant_keys_cannot(db_url: str,
         r = await operator.post("/console/tenant", {"tenant": "", "next": "https://evil.example/"})
         assert r.status_code == 303 and r.headers["location"] == "/console/"
         assert await conn.fetchval("SELECT tenant_id FROM jsrt_console_sessions") is None
-        r = await operator.post("/console/tenant", {"tenant": "00000000-0000-4000-8000-000000000000"})
+        r = await operator.post("/console/tenant",
+                                {"tenant": "00000000-0000-4000-8000-000000000000"})
         assert r.status_code == 404
 
         user = await c.signed_in(key)
@@ -207,3 +213,61 @@ async def test_static_files_are_served_with_long_cache_headers(db_url: str) -> N
         assert r.headers["x-content-type-options"] == "nosniff"
         r = await client.get("/console/static/nope.js")
         assert r.status_code == 404
+
+
+async def test_missing_front_end_files_are_named_in_words(db_url: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from consumer.console import vendor
+
+    monkeypatch.setattr(vendor, "missing", lambda: ("htmx.min.js",))
+    async with console_for(db_url) as c:
+        _, key = await c.tenant_key()
+        user = await c.signed_in(key)
+        r = await user.get("/console/scripts/new")
+        assert r.status_code == 200
+        assert "front-end files are missing" in r.text and "static/vendor/htmx.min.js" in r.text
+        assert 'id="source"' in r.text  # the textarea: the form still works
+
+
+async def test_every_page_has_the_security_headers_and_no_inline_script(db_url: str) -> None:
+    async with console_for(db_url) as c:
+        _, key = await c.tenant_key()
+        user = await c.signed_in(key)
+        for path in ("/console/login", "/console/scripts", "/console/scripts/new",
+                     "/console/keys", "/console/overview", "/console/executions",
+                     "/console/dead-letters"):
+            r = await user.get(path, follow_redirects=True)
+            assert r.status_code == 200, path
+            assert r.headers["content-security-policy"] == CSP, path
+            assert r.headers["cache-control"] == "no-store", path
+            assert re.search(r"<script(?![^>]*\ssrc=)[^>]*>", r.text) is None, path
+            assert " style=" not in r.text and "<style" not in r.text, path
+            assert re.search(r"\son[a-z]+=", r.text) is None, path  # no inline handlers
+
+
+async def test_an_unexpected_error_is_a_page_in_words_without_a_traceback(
+        db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from consumer.errors import StoreUnavailable
+    from consumer.scripts import Scripts
+
+    async with console_for(db_url) as c:
+        _, key = await c.tenant_key()
+        user = await c.signed_in(key)
+
+        async def broken(*args: object, **kw: object) -> None:
+            raise RuntimeError("internal detail that must not leak")
+
+        monkeypatch.setattr(Scripts, "browse", broken)
+        r = await user.get("/console/scripts")
+        assert r.status_code == 500
+        assert "internal error" in r.text and "must not leak" not in r.text
+        assert "Traceback" not in r.text
+        assert r.headers["content-security-policy"] == CSP
+
+        async def unavailable(*args: object, **kw: object) -> None:
+            raise StoreUnavailable("database unavailable: ConnectionRefusedError")
+
+        monkeypatch.setattr(Scripts, "browse", unavailable)
+        r = await user.get("/console/scripts")
+        assert r.status_code == 503 and "cannot be reached" in r.text
+        assert r.headers["retry-after"] == "2"

@@ -127,7 +127,7 @@
       lint: readOnly ? false : {
         async: true, delay: 700,
         getAnnotations: function (text, update, options, editor) {
-          area.value = editor.getValue();  // editor.save() does not exist yet at the first lint, inside fromTextArea
+          area.value = text;  // the form is what is checked (editor.save is not there yet at start)
           check(form, function (errors) { mark(editor, errors); showProblems(errors); update(editor, annotations(editor, errors)); });
         }
       }

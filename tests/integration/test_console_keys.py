@@ -1,0 +1,124 @@
+"""The console's Keys page against a real PostgreSQL: create (shown once), list, revoke, and
+the rules: a tenant admin (keys:manage) keys its own tenant only, grants only scopes it holds,
+never makes operator keys, and cannot see or revoke another tenant's keys or operator keys."""
+
+from __future__ import annotations
+
+import re
+
+import asyncpg
+from support.console import ALL_TENANT_SCOPES, READ_ONLY, console_for
+
+ADMIN = ("scripts:read", "keys:manage")
+
+
+async def test_a_tenant_admin_creates_lists_and_revokes(db_url: str,
+                                                         conn: asyncpg.Connection) -> None:
+    async with console_for(db_url) as c:
+        tenant, key = await c.tenant_key(scopes=ADMIN)
+        other, _ = await c.tenant_key(name="theirs")
+        await c.operator_key(name="the operator")
+        admin = await c.signed_in(key)
+        page = await admin.get("/console/keys")
+        assert page.status_code == 200
+        assert "console-test" in page.text
+        assert "theirs" not in page.text and "the operator" not in page.text
+        assert 'id="key-tenant"' not in page.text  # no tenant choice for a tenant admin
+        assert re.search(r'value="keys:manage"\s*>', page.text)  # held: offered
+        assert re.search(r'value="scripts:write" disabled', page.text)  # not held: disabled
+
+        # the tenant field is ignored: always the admin's own tenant
+        r = await admin.post("/console/keys", {"name": "ci", "scopes": ["scripts:read"],
+                                               "tenant": str(other)})
+        assert r.status_code == 201
+        made = re.search(r'id="new-key" type="text" readonly value="(jsrt_[^"]+)"', r.text)
+        assert made and "shown this once" in r.text
+        row = await conn.fetchrow("SELECT tenant_id, scopes FROM jsrt_api_keys WHERE name = 'ci'")
+        assert (row["tenant_id"], row["scopes"]) == (tenant, ["scripts:read"])
+        assert (await c.store.keys.verify(made[1])) is not None
+        assert made[1] not in (await admin.get("/console/keys")).text  # shown once only
+
+        r = await admin.post("/console/keys", {"name": "op", "scopes": ["scripts:read"],
+                                               "tenant": "operator"})
+        assert r.status_code == 201
+        assert await conn.fetchval(
+            "SELECT tenant_id FROM jsrt_api_keys WHERE name = 'op'") == tenant
+
+        r = await admin.post("/console/keys", {"name": "", "scopes": ["scripts:read"]})
+        assert r.status_code == 400 and "The name must be 1 to 255 characters" in r.text
+        r = await admin.post("/console/keys", {"name": "none"})
+        assert r.status_code == 400 and "at least one scope" in r.text
+
+        ci_id = await conn.fetchval("SELECT id FROM jsrt_api_keys WHERE name = 'ci'")
+        ci_user = await c.signed_in(made[1])
+        r = await admin.post(f"/console/keys/{ci_id}/revoke")
+        assert r.status_code == 303
+        assert await conn.fetchval("SELECT revoked_at IS NOT NULL FROM jsrt_api_keys "
+                                   "WHERE id = $1", ci_id)
+        assert await conn.fetchval("SELECT count(*) FROM jsrt_console_sessions "
+                                   "WHERE key_id = $1", ci_id) == 0
+        assert (await ci_user.get("/console/scripts")).status_code == 303
+        assert "revoked" in (await admin.get("/console/keys")).text
+
+
+async def test_key_refusals(db_url: str, conn: asyncpg.Connection) -> None:
+    async with console_for(db_url) as c:
+        tenant, key = await c.tenant_key(scopes=ADMIN)
+        _, reader_key = await c.tenant_key(tenant, scopes=READ_ONLY)
+        other, theirs = await c.tenant_key(name="theirs")
+        await c.operator_key(name="op")
+        admin, reader = await c.signed_in(key), await c.signed_in(reader_key)
+        their_id = await conn.fetchval("SELECT id FROM jsrt_api_keys WHERE tenant_id = $1", other)
+        op_id = await conn.fetchval("SELECT id FROM jsrt_api_keys WHERE tenant_id IS NULL")
+
+        # no session; no keys:manage
+        assert (await c.client().get("/console/keys")).status_code == 303
+        r = await reader.get("/console/keys")
+        assert r.status_code == 403 and "keys:manage" in r.text
+        assert 'href="/console/keys"' not in r.text  # not in the navigation either
+        r = await reader.post("/console/keys", {"name": "x", "scopes": ["scripts:read"]})
+        assert r.status_code == 403
+        # scopes beyond the admin's own
+        r = await admin.post("/console/keys", {"name": "x", "scopes": ["scripts:write"]})
+        assert r.status_code == 403 and "scripts:write" in r.text
+        # another tenant's key and an operator key: 404, as a key that does not exist
+        for key_id in (their_id, op_id, "nosuchkey123"):
+            r = await admin.post(f"/console/keys/{key_id}/revoke")
+            assert r.status_code == 404, key_id
+        assert await conn.fetchval("SELECT count(*) FROM jsrt_api_keys "
+                                   "WHERE revoked_at IS NOT NULL") == 0
+        # CSRF
+        r = await admin.post("/console/keys", {"name": "x", "scopes": ["scripts:read"]},
+                             csrf=None)
+        assert r.status_code == 403
+        own = await conn.fetchval("SELECT id FROM jsrt_api_keys WHERE tenant_id = $1 "
+                                  "ORDER BY created_at LIMIT 1", tenant)
+        r = await admin.post(f"/console/keys/{own}/revoke", csrf="wrong")
+        assert r.status_code == 403
+        assert await conn.fetchval("SELECT count(*) FROM jsrt_api_keys WHERE name = 'x'") == 0
+        assert theirs
+
+
+async def test_operators_key_any_tenant_and_make_operator_keys(
+        db_url: str, conn: asyncpg.Connection) -> None:
+    async with console_for(db_url) as c:
+        tenant, _ = await c.tenant_key(name="tenant-key")
+        operator = await c.signed_in(await c.operator_key(ALL_TENANT_SCOPES))
+        page = await operator.get("/console/keys")
+        assert 'id="key-tenant"' in page.text and "tenant-key" in page.text
+        r = await operator.post("/console/keys", {"name": "new-op", "scopes": ["scripts:read"],
+                                                  "tenant": "operator"})
+        assert r.status_code == 201 and "operator key (every tenant)" in r.text
+        assert await conn.fetchval(
+            "SELECT tenant_id IS NULL FROM jsrt_api_keys WHERE name = 'new-op'")
+        r = await operator.post("/console/keys", {"name": "for-t", "scopes": ["keys:manage"],
+                                                  "tenant": str(tenant)})
+        assert r.status_code == 201
+        r = await operator.post("/console/keys", {"name": "x", "scopes": ["invoke"],
+                                                  "tenant": str(tenant)})
+        assert r.status_code == 403  # the operator key itself does not hold invoke
+        r = await operator.post("/console/keys", {"name": "x", "scopes": ["scripts:read"],
+                                                  "tenant": "00000000-0000-4000-8000-000000000000"})
+        assert r.status_code == 404
+        their = await conn.fetchval("SELECT id FROM jsrt_api_keys WHERE name = 'tenant-key'")
+        assert (await operator.post(f"/console/keys/{their}/revoke")).status_code == 303
