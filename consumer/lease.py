@@ -30,7 +30,7 @@ from consumer.db import Db
 from consumer.errors import StoreError, StoreUnavailable
 from consumer.records import Finished
 from consumer.retry import retry_at_after
-from consumer.sandbox.memory import Statm
+from consumer.sandbox.memory import PAGE
 from consumer.sql import q
 
 if TYPE_CHECKING:
@@ -152,14 +152,21 @@ class Lease:
 def memory_report(executor: Executor) -> Callable[[], Memory]:
     """What a process with a sandbox records with its heartbeat: its own resident memory and
     each sandbox worker's (jsrt_daemons.memory, shown by the console's overview)."""
-    statm = Statm("self")
-
     stats = getattr(executor, "stats", None)  # test doubles of the executor may have none
 
     def report() -> Memory:
         workers = [{"index": w.index, "pid": w.pid, "rss_bytes": w.rss_bytes,
                     "inflight": w.inflight} for w in (stats().workers if stats else ())]
-        return {"rss_bytes": statm.rss_bytes(), "workers": workers,
+        return {"rss_bytes": own_rss_bytes(), "workers": workers,
                 "at": datetime.now(UTC).isoformat()}
 
     return report
+
+
+def own_rss_bytes() -> int | None:
+    """This process's resident memory (read afresh: once a heartbeat, no file kept open)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * PAGE
+    except (OSError, ValueError, IndexError):  # not Linux
+        return None

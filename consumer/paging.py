@@ -1,10 +1,11 @@
 """Pages of a capped match: how the console lists executions and dead letters (#18).
 
-A listing query (console_runs.sql) matches at most MATCH_CAP rows, newest first, and returns one
-page of them with the size of the match; the pager's count stops at the cap (shown as
-"10,000+") and so does paging, so no page costs more than reading MATCH_CAP index entries,
-however long the history. Such a query answers one row with total 0 (and the rest NULL) when
-nothing matches, so that the count arrives with the page in one round trip."""
+A listing query (console_runs.sql) returns one page, newest first, with the size of the match
+counted up to MATCH_CAP: the pager's count stops at the cap (shown as "10,000+") and so does
+paging, so a page costs at most MATCH_CAP index entries for the count and offset + size (per
+tenant) for the rows, however long the history. Such a query answers one row with total 0 (and
+the rest NULL) when nothing matches, so that the count arrives with the page in one round
+trip."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ from starlette.routing import BaseRoute, Route
 
 from consumer.console.context import ConsoleContext, console
 from consumer.console.query import executions_query, link
-from consumer.console.render import page
+from consumer.console.render import as_json, page
 from consumer.console.session import Viewer, require
 from consumer.errors import NotFound
 from consumer.executions import STATUSES, TRIGGERS
@@ -55,6 +55,23 @@ def object_tenant(viewer: Viewer) -> UUID | None:
     """The tenant an object opened by id must belong to: a tenant key's own; None for an
     operator key, which opens any tenant's."""
     return None if viewer.operator else viewer.caller.tenant_id
+
+
+def console_lines(lines: Any) -> list[dict[str, Any]]:
+    """jsrt_execution_logs.lines as the page shows them: {level, message, metadata} each.
+    The runtime writes exactly that; a row written by hand may hold anything JSON can."""
+    if not isinstance(lines, list):
+        return []
+    shown = []
+    for line in lines:
+        if not isinstance(line, dict):
+            line = {"message": line}
+        message = line.get("message")
+        shown.append({"level": str(line.get("level") or "log"),
+                      "message": message if isinstance(message, str)
+                      else "" if message is None else as_json(message, None),
+                      "metadata": line.get("metadata")})
+    return shown
 
 
 async def index(request: Request) -> Response:
@@ -90,6 +107,8 @@ async def show(request: Request) -> Response:
             letter = await store.dead_letters.show(run["dead_letter_id"], run["tenant_id"])
         except NotFound:  # deleted meanwhile (retention)
             letter = None
+    run = {**run, "logs": console_lines(run["logs"]),
+           "metrics": run["metrics"] if isinstance(run["metrics"], dict) else {}}
     values: dict[str, Any] = {
         "title": f"Execution {str(run['id'])[:8]}", "run": run, "letter": letter,
         "live": run["status"] in UNFINISHED, "every": LIVE_EVERY_S,

@@ -10,28 +10,58 @@
 -- $1 tenant, $2 script id, $3 script name, $4 statuses (NULL: any), $5 trigger types (NULL:
 -- any), $6 started at or after, $7 started before, $8 the cap of the match, $9 offset,
 -- $10 page size. One row when nothing matches (total 0, the rest NULL).
-WITH m AS (
-    SELECT e.id, e.tenant_id, e.started_at
-    FROM script_executions e
-    JOIN scripts s ON s.id = e.script_id AND s.tenant_id = e.tenant_id
-    WHERE ($1::uuid IS NULL OR e.tenant_id = $1::uuid)
-      AND ($2::uuid IS NULL OR e.script_id = $2::uuid)
-      AND ($3::text IS NULL OR s.name = $3::text)
-      AND ($4::text[] IS NULL OR e.status = ANY ($4::text[]))
-      AND ($5::text[] IS NULL OR e.trigger_type = ANY ($5::text[]))
-      AND ($6::timestamptz IS NULL OR e.started_at >= $6::timestamptz)
-      AND ($7::timestamptz IS NULL OR e.started_at < $7::timestamptz)
-    ORDER BY e.started_at DESC, e.id DESC
-    LIMIT $8
+-- Read tenant by tenant (the LATERAL joins, kept apart by OFFSET 0), each along
+-- (tenant_id, started_at DESC): one tenant's page reads offset + size index entries, an
+-- operator's every tenant that many per tenant, and the count stops at the cap; never a scan
+-- of the whole history (script_executions has no index on started_at alone, and the seed's
+-- tables stay as they are). The filters are written twice, alike: keep them in step.
+WITH t AS (
+    SELECT id FROM tenants WHERE $1::uuid IS NULL OR id = $1::uuid
+),
+counted AS (
+    SELECT count(*) AS total FROM (
+        SELECT 1 FROM t CROSS JOIN LATERAL (
+            SELECT 1 FROM script_executions e
+            WHERE e.tenant_id = t.id
+              AND ($2::uuid IS NULL OR e.script_id = $2::uuid)
+              AND ($3::text IS NULL OR EXISTS (
+                      SELECT 1 FROM scripts s
+                      WHERE s.id = e.script_id AND s.tenant_id = e.tenant_id AND s.name = $3::text))
+              AND ($4::text[] IS NULL OR e.status = ANY ($4::text[]))
+              AND ($5::text[] IS NULL OR e.trigger_type = ANY ($5::text[]))
+              AND ($6::timestamptz IS NULL OR e.started_at >= $6::timestamptz)
+              AND ($7::timestamptz IS NULL OR e.started_at < $7::timestamptz)
+            LIMIT $8
+        ) x
+        LIMIT $8
+    ) c
+),
+pm AS (
+    SELECT x.id, x.tenant_id, x.started_at FROM t CROSS JOIN LATERAL (
+        SELECT e.id, e.tenant_id, e.started_at FROM script_executions e
+        WHERE e.tenant_id = t.id
+          AND ($2::uuid IS NULL OR e.script_id = $2::uuid)
+          AND ($3::text IS NULL OR EXISTS (
+                  SELECT 1 FROM scripts s
+                  WHERE s.id = e.script_id AND s.tenant_id = e.tenant_id AND s.name = $3::text))
+          AND ($4::text[] IS NULL OR e.status = ANY ($4::text[]))
+          AND ($5::text[] IS NULL OR e.trigger_type = ANY ($5::text[]))
+          AND ($6::timestamptz IS NULL OR e.started_at >= $6::timestamptz)
+          AND ($7::timestamptz IS NULL OR e.started_at < $7::timestamptz)
+        ORDER BY e.started_at DESC, e.id DESC
+        LIMIT $9::bigint + $10::bigint
+    ) x
+    ORDER BY x.started_at DESC, x.id DESC
+    OFFSET $9 LIMIT $10
 )
-SELECT t.total, p.*
-FROM (SELECT count(*) AS total FROM m) t
+SELECT counted.total, p.*
+FROM counted
 LEFT JOIN LATERAL (
     SELECT e.id, e.tenant_id, coalesce(tn.name, '') AS tenant_name, e.script_id,
            s.name AS script_name, e.status, e.trigger_type, e.started_at, e.completed_at,
            (e.metrics->>'duration_ms')::bigint AS duration_ms,
            left(split_part(e.error, E'\n', 1), 200) AS error
-    FROM (SELECT * FROM m ORDER BY m.started_at DESC, m.id DESC OFFSET $9 LIMIT $10) pm
+    FROM pm
     JOIN script_executions e ON e.id = pm.id AND e.tenant_id = pm.tenant_id
     JOIN scripts s ON s.id = e.script_id AND s.tenant_id = e.tenant_id
     LEFT JOIN tenants tn ON tn.id = e.tenant_id
@@ -109,38 +139,71 @@ LIMIT $4;
 -- $1 tenant, $2 script id, $3 script name, $4 states (see dead_letters.sql; NULL: any),
 -- $5 event type, $6 created at or after, $7 created before, $8 error text (a substring, any
 -- case), $9 the cap of the match, $10 offset, $11 page size. One row when nothing matches.
-WITH x AS (
-    SELECT d.id, d.tenant_id, d.created_at,
-           CASE WHEN st.resolved_at IS NOT NULL THEN st.resolution
-                WHEN st.in_flight THEN 'in_flight'
-                WHEN d.retry_count >= st.max_retries THEN 'exhausted'
-                WHEN s.status <> 'active' THEN 'waiting_for_script'
-                ELSE 'scheduled' END AS state
-    FROM script_event_dead_letters d
-    JOIN jsrt_dead_letter_state st ON st.dead_letter_id = d.id AND st.tenant_id = d.tenant_id
-    JOIN scripts s ON s.id = d.script_id AND s.tenant_id = d.tenant_id
-    WHERE ($1::uuid IS NULL OR d.tenant_id = $1::uuid)
-      AND ($2::uuid IS NULL OR d.script_id = $2::uuid)
-      AND ($3::text IS NULL OR s.name = $3::text)
-      AND ($5::text IS NULL OR d.event_type = $5::text)
-      AND ($6::timestamptz IS NULL OR d.created_at >= $6::timestamptz)
-      AND ($7::timestamptz IS NULL OR d.created_at < $7::timestamptz)
-      AND ($8::text IS NULL OR strpos(lower(d.error), lower($8::text)) > 0)
+-- Read as console_executions is, tenant by tenant along (tenant_id, created_at DESC); the
+-- filters are written twice, alike: keep them in step.
+WITH t AS (
+    SELECT id FROM tenants WHERE $1::uuid IS NULL OR id = $1::uuid
 ),
-m AS (
-    SELECT x.id, x.tenant_id, x.created_at, x.state FROM x
-    WHERE $4::text[] IS NULL OR x.state = ANY ($4::text[])
+counted AS (
+    SELECT count(*) AS total FROM (
+        SELECT 1 FROM t CROSS JOIN LATERAL (
+        SELECT d.id, d.tenant_id, d.created_at, y.state
+        FROM script_event_dead_letters d
+        JOIN jsrt_dead_letter_state st ON st.dead_letter_id = d.id AND st.tenant_id = d.tenant_id
+        JOIN scripts s ON s.id = d.script_id AND s.tenant_id = d.tenant_id
+        CROSS JOIN LATERAL (
+            SELECT CASE WHEN st.resolved_at IS NOT NULL THEN st.resolution
+                        WHEN st.in_flight THEN 'in_flight'
+                        WHEN d.retry_count >= st.max_retries THEN 'exhausted'
+                        WHEN s.status <> 'active' THEN 'waiting_for_script'
+                        ELSE 'scheduled' END AS state) y
+        WHERE d.tenant_id = t.id
+          AND ($2::uuid IS NULL OR d.script_id = $2::uuid)
+          AND ($3::text IS NULL OR s.name = $3::text)
+          AND ($4::text[] IS NULL OR y.state = ANY ($4::text[]))
+          AND ($5::text IS NULL OR d.event_type = $5::text)
+          AND ($6::timestamptz IS NULL OR d.created_at >= $6::timestamptz)
+          AND ($7::timestamptz IS NULL OR d.created_at < $7::timestamptz)
+          AND ($8::text IS NULL OR strpos(lower(d.error), lower($8::text)) > 0)
+        LIMIT $9
+        ) x
+        LIMIT $9
+    ) c
+),
+pm AS (
+    SELECT x.id, x.tenant_id, x.created_at, x.state FROM t CROSS JOIN LATERAL (
+        SELECT d.id, d.tenant_id, d.created_at, y.state
+        FROM script_event_dead_letters d
+        JOIN jsrt_dead_letter_state st ON st.dead_letter_id = d.id AND st.tenant_id = d.tenant_id
+        JOIN scripts s ON s.id = d.script_id AND s.tenant_id = d.tenant_id
+        CROSS JOIN LATERAL (
+            SELECT CASE WHEN st.resolved_at IS NOT NULL THEN st.resolution
+                        WHEN st.in_flight THEN 'in_flight'
+                        WHEN d.retry_count >= st.max_retries THEN 'exhausted'
+                        WHEN s.status <> 'active' THEN 'waiting_for_script'
+                        ELSE 'scheduled' END AS state) y
+        WHERE d.tenant_id = t.id
+          AND ($2::uuid IS NULL OR d.script_id = $2::uuid)
+          AND ($3::text IS NULL OR s.name = $3::text)
+          AND ($4::text[] IS NULL OR y.state = ANY ($4::text[]))
+          AND ($5::text IS NULL OR d.event_type = $5::text)
+          AND ($6::timestamptz IS NULL OR d.created_at >= $6::timestamptz)
+          AND ($7::timestamptz IS NULL OR d.created_at < $7::timestamptz)
+          AND ($8::text IS NULL OR strpos(lower(d.error), lower($8::text)) > 0)
+        ORDER BY d.created_at DESC, d.id DESC
+        LIMIT $10::bigint + $11::bigint
+    ) x
     ORDER BY x.created_at DESC, x.id DESC
-    LIMIT $9
+    OFFSET $10 LIMIT $11
 )
-SELECT t.total, p.*
-FROM (SELECT count(*) AS total FROM m) t
+SELECT counted.total, p.*
+FROM counted
 LEFT JOIN LATERAL (
     SELECT d.id, d.tenant_id, coalesce(tn.name, '') AS tenant_name, d.script_id,
            s.name AS script_name, d.event_type, d.retry_count, st.max_retries, pm.state,
            st.next_retry_at, d.last_retry_at, st.resolved_at, d.created_at, d.execution_id,
            left(split_part(d.error, E'\n', 1), 200) AS error
-    FROM (SELECT * FROM m ORDER BY m.created_at DESC, m.id DESC OFFSET $10 LIMIT $11) pm
+    FROM pm
     JOIN script_event_dead_letters d ON d.id = pm.id AND d.tenant_id = pm.tenant_id
     JOIN jsrt_dead_letter_state st ON st.dead_letter_id = d.id AND st.tenant_id = d.tenant_id
     JOIN scripts s ON s.id = d.script_id AND s.tenant_id = d.tenant_id
@@ -149,15 +212,18 @@ LEFT JOIN LATERAL (
 ORDER BY p.created_at DESC, p.id DESC;
 
 -- name: console_minutes
--- Executions per minute (by started_at) and status over [$2, $3), $1 tenant. Read per tenant
--- along (tenant_id, started_at DESC), also for an operator's every tenant (the lateral join),
--- never by a scan of the whole history.
-SELECT date_trunc('minute', e.started_at, 'UTC') AS minute, e.status, count(*)::int AS n
+-- Executions per minute (by started_at) and status over [$2, $3), $1 tenant. Counted tenant
+-- by tenant along (tenant_id, started_at DESC) - the grouping inside the LATERAL keeps it a
+-- per-tenant index scan, also for an operator's every tenant - never by a scan of the whole
+-- history.
+SELECT x.minute, x.status, sum(x.n)::int AS n
 FROM tenants t
 CROSS JOIN LATERAL (
-    SELECT x.started_at, x.status FROM script_executions x
-    WHERE x.tenant_id = t.id AND x.started_at >= $2::timestamptz AND x.started_at < $3::timestamptz
-) e
+    SELECT date_trunc('minute', e.started_at, 'UTC') AS minute, e.status, count(*) AS n
+    FROM script_executions e
+    WHERE e.tenant_id = t.id AND e.started_at >= $2::timestamptz AND e.started_at < $3::timestamptz
+    GROUP BY 1, 2
+) x
 WHERE $1::uuid IS NULL OR t.id = $1::uuid
 GROUP BY 1, 2
 ORDER BY 1, 2;
