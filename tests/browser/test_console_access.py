@@ -6,6 +6,7 @@ between tenants. And the pages on a phone."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -127,3 +128,51 @@ async def test_tenants_keys_see_only_their_own_and_only_what_their_scopes_allow(
             "() => document.documentElement.scrollWidth - window.innerWidth")
         await console.shot(f"phone-{name}", phone, full_page=True)
         assert overflow <= 0, f"{path} is {overflow} px wider than a phone's screen"
+
+
+async def test_a_tenant_admin_makes_a_key_shown_once_and_revokes_it(console: Console) -> None:
+    page, t = console.page, console.tenants
+    await sign_in(page, console.server.base_url, t.admin)
+    await page.get_by_role("link", name="Keys", exact=True).click()
+    await page.get_by_label("Name").fill("billing reader")
+    await page.get_by_label("executions:read").check()
+    await page.get_by_role("button", name="Create key").click()
+    await expect(page.get_by_role("heading", name="Key “billing reader” created")).to_be_visible()
+    key = await page.get_by_label("The key").input_value()
+    assert key.startswith("jsrt_")
+    await console.shot("key-created")
+    await page.get_by_role("link", name="Keys", exact=True).click()  # shown once: not again
+    await expect(page.get_by_label("The key")).to_have_count(0)
+    assert key not in await page.content()
+    row = page.get_by_role("row").filter(has_text="billing reader")
+    await expect(row).to_contain_text("executions:read")
+    await expect(row).to_contain_text("active")
+    await _sign_out(console)
+
+    await sign_in(page, console.server.base_url, key)  # the new key works, within its scope
+    await page.goto(console.url("/console/executions"))
+    await expect(page.get_by_role("heading", name="Executions")).to_be_visible()
+    await expect(page.get_by_role("link", name="Keys", exact=True)).to_have_count(0)
+    await _sign_out(console)
+
+    await sign_in(page, console.server.base_url, t.admin)
+    await page.goto(console.url("/console/keys"))
+    asked: list[str] = []
+
+    async def accept(dialog: Any) -> None:
+        asked.append(dialog.message)
+        await dialog.accept()
+
+    page.once("dialog", accept)
+    await row.get_by_role("button", name="Revoke billing reader").click()
+    await expect(row).to_contain_text("revoked")
+    assert asked == ["Revoke the key “billing reader”? Whatever uses it stops working at once."]
+    await console.shot("key-revoked")
+    await _sign_out(console)
+
+    with console.browser.allowing(r"status of 401"):
+        await page.get_by_label("API key").fill(key)
+        await page.get_by_role("button", name="Sign in").click()
+        await expect(page.get_by_role("alert")).to_be_visible()
+        await expect(page.get_by_role("button", name="Sign out")).to_have_count(0)
+        await console.shot("revoked-key-refused")

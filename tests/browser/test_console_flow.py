@@ -113,6 +113,17 @@ async def test_a_tenant_writes_runs_breaks_fixes_and_retries_a_script(
     await expect(failed).to_have_count(1)
     await expect(failed).to_contain_text("no greeting for Bob")
     await browser.shot(page, "run-failed-live")
+    await failed.get_by_role("link").first.click()
+    await expect(page.get_by_test_id("execution-status")).to_have_text("failed")
+    await expect(page.get_by_test_id("execution-error")).to_contain_text(
+        "Error: no greeting for Bob")
+    await expect(page.get_by_test_id("execution-error")).to_contain_text(
+        re.compile(r"at handler \(.*:3:\d+\)"))  # the stack, to the throw on line 3
+    await expect(page.get_by_test_id("execution-input")).to_contain_text('"Bob"')
+    await expect(page.get_by_test_id("execution-version")).to_contain_text("version 2")
+    await expect(page.get_by_test_id("execution-trigger")).to_contain_text("user.signed_up")
+    await expect(page.get_by_test_id("dead-letter-link")).to_be_visible()
+    await browser.shot(page, "failed-execution")
     await page.get_by_role("link", name="Dead letters", exact=True).click()
     letter_row = page.get_by_test_id("letter-row")
     await expect(letter_row).to_have_count(1)
@@ -160,7 +171,8 @@ async def test_a_tenant_writes_runs_breaks_fixes_and_retries_a_script(
 
     # signed out: the session's cookie no longer opens anything
     cookies = await browser.context.cookies()
-    assert cookies, "no session cookie was set"
+    session = next(c for c in cookies if c["name"] == "jsrt_session")
+    assert (session["httpOnly"], session["sameSite"], session["secure"]) == (True, "Lax", False)
     await page.get_by_role("button", name="Sign out").click()
     await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     await browser.context.add_cookies(cookies)
