@@ -85,9 +85,43 @@ SECURITY_HEADERS = (
 )
 
 
+# A form's body: a 1 MiB source (validation.MAX_SOURCE), percent-encoded, and the rest.
+MAX_BODY = 4 << 20
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def _secured(message: Message) -> Message:
+    """A response start with the security headers (and no-store unless it says otherwise)."""
+    headers = list(message.get("headers", []))
+    names = {k.lower() for k, _ in headers}
+    headers += [(k, v) for k, v in SECURITY_HEADERS if k not in names]
+    if b"cache-control" not in names:
+        headers.append((b"cache-control", b"no-store"))
+    return {**message, "headers": headers}
+
+
+def _bounded(receive: Receive) -> Receive:
+    """`receive`, raising BodyTooLarge once more than MAX_BODY bytes of body arrived."""
+    seen = 0
+
+    async def receive_bounded() -> Message:
+        nonlocal seen
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if seen > MAX_BODY:
+            raise BodyTooLarge()
+        return message
+
+    return receive_bounded
+
+
 class Guard:
-    """Security headers on every console response, and the last line against tracebacks:
-    an exception nobody handled becomes a 500 page in words (logged with its type)."""
+    """Security headers on every console response, bodies bounded (before anyone, signed in
+    or not, makes the form parser hold them), and the last line against tracebacks: an
+    exception nobody handled becomes a 500 page in words (logged with its type)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -102,16 +136,18 @@ class Guard:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                headers = [(k, v) for k, v in message.get("headers", [])]
-                names = {k.lower() for k, _ in headers}
-                headers += [(k, v) for k, v in SECURITY_HEADERS if k not in names]
-                if b"cache-control" not in names:
-                    headers.append((b"cache-control", b"no-store"))
-                message = {**message, "headers": headers}
+                message = _secured(message)
             await send(message)
 
+        declared = dict(scope.get("headers", [])).get(b"content-length", b"")
         try:
-            await self.app(scope, receive, send_guarded)
+            if declared.isdigit() and int(declared) > MAX_BODY:
+                raise BodyTooLarge()
+            await self.app(scope, _bounded(receive), send_guarded)
+        except BodyTooLarge:
+            if started:
+                raise
+            await _too_large(scope, receive, send_guarded)
         except Exception as exc:
             _LOG.error("console_internal_error", path=scope.get("path"),
                        error=f"{type(exc).__name__}: {exc}"[:300])
@@ -122,6 +158,12 @@ class Guard:
                                          "logged; try again, and if it persists tell the "
                                          "operator.")
             await response(scope, receive, send_guarded)
+
+
+async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
+    response = PlainTextResponse(f"The request is larger than {MAX_BODY >> 20} MiB.",
+                                 status_code=413)
+    await response(scope, receive, send)
 
 
 class Static(StaticFiles):

@@ -48,6 +48,8 @@ _LOG = log.get("jsrt.console")
 
 RUN_MAX_WAIT_S = 5.0  # Run now waits this long for a free slot of a full script
 EDITABLE_TYPES = tuple(t for t in TYPES if t != "embedded")  # embedded: the API's own
+EMBEDDED = ("an embedded script belongs to the embedded API (its name promises its source "
+            "and limits): it cannot be edited here; Run now still works")
 STARTER = """\
 // handler(input, ctx): input is the event payload, the HTTP request, or what Run now sends.
 export default async function handler(input, ctx) {
@@ -160,8 +162,11 @@ async def _editor(request: Request, viewer: Viewer, script: dict[str, Any], *,
                   run_input: str = "{}") -> Response:
     first = next((p for p in errors or [] if p.line is not None), None)
     limits = script.get("limits_text") or jsontext.dumps(script.get("resource_limits") or {})
+    embedded = script.get("type") == "embedded"
     return await page(request, "editor.html", status=status, script=script,
-                      errors=errors or [], error_at=first, types=EDITABLE_TYPES,
+                      errors=errors or [], error_at=first,
+                      types=(*EDITABLE_TYPES, "embedded") if embedded else EDITABLE_TYPES,
+                      locked=EMBEDDED if embedded else None,
                       methods=HTTP_METHODS, limits_text=limits, result=result,
                       run_error=run_error, run_input=run_input,
                       can_run=console(request).ondemand is not None)
@@ -208,6 +213,8 @@ async def edit_form(request: Request) -> Response:
 async def save(request: Request) -> Response:
     viewer = await require(request, "scripts:write")
     ref, row = await _stored(request, viewer)
+    if row["type"] == "embedded":
+        raise ValidationError(EMBEDDED)
     form = await request.form()
     changes, found = form_changes(form, row["resource_limits"])
     errors = await checked(scripts.merged(row, changes), found)

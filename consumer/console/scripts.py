@@ -180,7 +180,7 @@ async def diff(request: Request) -> Response:
     added, removed = diffs.stats(rows)
     script = await store.scripts.current(ref)
     return await page(request, "diff.html", script=script, versions=versions, a=a, b=b,
-                      view=view, rows=rows, added=added, removed=removed)
+                      view=view, rows=rows, added=added, removed=removed, source=new)
 
 
 def _version_param(raw: str | None, numbers: list[int], default: int) -> int:

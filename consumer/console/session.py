@@ -46,6 +46,7 @@ LOGIN_COOKIE = "jsrt_login"  # the sign-in form's CSRF token, before any session
 PATH = "/console"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_FIELD = "csrf"
+MAX_FIELD = 4 << 20  # a form field (the source): consumer.console.MAX_BODY bounds the whole
 CSRF_HEADER = "x-csrf-token"
 WRONG_KEY = ("That key was not accepted. Check that it was copied whole (it starts with "
              "jsrt_) and that it has not been revoked.")
@@ -140,10 +141,13 @@ async def require(request: Request, scope: str | None = None) -> Viewer:
 
 async def check_csrf(request: Request, expected: str) -> None:
     sent = request.headers.get(CSRF_HEADER)
-    if sent is None and request.headers.get("content-type", "").startswith(
+    if request.headers.get("content-type", "").startswith(
             ("application/x-www-form-urlencoded", "multipart/form-data")):
-        value = (await request.form()).get(CSRF_FIELD)
-        sent = value if isinstance(value, str) else None
+        # parsed here, with the console's own bound (a 1 MiB source, percent-encoded, is
+        # more than Starlette's default field size); later request.form() calls get this one
+        value = (await request.form(max_part_size=MAX_FIELD)).get(CSRF_FIELD)
+        if sent is None:
+            sent = value if isinstance(value, str) else None
     if not sent or not hmac.compare_digest(sent.encode(), expected.encode()):
         raise CsrfRefused()
 
@@ -191,7 +195,7 @@ async def _login_page(request: Request, error: str | None, status: int) -> Respo
 
 async def login(request: Request) -> Response:
     ctx = console(request)
-    form = await request.form()
+    form = await request.form()  # (Starlette's default field size: a key is short)
     sent, expected = str(form.get(CSRF_FIELD) or ""), request.cookies.get(LOGIN_COOKIE) or ""
     if not sent or not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
         raise CsrfRefused("the sign-in form was too old or did not come from this console: "

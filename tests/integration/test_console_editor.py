@@ -205,3 +205,31 @@ async def test_an_operator_chooses_the_tenant_before_creating(db_url: str,
         r = await operator.post("/console/scripts/new", _form())
         assert r.status_code == 303
         assert await conn.fetchval("SELECT tenant_id FROM scripts") == tenant
+
+
+async def test_embedded_scripts_are_read_only_here(db_url: str,
+                                                   conn: asyncpg.Connection) -> None:
+    async with console_for(db_url) as c:
+        tenant, key = await c.tenant_key()
+        script = await c.store.scripts.embedded(tenant, GOOD, None)
+        user = await c.signed_in(key)
+        page = await user.get(f"/console/scripts/{script}/edit")
+        assert page.status_code == 200 and "belongs to the embedded API" in page.text
+        assert "Save (a new version)" not in page.text
+        assert '<option value="embedded" selected>' in page.text
+        r = await user.post(f"/console/scripts/{script}/edit",
+                            _form(name="x", type="event", event_types="a.b"))
+        assert r.status_code == 400
+        assert await conn.fetchval("SELECT type FROM scripts WHERE id = $1", script) == "embedded"
+
+
+async def test_a_source_near_the_limit_is_checked_not_refused_by_the_form_parser(
+        db_url: str) -> None:
+    async with console_for(db_url) as c:
+        _, key = await c.tenant_key()
+        user = await c.signed_in(key)
+        big = "function handler() { return 1 }\n" + "// é%&=+ comment\n" * 60_000  # > 1 MiB
+        r = await user.post("/console/scripts/new", _form(source=big))
+        assert r.status_code == 400 and "larger than 1048576 bytes" in r.text
+        r = await user.htmx("POST", "/console/scripts/validate", data=_form(source=big))
+        assert r.status_code == 200 and not r.json()["ok"]

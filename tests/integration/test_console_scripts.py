@@ -99,7 +99,7 @@ async def test_a_scripts_page_and_its_diff(db_url: str, conn: asyncpg.Connection
                            params={"a": 1, "b": 2, "view": "unified"})
         assert "+ " in r.text and "- " in r.text
         r = await user.get(f"/console/scripts/{script}/diff", params={"a": 2, "b": 2})
-        assert "have the same source" in r.text
+        assert "Version 2's source" in r.text and "console.log(&#39;two&#39;)" in r.text
         r = await user.get(f"/console/scripts/{script}/diff", params={"a": 9})
         assert r.status_code == 404
 

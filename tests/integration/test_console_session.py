@@ -271,3 +271,22 @@ async def test_an_unexpected_error_is_a_page_in_words_without_a_traceback(
         r = await user.get("/console/scripts")
         assert r.status_code == 503 and "cannot be reached" in r.text
         assert r.headers["retry-after"] == "2"
+
+
+async def test_bodies_are_bounded_before_anyone_is_signed_in(db_url: str) -> None:
+    from consumer.console import MAX_BODY
+
+    async with console_for(db_url) as c:
+        client = c.client()
+        r = await client.post("/console/login", content=b"k=" + b"a" * (MAX_BODY + 1),
+                              headers={"content-type": "application/x-www-form-urlencoded"})
+        assert r.status_code == 413 and "larger than" in r.text
+        assert r.headers["content-security-policy"] == CSP
+
+        async def chunks():  # no content-length: counted as it arrives (fields < 1 MiB each)
+            for i in range(6):
+                yield b"&f%d=" % i + b"a" * (MAX_BODY // 5)
+
+        r = await client.post("/console/login", content=chunks(),
+                              headers={"content-type": "application/x-www-form-urlencoded"})
+        assert r.status_code == 413, r.text

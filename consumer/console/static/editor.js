@@ -121,6 +121,7 @@
     var cm = CodeMirror.fromTextArea(area, {
       mode: "javascript", lineNumbers: true, matchBrackets: true, autoCloseBrackets: true,
       styleActiveLine: true, indentUnit: 2, tabSize: 2, readOnly: readOnly,
+      screenReaderLabel: "Source",
       gutters: ["CodeMirror-lint-markers"],
       extraKeys: { "Ctrl-Space": "autocomplete", "Tab": false, "Shift-Tab": false },
       hintOptions: { hint: hint, completeSingle: false },
