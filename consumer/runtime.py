@@ -31,7 +31,7 @@ from consumer.app import script_data, store_api_limiter, store_publisher
 from consumer.cancel import CancelWatcher, executor_stop, watching
 from consumer.errors import ConfigError, ValidationError
 from consumer.executions import Cancelled
-from consumer.lease import Lease
+from consumer.lease import Lease, memory_report
 from consumer.ondemand import OnDemand, RunResult
 from consumer.sandbox import Executor
 from consumer.settings import Settings
@@ -66,7 +66,8 @@ class Runtime:
                                 secrets=store.secrets.get)
             await stack.enter_async_context(executor)
             lease = await stack.enter_async_context(
-                Lease(store, self.settings.heartbeat_interval, kind="api"))
+                Lease(store, self.settings.heartbeat_interval, kind="api",
+                      memory=memory_report(executor)))
             self._cancels = await stack.enter_async_context(
                 watching(store, lease.id, executor_stop(executor),
                          self.settings.heartbeat_interval))

@@ -175,7 +175,12 @@ async def test_execution_page(seeded: Seeded, conn: asyncpg.Connection) -> None:
     assert "&lt;b&gt;7&lt;/b&gt;" in r.text and "<b>7</b>" not in r.text  # escaped
     assert 'data-status="failed"' in r.text and "hx-trigger" not in r.text.split(
         'id="execution-live"')[1].split(">")[0]
-    assert "version 1" in r.text
+    assert "version 1" in r.text and 'data-testid="version-diff"' not in r.text
+    # a newer source: the run still ran version 1, compared with the current one in a click
+    await conn.execute("UPDATE scripts SET source = source || ' // v2' WHERE id = $1", a.active)
+    r = await s.reader.get(f"/console/executions/{failed}")
+    assert "version 1</a>" in r.text
+    assert f'/console/scripts/{a.active}/diff?a=1&amp;b=2" data-testid="version-diff"' in r.text
     # a run in progress re-reads its live part
     r = await s.reader.get(f"/console/executions/{a.running}")
     live_tag = r.text.split('id="execution-live"')[1].split(">")[0]
@@ -498,3 +503,24 @@ async def test_no_query_string_fails_or_shows_another_tenants_rows(
     assert not leaks(s, shown), query
     if r.status_code == 400:
         assert 'id="filter-problems"' in r.text
+
+
+@pytest.mark.timeout(900)
+@PROPERTY
+@given(pairs=st.lists(st.tuples(filter_keys, filter_values), max_size=6))
+async def test_no_bulk_retry_form_fails_or_touches_another_tenant(
+    seeded: Seeded, conn: asyncpg.Connection, pairs: list[tuple[str, str]]
+) -> None:
+    s, b = seeded, seeded.b
+    before = [dict(r) for r in await conn.fetch(
+        "SELECT * FROM jsrt_dead_letter_state WHERE tenant_id = $1 ORDER BY dead_letter_id",
+        b.tenant)]
+    form: dict[str, list[str]] = {"csrf": [s.manager.csrf]}
+    for key, value in pairs:
+        form.setdefault(key, []).append(value)
+    r = await s.manager.client.post("/console/dead-letters/retry", data=form)
+    assert r.status_code in (303, 400), (r.status_code, pairs, r.text[:500])
+    after = [dict(r) for r in await conn.fetch(
+        "SELECT * FROM jsrt_dead_letter_state WHERE tenant_id = $1 ORDER BY dead_letter_id",
+        b.tenant)]
+    assert after == before
