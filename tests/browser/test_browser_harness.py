@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from support.browser import Browser
+from support.browser import Browser, Console
 
 pytestmark = pytest.mark.browser
 
@@ -28,3 +28,19 @@ async def test_a_console_error_or_page_error_fails_the_next_step(browser: Browse
     with browser.allowing("boom"):
         await page.set_content(f"<p>y</p><script>{script}</script>")
         await browser.shot(page, "allowed")
+
+
+async def test_a_csp_violation_on_a_console_page_fails_the_next_step(
+        console: Console) -> None:
+    """The console's Content-Security-Policy allows no inline script: one that gets into a page
+    anyway is refused by Chromium, which says so as a console error, which fails the step."""
+    page = console.page
+    await page.goto(console.url("/console/login"))
+    await page.evaluate("""() => {
+        const s = document.createElement('script');
+        s.textContent = 'window.injected = true';
+        document.body.appendChild(s);
+    }""")
+    with pytest.raises(AssertionError, match="Content Security Policy"):
+        await console.shot("inline-script-refused")
+    assert await page.evaluate("() => window.injected === undefined")

@@ -69,8 +69,15 @@ async def test_tenants_keys_see_only_their_own_and_only_what_their_scopes_allow(
     await expect(page.get_by_test_id("letter-row")).to_contain_text("acme-orders")
     await _sign_out(console)
 
-    # Acme's read-only key: everything readable, no button that changes anything
-    await sign_in(page, console.server.base_url, t.reader)
+    # Acme's read-only key, signed in with the keyboard alone: the key field has the focus,
+    # Enter sends it; everything readable, no button that changes anything
+    await page.goto(console.url("/console/"))
+    await expect(page.get_by_label("API key")).to_be_focused()
+    await page.keyboard.type(t.reader)
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    await page.keyboard.press("Tab")
+    await expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
     await page.goto(console.url("/console/scripts"))
     await expect(page.get_by_role("link", name="acme-orders")).to_be_visible()
     await expect(page.get_by_role("link", name="New script")).to_have_count(0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
@@ -161,3 +162,20 @@ async def test_the_main_pages_with_a_day_in_them(console: Console, conn: asyncpg
     await page.get_by_test_id("letter-row").first.get_by_role("link").first.click()
     await expect(page.get_by_test_id("letter-error")).to_contain_text("has no email")
     _keep(await console.shot("dead-letter"), "dead-letter")
+
+    # the filtered set retried at once, after a confirmation that says how many
+    await page.goto(console.url("/console/dead-letters"))
+    await page.get_by_label("Script (name or id)").fill("sync-crm")
+    await page.get_by_label("Script (name or id)").press("Enter")
+    await expect(page).to_have_url(re.compile(r"script=sync-crm"))
+    await page.get_by_test_id("bulk-retry-link").click()
+    await expect(page.get_by_test_id("bulk-confirm")).to_contain_text("script: sync-crm")
+    await expect(page.get_by_test_id("bulk-count")).to_have_attribute("data-count", "2")
+    await console.shot("bulk-confirm")
+    await page.get_by_test_id("bulk-retry").click()
+    await expect(page.get_by_test_id("bulk-result")).to_contain_text(
+        "Retry scheduled for 2 dead letters")
+    await console.shot("bulk-retried")
+    # the script still throws for a customer without email: both letters fail once more
+    await row_becomes(conn, "SELECT count(*) FROM script_event_dead_letters WHERE tenant_id = $1 "
+                      "AND retry_count = 1", tenant, expect=2)
