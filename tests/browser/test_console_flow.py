@@ -6,6 +6,7 @@ retry the letter, compare two versions, sign out."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import asyncpg
 import pytest
@@ -168,6 +169,22 @@ async def test_a_tenant_writes_runs_breaks_fixes_and_retries_a_script(
     await expect(changed.locator("td.new")).to_contain_text(
         "return { hello: input.name, polite: true };")
     await browser.shot(page, "diff")
+
+    # rolled back to version 1, after saying yes to the question
+    await page.goto(script_url)
+    asked: list[str] = []
+
+    async def accept(dialog: Any) -> None:
+        asked.append(dialog.message)
+        await dialog.accept()
+
+    page.once("dialog", accept)
+    await page.get_by_role("button", name="Roll back to 1").click()
+    await expect(page.get_by_role("status")).to_have_text(
+        "Rolled back: the old source is version 4 now.")
+    assert asked == ["Make version 1's source the current one (as a new version)?"]
+    await expect(page.locator("pre.source")).to_contain_text("return { hello: input.name };")
+    await browser.shot(page, "rolled-back")
 
     # signed out: the session's cookie no longer opens anything
     cookies = await browser.context.cookies()
