@@ -5,11 +5,20 @@ from __future__ import annotations
 
 import re
 
+import anyio
 import asyncpg
+import httpx
 import pytest
 from support.console import READ_ONLY, console_for, csrf_of
 
-from consumer.console import CSP
+from consumer.app import store_publisher
+from consumer.console import CSP, MAX_BODY
+from consumer.errors import StoreUnavailable
+from consumer.http import HttpServer
+from consumer.sandbox import Executor
+from consumer.scripts import Scripts
+from consumer.settings import Settings
+from consumer.store import Store
 
 
 async def test_sign_in_lands_on_a_page_with_the_security_headers(db_url: str) -> None:
@@ -247,9 +256,6 @@ async def test_every_page_has_the_security_headers_and_no_inline_script(db_url: 
 
 async def test_an_unexpected_error_is_a_page_in_words_without_a_traceback(
         db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from consumer.errors import StoreUnavailable
-    from consumer.scripts import Scripts
-
     async with console_for(db_url) as c:
         _, key = await c.tenant_key()
         user = await c.signed_in(key)
@@ -274,8 +280,6 @@ async def test_an_unexpected_error_is_a_page_in_words_without_a_traceback(
 
 
 async def test_bodies_are_bounded_before_anyone_is_signed_in(db_url: str) -> None:
-    from consumer.console import MAX_BODY
-
     async with console_for(db_url) as c:
         client = c.client()
         r = await client.post("/console/login", content=b"k=" + b"a" * (MAX_BODY + 1),
@@ -290,3 +294,33 @@ async def test_bodies_are_bounded_before_anyone_is_signed_in(db_url: str) -> Non
         r = await client.post("/console/login", content=chunks(),
                               headers={"content-type": "application/x-www-form-urlencoded"})
         assert r.status_code == 413, r.text
+
+
+async def test_the_http_server_serves_the_console_beside_the_triggers(db_url: str) -> None:
+    """What `jsrt serve` and `jsrt run --http` run: uvicorn on a loopback port."""
+    settings = Settings.from_env(env={"DATABASE_URL": db_url})
+    store = await Store.open(db_url, settings=settings)
+    try:
+        tenant = await store.tenants.create("served")
+        key = (await store.keys.create(tenant, "k", ["scripts:read"])).key
+        async with Executor(workers=1, publisher=store_publisher(store)) as ex:
+            server = HttpServer(settings, store, ex, "127.0.0.1:0")
+            async with anyio.create_task_group() as tg:
+                port = await tg.start(server.run)
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                    form = await client.get("/console/login")
+                    signed = await client.post("/console/login", data={
+                        "key": key, "csrf": csrf_of(form.text)})
+                    page = await client.get("/console/scripts")
+                    css = await client.get("/console/static/console.css")
+                    trigger = await client.get(f"/t/{tenant}/nothing-here")
+                await server.shutdown()
+    finally:
+        await store.close()
+    assert form.status_code == 200 and form.headers["content-security-policy"] == CSP
+    assert signed.status_code == 303
+    cookie = signed.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "secure" not in cookie  # plain http: no Secure flag
+    assert page.status_code == 200 and "This tenant has no scripts yet" in page.text
+    assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+    assert trigger.status_code == 404 and trigger.json() == {"error": "not found"}
