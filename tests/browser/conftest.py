@@ -24,6 +24,7 @@ from uuid import UUID
 
 import asyncpg
 import pytest
+from playwright.async_api import async_playwright, expect
 from support.browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -82,8 +83,6 @@ def console_server(db_url: str, request: pytest.FixtureRequest) -> Iterator[Cons
 
 @pytest.fixture
 async def browser(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Browser]:
-    from playwright.async_api import async_playwright, expect
-
     expect.set_options(timeout=STEP_TIMEOUT_MS)
     test_dir = _artifacts(request)
     shutil.rmtree(test_dir, ignore_errors=True)
@@ -124,7 +123,6 @@ async def tenants(conn: asyncpg.Connection, db_url: str) -> Tenants:
         return Tenants(acme, globex,
                        admin=await key(acme, "acme admin", ALL_TENANT_SCOPES),
                        reader=await key(acme, "acme reader", READ_ONLY),
-                       globex_admin=await key(globex, "globex admin", ALL_TENANT_SCOPES),
                        operator=await key(None, "operator", ALL_TENANT_SCOPES))
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from playwright.async_api import expect
+
 from support.daemons import DaemonProcess
 
 CHROMIUM = "/usr/bin/chromium"
@@ -68,15 +70,15 @@ class Browser:
                 self.watched.add(f"console error: {msg.text} ({loc.get('url', '?')}:"
                                  f"{loc.get('lineNumber', '?')})")
 
-        def on_response(resp: Any) -> None:
-            if resp.status >= 500:
-                self.watched.add(f"HTTP {resp.status} from {resp.request.method} {resp.url}")
-
-        page.on("console", on_console)
         def on_page_error(exc: Any) -> None:
             stack = "\n    ".join((getattr(exc, "stack", None) or "").splitlines()[1:4])
             self.watched.add(f"page error: {exc}" + (f"\n    {stack}" if stack else ""))
 
+        def on_response(resp: Any) -> None:
+            if resp.status >= 500:  # a 500 page is in words, but it is still a bug
+                self.watched.add(f"HTTP {resp.status} from {resp.request.method} {resp.url}")
+
+        page.on("console", on_console)
         page.on("pageerror", on_page_error)
         page.on("response", on_response)
 
@@ -100,8 +102,6 @@ class Browser:
         return path
 
 
-
-
 # --- the server and who signs in ---------------------------------------------------------
 
 @dataclass
@@ -119,10 +119,9 @@ class Tenants:
 
     acme: UUID
     globex: UUID
-    admin: str  # acme, every scope
-    reader: str  # acme, scripts:read and executions:read
-    globex_admin: str  # globex, every scope
-    operator: str  # every tenant, every scope
+    admin: str  # Acme's, every tenant scope
+    reader: str  # Acme's, scripts:read and executions:read
+    operator: str  # every tenant, every tenant scope
 
 
 @dataclass
@@ -145,8 +144,6 @@ class Console:
 
 async def sign_in(page: Any, base_url: str, key: str) -> None:
     """Open the console, get the sign-in form, paste the key, sign in."""
-    from playwright.async_api import expect
-
     await page.goto(base_url + "/console/")
     await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     await page.get_by_label("API key").fill(key)
