@@ -136,6 +136,14 @@ async def test_the_main_pages_with_a_day_in_them(console: Console, conn: asyncpg
     await page.goto(console.url("/console/scripts"))
     await expect(page.get_by_role("link", name="order-created")).to_be_visible()
     _keep(await console.shot("scripts"), "scripts")
+    # the search (full text, on name and description) narrows the list as one types
+    await page.get_by_label("Search").press_sequentially("invoice")
+    await expect(page.get_by_role("link", name="nightly-report")).to_have_count(0)
+    await expect(page.get_by_role("link", name="invoice", exact=True)).to_be_visible()
+    await expect(page.get_by_role("link", name="order-created")).to_be_visible()  # "its invoice"
+    await console.shot("scripts-search")
+    await page.get_by_label("Search").fill("")
+    await expect(page.get_by_role("link", name="nightly-report")).to_be_visible()
 
     await page.get_by_role("link", name="order-created").click()
     await expect(page.locator("#script-runs tbody tr").first).to_be_visible()
@@ -155,6 +163,19 @@ async def test_the_main_pages_with_a_day_in_them(console: Console, conn: asyncpg
     await page.goto(console.url("/console/executions"))
     await expect(page.get_by_test_id("execution-row").first).to_be_visible()
     _keep(await console.shot("executions"), "executions")
+    # paging and filters swap the results in place (htmx), and the address follows
+    rows = page.get_by_test_id("execution-row")
+    await expect(rows).to_have_count(20)
+    first = await rows.first.get_attribute("data-id")
+    await page.get_by_test_id("pager").get_by_role("link", name="Older →").click()
+    await expect(page.get_by_test_id("pager")).to_contain_text("Page 2 of")
+    await expect(page).to_have_url(re.compile(r"page=2"))
+    assert await rows.first.get_attribute("data-id") != first
+    await page.get_by_label("Status").select_option("failed")
+    await expect(page).to_have_url(re.compile(r"status=failed"))
+    await expect(rows.locator(".badge:not(.failed)")).to_have_count(0)
+    await expect(rows).to_have_count(6)  # 4 recorded over the hour, 2 real
+    await console.shot("executions-failed")
 
     await page.goto(console.url("/console/dead-letters"))
     await expect(page.get_by_test_id("letter-row")).to_have_count(2)
