@@ -8,8 +8,9 @@ skipped, saying why.
 
 Every page a test opens is watched: a JavaScript console message of level `error` (CSP
 violations are reported that way), an uncaught page error or a 5xx answer fails the test at its
-next step and at its end. Each named step is kept as a screenshot under
-tests/browser/artifacts/<test>/ (gitignored), for a person to look at after a run.
+next step and at its end, and so does a form field without a label on a page kept as a step.
+Each named step is kept as a screenshot under tests/browser/artifacts/<test>/ (gitignored),
+for a person to look at after a run.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """The browser harness itself: Debian's Chromium starts under Playwright, and a page's console
-error, uncaught exception or 5xx answer fails the step that follows it."""
+error, uncaught exception, 5xx answer or unlabelled form field fails the step that follows
+it."""
 
 from __future__ import annotations
 
@@ -28,6 +29,13 @@ async def test_a_console_error_or_page_error_fails_the_next_step(browser: Browse
     with browser.allowing("boom"):
         await page.set_content(f"<p>y</p><script>{script}</script>")
         await browser.shot(page, "allowed")
+
+
+async def test_a_form_field_without_a_label_fails_the_step(browser: Browser, page: Any) -> None:
+    await page.set_content('<label for="a">A</label><input id="a"><input name="b">'
+                           '<input type="hidden" name="c"><select aria-label="D"></select>')
+    with pytest.raises(AssertionError, match=r'without a label.*name="b"'):
+        await browser.shot(page, "unlabelled")
 
 
 async def test_a_csp_violation_on_a_console_page_fails_the_next_step(

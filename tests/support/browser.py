@@ -23,6 +23,13 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 DESKTOP = {"width": 1280, "height": 800}
+# The form fields a person can reach that have no label: none of <label for>, a wrapping
+# <label>, aria-label, aria-labelledby or title
+UNLABELLED = """() => Array.from(document.querySelectorAll(
+        'input:not([type=hidden]), select, textarea, [contenteditable=true]'))
+    .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+        && !el.getAttribute('aria-labelledby') && !el.getAttribute('title'))
+    .map((el) => el.outerHTML.slice(0, 160))"""
 PHONE = {"width": 390, "height": 844}
 
 
@@ -94,10 +101,13 @@ class Browser:
             self.watched.allowed.remove(compiled)
 
     async def shot(self, page: Any, name: str, *, full_page: bool = False) -> Path:
-        """Keep a screenshot of this step, then fail on anything the pages reported so far."""
+        """Keep a screenshot of this step, then fail on anything the pages reported so far,
+        or on a form field of this page without a label."""
         self._step += 1
         path = self.dir / f"{self._step:02d}-{name}.png"
         await page.screenshot(path=str(path), full_page=full_page)
+        for field_ in await page.evaluate(UNLABELLED):
+            self.watched.add(f"a form field without a label on {page.url}: {field_}")
         self.watched.check(f"step {name!r}")
         return path
 
