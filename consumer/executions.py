@@ -18,6 +18,9 @@ from consumer.sql import q
 STATUSES = ("pending", "running", "completed", "failed", "timeout", "cancelled")
 TRIGGERS = ("event", "cron", "http", "manual", "api")
 REPLAYS_SHOWN = 20
+# Replays are looked for among this many of the script's executions started after the
+# original (nothing indexes trigger_data.replay_of; the scan stays bounded).
+REPLAY_SCAN = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,13 +65,14 @@ class Executions:
     async def detail(self, execution_id: UUID, tenant_id: UUID | None) -> dict[str, Any]:
         """An execution with its console lines, the version that ran, the execution it
         replays (`replay_of`), its dead letter (`dead_letter_id`) and the executions
-        replaying it (`replays`, newest first). NotFound in words that say nothing of other
-        tenants."""
+        replaying it (`replays`, newest first, among the REPLAY_SCAN executions of its script
+        that started after it). NotFound in words that say nothing of other tenants."""
         row = await self._db.fetchrow(q("console_execution"), tenant_id, execution_id)
         if row is None:
             raise NotFound(f"no execution {execution_id}")
-        replays = await self._db.fetch(q("console_execution_replays"), row["tenant_id"],
-                                       row["script_id"], str(row["id"]), REPLAYS_SHOWN)
+        replays = [] if row["status"] in ("pending", "running") else await self._db.fetch(
+            q("console_execution_replays"), row["tenant_id"], row["script_id"], str(row["id"]),
+            row["started_at"], REPLAY_SCAN, REPLAYS_SHOWN)  # (an unfinished run has none)
         return {**dict(row), "replays": [dict(r) for r in replays]}
 
     # ------------------------------------------------------------ run control (#19)

@@ -92,8 +92,9 @@ letter AS (
     SELECT coalesce(
         (SELECT d.id FROM script_event_dead_letters d
          WHERE d.id = e.retried_letter AND d.tenant_id = e.tenant_id),
-        (SELECT d.id FROM script_event_dead_letters d
-         WHERE d.execution_id = e.id AND d.tenant_id = e.tenant_id LIMIT 1),
+        (SELECT d.id FROM script_event_dead_letters d  -- (a finished run only: polls skip it)
+         WHERE e.status NOT IN ('pending', 'running')
+           AND d.execution_id = e.id AND d.tenant_id = e.tenant_id LIMIT 1),
         (SELECT d.id FROM jsrt_dead_letter_state st
          JOIN script_event_dead_letters d ON d.id = st.dead_letter_id AND d.tenant_id = st.tenant_id
          WHERE e.trigger_type = 'event' AND e.status IN ('failed', 'timeout', 'cancelled')
@@ -126,14 +127,21 @@ LEFT JOIN jsrt_execution_logs l ON l.execution_id = e.id AND l.tenant_id = e.ten
 LEFT JOIN jsrt_runs r ON r.execution_id = e.id AND r.tenant_id = e.tenant_id;
 
 -- name: console_execution_replays
--- The executions replaying this one (trigger_data.replay_of), newest first; $1 tenant (the
--- execution's own, from console_execution), $2 script, $3 the execution, $4 at most.
-SELECT e.id, e.status, e.started_at, e.completed_at
-FROM script_executions e
-WHERE e.tenant_id = $1::uuid AND e.script_id = $2::uuid
-  AND e.trigger_data->>'replay_of' = $3::text
-ORDER BY e.started_at DESC, e.id DESC
-LIMIT $4;
+-- The executions replaying this one (trigger_data.replay_of), newest first: $1 tenant (the
+-- execution's own, from console_execution), $2 script, $3 the execution, $4 when it started,
+-- $5 how many of the script's executions after it to look through (nothing indexes
+-- replay_of: a bounded scan along (tenant_id, started_at)), $6 at most.
+SELECT r.id, r.status, r.started_at, r.completed_at
+FROM (
+    SELECT e.id, e.status, e.started_at, e.completed_at, e.trigger_data
+    FROM script_executions e
+    WHERE e.tenant_id = $1::uuid AND e.script_id = $2::uuid AND e.started_at >= $4::timestamptz
+    ORDER BY e.started_at, e.id
+    LIMIT $5
+) r
+WHERE r.trigger_data->>'replay_of' = $3::text
+ORDER BY r.started_at DESC, r.id DESC
+LIMIT $6;
 
 -- name: console_dead_letters
 -- $1 tenant, $2 script id, $3 script name, $4 states (see dead_letters.sql; NULL: any),
