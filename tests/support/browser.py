@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from playwright.async_api import TimeoutError as PlaywrightTimeout
 from playwright.async_api import expect
 
 from support.daemons import DaemonProcess
@@ -179,8 +180,12 @@ async def type_source(page: Any, source: str) -> None:
     await page.keyboard.press("Control+A")
     await page.keyboard.press("Delete")
     await page.keyboard.type("\n".join(line.strip() for line in lines))
-    typed = await editor_text(page)
-    assert typed == source, f"the editor holds {typed!r}, not {source!r}"
+    try:
+        await page.wait_for_function("(src) => window.jsrtEditor.getValue() === src", arg=source,
+                                     timeout=5_000)
+    except PlaywrightTimeout:
+        typed = await editor_text(page)
+        raise AssertionError(f"the editor holds {typed!r}, not {source!r}") from None
 
 
 async def editor_text(page: Any) -> str:
