@@ -1,7 +1,7 @@
 """A tenant's day in the console, clicked through in a real Chromium as a person would: sign in
 with a key, write a script in the editor (a parse error marked, then fixed), run it with an
 input, publish events and watch the runs arrive, break it and see its dead letter, fix it and
-retry the letter, compare two versions, sign out."""
+retry the letter, compare two versions, roll back, sign out."""
 
 from __future__ import annotations
 
@@ -11,12 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 from playwright.async_api import expect
-from support.browser import (
-    Console,
-    editor_text,
-    sign_in,
-    type_source,
-)
+from support.browser import Console, editor_text, sign_in, type_source
 from support.factories import publish
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
