@@ -163,8 +163,13 @@ async def test_the_main_pages_with_a_day_in_them(console: Console, conn: asyncpg
     await page.goto(console.url("/console/executions"))
     await expect(page.get_by_test_id("execution-row").first).to_be_visible()
     _keep(await console.shot("executions"), "executions")
-    # paging and filters swap the results in place (htmx), and the address follows
+    # times in the viewer's zone (the browser's is Europe/Paris), UTC on hover
     rows = page.get_by_test_id("execution-row")
+    started = rows.first.locator("time")
+    await expect(started).to_contain_text(re.compile(r"\bCES?T\b"))  # winter, summer
+    await expect(started).to_have_attribute(
+        "title", re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$"))
+    # paging and filters swap the results in place (htmx), and the address follows
     await expect(rows).to_have_count(20)
     first = await rows.first.get_attribute("data-id")
     await page.get_by_test_id("pager").get_by_role("link", name="Older →").click()
