@@ -95,6 +95,13 @@ async def test_tenants_keys_see_only_their_own_and_only_what_their_scopes_allow(
     await page.goto(console.url(f"/console/executions/{acme.execution}"))
     await expect(main).to_contain_text("acme-orders failed")
     await console.shot("read-only-execution")
+    await page.goto(console.url(f"/console/scripts/{acme.script}/edit"))
+    await expect(main).to_contain_text("This key can read scripts but not change them")
+    await expect(main).to_contain_text("Running needs the scripts:execute scope.")
+    await expect(main.get_by_role("button", name="Save (a new version)")).to_have_count(0)
+    await expect(main.get_by_role("button", name="Run the saved version")).to_have_count(0)
+    assert await page.evaluate("() => window.jsrtEditor.getOption('readOnly')") is True
+    await console.shot("read-only-editor")
     # the server refuses a change from this session, with its own valid CSRF token
     token = await page.locator("form[action='/console/logout'] input[name=csrf]").input_value()
     for path, form in ((f"/console/scripts/{acme.script}/status", {"status": "paused"}),
