@@ -36,7 +36,17 @@ async def _manager(request: Request) -> Viewer:
 
 async def index(request: Request) -> Response:
     viewer = await _manager(request)
+    ticket = request.query_params.get("created")
+    if ticket:  # the page the creating POST redirected to: the key, this once
+        made = console(request).reveals.take(ticket, viewer.token)
+        if made is None:
+            return await _page(request, viewer, error=SHOWN_ONCE)
+        return await _page(request, viewer, created=made)
     return await _page(request, viewer)
+
+
+SHOWN_ONCE = ("That key was shown once and is not shown again (it still works: revoke it "
+              "below if it was not copied, and make another).")
 
 
 async def _page(request: Request, viewer: Viewer, *, created: Any = None,
@@ -83,7 +93,9 @@ async def create(request: Request) -> Response:
         raise NotFound("no such tenant") from None
     _LOG.info("console_key_created", key_id=made.id, by=viewer.caller.key_id,
               tenant_id=str(tenant) if tenant else None)
-    return await _page(request, viewer, created=made, status=201)
+    # Post/redirect/get: reloading the page that shows the key must not make another one.
+    ticket = console(request).reveals.put(made, viewer.token)
+    return redirect(f"{PATH}/keys?created={ticket}", request)
 
 
 async def revoke(request: Request) -> Response:

@@ -5,11 +5,18 @@ never makes operator keys, and cannot see or revoke another tenant's keys or ope
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import asyncpg
 from support.console import ALL_TENANT_SCOPES, READ_ONLY, console_for
 
 ADMIN = ("scripts:read", "keys:manage")
+
+
+async def shown(user: Any, r: Any) -> Any:
+    """The page a key's creation redirects to (post/redirect/get), where it is shown."""
+    assert r.status_code == 303, r.text
+    return await user.get(r.headers["location"])
 
 
 async def test_a_tenant_admin_creates_lists_and_revokes(db_url: str,
@@ -30,17 +37,27 @@ async def test_a_tenant_admin_creates_lists_and_revokes(db_url: str,
         # the tenant field is ignored: always the admin's own tenant
         r = await admin.post("/console/keys", {"name": "ci", "scopes": ["scripts:read"],
                                                "tenant": str(other)})
-        assert r.status_code == 201
+        assert r.status_code == 303
+        location = r.headers["location"]
+        r = await admin.get(location)
         made = re.search(r'id="new-key" type="text" readonly value="(jsrt_[^"]+)"', r.text)
         assert made and "shown this once" in r.text
         row = await conn.fetchrow("SELECT tenant_id, scopes FROM jsrt_api_keys WHERE name = 'ci'")
         assert (row["tenant_id"], row["scopes"]) == (tenant, ["scripts:read"])
         assert (await c.store.keys.verify(made[1])) is not None
         assert made[1] not in (await admin.get("/console/keys")).text  # shown once only
+        # reloading the page that showed it neither shows it again nor makes another key
+        again = await admin.get(location)
+        assert made[1] not in again.text and "shown once and is not shown again" in again.text
+        assert await conn.fetchval("SELECT count(*) FROM jsrt_api_keys WHERE name = 'ci'") == 1
+        # nor can another session use the link
+        other_admin = await c.signed_in(key)
+        r = await admin.post("/console/keys", {"name": "ci2", "scopes": ["scripts:read"]})
+        assert made[1] not in (await other_admin.get(r.headers["location"])).text
 
         r = await admin.post("/console/keys", {"name": "op", "scopes": ["scripts:read"],
                                                "tenant": "operator"})
-        assert r.status_code == 201
+        assert r.status_code == 303
         assert await conn.fetchval(
             "SELECT tenant_id FROM jsrt_api_keys WHERE name = 'op'") == tenant
 
@@ -108,12 +125,13 @@ async def test_operators_key_any_tenant_and_make_operator_keys(
         assert 'id="key-tenant"' in page.text and "tenant-key" in page.text
         r = await operator.post("/console/keys", {"name": "new-op", "scopes": ["scripts:read"],
                                                   "tenant": "operator"})
-        assert r.status_code == 201 and "operator key (every tenant)" in r.text
+        r = await shown(operator, r)
+        assert "operator key (every tenant)" in r.text
         assert await conn.fetchval(
             "SELECT tenant_id IS NULL FROM jsrt_api_keys WHERE name = 'new-op'")
         r = await operator.post("/console/keys", {"name": "for-t", "scopes": ["keys:manage"],
                                                   "tenant": str(tenant)})
-        assert r.status_code == 201
+        assert r.status_code == 303
         r = await operator.post("/console/keys", {"name": "x", "scopes": ["invoke"],
                                                   "tenant": str(tenant)})
         assert r.status_code == 403  # the operator key itself does not hold invoke
