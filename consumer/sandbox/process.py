@@ -79,42 +79,51 @@ class WorkerProcess(asyncio.SubprocessProtocol):
             **os.environ,
             "PYTHONPATH": os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")])),
         }
-        await loop.subprocess_exec(
-            lambda: worker,
-            sys.executable,
-            "-m",
-            "consumer.sandbox.worker",
-            "--slot",
-            worker.slot.path,
-            "--rlimit-data",
-            str(settings.rlimit_data_bytes),
-            "--max-idle-contexts",
-            str(settings.max_idle_contexts),
-            "--max-context-runs",
-            str(settings.max_context_runs),
-            "--parent-pid",
-            str(os.getpid()),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            cwd=_ROOT,
-            env=env,
-        )
         try:
-            async with asyncio.timeout(settings.start_timeout_s):
-                await asyncio.wait(
-                    {worker.ready, worker.closed}, return_when=asyncio.FIRST_COMPLETED
-                )
-        except TimeoutError:
-            pass
-        if not worker.ready.done():
-            worker.kill(KillReason("shutdown", None))
-            await worker.closed
-            raise WorkerStartError(f"sandbox worker did not start: {worker.describe_exit()}")
-        # Ready means the worker has mapped its slot: the name is no longer needed, and a
-        # SIGKILLed daemon (no close) would otherwise leave the file in /dev/shm for good.
-        worker.slot.unlink()
-        return worker
+            await loop.subprocess_exec(
+                lambda: worker,
+                sys.executable,
+                "-m",
+                "consumer.sandbox.worker",
+                "--slot",
+                worker.slot.path,
+                "--rlimit-data",
+                str(settings.rlimit_data_bytes),
+                "--max-idle-contexts",
+                str(settings.max_idle_contexts),
+                "--max-context-runs",
+                str(settings.max_context_runs),
+                "--parent-pid",
+                str(os.getpid()),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=_ROOT,
+                env=env,
+            )
+            try:
+                async with asyncio.timeout(settings.start_timeout_s):
+                    await asyncio.wait(
+                        {worker.ready, worker.closed}, return_when=asyncio.FIRST_COMPLETED
+                    )
+            except TimeoutError:
+                pass
+            if not worker.ready.done():
+                worker.kill(KillReason("shutdown", None))
+                await worker.closed
+                raise WorkerStartError(f"sandbox worker did not start: {worker.describe_exit()}")
+            return worker
+        except BaseException:
+            # failed, or cancelled while starting (the executor closing, say): nothing of it
+            # may outlive this call
+            if worker._transport is not None:
+                worker._transport.close()  # kills the process if it still runs
+            raise
+        finally:
+            # Ready (or failed, or cancelled while starting): the worker has mapped its slot
+            # or never will, and the name is no longer needed - a SIGKILLed daemon (no close)
+            # or a start cut short would otherwise leave the file in /dev/shm for good.
+            worker.slot.unlink()
 
     # asyncio.SubprocessProtocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -122,3 +122,33 @@ async def test_a_killed_process_leaves_no_slot_file_behind(tmp_path):
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
     assert not os.path.exists(path)
+
+
+@pytest.mark.parametrize("how", ["cancelled", "failed"])
+async def test_a_start_cut_short_leaves_no_slot_file_behind(monkeypatch, how):
+    from consumer.sandbox import process
+    from consumer.sandbox.errors import WorkerStartError
+    from consumer.sandbox.slot import Slot
+
+    made: list[str] = []
+    create = Slot.create
+
+    def recorded() -> Slot:
+        slot = create()
+        made.append(slot.path)
+        return slot
+
+    monkeypatch.setattr(process.Slot, "create", staticmethod(recorded))
+    settings = process.WorkerSettings(2 << 30, 4, 100,
+                                      start_timeout_s=0.0 if how == "failed" else 30.0)
+    spawn = asyncio.ensure_future(process.WorkerProcess.spawn(
+        0, settings, lambda *_: None, lambda *_: None))
+    if how == "cancelled":
+        await eventually(lambda: bool(made), timeout=10, what="the slot made")
+        spawn.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await spawn
+    else:
+        with pytest.raises(WorkerStartError):
+            await spawn
+    assert made and not os.path.exists(made[0])
