@@ -222,13 +222,19 @@ class Daemon:
         self._maybe_runs = self._maybe_runs and not slot_limit
         leased = await self.store.queue.claim_leased(
             self.id, event_limit, s.tenant_batch, slot_limit, per_script, reserve, refill)
+        # Leases gone first, grants after: a lease given back while this claim ran (the
+        # completer's release commits on another connection) may be granted again by the same
+        # claim, and the new one must not be forgotten with the old. Runs still queued under a
+        # lost lease are reserved for this daemon in the database: given back below, or they
+        # would wait for it forever.
+        dropped = slots.lost(leased.lost) if leased.lost else []
+        if leased.lost:
+            _LOG.warning("leases_lost", daemon_id=self.id, scripts=len(leased.lost))
         for script_id, n in leased.granted.items():
             slots.granted(script_id, n)
-        orphans = [r.execution_id for r in leased.runs if not slots.reserved(r)]
+        orphans = [r.execution_id for r in dropped]
+        orphans += [r.execution_id for r in leased.runs if not slots.reserved(r)]
         slots.filled(refill, Counter(r.script_id for r in leased.runs), leased.more)
-        if leased.lost:
-            slots.lost(leased.lost)
-            _LOG.warning("leases_lost", daemon_id=self.id, scripts=len(leased.lost))
         self._maybe_events = self._maybe_events or leased.more
         self._runs_waiting = leased.waiting
         # pending runs may be startable: every slot asked for was taken

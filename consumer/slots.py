@@ -59,6 +59,9 @@ class Slots:
         self._max_group = max_group
         self._max_queue = max_queue
         self._held: dict[UUID, Held] = {}
+        # groups still running under a lease that was lost: their ends must not count off a
+        # newer lease of the same script (it would seem to have a slot free that it has not)
+        self._stale: dict[UUID, int] = {}
 
     # ------------------------------------------------------------ what is held
     def held(self) -> int:
@@ -144,6 +147,8 @@ class Slots:
             h = self._held.pop(script_id, None)
             if h is not None:
                 dropped.extend(h.queue)
+                if h.busy:
+                    self._stale[script_id] = self._stale.get(script_id, 0) + h.busy
         return dropped
 
     # ------------------------------------------------------------ running
@@ -159,6 +164,13 @@ class Slots:
         return out
 
     def group_done(self, script_id: UUID) -> None:
+        stale = self._stale.get(script_id, 0)
+        if stale:  # (an end counted off the old lease first: never a slot seen free too soon)
+            if stale == 1:
+                del self._stale[script_id]
+            else:
+                self._stale[script_id] = stale - 1
+            return
         h = self._held.get(script_id)
         if h is not None and h.busy > 0:
             h.busy -= 1

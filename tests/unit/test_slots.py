@@ -114,6 +114,22 @@ def test_lost_leases_are_forgotten_with_their_queue() -> None:
     assert slots.scripts() == [S2]
 
 
+def test_a_group_of_a_lost_lease_ending_never_frees_a_slot_of_the_new_lease() -> None:
+    slots = Slots(capacity=4, reserve=2, period=10)
+    slots.granted(S1, 1)
+    slots.reserved(run(S1))
+    [(_, group)] = slots.next_groups()  # the one slot runs a group
+    slots.lost([S1])  # the lease went (a rescue), the group still runs
+    slots.granted(S1, 1)  # a new lease of one slot
+    slots.reserved(run(S1, 1))
+    assert len(slots.next_groups()) == 1  # its slot is busy now
+    slots.group_done(S1)  # the old group ends: the new lease's slot is still busy
+    slots.reserved(run(S1, 2))
+    assert slots.next_groups() == []
+    slots.group_done(S1)  # the new group ends
+    assert len(slots.next_groups()) == 1
+
+
 def test_drain_takes_every_queued_run_and_stops_refills() -> None:
     slots = Slots(capacity=4, reserve=4, period=10)
     slots.granted(S1, 1)
