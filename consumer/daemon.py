@@ -100,7 +100,8 @@ class Daemon:
         self.counters = Counters()
         self._stopping = anyio.Event()
         self._wake = anyio.Event()
-        self._slots = Slots(settings.concurrency, settings.reserve, settings.lease_period)
+        self._slots = Slots(settings.concurrency, settings.reserve, settings.lease_period,
+                            linger=settings.lease_linger)
         self._groups: set[_Group] = set()
         self._grouped = anyio.Event()  # a group started: the start-showing ticker has work
         # Runs handed to the executor, by execution id, with the future their result arrives
@@ -139,6 +140,8 @@ class Daemon:
                       rescue_after=s.heartbeat_timeout, retry_base=s.retry_base_seconds,
                       clock=self.clock, on_beat=self._beaten,
                       memory=memory_report(self.executor))
+        if until_idle:  # a drain ends when nothing is held: no slot lingers
+            self._slots.linger = 0.0
         async with lease:
             _LOG.info("daemon_started", daemon_id=self.id, concurrency=s.concurrency,
                       until_idle=until_idle)
@@ -261,6 +264,14 @@ class Daemon:
         # A notification, a freed slot or the jittered poll timer, whichever comes first:
         # a lost notification costs latency, never an event.
         timeout = self.settings.poll_interval * random.uniform(0.8, 1.2)
+        release_at = self._slots.next_release()
+        if release_at is not None and release_at - time.monotonic() < timeout:
+            # a lingering slot is due back first: wake for it, without a claim
+            with anyio.move_on_after(max(release_at - time.monotonic(), 0.0)):
+                await self._wake.wait()
+            self._pump()
+            if not self._wake.is_set():
+                return
         with anyio.move_on_after(timeout) as scope:
             await self._wake.wait()
         if scope.cancelled_caught:

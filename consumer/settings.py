@@ -27,6 +27,8 @@ class Settings:
     # long it keeps refilling one script's lease before giving its slots back to the round.
     reserve: int = 16
     lease_period: float = 2.0
+    # How long a lease whose queue ran dry keeps one slot for the script's next event (slots.py).
+    lease_linger: float = 0.5
     # Sandbox worker processes; 0 means one per core.
     workers: int = 0
     poll_interval: float = 1.0  # seconds; NOTIFY is only a hint, this is the fallback
@@ -109,6 +111,7 @@ class Settings:
             (self.claim_batch >= 1, "JSRT_CLAIM_BATCH must be >= 1"),
             (self.reserve >= 1, "JSRT_RESERVE must be >= 1"),
             (self.lease_period > 0, "JSRT_LEASE_PERIOD must be > 0"),
+            (self.lease_linger >= 0, "JSRT_LEASE_LINGER must be >= 0"),
             (self.tenant_batch >= 1, "JSRT_TENANT_BATCH must be >= 1"),
             (self.grace_period >= 0, "JSRT_GRACE_PERIOD must be >= 0"),
             (

@@ -91,6 +91,66 @@ def test_idle_slots_go_back_only_when_their_script_has_nothing_more() -> None:
     assert slots.idle() and slots.held() == 0
 
 
+def test_a_dry_lease_keeps_one_slot_for_its_linger_then_gives_it_back() -> None:
+    clock = Clock()
+    slots = Slots(capacity=8, reserve=4, period=10, clock=clock, linger=0.5)
+    slots.granted(S1, 3)
+    slots.reserved(run(S1))
+    slots.next_groups()
+    slots.filled({S1: 12}, {S1: 1})
+    assert slots.releases() == {S1: 2}  # the busy slot is the one kept
+    clock.t = 0.1
+    slots.group_done(S1)
+    assert slots.releases() == {} and slots.held() == 1
+    assert slots.next_release() == 0.6  # its last run ended at 0.1
+    # the script's next event: the claim reserves its run through the kept slot, no grant
+    slots.hint()
+    assert slots.refill() == {S1: 4}
+    clock.t = 0.3
+    assert slots.reserved(run(S1, 1))
+    [(_, [again])] = slots.next_groups()
+    assert json.loads(again.input_json)["n"] == 1
+    slots.group_done(S1)
+    slots.filled({S1: 4}, {})
+    clock.t = 0.7
+    slots.hint()  # a poll tick finds nothing: it does not extend the linger
+    slots.filled({S1: 4}, {})
+    assert slots.releases() == {}
+    clock.t = 0.8
+    assert slots.releases() == {S1: 1}
+    assert slots.idle() and slots.next_release() is None
+
+
+def test_a_lease_lingers_within_its_period_only() -> None:
+    clock = Clock()
+    slots = Slots(capacity=8, reserve=4, period=1.0, clock=clock, linger=5.0)
+    slots.granted(S1, 1)
+    slots.filled({S1: 4}, {})
+    assert slots.releases() == {} and slots.next_release() == 1.0
+    clock.t = 1.0
+    assert slots.releases() == {S1: 1}
+
+
+def test_nothing_lingers_while_the_daemon_holds_more_than_half_its_capacity() -> None:
+    slots = Slots(capacity=4, reserve=4, period=10, linger=5.0)
+    slots.granted(S1, 1)
+    slots.granted(S2, 2)
+    for script in (S1, S2):
+        slots.reserved(run(script))
+    slots.next_groups()
+    for script in (S1, S2):
+        slots.group_done(script)
+    slots.filled({S1: 4, S2: 8}, {})
+    assert slots.releases() == {S1: 1, S2: 2}  # 3 of 4 held: all of it goes back
+
+
+def test_without_linger_a_dry_lease_gives_everything_back() -> None:
+    slots = Slots(capacity=8, reserve=4, period=10, linger=0.0)
+    slots.granted(S1, 2)
+    slots.filled({S1: 8}, {})
+    assert slots.releases() == {S1: 2} and slots.next_release() is None
+
+
 def test_a_lease_past_its_period_is_drained_never_refilled_then_granted_afresh() -> None:
     clock = Clock()
     slots = Slots(capacity=4, reserve=2, period=1.0, clock=clock)
