@@ -263,19 +263,18 @@ class Daemon:
     async def _wait_for_work(self) -> None:
         # A notification, a freed slot or the jittered poll timer, whichever comes first:
         # a lost notification costs latency, never an event.
-        timeout = self.settings.poll_interval * random.uniform(0.8, 1.2)
+        # A lingering slot due back before the poll shortens the wait; it is given back then,
+        # without a claim.
+        poll = self.settings.poll_interval * random.uniform(0.8, 1.2)
         release_at = self._slots.next_release()
-        if release_at is not None and release_at - time.monotonic() < timeout:
-            # a lingering slot is due back first: wake for it, without a claim
-            with anyio.move_on_after(max(release_at - time.monotonic(), 0.0)):
-                await self._wake.wait()
-            self._pump()
-            if not self._wake.is_set():
-                return
-        with anyio.move_on_after(timeout) as scope:
+        timeout = poll if release_at is None else min(poll, release_at - time.monotonic())
+        with anyio.move_on_after(max(timeout, 0.0)) as scope:
             await self._wake.wait()
         if scope.cancelled_caught:
-            self._maybe_events = self._maybe_runs = True
+            if timeout < poll:
+                self._pump()
+            else:
+                self._maybe_events = self._maybe_runs = True
         self._wake = anyio.Event()
 
     async def _sleep_or_stop(self, seconds: float) -> None:
