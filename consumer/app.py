@@ -42,7 +42,7 @@ def sandbox(settings: Settings, store: Store, workers: int | None = None) -> Exe
     """The sandbox of a jsrt process: publishing, rate limits, ctx.db and ctx.cache through
     the store (ctx.cache through Redis when JSRT_CACHE_URL is set)."""
     return Executor(workers=workers or settings.worker_count, publisher=store_publisher(store),
-                    fetch_allowlist=settings.fetch_allowlist, pin_workers=settings.pin_workers,
+                    fetch_allowlist=settings.fetch_allowlist,
                     api_limiter=store_api_limiter(store), data=script_data(settings, store),
                     secrets=store.secrets.get)
 

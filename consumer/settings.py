@@ -31,8 +31,6 @@ class Settings:
     lease_linger: float = 0.5
     # Sandbox worker processes; 0 means one per core.
     workers: int = 0
-    # Each worker bound to one CPU of this process's allowed set, round robin (sandbox/cpus.py).
-    pin_workers: bool = True
     poll_interval: float = 1.0  # seconds; NOTIFY is only a hint, this is the fallback
     claim_batch: int = 512  # events fanned out per claim
     tenant_batch: int = 128  # at most this many events of one tenant per claim (fairness)

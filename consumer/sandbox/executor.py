@@ -26,7 +26,7 @@ import httpx
 import structlog
 
 from consumer import jsontext
-from consumer.sandbox import cpus, protocol
+from consumer.sandbox import protocol
 from consumer.sandbox.errors import (
     ExecutorClosed,
     HostCallError,
@@ -62,7 +62,6 @@ class ExecutorOptions:
     heartbeat_timeout_s: float = 5.0
     max_idle_contexts: int = 32
     max_context_runs: int = 1000
-    pin_workers: bool = True  # worker i bound to one CPU (cpus.py)
     max_attempts: int = 3
     fetch_max_response_bytes: int = 1 << 20
     fetch_timeout_s: float = 10.0
@@ -576,8 +575,7 @@ class Executor:
     # supervision
     async def _spawn(self, index: int) -> WorkerProcess:
         started = time.monotonic()
-        worker = await WorkerProcess.spawn(index, self._settings(index), self._on_message,
-                                           self._on_lost)
+        worker = await WorkerProcess.spawn(index, self._settings(), self._on_message, self._on_lost)
         log.info(
             "worker_started",
             index=index,
@@ -586,10 +584,9 @@ class Executor:
         )
         return worker
 
-    def _settings(self, index: int) -> WorkerSettings:
+    def _settings(self) -> WorkerSettings:
         o = self.options
-        return WorkerSettings(o.rlimit_data_bytes, o.max_idle_contexts, o.max_context_runs,
-                              cpu=cpus.cpu_for(index) if o.pin_workers else None)
+        return WorkerSettings(o.rlimit_data_bytes, o.max_idle_contexts, o.max_context_runs)
 
     def _on_lost(self, worker: WorkerProcess) -> None:
         if self._workers[worker.index] is worker:

@@ -34,7 +34,6 @@ class WorkerSettings:
     rlimit_data_bytes: int
     max_idle_contexts: int
     max_context_runs: int
-    cpu: int | None = None  # the CPU the worker binds itself to (cpus.py); None: any
     start_timeout_s: float = 30.0
 
 
@@ -96,7 +95,6 @@ class WorkerProcess(asyncio.SubprocessProtocol):
                 str(settings.max_context_runs),
                 "--parent-pid",
                 str(os.getpid()),
-                *(("--cpu", str(settings.cpu)) if settings.cpu is not None else ()),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,

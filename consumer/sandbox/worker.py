@@ -18,7 +18,7 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from consumer.sandbox import cpus, protocol
+from consumer.sandbox import protocol
 from consumer.sandbox.contexts import ContextPool
 from consumer.sandbox.engine import JsContext
 from consumer.sandbox.errors import ProtocolError
@@ -208,11 +208,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-idle-contexts", type=int, default=32)
     parser.add_argument("--max-context-runs", type=int, default=1000)
     parser.add_argument("--parent-pid", type=int, required=True)
-    parser.add_argument("--cpu", type=int, default=None)
     args = parser.parse_args(argv)
     _harden(args.rlimit_data, args.parent_pid)
-    if args.cpu is not None:  # before any thread exists: every V8 thread inherits it
-        cpus.bind(args.cpu)
     asyncio.run(serve(args))
     sys.stderr.flush()
     # Skip interpreter teardown: V8's threads have nothing left to say.

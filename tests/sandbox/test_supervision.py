@@ -89,28 +89,6 @@ async def test_stats_report_workers(executor, healthy):
     assert stats.executions > 0
 
 
-def _cpus_of(pid: int) -> set[frozenset[int]]:
-    """The CPU sets of every thread of a process (V8's included)."""
-    return {frozenset(os.sched_getaffinity(int(tid))) for tid in os.listdir(f"/proc/{pid}/task")}
-
-
-@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one CPU: nothing to bind")
-async def test_each_worker_runs_on_a_cpu_of_its_own(executor, healthy):
-    # A step's hand-over between the worker's loop thread and its isolate's thread stays on
-    # one CPU (cpus.py): every thread of worker i, V8's included, is bound to the i-th CPU.
-    await healthy()
-    allowed = sorted(os.sched_getaffinity(0))
-    for w in executor.stats().workers:
-        assert _cpus_of(w.pid) == {frozenset({allowed[w.index % len(allowed)]})}
-
-
-async def test_unpinned_workers_run_anywhere():
-    async with Executor(workers=1, pin_workers=False) as ex:
-        result = await ex.execute(make_request("function handler() { return 1 }"))
-        assert result.status == "completed"
-        assert _cpus_of(ex.stats().workers[0].pid) == {frozenset(os.sched_getaffinity(0))}
-
-
 async def test_execute_after_close_is_refused():
     ex = Executor(workers=1)
     await ex.start()

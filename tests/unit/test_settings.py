@@ -16,8 +16,6 @@ def test_defaults_and_environment() -> None:
     assert s.log_format == "console"
     assert s.poll_interval == 0.5
     assert Settings.from_env(env={}).retry_base_seconds == 30.0
-    assert Settings.from_env(env={}).pin_workers is True
-    assert Settings.from_env(env={"JSRT_PIN_WORKERS": "false"}).pin_workers is False
 
 
 def test_a_checkout_migrates_from_the_repository_unless_told_otherwise() -> None:
