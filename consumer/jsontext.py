@@ -142,6 +142,16 @@ def loads_stored(text: str) -> Any:
             from None
 
 
+def text_problem(text: str) -> str | None:
+    """Why PostgreSQL could not store this text (a script's source, say), or None."""
+    found = _BAD_CHARS.search(text)
+    if found is None:
+        return None
+    if found.group() == "\x00":
+        return "it contains U+0000, which PostgreSQL cannot store"
+    return "it contains an unpaired UTF-16 surrogate, which is not valid Unicode"
+
+
 def clean_text(text: str) -> str:
     """A diagnostic string (console line, error message) that PostgreSQL can store: U+0000
     and unpaired surrogates become U+FFFD."""

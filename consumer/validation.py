@@ -11,12 +11,11 @@ import re
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 from py_mini_racer import JSEvalException, MiniRacer
 
-from consumer import policy
+from consumer import jsontext, policy
 from consumer.cron import CronError, validate
 from consumer.errors import ValidationError
 from consumer.sandbox.script import rewrite_exports
@@ -241,7 +240,6 @@ def check_limit_values(limits: Mapping[str, Any]) -> str | None:
     return "\n".join(f"--limits: {p}" for p in found) if found else None
 
 
-@lru_cache(maxsize=256)
 @dataclass(frozen=True, slots=True)
 class SyntaxProblem:
     """Why a source does not parse, where V8 says: `line` and `column` (1-based) in the
@@ -263,6 +261,8 @@ def syntax_problem(source: str) -> SyntaxProblem | None:
     own: mini-racer's timeout is not allowed on a thread with a running event loop."""
     if not source.strip():
         return SyntaxProblem("the source is empty")
+    if (unstorable := jsontext.text_problem(source)) is not None:
+        return SyntaxProblem(f"the source cannot be stored: {unstorable}")
     if len(source.encode()) > MAX_SOURCE:
         return SyntaxProblem(f"the source is larger than {MAX_SOURCE} bytes")
     result: list[SyntaxProblem | None] = []

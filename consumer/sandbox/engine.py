@@ -138,6 +138,11 @@ class JsContext:
             if self._mr.was_hard_memory_limit_reached():
                 raise MemoryLimitHit from exc
             raise eval_error(str(exc)) from None
+        except UnicodeEncodeError:
+            # V8 is handed UTF-8. Inputs and results are checked JSON text and no stored
+            # source can hold one, so this is a source given directly (the embedded API).
+            raise ScriptError("the source is not valid Unicode: it contains an unpaired "
+                              "UTF-16 surrogate", None) from None
         return value if isinstance(value, str) else ""
 
     async def _pipelined(self, code: str, then: str) -> Any:

@@ -23,6 +23,15 @@ async def test_every_handler_form_runs(run, form):
     assert result.output["got"] == {"a": 1}
 
 
+async def test_a_source_that_is_not_unicode_fails_in_one_line(run):
+    # Only a source handed over directly (the embedded API) can hold an unpaired surrogate;
+    # V8 takes UTF-8. The run says why, and the worker serves the next one.
+    result = await run("async function handler() { return 1 } // \ud800")
+    assert (result.status, result.error) == (
+        "failed", "the source is not valid Unicode: it contains an unpaired UTF-16 surrogate")
+    assert (await run("async function handler() { return 2 }")).output == 2
+
+
 async def test_undefined_output_becomes_null(run):
     result = await run("async function handler() { }")
     assert (result.status, result.output) == ("completed", None)

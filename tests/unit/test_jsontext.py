@@ -137,6 +137,19 @@ def test_clean_text_replaces_what_postgresql_cannot_hold(text: str, clean: str) 
     assert jsontext.clean_text(text) == clean
 
 
+@CI
+@given(text=st.text(alphabet=st.characters(codec=None, min_codepoint=0, max_codepoint=0xE000),
+                    max_size=20))
+def test_text_problem_names_exactly_what_postgresql_text_refuses(text: str) -> None:
+    # text over the whole range below U+E000, lone surrogates and U+0000 included
+    try:
+        text.encode("utf-8")
+        storable = "\x00" not in text
+    except UnicodeEncodeError:
+        storable = False
+    assert (jsontext.text_problem(text) is None) == storable
+
+
 def test_loads_stored_never_raises_recursion_error() -> None:
     with pytest.raises(JsonRefused, match="too deeply"):
         jsontext.loads_stored("[" * 100_000 + "]" * 100_000)

@@ -121,6 +121,17 @@ def test_a_source_that_ends_too_early_is_reported_at_its_last_line(source: str,
         f"the source does not parse: SyntaxError: Unexpected end of input at line {line}"
 
 
+@pytest.mark.parametrize(("source", "why"), [
+    ("function handler() { return 1 } // \ud800", "an unpaired UTF-16 surrogate"),
+    ("function handler() { return '\x00' }", "U+0000"),
+])
+def test_a_source_postgresql_cannot_store_is_one_line(source: str, why: str) -> None:
+    # (such a source could only come from a JSON body's escapes or argv's surrogateescape)
+    message = check_syntax(source)
+    assert message is not None and message.startswith("the source cannot be stored: ")
+    assert why in message
+
+
 def test_sources_that_do_not() -> None:
     assert check_syntax("function handler() {\n  return 1 +;\n}") == \
         "the source does not parse: SyntaxError: Unexpected token ';' at line 2"
