@@ -1,19 +1,28 @@
 """Web console sessions (consumer/console): a random id in an HttpOnly cookie, only its
 SHA-256 in jsrt_console_sessions, tied to the API key it was signed in with. A session ends
 at its absolute expiry, after being idle too long, at sign-out, or when its key is revoked
-(checked on every request: the key's row is read with the session)."""
+(checked on every request: the key's row is read with the session).
+
+A key made in the console waits for its one showing in jsrt_console_reveals, sealed under a
+key derived from the session's cookie (Fernet, from `cryptography`): any console process can
+show it to that browser, and the database alone cannot."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import orjson
+from cryptography.fernet import Fernet, InvalidToken
+
 from consumer.db import Db
-from consumer.keys import Caller
+from consumer.keys import Caller, NewKey
 from consumer.sql import q
 
 
@@ -31,6 +40,15 @@ class Session:
 
 def session_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
+
+
+REVEAL_S = 60.0  # how long a new key waits for its one showing
+
+
+def _sealer(token: str) -> Fernet:
+    """The session's own sealing key: from its cookie's value, which the database never sees."""
+    derived = hmac.new(token.encode(), b"jsrt console reveal", hashlib.sha256).digest()
+    return Fernet(base64.urlsafe_b64encode(derived))
 
 
 class Sessions:
@@ -68,6 +86,32 @@ class Sessions:
 
     async def end_for_key(self, key_id: str) -> None:
         await self._db.execute(q("console_sessions_of_key"), key_id)
+
+    async def hold_new_key(self, token: str, made: NewKey) -> str:
+        """Keep a key made by this session for its one showing; the ticket to show it by."""
+        ticket = secrets.token_urlsafe(16)
+        sealed = _sealer(token).encrypt(orjson.dumps({
+            "id": made.id, "tenant_id": str(made.tenant_id) if made.tenant_id else None,
+            "name": made.name, "scopes": list(made.scopes),
+            "created_at": made.created_at.isoformat(), "key": made.key}))
+        await self._db.execute(q("console_reveal_put"), session_hash(ticket),
+                               session_hash(token), sealed, REVEAL_S)
+        return ticket
+
+    async def take_new_key(self, token: str, ticket: str) -> NewKey | None:
+        """The key held for this session under `ticket`, once; None when it was shown
+        already, waited too long, or belongs to another session."""
+        row = await self._db.fetchrow(q("console_reveal_take"), session_hash(ticket),
+                                      session_hash(token))
+        if row is None or not row["live"]:
+            return None
+        try:
+            held = orjson.loads(_sealer(token).decrypt(row["sealed"]))
+        except InvalidToken:
+            return None
+        return NewKey(held["id"], UUID(held["tenant_id"]) if held["tenant_id"] else None,
+                      held["name"], tuple(held["scopes"]),
+                      datetime.fromisoformat(held["created_at"]), held["key"])
 
 
 def _session(row: Any) -> Session:

@@ -3,11 +3,10 @@ handlers in consumer/console/__init__.py turn the refusals into pages in words."
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 from starlette.requests import Request
@@ -74,29 +73,6 @@ class SignInLimiter:
 CHECKS_PER_MINUTE = 120
 
 
-class Reveals:
-    """A new key, held in this process between the POST that made it and the one GET that
-    shows it (post/redirect/get): for the session that made it, once, within a minute."""
-
-    TTL_S = 60.0
-
-    def __init__(self) -> None:
-        self._held: dict[str, tuple[float, str, Any]] = {}
-
-    def put(self, value: Any, session: str) -> str:
-        now = time.monotonic()
-        self._held = {t: v for t, v in self._held.items() if v[0] > now - self.TTL_S}
-        ticket = secrets.token_urlsafe(16)
-        self._held[ticket] = (now, session, value)
-        return ticket
-
-    def take(self, ticket: str, session: str) -> Any:
-        held = self._held.pop(ticket, None)
-        if held is None or held[1] != session or held[0] < time.monotonic() - self.TTL_S:
-            return None
-        return held[2]
-
-
 @dataclass(slots=True)
 class ConsoleContext:
     store: Store
@@ -112,7 +88,6 @@ class ConsoleContext:
     # types, about one a second at most).
     checks: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(2))
     check_rate: SignInLimiter = field(default_factory=lambda: SignInLimiter(CHECKS_PER_MINUTE))
-    reveals: Reveals = field(default_factory=Reveals)
 
     @property
     def session_seconds(self) -> float:

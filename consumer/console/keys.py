@@ -38,7 +38,7 @@ async def index(request: Request) -> Response:
     viewer = await _manager(request)
     ticket = request.query_params.get("created")
     if ticket:  # the page the creating POST redirected to: the key, this once
-        made = console(request).reveals.take(ticket, viewer.token)
+        made = await console(request).store.sessions.take_new_key(viewer.token, ticket)
         if made is None:
             return await _page(request, viewer, error=SHOWN_ONCE)
         return await _page(request, viewer, created=made)
@@ -94,7 +94,7 @@ async def create(request: Request) -> Response:
     _LOG.info("console_key_created", key_id=made.id, by=viewer.caller.key_id,
               tenant_id=str(tenant) if tenant else None)
     # Post/redirect/get: reloading the page that shows the key must not make another one.
-    ticket = console(request).reveals.put(made, viewer.token)
+    ticket = await console(request).store.sessions.hold_new_key(viewer.token, made)
     return redirect(f"{PATH}/keys?created={ticket}", request)
 
 

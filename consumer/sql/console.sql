@@ -44,3 +44,18 @@ DELETE FROM jsrt_console_sessions WHERE id_hash = $1;
 -- name: console_sessions_of_key
 -- A revoked key's sessions end with it.
 DELETE FROM jsrt_console_sessions WHERE key_id = $1;
+
+-- name: console_reveal_put
+-- $1 ticket hash, $2 session hash, $3 sealed key, $4 seconds it may wait. Also sweeps
+-- reveals nobody came for.
+WITH swept AS (
+    DELETE FROM jsrt_console_reveals WHERE expires_at < NOW()
+)
+INSERT INTO jsrt_console_reveals (ticket_hash, session_hash, sealed, expires_at)
+VALUES ($1, $2, $3, NOW() + make_interval(secs => $4));
+
+-- name: console_reveal_take
+-- The one showing: gone once read, whether or not it was still in time.
+DELETE FROM jsrt_console_reveals
+WHERE ticket_hash = $1 AND session_hash = $2
+RETURNING sealed, expires_at > NOW() AS live;

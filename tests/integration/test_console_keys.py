@@ -140,3 +140,35 @@ async def test_operators_key_any_tenant_and_make_operator_keys(
         assert r.status_code == 404
         their = await conn.fetchval("SELECT id FROM jsrt_api_keys WHERE name = 'tenant-key'")
         assert (await operator.post(f"/console/keys/{their}/revoke")).status_code == 303
+
+
+async def test_a_new_key_is_shown_by_whichever_console_process_gets_the_page(
+        db_url: str, conn: asyncpg.Connection) -> None:
+    # Two console processes behind a load balancer that is not sticky: the POST that makes
+    # the key lands on one, the GET it redirects to on the other.
+    async with console_for(db_url) as one, console_for(db_url) as two:
+        _, key = await one.tenant_key(scopes=ADMIN)
+        admin = await one.signed_in(key)
+        r = await admin.post("/console/keys", {"name": "ci", "scopes": ["scripts:read"]})
+        assert r.status_code == 303
+        # while it waits, the database holds it sealed: neither the key nor its secret
+        sealed = await conn.fetchval("SELECT sealed FROM jsrt_console_reveals")
+        assert sealed is not None and b"jsrt_" not in sealed and b"ci" not in sealed
+        elsewhere = two.client(cookies=admin.client.cookies)
+        page = await elsewhere.get(r.headers["location"])
+        made = re.search(r'id="new-key" type="text" readonly value="(jsrt_[^"]+)"', page.text)
+        assert made and await one.store.keys.verify(made[1]) is not None
+        # shown once, by either process
+        assert await conn.fetchval("SELECT count(*) FROM jsrt_console_reveals") == 0
+        again = await admin.get(r.headers["location"])
+        assert made[1] not in again.text and "shown once and is not shown again" in again.text
+
+
+async def test_a_held_key_goes_with_its_session(db_url: str, conn: asyncpg.Connection) -> None:
+    async with console_for(db_url) as c:
+        _, key = await c.tenant_key(scopes=ADMIN)
+        admin = await c.signed_in(key)
+        r = await admin.post("/console/keys", {"name": "ci", "scopes": ["scripts:read"]})
+        assert r.status_code == 303
+        assert (await admin.post("/console/logout")).status_code == 303
+        assert await conn.fetchval("SELECT count(*) FROM jsrt_console_reveals") == 0
