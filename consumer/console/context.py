@@ -4,7 +4,7 @@ handlers in consumer/console/__init__.py turn the refusals into pages in words."
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -48,9 +48,14 @@ class SignInLimiter:
     minute, in this process (the keys' comparison is constant-time already; this bounds
     guessing, and the V8 parses a person can ask of a process that serves every tenant)."""
 
+    MAX_CLIENTS = 10_000  # bounded memory under a spray of addresses
+
     def __init__(self, per_minute: int) -> None:
         self.per_minute = per_minute
-        self._failures: dict[str, deque[float]] = {}
+        # least recently failed first: a spray of new addresses evicts those gone quiet, and
+        # an address that is tried again within the last MAX_CLIENTS stays counted (clearing
+        # the whole table, as before, reset the count of the address being guessed at)
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
 
     def _recent(self, client: str) -> deque[float]:
         now = time.monotonic()
@@ -65,9 +70,10 @@ class SignInLimiter:
         return len(self._recent(client)) >= self.per_minute
 
     def failed(self, client: str) -> None:
-        if len(self._failures) > 10_000:  # bounded memory under a spray of addresses
-            self._failures.clear()
         self._failures.setdefault(client, deque()).append(time.monotonic())
+        self._failures.move_to_end(client)
+        while len(self._failures) > self.MAX_CLIENTS:
+            self._failures.popitem(last=False)
 
 
 CHECKS_PER_MINUTE = 120

@@ -67,6 +67,16 @@ def test_the_signin_limiter_counts_failures_per_address() -> None:
     assert limiter.blocked("1.2.3.4") and not limiter.blocked("5.6.7.8")
 
 
+def test_a_spray_of_addresses_never_resets_the_one_being_tried() -> None:
+    limiter = SignInLimiter(3)
+    for i in range(3 * SignInLimiter.MAX_CLIENTS):
+        if i % 1000 == 0:
+            limiter.failed("1.2.3.4")  # the guesser keeps trying one address
+        limiter.failed(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}")
+    assert limiter.blocked("1.2.3.4")
+    assert len(limiter._failures) <= SignInLimiter.MAX_CLIENTS
+
+
 def test_syntax_problems_carry_line_and_column() -> None:
     problem = syntax_problem("function handler() {\n  return 1 +;\n}")
     assert problem is not None and (problem.line, problem.column) == (2, 13)
