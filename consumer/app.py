@@ -22,6 +22,7 @@ from consumer.sandbox.types import ApiLimiter, ExecutionRequest, Publisher, Publ
 from consumer.scriptdata import ScriptData
 from consumer.settings import Settings
 from consumer.store import Store
+from consumer.vacuum import QueueVacuum
 
 _LOG = log.get("jsrt.app")
 
@@ -119,6 +120,8 @@ async def serve(settings: Settings, http: str) -> int:
     async with open_services(settings) as (store, executor), anyio.create_task_group() as tg:
         server = HttpServer(settings, store, executor, http)
         tg.start_soon(stop_on_signals, server.stop)
+        if settings.queue_vacuum_interval > 0:  # its runs churn jsrt_runs as a daemon's do
+            tg.start_soon(QueueVacuum(store.queue, settings.queue_vacuum_interval).run)
         metrics = await start_metrics(tg, settings, store, executor, None)
         await server.run()
         if metrics is not None:

@@ -47,6 +47,7 @@ from consumer.settings import Settings
 from consumer.slots import Slots
 from consumer.store import Store
 from consumer.timers import Timers
+from consumer.vacuum import QueueVacuum
 
 _LOG = log.get("jsrt.daemon")
 
@@ -170,6 +171,8 @@ class Daemon:
             cleaner = Cleaner(self.store.retention, Policy.from_settings(s),
                               s.cleanup_interval, self.clock)
             tg.start_soon(cleaner.run)
+        if s.queue_vacuum_interval > 0:
+            tg.start_soon(QueueVacuum(self.store.queue, s.queue_vacuum_interval).run)
 
     async def cleanup(self) -> dict[str, int]:
         """Apply the retention policy once, at this daemon's clock."""

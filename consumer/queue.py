@@ -120,6 +120,10 @@ class Queue:
     async def release_leases(self, daemon_id: str) -> int:
         return len(await self._db.fetch(q("release_leases"), daemon_id))
 
+    async def vacuum(self) -> None:
+        """VACUUM the run queue's hot tables (vacuum.py)."""
+        await self._db.execute(q("vacuum_queue"))
+
     async def dispatch_events(self, limit: int, per_tenant: int) -> tuple[int, int]:
         """Fan out due events into queued ('pending') executions, starting none."""
         c = await self.claim(None, limit, per_tenant, 0, 0, start_pending=False)

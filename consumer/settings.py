@@ -49,6 +49,8 @@ class Settings:
     retention_cron_firings_days: float = 7.0
     cleanup_interval: float = 3600.0
     cleanup_batch: int = 1000  # rows per DELETE statement (each its own short transaction)
+    # VACUUM of the run queue's hot tables (vacuum.py), seconds apart; 0 = autovacuum's alone
+    queue_vacuum_interval: float = 5.0
     schema_dir: Path = SQL_ROOT / "schema"
     triggers_file: Path = SQL_ROOT / "triggers.sql"
     fetch_allowlist: tuple[str, ...] = ()
@@ -131,6 +133,8 @@ class Settings:
                 "JSRT_RETENTION_*_DAYS must be > 0",
             ),
             (self.cleanup_interval >= 0, "JSRT_CLEANUP_INTERVAL must be >= 0 (0 disables)"),
+            (self.queue_vacuum_interval >= 0,
+             "JSRT_QUEUE_VACUUM_INTERVAL must be >= 0 (0 disables)"),
             (self.cleanup_batch >= 1, "JSRT_CLEANUP_BATCH must be >= 1"),
             (not self.metrics_addr or _is_bind(self.metrics_addr),
              f"JSRT_METRICS_ADDR must be HOST:PORT or empty (got {self.metrics_addr!r})"),

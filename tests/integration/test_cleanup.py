@@ -225,3 +225,65 @@ async def test_the_daemon_cleans_up_periodically_at_its_clock(
             d.stop()
     finally:
         await store.close()
+
+
+async def _dead_runs(conn: asyncpg.Connection, n: int) -> None:
+    """n runs that came and went: inserted into jsrt_runs and deleted, as the run path does."""
+    tenant = await make_tenant(conn)
+    script = await make_script(conn, tenant)
+    await conn.execute(
+        """WITH e AS (INSERT INTO script_executions (script_id, tenant_id, status, trigger_type)
+                      SELECT $1, $2, 'completed', 'event' FROM generate_series(1, $3)
+                      RETURNING id)
+           INSERT INTO jsrt_runs (execution_id, tenant_id, script_id, state)
+           SELECT id, $2, $1, 'pending' FROM e""", script, tenant, n)
+    await conn.execute("DELETE FROM jsrt_runs")
+
+
+async def _vacuumed(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval(
+        "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'jsrt_runs'"))
+
+
+async def test_the_queue_vacuum_frees_the_run_queues_dead_rows(conn: asyncpg.Connection,
+                                                                store: Store) -> None:
+    # Whatever autovacuum does (it is off on some machines, and visits a database once a
+    # minute at best), the run path's own VACUUM reclaims the dead rows of jsrt_runs, so
+    # that their pages are reused instead of scanned as the table grows.
+    from consumer.vacuum import QueueVacuum
+
+    await _dead_runs(conn, 2000)
+    before = await _vacuumed(conn)
+    pages = await conn.fetchval("SELECT pg_relation_size('jsrt_runs') / 8192")
+    await QueueVacuum(store.queue, 5.0).once()
+    assert await _vacuumed(conn) == before + 1
+    await _dead_runs(conn, 2000)  # the next runs fill the pages freed, not new ones
+    assert await conn.fetchval("SELECT pg_relation_size('jsrt_runs') / 8192") <= pages + 1
+
+
+async def test_the_queue_vacuum_skips_a_table_another_process_vacuums(
+        conn: asyncpg.Connection, store: Store) -> None:
+    from consumer.vacuum import QueueVacuum
+
+    # a lock that conflicts with VACUUM's, held by another session: skipped, not waited for
+    async with conn.transaction():
+        await conn.execute("LOCK TABLE jsrt_runs IN SHARE UPDATE EXCLUSIVE MODE")
+        with anyio.fail_after(10):
+            await QueueVacuum(store.queue, 5.0).once()
+
+
+async def test_the_daemon_vacuums_the_run_queue_periodically(conn: asyncpg.Connection,
+                                                             db_url: str) -> None:
+    before = await _vacuumed(conn)
+    store = await Store.open(db_url)
+    try:
+        async with (Executor(workers=1, publisher=store_publisher(store)) as ex,
+                    daemon_for(db_url, ex, queue_vacuum_interval=0.05) as d,
+                    anyio.create_task_group() as tg):
+            tg.start_soon(d.run)
+            await row_becomes(conn, "SELECT vacuum_count >= $1 FROM pg_stat_user_tables"
+                              " WHERE relname = 'jsrt_runs'", before + 2, expect=True,
+                              timeout=30)
+            d.stop()
+    finally:
+        await store.close()

@@ -35,6 +35,7 @@ def test_a_checkout_migrates_from_the_repository_unless_told_otherwise() -> None
         ({"JSRT_LOG_FORMAT": "xml"}, "JSRT_LOG_FORMAT must be json or console"),
         ({"JSRT_HEARTBEAT_INTERVAL": "20"}, "JSRT_HEARTBEAT_INTERVAL must be > 0 and <"),
         ({"JSRT_POLL_INTERVAL": "-1"}, "JSRT_POLL_INTERVAL must be > 0"),
+        ({"JSRT_QUEUE_VACUUM_INTERVAL": "-1"}, "JSRT_QUEUE_VACUUM_INTERVAL must be >= 0"),
     ],
 )
 def test_invalid_settings_fail_at_start_with_a_clear_message(env: dict[str, str],
