@@ -90,10 +90,8 @@ class Sessions:
     async def hold_new_key(self, token: str, made: NewKey) -> str:
         """Keep a key made by this session for its one showing; the ticket to show it by."""
         ticket = secrets.token_urlsafe(16)
-        sealed = _sealer(token).encrypt(orjson.dumps({
-            "id": made.id, "tenant_id": str(made.tenant_id) if made.tenant_id else None,
-            "name": made.name, "scopes": list(made.scopes),
-            "created_at": made.created_at.isoformat(), "key": made.key}))
+        # orjson takes the dataclass; str() for the UUID type asyncpg returns
+        sealed = _sealer(token).encrypt(orjson.dumps(made, default=str))
         await self._db.execute(q("console_reveal_put"), session_hash(ticket),
                                session_hash(token), sealed, REVEAL_S)
         return ticket
