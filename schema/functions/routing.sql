@@ -162,9 +162,11 @@ LANGUAGE sql STABLE AS $$
        AND (p_retry OR NOT EXISTS (
                SELECT 1 FROM scripts s
                JOIN jsrt_concurrency_keys k ON k.script_id = s.id
+               -- the due events through jsrt_events_due (its index holds only them)
+               JOIN jsrt_events_due q ON q.tenant_id = s.tenant_id
                JOIN jsrt_events e
-                 ON e.tenant_id = s.tenant_id AND e.dispatched_at IS NULL
-                AND e.published_at <= p_created
+                 ON e.id = q.event_id
+                AND (e.dispatched_at IS NULL AND e.published_at <= p_created) IS TRUE
                JOIN script_event_subscriptions sub
                  ON sub.script_id = s.id AND sub.tenant_id = s.tenant_id
                 AND sub.event_type = e.event_type AND sub.is_active

@@ -232,29 +232,31 @@ BEGIN
         END IF;
     END LOOP;
 
-    -- 3. fan out due events (the probe first: the fan-out's plan costs more than nothing)
-    IF p_event_limit > 0 AND EXISTS (SELECT 1 FROM jsrt_events e WHERE e.dispatched_at IS NULL) THEN
+    -- 3. fan out due events (the probe first: the fan-out's plan costs more than nothing).
+    -- Due events are found in jsrt_events_due, never through jsrt_events: the history's
+    -- index would be walked over every event dispatched since its last VACUUM (see the
+    -- migration 20261205000000_events_due.sql).
+    IF p_event_limit > 0 AND EXISTS (SELECT 1 FROM jsrt_events_due) THEN
         WITH RECURSIVE tenants_up AS (
             -- a loose index scan over the tenants with due events: from p_tenant_after up ...
-            (SELECT e.tenant_id FROM jsrt_events e
-             WHERE e.dispatched_at IS NULL AND e.tenant_id > v_tenant_after
-             ORDER BY e.tenant_id LIMIT 1)
+            (SELECT q.tenant_id FROM jsrt_events_due q
+             WHERE q.tenant_id > v_tenant_after
+             ORDER BY q.tenant_id LIMIT 1)
             UNION ALL
-            SELECT (SELECT e.tenant_id FROM jsrt_events e
-                    WHERE e.dispatched_at IS NULL AND e.tenant_id > t.tenant_id
-                    ORDER BY e.tenant_id LIMIT 1)
+            SELECT (SELECT q.tenant_id FROM jsrt_events_due q
+                    WHERE q.tenant_id > t.tenant_id
+                    ORDER BY q.tenant_id LIMIT 1)
             FROM tenants_up t WHERE t.tenant_id IS NOT NULL
         ),
         tenants_wrapped AS (
             -- ... then round from the lowest (scanned only when the first part runs out)
-            (SELECT e.tenant_id FROM jsrt_events e
-             WHERE e.dispatched_at IS NULL AND e.tenant_id <= v_tenant_after
-             ORDER BY e.tenant_id LIMIT 1)
+            (SELECT q.tenant_id FROM jsrt_events_due q
+             WHERE q.tenant_id <= v_tenant_after
+             ORDER BY q.tenant_id LIMIT 1)
             UNION ALL
-            SELECT (SELECT e.tenant_id FROM jsrt_events e
-                    WHERE e.dispatched_at IS NULL AND e.tenant_id > t.tenant_id
-                      AND e.tenant_id <= v_tenant_after
-                    ORDER BY e.tenant_id LIMIT 1)
+            SELECT (SELECT q.tenant_id FROM jsrt_events_due q
+                    WHERE q.tenant_id > t.tenant_id AND q.tenant_id <= v_tenant_after
+                    ORDER BY q.tenant_id LIMIT 1)
             FROM tenants_wrapped t WHERE t.tenant_id IS NOT NULL
         ),
         tenants_due AS (
@@ -262,17 +264,37 @@ BEGIN
             UNION ALL
             SELECT tenant_id FROM tenants_wrapped WHERE tenant_id IS NOT NULL
         ),
-        claimed AS (
-            SELECT ev.* FROM (SELECT tenant_id FROM tenants_due LIMIT p_event_limit) t
+        taken AS (
+            -- a tenant's oldest due rows, locked: a concurrent claim skips them
+            SELECT q.event_id, q.tenant_id
+            FROM (SELECT tenant_id FROM tenants_due LIMIT p_event_limit) t
             CROSS JOIN LATERAL (
-                SELECT e.id, e.tenant_id, e.event_type, e.payload, e.depth, e.published_at
-                FROM jsrt_events e
-                WHERE e.tenant_id = t.tenant_id AND e.dispatched_at IS NULL
-                ORDER BY e.published_at
+                SELECT q.event_id, q.tenant_id FROM jsrt_events_due q
+                WHERE q.tenant_id = t.tenant_id
+                ORDER BY q.published_at
                 LIMIT p_per_tenant
                 FOR UPDATE SKIP LOCKED
-            ) ev
+            ) q
             LIMIT p_event_limit
+        ),
+        claimed AS (
+            -- the events themselves, still undispatched and not being dispatched by a claim
+            -- of the previous release (which locks them): those are for the next claim.
+            -- IS TRUE: the rows by primary key only - the partial index on dispatched_at IS
+            -- NULL must never look like a way in (it is what this table avoids)
+            SELECT e.id, e.tenant_id, e.event_type, e.payload, e.depth, e.published_at
+            FROM jsrt_events e
+            WHERE e.id = ANY (ARRAY(SELECT event_id FROM taken)) AND (e.dispatched_at IS NULL) IS TRUE
+            FOR UPDATE OF e SKIP LOCKED
+        ),
+        gone AS (
+            -- the due rows of the events claimed, and of events already dispatched or gone;
+            -- one whose event another transaction holds stays for the next claim
+            DELETE FROM jsrt_events_due q
+            WHERE q.event_id = ANY (ARRAY(SELECT event_id FROM taken))
+              AND (q.event_id = ANY (ARRAY(SELECT id FROM claimed))
+                   OR NOT EXISTS (SELECT 1 FROM jsrt_events e
+                                  WHERE e.id = q.event_id AND (e.dispatched_at IS NULL) IS TRUE))
         ),
         marked AS (
             -- = ANY(ARRAY(...)): the planner's estimate for a join here picks a seq scan
@@ -312,7 +334,7 @@ BEGIN
                 FROM (SELECT source, count(*) AS n FROM marked GROUP BY source) m),
                -- a tenant that filled its share may have more
                (SELECT COALESCE(max(c.n), 0) >= p_per_tenant
-                FROM (SELECT count(*) AS n FROM claimed GROUP BY tenant_id) c),
+                FROM (SELECT count(*) AS n FROM taken GROUP BY tenant_id) c),
                array_agg(t.execution_id ORDER BY t.published_at, t.event_id),
                array_agg(t.event_id ORDER BY t.published_at, t.event_id),
                array_agg(t.script_id ORDER BY t.published_at, t.event_id),
