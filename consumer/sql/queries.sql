@@ -87,21 +87,10 @@ WITH marked AS (
     RETURNING e.id
 ),
 released AS (
-    SELECT x.script_id, x.n FROM unnest($4::uuid[], $5::int[]) AS x(script_id, n)
-),
-shrunk AS (
-    UPDATE jsrt_leases l SET slots = l.slots - x.n
-    FROM released x
-    WHERE l.script_id = x.script_id AND l.daemon_id = $1 AND l.slots > x.n
-    RETURNING l.script_id
-),
-ended AS (
-    DELETE FROM jsrt_leases l USING released x
-    WHERE l.script_id = x.script_id AND l.daemon_id = $1 AND l.slots <= x.n
-    RETURNING l.script_id
+    -- a function: its statements see a grant committed meanwhile (jsrt_release_slots_v2)
+    SELECT jsrt_release_slots_v2($1, $4::uuid[], $5::int[]) AS n
 )
-SELECT (SELECT count(*) FROM marked) AS marked,
-       (SELECT count(*) FROM shrunk) + (SELECT count(*) FROM ended) AS released;
+SELECT (SELECT count(*) FROM marked) AS marked, (SELECT n FROM released) AS released;
 
 -- name: unreserve_runs
 -- Give runs of this daemon's local queues that it did not start back to the queue.

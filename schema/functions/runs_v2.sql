@@ -530,3 +530,35 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- Give back p_n[i] of the slots daemon p_daemon holds of script p_scripts[i]; a lease at zero
+-- goes. Statement by statement, each with its own snapshot, the lease row locked first: a
+-- grant of the same script by a claim that commits meanwhile (INSERT ... ON CONFLICT adds to
+-- the row) is counted, never lost. (One UPDATE and one DELETE of the row in one statement,
+-- split on the snapshot's slots, lost the whole release when such a grant came in between:
+-- the snapshot said "delete", the row then said "keep", and neither happened - the slots
+-- stayed held, and unused, for as long as the daemon lived.)
+CREATE OR REPLACE FUNCTION jsrt_release_slots_v2(p_daemon TEXT, p_scripts UUID[], p_n INTEGER[])
+RETURNS INTEGER
+LANGUAGE plpgsql AS $$
+DECLARE
+    r RECORD;
+    v_slots INTEGER;
+    v_released INTEGER := 0;
+BEGIN
+    FOR r IN SELECT x.s, x.n FROM unnest(p_scripts, p_n) AS x(s, n)
+             WHERE x.n > 0 ORDER BY x.s LOOP  -- id order: two releasers never wait in a cycle
+        SELECT l.slots INTO v_slots FROM jsrt_leases l
+        WHERE l.script_id = r.s AND l.daemon_id = p_daemon FOR UPDATE;
+        CONTINUE WHEN NOT FOUND;
+        IF v_slots > r.n THEN
+            UPDATE jsrt_leases SET slots = slots - r.n
+            WHERE script_id = r.s AND daemon_id = p_daemon;
+        ELSE
+            DELETE FROM jsrt_leases WHERE script_id = r.s AND daemon_id = p_daemon;
+        END IF;
+        v_released := v_released + 1;
+    END LOOP;
+    RETURN v_released;
+END
+$$;

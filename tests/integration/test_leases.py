@@ -237,3 +237,40 @@ async def test_stop_gives_the_local_queue_back_and_the_slots_with_it(
                             " WHERE script_id = $1", script)
     assert sorted(r["n"] for r in rows) == list(range(1, n + 1))  # each exactly once
     assert all(r["status"] == "completed" for r in rows)
+
+
+async def test_a_release_and_a_grant_that_cross_keep_the_count(
+        conn: asyncpg.Connection, db_url: str) -> None:
+    """A daemon gives back every slot of a script while one of its claims, on another
+    connection, grants it more: the grant commits while the release waits for the lease row.
+    The release must count against what the row holds then - it once decided on its snapshot
+    ("all of them: delete") and, finding more there, did nothing: the slots stayed held by a
+    daemon that no longer knew of them, and the script ran short of them while it lived."""
+    tenant = await make_tenant(conn)
+    script = await make_script(conn, tenant, BUSY, limits={"max_concurrent_runs": 10})
+    await conn.execute("INSERT INTO jsrt_daemons (id, hostname, pid) VALUES ('d1', 'h', 1)")
+    await conn.execute("INSERT INTO jsrt_leases (script_id, daemon_id, tenant_id, slots)"
+                       " VALUES ($1, 'd1', $2, 2)", script, tenant)
+    claim = await asyncpg.connect(db_url)
+    store = await Store.open(db_url)
+    try:
+        tx = claim.transaction()
+        await tx.start()
+        await claim.execute(  # the claim's grant, as jsrt_claim_v2 writes it
+            "INSERT INTO jsrt_leases (script_id, daemon_id, tenant_id, slots)"
+            " VALUES ($1, 'd1', $2, 3) ON CONFLICT (script_id, daemon_id)"
+            " DO UPDATE SET slots = jsrt_leases.slots + EXCLUDED.slots", script, tenant)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store.queue.mark_and_release, "d1", {}, {script: 2})
+            await eventually(lambda: conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND query LIKE '%jsrt_release_slots_v2%')"))
+            await tx.commit()
+        assert await conn.fetchval(
+            "SELECT slots FROM jsrt_leases WHERE script_id = $1 AND daemon_id = 'd1'", script) == 3
+        await store.queue.mark_and_release("d1", {}, {script: 3})
+        assert await conn.fetchval("SELECT count(*) FROM jsrt_leases") == 0
+    finally:
+        await store.close()
+        await claim.close()
+
