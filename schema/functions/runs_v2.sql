@@ -547,7 +547,7 @@ DECLARE
     v_released INTEGER := 0;
 BEGIN
     FOR r IN SELECT x.s, x.n FROM unnest(p_scripts, p_n) AS x(s, n)
-             WHERE x.n > 0 ORDER BY x.s LOOP  -- id order: two releasers never wait in a cycle
+             WHERE x.n > 0 ORDER BY x.s LOOP
         SELECT l.slots INTO v_slots FROM jsrt_leases l
         WHERE l.script_id = r.s AND l.daemon_id = p_daemon FOR UPDATE;
         CONTINUE WHEN NOT FOUND;
