@@ -251,13 +251,13 @@ WITH runs AS (
           FROM jsrt_runs r
           WHERE $1::uuid IS NULL OR r.tenant_id = $1::uuid) x
 )
--- due events through jsrt_events_due (see metrics.sql)
+-- due events through jsrt_events_due (see metrics.sql); the tenant is the event's own
 SELECT (SELECT count(*) FROM jsrt_events_due q
         JOIN jsrt_events e ON e.id = q.event_id AND (e.dispatched_at IS NULL) IS TRUE
-        WHERE $1::uuid IS NULL OR q.tenant_id = $1::uuid) AS pending_events,
+        WHERE $1::uuid IS NULL OR (q.tenant_id = $1::uuid AND e.tenant_id = $1::uuid)) AS pending_events,
        (SELECT min(e.published_at) FROM jsrt_events_due q
         JOIN jsrt_events e ON e.id = q.event_id AND (e.dispatched_at IS NULL) IS TRUE
-        WHERE $1::uuid IS NULL OR q.tenant_id = $1::uuid) AS oldest_pending_at,
+        WHERE $1::uuid IS NULL OR (q.tenant_id = $1::uuid AND e.tenant_id = $1::uuid)) AS oldest_pending_at,
        runs.pending AS pending_runs, runs.running AS running_runs
 FROM runs;
 

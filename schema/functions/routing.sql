@@ -166,7 +166,8 @@ LANGUAGE sql STABLE AS $$
                JOIN jsrt_events_due q ON q.tenant_id = s.tenant_id
                JOIN jsrt_events e
                  ON e.id = q.event_id
-                AND (e.dispatched_at IS NULL AND e.published_at <= p_created) IS TRUE
+                AND (e.tenant_id = s.tenant_id AND e.dispatched_at IS NULL
+                     AND e.published_at <= p_created) IS TRUE
                JOIN script_event_subscriptions sub
                  ON sub.script_id = s.id AND sub.tenant_id = s.tenant_id
                 AND sub.event_type = e.event_type AND sub.is_active
