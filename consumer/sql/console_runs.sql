@@ -237,7 +237,7 @@ GROUP BY 1, 2
 ORDER BY 1, 2;
 
 -- name: console_numbers
--- Queue depth and the oldest pending event (the partial index of undispatched events), runs
+-- Queue depth and the oldest pending event (jsrt_events_waiting), runs
 -- pending and running (jsrt_runs holds unfinished runs only; a 'reserved' run is running once
 -- its execution says so, as metrics_snapshot counts), $1 tenant.
 WITH runs AS (
@@ -251,15 +251,12 @@ WITH runs AS (
           FROM jsrt_runs r
           WHERE $1::uuid IS NULL OR r.tenant_id = $1::uuid) x
 )
--- due events through jsrt_events_due (see metrics.sql); the tenant is the event's own
-SELECT (SELECT count(*) FROM jsrt_events_due q
-        JOIN jsrt_events e ON e.id = q.event_id AND (e.dispatched_at IS NULL) IS TRUE
-        WHERE $1::uuid IS NULL OR (q.tenant_id = $1::uuid AND e.tenant_id = $1::uuid)) AS pending_events,
-       (SELECT min(e.published_at) FROM jsrt_events_due q
-        JOIN jsrt_events e ON e.id = q.event_id AND (e.dispatched_at IS NULL) IS TRUE
-        WHERE $1::uuid IS NULL OR (q.tenant_id = $1::uuid AND e.tenant_id = $1::uuid)) AS oldest_pending_at,
+-- the events still due, read once (jsrt_events_waiting: through jsrt_events_due)
+SELECT due.n AS pending_events, due.oldest AS oldest_pending_at,
        runs.pending AS pending_runs, runs.running AS running_runs
-FROM runs;
+FROM runs,
+     (SELECT count(*) AS n, min(w.published_at) AS oldest FROM jsrt_events_waiting w
+      WHERE $1::uuid IS NULL OR w.tenant_id = $1::uuid) due;
 
 -- name: console_running
 -- The runs in progress, longest running first, $1 tenant, $2 at most.

@@ -7,8 +7,8 @@ SELECT 1;
 
 -- name: metrics_snapshot
 -- Queue depth, oldest pending event and dead letters by state, in one round trip. The
--- pending-event aggregates read the partial index of undispatched events; dead letters are
--- bounded by retention.
+-- pending events are read once, through jsrt_events_waiting; dead letters are bounded by
+-- retention.
 -- A run in a daemon's local queue ('reserved') is pending until its execution shows it
 -- started (jsrt_runs holds unfinished runs only, and local queues are short).
 WITH runs AS (
@@ -19,16 +19,16 @@ WITH runs AS (
                          WHERE e.id = r.execution_id AND e.tenant_id = r.tenant_id
                            AND e.status = 'running')) AS started
           FROM jsrt_runs r) x
+),
+due AS (
+    SELECT count(*) AS n, min(published_at) AS oldest FROM jsrt_events_waiting
 )
 SELECT
-    -- due events through jsrt_events_due: the history's pending index is walked over every
-    -- event dispatched since its last VACUUM (schema/20261205000000_events_due.sql); IS TRUE
-    -- keeps the planner off that index (the events by primary key only)
-    (SELECT count(*) FROM jsrt_events_due q
-     JOIN jsrt_events e ON e.id = q.event_id AND (e.dispatched_at IS NULL) IS TRUE) AS pending_events,
-    (SELECT coalesce(extract(epoch FROM NOW() - min(e.published_at)), 0)::float8
-     FROM jsrt_events_due q
-     JOIN jsrt_events e ON e.id = q.event_id AND (e.dispatched_at IS NULL) IS TRUE) AS oldest_pending_age_s,
+    -- the events still due (the view goes through jsrt_events_due: the history's pending
+    -- index is walked over every event dispatched since its last VACUUM)
+    (SELECT n FROM due) AS pending_events,
+    (SELECT coalesce(extract(epoch FROM NOW() - oldest), 0)::float8 FROM due)
+        AS oldest_pending_age_s,
     (SELECT pending FROM runs) AS pending_runs,
     (SELECT running FROM runs) AS running_runs,
     count(*) FILTER (WHERE st.resolved_at IS NULL

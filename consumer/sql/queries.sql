@@ -289,8 +289,7 @@ RETURNING execution_id;
 
 -- name: pending_work
 -- Is anything left for a drain-mode daemon to do?
-SELECT EXISTS (SELECT 1 FROM jsrt_events_due q
-               JOIN jsrt_events e ON e.id = q.event_id AND (e.dispatched_at IS NULL) IS TRUE)
+SELECT EXISTS (SELECT 1 FROM jsrt_events_waiting)
     OR EXISTS (SELECT 1 FROM jsrt_runs)
     OR EXISTS (SELECT 1 FROM jsrt_dead_letter_state st
                JOIN script_event_dead_letters d ON d.id = st.dead_letter_id
