@@ -38,7 +38,7 @@ from consumer.completer import Completer
 from consumer.errors import StoreError, StoreUnavailable
 from consumer.lease import Lease, memory_report
 from consumer.listener import Listener
-from consumer.records import Finished, Outcome, Run
+from consumer.records import Finished, Leased, Outcome, Run
 from consumer.retention import Cleaner, Policy
 from consumer.retry import retry_at_after
 from consumer.sandbox import Executor
@@ -55,6 +55,9 @@ _LOG = log.get("jsrt.daemon")
 # execution row stays 'pending' until then): operators see long runs within about 100 ms,
 # and a short run is written once, when it ends.
 SHOW_STARTED_AFTER_S = 0.05
+# The side claim's bounds: small, so that it takes a few milliseconds whatever the backlog.
+SIDE_EVENTS = 32  # tenants visited (from a random one), one due event each
+SIDE_PER_TENANT = 1
 
 
 @dataclass(eq=False)
@@ -76,6 +79,7 @@ class Counters:
     recorded: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
     rescued: int = 0
+    side_claims: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +119,12 @@ class Daemon:
         self._maybe_events = True  # hints: skip round trips that would find nothing
         self._maybe_runs = True
         self._runs_waiting = True  # the last claim saw pending runs (a freed slot may start one)
+        # The side claim: while a claim fans out a backlog, a wake-up (a new event) starts a
+        # small claim beside it, so that the event waits for neither that claim nor the next.
+        self._claiming: int | None = None  # slots the claim in flight asked for (None: none)
+        self._backlog = False  # the last claim left due events behind
+        self._side = anyio.Event()
+        self._lanes_closed = False
         self.listener: Listener | None = None
         self._listen = listen  # False: polling only (tests of the loop without a database)
 
@@ -129,6 +139,8 @@ class Daemon:
         self._maybe_events = self._maybe_runs = True
         self._slots.hint()
         self._wake.set()
+        if self._claiming is not None and self._backlog:
+            self._side.set()
 
     def status(self) -> DaemonStatus:
         listener = self.listener
@@ -182,6 +194,16 @@ class Daemon:
 
     # ------------------------------------------------------------ claim
     async def _claim_loop(self, until_idle: bool) -> None:
+        async with anyio.create_task_group() as lanes:
+            if not until_idle:  # (a drain has no listener, nothing wakes it mid-claim)
+                lanes.start_soon(self._side_lane)
+            try:
+                await self._main_lane(until_idle)
+            finally:  # the side claim in flight ends, and its runs are queued, first
+                self._lanes_closed = True
+                self._side.set()
+
+    async def _main_lane(self, until_idle: bool) -> None:
         backoff = Backoff()
         while not self._stopping.is_set():
             try:
@@ -213,7 +235,8 @@ class Daemon:
         # a busy daemon leaves the queue to the others.
         free = 0 if self._stopping.is_set() else slots.free()
         # slots whenever some may be had: a hint, or pending runs seen by the last claim
-        slot_limit = free if self._maybe_runs or self._runs_waiting else 0
+        slot_limit = (0 if self._stopping.is_set() or not (self._maybe_runs or self._runs_waiting)
+                      else slots.claim_ask(self._backlog))
         per_script = max(1, s.concurrency // 2)
         reserve = slots.reserve_per_slot(free)
         refill = slots.refill()
@@ -226,8 +249,56 @@ class Daemon:
         # Hints are cleared before the query, so a wake-up that arrives during it is kept.
         self._maybe_events = self._maybe_events and not event_limit
         self._maybe_runs = self._maybe_runs and not slot_limit
+        self._claiming = slot_limit
+        try:
+            leased = await self.store.queue.claim_leased(
+                self.id, event_limit, s.tenant_batch, slot_limit, per_script, reserve, refill)
+        finally:
+            self._claiming = None
+        self._backlog = leased.more
+        await self._take(leased, refill)
+        # pending runs may be startable: every slot asked for was taken
+        self._runs_waiting = leased.waiting
+        self._maybe_runs = self._maybe_runs or (
+            leased.waiting and slot_limit > 0 and sum(leased.granted.values()) >= slot_limit)
+        return bool(leased.events or leased.runs or leased.granted)
+
+    async def _side_lane(self) -> None:
+        """Side claims, one at a time, each when a wake-up comes while a claim fans out a
+        backlog. Failures are the main claim's to report: a side claim is only a shortcut."""
+        while True:
+            await self._side.wait()
+            self._side = anyio.Event()
+            if self._lanes_closed or self._stopping.is_set():
+                return
+            if self._claiming is None:
+                continue  # the claim ended meanwhile: the main loop takes the event
+            try:
+                await self._claim_side(self._claiming)
+            except (StoreUnavailable, StoreError) as exc:
+                _LOG.warning("side_claim_failed", error=str(exc).splitlines()[0][:300])
+
+    async def _claim_side(self, claiming: int) -> None:
+        """A small claim beside the one in flight: at most SIDE_PER_TENANT due events of each
+        of up to SIDE_EVENTS tenants (the backlog's oldest are locked by the big claim and
+        skipped), and slots out of the share that claim left free - a new event of a quiet
+        tenant runs now, not after the backlog's fan-out and the claim after it. No refill:
+        the local queues are the main claim's to fill."""
+        s = self.settings
+        slot_limit = self._slots.side_ask(claiming)
+        per_script = max(1, min(s.concurrency // 2, slot_limit))
+        reserve = self._slots.reserve_per_slot(max(slot_limit, 1))
         leased = await self.store.queue.claim_leased(
-            self.id, event_limit, s.tenant_batch, slot_limit, per_script, reserve, refill)
+            self.id, SIDE_EVENTS, SIDE_PER_TENANT, slot_limit, per_script, reserve, {})
+        self.counters.side_claims += 1
+        await self._take(leased, {})
+        self._runs_waiting = self._runs_waiting or leased.waiting
+        self._wake.set()  # the main loop looks again (the side claim may have left more)
+
+    async def _take(self, leased: Leased, refill: dict[UUID, int]) -> None:
+        """A claim's result into the local bookkeeping: leases lost and granted, runs queued,
+        runs reserved under a lease given back meanwhile given back; then the slots run."""
+        slots = self._slots
         # Leases gone first, grants after: a lease given back while this claim ran (the
         # completer's release commits on another connection) may be granted again by the same
         # claim, and the new one must not be forgotten with the old. Runs still queued under a
@@ -242,16 +313,11 @@ class Daemon:
         orphans += [r.execution_id for r in leased.runs if not slots.reserved(r)]
         slots.filled(refill, Counter(r.script_id for r in leased.runs), leased.more)
         self._maybe_events = self._maybe_events or leased.more
-        self._runs_waiting = leased.waiting
-        # pending runs may be startable: every slot asked for was taken
-        self._maybe_runs = self._maybe_runs or (
-            leased.waiting and slot_limit > 0 and sum(leased.granted.values()) >= slot_limit)
         if orphans:  # reserved for a lease given back meanwhile: for whoever comes next
             with anyio.CancelScope(shield=True):
                 await self.store.queue.unreserve_runs(self.id, orphans)
         self.counters.dispatched_events += leased.events
         self._pump()
-        return bool(leased.events or leased.runs or leased.granted)
 
     async def _idle(self) -> bool:
         if self._in_flight or self._groups or not self._slots.idle() \

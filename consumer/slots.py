@@ -36,6 +36,7 @@ from consumer.records import Run
 
 MAX_GROUP = 16  # runs per group: long enough to share steps, short enough to stay fair
 MAX_QUEUE = 1024  # runs queued locally for one script, whatever its slots
+SIDE_SLOTS = 4  # slots kept back from a claim fanning out a backlog, for the side claim
 
 
 @dataclass(eq=False)
@@ -78,6 +79,23 @@ class Slots:
 
     def free(self) -> int:
         return max(self.capacity - self.held(), 0)
+
+    def side_share(self) -> int:
+        """Slots the side claim may take while a claim fans out a backlog: a new event of
+        another script is run at once, not behind the backlog's next claim. None on a daemon
+        too small to spare them (its side claim then only fans events out)."""
+        return min(SIDE_SLOTS, self.capacity // 4)
+
+    def claim_ask(self, backlog: bool) -> int:
+        """Free slots a claim may take: all of them, or with a backlog in sight (the side
+        claim may run beside it) all but the side claim's share."""
+        free = self.free()
+        return max(free - self.side_share(), 0) if backlog else free
+
+    def side_ask(self, claiming: int) -> int:
+        """Free slots the side claim may take beside a claim that asked for `claiming`: the
+        two never hold more than the daemon may."""
+        return max(min(self.side_share(), self.free() - claiming), 0)
 
     def busy(self) -> int:
         return sum(h.busy for h in self._held.values())

@@ -239,6 +239,63 @@ async def test_stop_gives_the_local_queue_back_and_the_slots_with_it(
     assert all(r["status"] == "completed" for r in rows)
 
 
+async def test_a_quiet_tenants_event_runs_while_a_claim_fans_out_a_backlog(
+    conn: asyncpg.Connection, db_url: str, executor: Executor
+) -> None:
+    """The side claim (#17, fairness): a claim fanning out one tenant's backlog is held in
+    the middle of its fan-out (on the delivery row of the backlog's fifth event, which an open
+    transaction holds - as a long fan-out would hold it); another tenant's event, published
+    then, is claimed beside it and runs to its end while that claim still waits."""
+    noisy, quiet = await make_tenant(conn, "noisy"), await make_tenant(conn, "quiet")
+    loud = await make_script(conn, noisy, "function handler(input) { return input.n; }")
+    calm = await make_script(conn, quiet, "function handler() { return 'calm'; }")
+    await publish_many(conn, noisy, 6)
+    events = [r["id"] for r in await conn.fetch(
+        "SELECT id FROM jsrt_events WHERE tenant_id = $1 ORDER BY published_at", noisy)]
+    holder = await asyncpg.connect(db_url)
+    held = holder.transaction()
+    await held.start()
+    released = False
+    try:
+        # without its foreign-key checks, the row locks no event: the claim takes the fifth
+        # event, then waits on this row's key
+        await holder.execute("SET LOCAL session_replication_role = replica")
+        await holder.execute(
+            "INSERT INTO jsrt_deliveries (event_id, script_id, tenant_id, execution_id)"
+            " VALUES ($1, $2, $3, gen_random_uuid())", events[4], loud, noisy)
+        # two events of a tenant per claim: the claims before it report a backlog
+        async with daemon_for(db_url, executor, tenant_batch=2) as d, \
+                anyio.create_task_group() as tg:
+            tg.start_soon(d.run)
+            await eventually(lambda: conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND query LIKE '%jsrt_claim_v2%')"),
+                what="the claim of the fifth event waiting")
+            await publish(conn, quiet, "thing.happened")
+            done = await eventually(lambda: conn.fetchrow(
+                "SELECT status, output FROM script_executions WHERE script_id = $1"
+                " AND completed_at IS NOT NULL", calm), what="the quiet tenant's run")
+            assert (done["status"], json.loads(done["output"])) == ("completed", "calm")
+            assert d.counters.side_claims >= 1
+            # the held claim has still written nothing of the fifth and sixth events
+            assert await conn.fetchval(
+                "SELECT count(*) FROM script_executions WHERE script_id = $1", loud) == 4
+            await held.rollback()
+            released = True
+            await eventually(lambda: conn.fetchval(
+                "SELECT count(*) = 6 FROM script_executions WHERE script_id = $1"
+                " AND status = 'completed'", loud), what="the backlog's end")
+            d.stop()
+    finally:
+        if not released:
+            await held.rollback()
+        await holder.close()
+    rows = await conn.fetch("SELECT (input->>'n')::int AS n FROM script_executions"
+                            " WHERE script_id = $1", loud)
+    assert sorted(r["n"] for r in rows) == list(range(1, 7))  # each exactly once
+    assert await conn.fetchval("SELECT count(*) FROM jsrt_leases") == 0
+
+
 async def test_a_release_and_a_grant_that_cross_keep_the_count(
         conn: asyncpg.Connection, db_url: str) -> None:
     """A daemon gives back every slot of a script while one of its claims, on another

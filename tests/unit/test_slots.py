@@ -256,3 +256,27 @@ def test_a_cancelled_run_is_dropped_from_its_local_queue() -> None:
     assert not slots.drop(uuid.uuid4())
     [(_, group)] = slots.next_groups()
     assert [json.loads(r.input_json)["n"] for r in group] == [0, 2]
+
+
+@settings(max_examples=300, deadline=None)
+@given(capacity=st.integers(1, 300), held=st.integers(0, 300), backlog=st.booleans())
+def test_the_claim_and_the_side_claim_beside_it_never_ask_more_than_is_free(
+        capacity: int, held: int, backlog: bool) -> None:
+    slots = Slots(capacity=capacity, reserve=4, period=10)
+    if held:
+        slots.granted(S1, held)
+    asked = slots.claim_ask(backlog)
+    side = slots.side_ask(asked)
+    assert asked >= 0 and side >= 0
+    assert asked + side <= slots.free()
+    if not backlog:
+        assert asked == slots.free()  # nothing kept back without a backlog in sight
+    elif slots.free() > 0 and capacity >= 4:
+        assert side > 0  # a quiet tenant's event gets a slot beside the backlog's claim
+
+
+def test_a_side_claim_beside_one_that_asked_for_everything_takes_no_slot() -> None:
+    slots = Slots(capacity=64, reserve=4, period=10)
+    slots.granted(S1, 5)
+    assert slots.claim_ask(backlog=True) == 55 and slots.side_ask(55) == 4
+    assert slots.side_ask(slots.claim_ask(backlog=False)) == 0
