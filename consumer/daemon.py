@@ -90,6 +90,7 @@ class DaemonStatus:
     events_rejected: int
     listener_reconnects: int
     listening: bool
+    side_claims: int = 0
 
 
 class Daemon:
@@ -145,7 +146,8 @@ class Daemon:
     def status(self) -> DaemonStatus:
         listener = self.listener
         return DaemonStatus(self.counters.rescued, listener.rejected if listener else 0,
-                            listener.reconnects if listener else 0, listener is not None)
+                            listener.reconnects if listener else 0, listener is not None,
+                            self.counters.side_claims)
 
     async def run(self, until_idle: bool = False) -> None:
         s = self.settings

@@ -198,6 +198,9 @@ class _LiveCollector(Collector):
             "jsrt_listener_reconnects", "Times the LISTEN connection was re-established",
             value=status.listener_reconnects if status else 0)
         yield CounterMetricFamily(
+            "jsrt_side_claims", "Small claims run beside one fanning out a backlog, for an "
+            "event that came meanwhile", value=status.side_claims if status else 0)
+        yield CounterMetricFamily(
             "jsrt_executions_lost", "Runs of dead daemons this daemon closed as 'worker lost'",
             value=status.rescued if status else 0)
         yield from self._sandbox()

@@ -296,6 +296,44 @@ async def test_a_quiet_tenants_event_runs_while_a_claim_fans_out_a_backlog(
     assert await conn.fetchval("SELECT count(*) FROM jsrt_leases") == 0
 
 
+async def test_side_claims_of_two_daemons_keep_every_limit_at_every_instant(
+    conn: asyncpg.Connection, db_url: str
+) -> None:
+    """Two running daemons (not draining: side claims happen), a backlog under a limit of 2,
+    quiet tenants' events under a limit of 1 arriving while it is fanned out: no instant with
+    more runs of a script than its limit, every event run exactly once."""
+    noisy = await make_tenant(conn, "noisy")
+    loud = await make_script(conn, noisy, BUSY, limits={"max_concurrent_runs": 2})
+    quiet = [await make_tenant(conn, f"quiet{i}") for i in range(3)]
+    calm = [await make_script(conn, t, BUSY, limits={"max_concurrent_runs": 1}) for t in quiet]
+    await publish_many(conn, noisy, 200)
+    daemons: list[Any] = []
+    async with Executor(workers=1) as ex1, Executor(workers=1) as ex2, \
+            daemon_for(db_url, ex1, tenant_batch=4) as d1, \
+            daemon_for(db_url, ex2, tenant_batch=4) as d2, anyio.create_task_group() as tg:
+        daemons += [d1, d2]
+        tg.start_soon(d1.run)
+        tg.start_soon(d2.run)
+        for i in range(30):
+            await publish(conn, quiet[i % 3], "thing.happened", {"n": i})
+            await anyio.sleep(0.01)
+        await eventually(lambda: conn.fetchval(
+            "SELECT count(*) = 230 FROM script_executions WHERE completed_at IS NOT NULL"),
+            timeout=60, what="every run ended")
+        d1.stop()
+        d2.stop()
+    for script, limit, n in [(loud, 2, 200), *((s, 1, 10) for s in calm)]:
+        rows = await conn.fetch(
+            "SELECT started_at, completed_at, status, error FROM script_executions"
+            " WHERE script_id = $1", script)
+        assert len(rows) == n
+        assert all(r["status"] == "completed" for r in rows), [r["error"] for r in rows][:3]
+        assert most_at_once(rows) <= limit, overlapping(rows, limit)
+    assert await conn.fetchval("SELECT count(*) FROM jsrt_deliveries") == 230
+    assert await conn.fetchval("SELECT count(*) FROM jsrt_leases") == 0
+    assert await conn.fetchval("SELECT count(*) FROM jsrt_runs") == 0
+
+
 async def test_a_release_and_a_grant_that_cross_keep_the_count(
         conn: asyncpg.Connection, db_url: str) -> None:
     """A daemon gives back every slot of a script while one of its claims, on another

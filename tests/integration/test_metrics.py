@@ -33,7 +33,8 @@ FAMILIES = (
     "jsrt_execution_duration_seconds", "jsrt_queue_pending_events",
     "jsrt_queue_oldest_pending_event_age_seconds", "jsrt_queue_runs", "jsrt_dead_letters",
     "jsrt_sandbox_worker_restarts", "jsrt_sandbox_workers", "jsrt_sandbox_worker_rss_bytes",
-    "jsrt_listener_reconnects", "jsrt_executions_lost", "process_resident_memory_bytes",
+    "jsrt_listener_reconnects", "jsrt_side_claims", "jsrt_executions_lost",
+    "process_resident_memory_bytes",
 )
 FORWARD = """async function handler(input, ctx) {
   await ctx.events.publish('thing.followed', {n: input.n});
