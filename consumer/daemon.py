@@ -1,7 +1,8 @@
 """The daemon: claim → execute → report, for one process.
 
     claim loop  take slots of scripts (leases), reserve their queued runs into local queues,
-                fan events out - one round trip (this module, jsrt_claim_v2)
+                fan events out - one round trip (this module, jsrt_claim_v2); beside it, the
+                side lane: a small claim when an event comes while a claim fans out a backlog
     execute     each slot pushes its script's local queue through the sandbox, a serial group
                 of runs at a time (slots.py): no round trip between two runs of a slot
     report      the completer records results, starts of long runs and given-back slots in

@@ -50,6 +50,17 @@ def overlapping(rows: list[asyncpg.Record], limit: int) -> list[tuple[Any, Any]]
     return []
 
 
+async def assert_all_ran_within(conn: asyncpg.Connection, script: uuid.UUID, n: int,
+                                limit: int) -> None:
+    """The script's n executions all completed, never more than `limit` at one instant."""
+    rows = await conn.fetch(
+        "SELECT started_at, completed_at, status, error FROM script_executions"
+        " WHERE script_id = $1", script)
+    assert len(rows) == n
+    assert all(r["status"] == "completed" for r in rows), [r["error"] for r in rows][:3]
+    assert most_at_once(rows) <= limit, overlapping(rows, limit)
+
+
 async def publish_many(conn: asyncpg.Connection, tenant: uuid.UUID, n: int) -> None:
     await conn.execute(
         "SELECT jsrt_publish($1, 'thing.happened', jsonb_build_object('n', g))"
@@ -69,12 +80,7 @@ async def test_max_concurrent_runs_holds_at_every_instant_across_two_daemons(
         # small local queues and short periods: the slots change hands between the daemons
         for ex in (ex1, ex2):
             tg.start_soon(lambda ex=ex: drain(db_url, ex, reserve=2, lease_period=0.05))
-    rows = await conn.fetch(
-        "SELECT started_at, completed_at, status, error FROM script_executions"
-        " WHERE script_id = $1", script)
-    assert len(rows) == n
-    assert all(r["status"] == "completed" for r in rows), [r["error"] for r in rows][:3]
-    assert most_at_once(rows) <= limit, overlapping(rows, limit)
+    await assert_all_ran_within(conn, script, n, limit)
     assert await conn.fetchval("SELECT count(*) FROM jsrt_leases") == 0
     assert await conn.fetchval("SELECT count(*) FROM jsrt_runs") == 0
 
@@ -323,12 +329,7 @@ async def test_side_claims_of_two_daemons_keep_every_limit_at_every_instant(
         d1.stop()
         d2.stop()
     for script, limit, n in [(loud, 2, 200), *((s, 1, 10) for s in calm)]:
-        rows = await conn.fetch(
-            "SELECT started_at, completed_at, status, error FROM script_executions"
-            " WHERE script_id = $1", script)
-        assert len(rows) == n
-        assert all(r["status"] == "completed" for r in rows), [r["error"] for r in rows][:3]
-        assert most_at_once(rows) <= limit, overlapping(rows, limit)
+        await assert_all_ran_within(conn, script, n, limit)
     assert await conn.fetchval("SELECT count(*) FROM jsrt_deliveries") == 230
     assert await conn.fetchval("SELECT count(*) FROM jsrt_leases") == 0
     assert await conn.fetchval("SELECT count(*) FROM jsrt_runs") == 0
