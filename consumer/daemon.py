@@ -1,7 +1,7 @@
 """The daemon: claim → execute → report, for one process.
 
     claim loop  take slots of scripts (leases), reserve their queued runs into local queues,
-                fan events out - one round trip (this module, jsrt_claim_v2); beside it, the
+                fan events out - one round trip (this module, jsrt_claim_v3); beside it, the
                 side lane: a small claim when an event comes while a claim fans out a backlog
     execute     each slot pushes its script's local queue through the sandbox, a serial group
                 of runs at a time (slots.py): no round trip between two runs of a slot
@@ -59,6 +59,7 @@ SHOW_STARTED_AFTER_S = 0.05
 # The side claim's bounds: small, so that it takes a few milliseconds whatever the backlog.
 SIDE_EVENTS = 32  # tenants visited (from a random one), one due event each
 SIDE_PER_TENANT = 1
+SIDE_HINTS = 64  # tenants remembered for side claims (more: the claims' random round)
 
 
 @dataclass(eq=False)
@@ -127,6 +128,12 @@ class Daemon:
         self._backlog = False  # the last claim left due events behind
         self._side = anyio.Event()
         self._lanes_closed = False
+        # Tenants whose wake-ups came during a backlog's claims, oldest first (an ordered set):
+        # each side claim starts its visit at one of them. A wake-up that names no tenant
+        # asks for one side claim from a random tenant.
+        self._hinted: dict[UUID, None] = {}
+        self._side_any = False
+        self._served: frozenset[UUID] = frozenset()  # tenants of the last claim's runs
         self.listener: Listener | None = None
         self._listen = listen  # False: polling only (tests of the loop without a database)
 
@@ -136,12 +143,23 @@ class Daemon:
         self._stopping.set()
         self.wake()
 
-    def wake(self) -> None:
-        """Something may be due: a notification, a poll tick, a script change."""
+    def wake(self, tenant: UUID | None = None) -> None:
+        """Something may be due: a notification (of this tenant's event, when it names one),
+        a poll tick, a script change."""
         self._maybe_events = self._maybe_runs = True
         self._slots.hint()
         self._wake.set()
-        if self._claiming is not None and self._backlog:
+        if not self._backlog:
+            return
+        # A backlog is being fanned out: the event may wait behind its claims - the side lane
+        # takes it, unless its tenant is one the claims serve already (its own backlog).
+        if tenant is None:
+            self._side_any = True
+        elif tenant not in self._served and len(self._hinted) < SIDE_HINTS:
+            self._hinted[tenant] = None
+        else:
+            return
+        if self._claiming is not None:
             self._side.set()
 
     def status(self) -> DaemonStatus:
@@ -253,12 +271,18 @@ class Daemon:
         self._maybe_events = self._maybe_events and not event_limit
         self._maybe_runs = self._maybe_runs and not slot_limit
         self._claiming = slot_limit
+        if self._hinted or self._side_any:  # wake-ups between two claims: beside this one
+            self._side.set()
         try:
             leased = await self.store.queue.claim_leased(
                 self.id, event_limit, s.tenant_batch, slot_limit, per_script, reserve, refill)
         finally:
             self._claiming = None
         self._backlog = leased.more
+        self._served = frozenset(r.tenant_id for r in leased.runs)
+        if not self._backlog:  # the next claim takes whatever is due: no side claim needed
+            self._hinted.clear()
+            self._side_any = False
         await self._take(leased, refill)
         # pending runs may be startable: every slot asked for was taken
         self._runs_waiting = leased.waiting
@@ -274,25 +298,37 @@ class Daemon:
             self._side = anyio.Event()
             if self._lanes_closed or self._stopping.is_set():
                 return
-            if self._claiming is None:
-                continue  # the claim ended meanwhile: the main loop takes the event
-            try:
-                await self._claim_side(self._claiming)
-            except (StoreUnavailable, StoreError) as exc:
-                _LOG.warning("side_claim_failed", error=str(exc).splitlines()[0][:300])
+            # while a claim is in flight (else the next claim's start asks again)
+            while self._claiming is not None and not self._lanes_closed:
+                if self._hinted:
+                    tenant = next(iter(self._hinted))
+                    del self._hinted[tenant]
+                    after = UUID(int=(tenant.int - 1) % (1 << 128))  # visited first
+                elif self._side_any:
+                    after = uuid.uuid4()
+                else:
+                    break
+                self._side_any = False
+                try:
+                    await self._claim_side(self._claiming, after)
+                except (StoreUnavailable, StoreError) as exc:
+                    _LOG.warning("side_claim_failed", error=str(exc).splitlines()[0][:300])
+                    break
 
-    async def _claim_side(self, claiming: int) -> None:
+    async def _claim_side(self, claiming: int, after: UUID) -> None:
         """A small claim beside the one in flight: at most SIDE_PER_TENANT due events of each
-        of up to SIDE_EVENTS tenants (the backlog's oldest are locked by the big claim and
-        skipped), and slots out of the share that claim left free - a new event of a quiet
-        tenant runs now, not after the backlog's fan-out and the claim after it. No refill:
-        the local queues are the main claim's to fill."""
+        of up to SIDE_EVENTS tenants from the first after `after` (the backlog's oldest are
+        locked by the big claim and skipped), and slots out of the share that claim left
+        free - a new event of a quiet tenant runs now, not after the backlog's fan-out and the
+        claim after it. No refill, and its slots only for the scripts of the events it fans
+        out: the local queues and the pending runs are the main claim's."""
         s = self.settings
         slot_limit = self._slots.side_ask(claiming)
         per_script = max(1, min(s.concurrency // 2, slot_limit))
         reserve = self._slots.reserve_per_slot(max(slot_limit, 1))
         leased = await self.store.queue.claim_leased(
-            self.id, SIDE_EVENTS, SIDE_PER_TENANT, slot_limit, per_script, reserve, {})
+            self.id, SIDE_EVENTS, SIDE_PER_TENANT, slot_limit, per_script, reserve, {}, after,
+            pending_slots=0)
         self.counters.side_claims += 1
         await self._take(leased, {})
         self._runs_waiting = self._runs_waiting or leased.waiting

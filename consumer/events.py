@@ -26,6 +26,23 @@ def is_wakeup(message: Any) -> bool:
             and set(message) <= {"queued", "tenant_id"})
 
 
+WAKEUP_MAX = 128  # a wake-up is {"queued": true, "tenant_id": "<uuid>"}: longer is something else
+
+
+def wakeup_tenant(text: str) -> UUID | None:
+    """The tenant a jsrt_publish wake-up names, or None (another payload, or not one). Only a
+    hint for the order of a side claim's visit: a forged one changes no claim's fairness."""
+    if len(text) > WAKEUP_MAX or '"tenant_id"' not in text:
+        return None
+    try:
+        message = jsontext.loads(text, "notification", 2)
+        if not is_wakeup(message):
+            return None
+        return UUID(message["tenant_id"])
+    except (jsontext.JsonRefused, KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
 def decode(text: str) -> Any:
     try:
         # one level above the payload's limit: the notification object wraps it

@@ -11,6 +11,7 @@ import contextlib
 import json
 from collections.abc import Callable
 from typing import Any
+from uuid import UUID
 
 import anyio
 import asyncpg
@@ -32,13 +33,13 @@ _LOG = log.get("jsrt.listener")
 
 class Listener:
     def __init__(
-        self, dsn: str, store: Store, wake: Callable[[], None],
+        self, dsn: str, store: Store, wake: Callable[[UUID | None], None],
         extra_channels: tuple[str, ...] = (), on_script_change: Callable[[Any], None] | None = None,
         on_cancel: Callable[[str], None] | None = None,
     ) -> None:
         self._dsn = dsn
         self._store = store
-        self._wake = wake
+        self._wake = wake  # with the tenant a wake-up names, when it names one
         self._channels = (EVENTS_CHANNEL, *extra_channels)
         self._on_script_change = on_script_change
         self._on_cancel = on_cancel  # jsrt_cancel hints (their payload names a process)
@@ -94,7 +95,7 @@ class Listener:
         else:
             _LOG.info("listener_connected", leader=self._leader, channels=list(self._channels))
         self.connected.set()
-        self._wake()  # catch up on whatever arrived while we were not listening
+        self._wake(None)  # catch up on whatever arrived while we were not listening
 
     async def try_lead(self) -> None:
         """Called on poll ticks: take over raw ingestion if its holder went away."""
@@ -116,7 +117,7 @@ class Listener:
 
     def _notified(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
         _LOG.debug("notification_received", channel=channel)
-        self._wake()
+        self._wake(events.wakeup_tenant(payload) if channel == EVENTS_CHANNEL else None)
         if not self._leader and channel == EVENTS_CHANNEL:
             return
         try:
@@ -153,7 +154,7 @@ class Listener:
             return
         _LOG.info("event_received", channel=channel, event_id=str(event_id),
                   tenant_id=str(raw.tenant_id), event_type=raw.event_type)
-        self._wake()
+        self._wake(None)
 
     def _reject(self, channel: str, payload: str, reason: str) -> None:
         self.rejected += 1
@@ -161,7 +162,7 @@ class Listener:
                      payload=events.truncate(payload))
 
     def _script_changed(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        self._wake()
+        self._wake(None)
         if self._on_script_change is not None:
             with contextlib.suppress(ValueError):
                 self._on_script_change(json.loads(payload))

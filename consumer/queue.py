@@ -81,14 +81,20 @@ class Queue:
     async def claim_leased(
         self, daemon_id: str, event_limit: int, per_tenant: int, slot_limit: int,
         per_script: int, reserve: int, refill: Mapping[UUID, int],
+        tenant_after: UUID | None = None, pending_slots: int | None = None,
     ) -> Leased:
-        """The leased path's round trip (jsrt_claim_v2): reserve up to refill[s] more runs
+        """The leased path's round trip (jsrt_claim_v3): reserve up to refill[s] more runs
         for each script s whose slots this daemon holds, take up to `slot_limit` free slots
         (`per_script` at most of each script) with `reserve` runs each, fan out up to
-        `event_limit` due events, reserving their runs where there is room."""
+        `event_limit` due events, reserving their runs where there is room. Tenants are
+        visited from the first after `tenant_after` (a random one when None), round; of the
+        slots, `pending_slots` at most (all when None) go to scripts with pending runs, the
+        rest only to the scripts of the events fanned out."""
         row = await self._db.fetchrow(
-            q("claim_leased"), daemon_id, event_limit, per_tenant, uuid.uuid4(), slot_limit,
-            per_script, uuid.uuid4(), reserve, list(refill), list(refill.values()))
+            q("claim_leased"), daemon_id, event_limit, per_tenant,
+            tenant_after or uuid.uuid4(), slot_limit,
+            per_script, uuid.uuid4(), reserve, list(refill), list(refill.values()),
+            slot_limit if pending_slots is None else pending_slots)
         assert row is not None  # the function returns one row
         leased = Leased(
             [Run.from_row(r) for r in row["runs"]],

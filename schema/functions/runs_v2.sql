@@ -60,10 +60,12 @@ END $$;
 --    p_refill_room[i] of its oldest pending runs (room left over goes to step 3);
 -- 2. grant: visit the scripts with pending runs in id order from p_script_after, round to
 --    just below it (a random start: no script is favoured), and take up to p_per_script of
---    each one's free slots, p_slot_limit in all; reserve p_reserve runs for each slot taken;
+--    each one's free slots, p_pending_slots in all (of p_slot_limit); reserve p_reserve runs
+--    for each slot taken;
 -- 3. fan out up to p_event_limit due events (tenants visited as in step 2 from
 --    p_tenant_after, at most p_per_tenant events each) into executions: reserved for this
---    daemon while a script it holds (or now takes) slots of has room, 'pending' otherwise
+--    daemon while a script it holds (or now takes, out of what is left of p_slot_limit) slots
+--    of has room, 'pending' otherwise
 --    (never ahead of a script's older pending runs: first in, first out). A script's payload
 --    filter for the event's type (jsrt_event_filters) must match: an event it does not
 --    match creates no execution for that script; one it cannot evaluate (a payload of
@@ -76,10 +78,10 @@ END $$;
 -- #19) is handed over with that version's source.
 -- Reserved runs count against nothing: the lease's slots do. Their executions stay
 -- 'pending' until the daemon reports that they really started.
-CREATE OR REPLACE FUNCTION jsrt_claim_v2(
+CREATE OR REPLACE FUNCTION jsrt_claim_v3(
     p_daemon TEXT, p_event_limit INTEGER, p_per_tenant INTEGER, p_tenant_after UUID,
     p_slot_limit INTEGER, p_per_script INTEGER, p_script_after UUID, p_reserve INTEGER,
-    p_refill_scripts UUID[], p_refill_room INTEGER[]
+    p_refill_scripts UUID[], p_refill_room INTEGER[], p_pending_slots INTEGER
 ) RETURNS jsrt_claim_v2
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -89,6 +91,9 @@ DECLARE
     v_tenant_after UUID := COALESCE(p_tenant_after, '00000000-0000-0000-0000-000000000000');
     v_script_after UUID := COALESCE(p_script_after, '00000000-0000-0000-0000-000000000000');
     v_slot_left INTEGER := GREATEST(COALESCE(p_slot_limit, 0), 0);
+    -- of which step 2 may take (the rest only for the scripts of the events fanned out)
+    v_pending_left INTEGER := LEAST(GREATEST(COALESCE(p_slot_limit, 0), 0),
+                                    GREATEST(COALESCE(p_pending_slots, 0), 0));
     v_reserve INTEGER := GREATEST(COALESCE(p_reserve, 1), 1);
     -- room for reserved runs, by script (parallel arrays: a claim touches few scripts)
     v_room_s UUID[] := '{}';
@@ -164,7 +169,7 @@ BEGIN
     END IF;
 
     -- 2. take free slots of scripts with pending runs
-    WHILE v_slot_left > 0 LOOP
+    WHILE v_pending_left > 0 LOOP
         -- three plain probes rather than one with "x IS NULL OR" conditions
         IF NOT v_second_pass THEN  -- scripts after p_script_after ...
             SELECT x.script_id INTO v_script FROM jsrt_runs x
@@ -199,7 +204,7 @@ BEGIN
         -- Try, never wait: two starters visiting scripts in different orders would
         -- otherwise deadlock. A script locked now is being started by someone else.
         CONTINUE WHEN NOT pg_try_advisory_xact_lock(jsrt_run_lock(v_script));
-        v_free := LEAST(COALESCE(jsrt_free_slots(v_script), 0), p_per_script, v_slot_left);
+        v_free := LEAST(COALESCE(jsrt_free_slots(v_script), 0), p_per_script, v_pending_left);
         CONTINUE WHEN v_free <= 0;
         INSERT INTO jsrt_leases (script_id, daemon_id, tenant_id, slots)
         SELECT v_script, p_daemon, s.tenant_id, v_free FROM scripts s WHERE s.id = v_script
@@ -207,6 +212,7 @@ BEGIN
         v_grant_s := v_grant_s || v_script;
         v_grant_n := v_grant_n || v_free;
         v_slot_left := v_slot_left - v_free;
+        v_pending_left := v_pending_left - v_free;
         WITH picked AS (
             SELECT p.execution_id, p.created_at FROM jsrt_runs p
             WHERE p.script_id = v_script AND p.state = 'pending'
@@ -468,6 +474,19 @@ BEGIN
     v_out.filter_errors := COALESCE(v_filter_errors, '[]');
     RETURN v_out;
 END
+$$;
+
+-- Version 2, as released: version 3 with every slot it may take open to step 2 (a daemon of
+-- the previous release gets exactly what it was written against).
+CREATE OR REPLACE FUNCTION jsrt_claim_v2(
+    p_daemon TEXT, p_event_limit INTEGER, p_per_tenant INTEGER, p_tenant_after UUID,
+    p_slot_limit INTEGER, p_per_script INTEGER, p_script_after UUID, p_reserve INTEGER,
+    p_refill_scripts UUID[], p_refill_room INTEGER[]
+) RETURNS jsrt_claim_v2
+LANGUAGE sql AS $$
+    SELECT jsrt_claim_v3(p_daemon, p_event_limit, p_per_tenant, p_tenant_after, p_slot_limit,
+                         p_per_script, p_script_after, p_reserve, p_refill_scripts,
+                         p_refill_room, p_slot_limit);
 $$;
 
 -- Runs started now (HTTP requests, `jsrt exec`, the embedded API), many in one statement: for

@@ -63,10 +63,10 @@ async def test_a_listener_stopped_while_it_connects_leaves_no_connection_open(
     store = await Store.open(db_url, min_size=1, max_size=2)
     try:
         async def listen() -> None:
-            await Listener(db_url, store, lambda: None).run()
+            await Listener(db_url, store, lambda _tenant: None).run()
 
         async def until_connected() -> None:
-            listener = Listener(db_url, store, lambda: None)
+            listener = Listener(db_url, store, lambda _tenant: None)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(listener.run)
                 await listener.connected.wait()

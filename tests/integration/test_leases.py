@@ -16,6 +16,7 @@ from support.daemons import daemon_for, drain
 from support.factories import make_script, make_tenant, publish
 from support.waiting import eventually
 
+from consumer import daemon as daemon_module
 from consumer.records import Finished
 from consumer.sandbox import Executor
 from consumer.store import Store
@@ -275,7 +276,7 @@ async def test_a_quiet_tenants_event_runs_while_a_claim_fans_out_a_backlog(
             tg.start_soon(d.run)
             await eventually(lambda: conn.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
-                " AND wait_event_type = 'Lock' AND query LIKE '%jsrt_claim_v2%')"),
+                " AND wait_event_type = 'Lock' AND query LIKE '%jsrt_claim_v3%')"),
                 what="the claim of the fifth event waiting")
             await publish(conn, quiet, "thing.happened")
             done = await eventually(lambda: conn.fetchrow(
@@ -300,6 +301,58 @@ async def test_a_quiet_tenants_event_runs_while_a_claim_fans_out_a_backlog(
                             " WHERE script_id = $1", loud)
     assert sorted(r["n"] for r in rows) == list(range(1, 7))  # each exactly once
     assert await conn.fetchval("SELECT count(*) FROM jsrt_leases") == 0
+
+
+async def test_a_side_claim_starts_at_the_tenant_whose_event_woke_it(
+    conn: asyncpg.Connection, db_url: str, executor: Executor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many tenants with a backlog: the side claim visits the tenant named by the wake-up
+    first, not a random one. Side claims of one event each here, so that the claim that
+    serves the quiet tenant takes nothing else; a claim of the backlogs is held on a delivery
+    row (as in the test above) while the quiet tenant's event comes."""
+    monkeypatch.setattr(daemon_module, "SIDE_EVENTS", 1)
+    noisy = [await make_tenant(conn, f"noisy{i}") for i in range(60)]
+    loud = [await make_script(conn, t, "function handler(input) { return input.n; }")
+            for t in noisy]
+    quiet = await make_tenant(conn, "quiet")
+    calm = await make_script(conn, quiet, "function handler() { return 'calm'; }")
+    for tenant in noisy:
+        await publish_many(conn, tenant, 2)
+    holder = await asyncpg.connect(db_url)
+    held = holder.transaction()
+    await held.start()
+    released = False
+    try:
+        # every backlog's second event: a claim that reaches one waits, after claims that
+        # each took first events (one per tenant, four tenants a claim) and left a backlog
+        await holder.execute("SET LOCAL session_replication_role = replica")
+        await holder.execute(
+            "INSERT INTO jsrt_deliveries (event_id, script_id, tenant_id, execution_id)"
+            " SELECT e.id, s.id, e.tenant_id, gen_random_uuid() FROM jsrt_events e"
+            " JOIN scripts s ON s.tenant_id = e.tenant_id WHERE (e.payload->>'n')::int = 2")
+        async with daemon_for(db_url, executor, tenant_batch=1, claim_batch=4) as d, \
+                anyio.create_task_group() as tg:
+            tg.start_soon(d.run)
+            await eventually(lambda: conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND query LIKE '%jsrt_claim_v3%')"),
+                what="a claim of a second event waiting")
+            await publish(conn, quiet, "thing.happened")
+            done = await eventually(lambda: conn.fetchval(
+                "SELECT status FROM script_executions WHERE script_id = $1"
+                " AND completed_at IS NOT NULL", calm), what="the quiet tenant's run")
+            assert done == "completed"
+            await held.rollback()
+            released = True
+            await eventually(lambda: conn.fetchval(
+                "SELECT count(*) = 120 FROM script_executions WHERE script_id = ANY ($1)"
+                " AND status = 'completed'", loud), what="the backlogs' end")
+            d.stop()
+    finally:
+        if not released:
+            await held.rollback()
+        await holder.close()
+    assert await conn.fetchval("SELECT count(*) FROM jsrt_deliveries") == 121
 
 
 async def test_side_claims_of_two_daemons_keep_every_limit_at_every_instant(

@@ -2,9 +2,11 @@ import json
 import uuid
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from consumer.errors import InvalidEvent
-from consumer.events import decode, depth, is_wakeup, parse_raw, truncate
+from consumer.events import decode, depth, is_wakeup, parse_raw, truncate, wakeup_tenant
 
 TENANT = str(uuid.uuid4())
 
@@ -89,3 +91,20 @@ def test_depth_counts_nesting_without_recursion() -> None:
 def test_truncate_marks_what_it_cut() -> None:
     assert truncate("abc", 10) == "abc"
     assert truncate("x" * 300, 200).endswith("…(+100 chars)")
+
+
+def test_a_wakeup_names_its_tenant_and_nothing_else_does() -> None:
+    # jsrt_publish's own text (json_build_object: a space after each colon and comma)
+    assert wakeup_tenant(f'{{"queued" : true, "tenant_id" : "{TENANT}"}}') == uuid.UUID(TENANT)
+    assert wakeup_tenant(json.dumps({"queued": True, "tenant_id": TENANT})) == uuid.UUID(TENANT)
+    for other in ('{"queued": true}', '{"queued": true, "tenant_id": "nope"}',
+                  '{"queued": true, "tenant_id": 7}', f'{{"tenant_id": "{TENANT}"}}',
+                  json.dumps({"tenant_id": TENANT, "event_type": "x", "queued": True}),
+                  '{"queued": true, "tenant_id": ["' + TENANT + '"]}', "not json", ""):
+        assert wakeup_tenant(other) is None
+
+
+@given(st.text(max_size=300))
+def test_any_notification_text_gives_a_tenant_or_none_never_an_error(text: str) -> None:
+    got = wakeup_tenant(text)
+    assert got is None or isinstance(got, uuid.UUID)
