@@ -22,6 +22,7 @@ Scenarios and the ratio each prints (jsruntime ÷ peer; for latencies, lower is 
             request (bench/http_baseline.py)              goal: ≥ 1.0 × req/s, p99 ≤ 2 ×
   fairness  one tenant's 100,000-event backlog, then one event of a quiet tenant: how long it
             waits                                                     goal: < 50 ms
+  fairness-many  (--only fairness-many) the same backlog over 50 tenants (2,000 events each)
   million   (--million) 1,000,000 events: daemon and worker RSS at the start, after the first
             50,000 and at the end
 
@@ -378,8 +379,9 @@ CREATE TRIGGER bench_recorded_t AFTER UPDATE OF completed_at ON script_execution
 """
 
 
-async def jsrt_fairness(backlog: int) -> dict[str, Any]:
-    url, [noisy, quiet] = await jsrt_database(DEFAULT_LIMITS, tenants=2)
+async def jsrt_fairness(backlog: int, noisy_tenants: int = 1) -> dict[str, Any]:
+    """The backlog shared out over `noisy_tenants` tenants, then one event of a quiet one."""
+    url, [*noisy_ids, quiet] = await jsrt_database(DEFAULT_LIMITS, tenants=noisy_tenants + 1)
     log = RESULTS / f"jsrt-fair-{uuid.uuid4().hex[:6]}.log"
     try:
         conn = await asyncpg.connect(url)
@@ -387,7 +389,8 @@ async def jsrt_fairness(backlog: int) -> dict[str, Any]:
             proc = start_jsrt(url, {}, log)
             await _until_async(lambda: conn.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM jsrt_daemons)"), 60)
-            await publish_bulk(conn, noisy, backlog)
+            for noisy in noisy_ids:
+                await publish_bulk(conn, noisy, backlog // noisy_tenants)
             await asyncio.sleep(0.5)  # the backlog is being worked on
             await conn.execute("SELECT jsrt_publish($1, 'bench.event', '{}')", quiet)
             await _until_async(lambda: conn.fetchval(
@@ -402,7 +405,8 @@ async def jsrt_fairness(backlog: int) -> dict[str, Any]:
             await conn.close()
     finally:
         await _drop(url)
-    return {"system": "jsruntime", "backlog": backlog, "quiet_event_ms": float(waited)}
+    return {"system": "jsruntime", "backlog": backlog, "tenants": noisy_tenants,
+            "quiet_event_ms": float(waited)}
 
 
 async def jsrt_million(n: int) -> dict[str, Any]:
@@ -557,7 +561,7 @@ async def sitting(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
     only = set(args.only.split(","))
     got: dict[str, list[dict[str, Any]]] = {k: [] for k in
                                             ("default", "raised", "latency", "http", "fairness",
-                                             "million")}
+                                             "fairness-many", "million")}
     raised_limits = {**DEFAULT_LIMITS, "max_concurrent_runs": 256}
     raised_env = {"JSRT_CONCURRENCY": "256", "JSRT_LOG_LEVEL": "warning"}
     for rnd in range(args.rounds):
@@ -587,6 +591,10 @@ async def sitting(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
             r = await jsrt_fairness(args.backlog)
             print("   ", _line(r), flush=True)
             got["fairness"].append(r)
+        if "fairness-many" in only:
+            r = await jsrt_fairness(args.backlog, noisy_tenants=50)
+            print("   ", _line(r), flush=True)
+            got["fairness-many"].append(r)
     if args.million:
         r = await jsrt_million(1_000_000)
         print("   ", _line(r), flush=True)
@@ -704,6 +712,11 @@ def report(got: dict[str, list[dict[str, Any]]]) -> None:
         print(f"fairness: a quiet tenant's event behind a {backlog:,}-event backlog: "
               f"{_range([r['quiet_event_ms'] for r in got['fairness']], '{:.0f}')} ms"
               "  (goal < 50 ms)")
+    if got["fairness-many"]:
+        r0 = got["fairness-many"][0]
+        print(f"fairness, many tenants: a quiet tenant's event behind {r0['tenants']} tenants'"
+              f" backlogs of {r0['backlog'] // r0['tenants']:,} events each: "
+              f"{_range([r['quiet_event_ms'] for r in got['fairness-many']], '{:.0f}')} ms")
     for r in got["million"]:
         print(f"1,000,000 events: daemon {r['start']['daemon_mb']} → "
               f"{r['after_50k']['daemon_mb']} (after 50,000) → {r['end']['daemon_mb']} MB, "

@@ -57,7 +57,7 @@ _LOG = log.get("jsrt.daemon")
 # and a short run is written once, when it ends.
 SHOW_STARTED_AFTER_S = 0.05
 # The side claim's bounds: small, so that it takes a few milliseconds whatever the backlog.
-SIDE_EVENTS = 32  # tenants visited (from a random one), one due event each
+SIDE_EVENTS = 1  # the oldest due event of the tenant the wake-up named (none locked)
 SIDE_PER_TENANT = 1
 SIDE_HINTS = 64  # tenants remembered for side claims (more: the claims' random round)
 
@@ -129,10 +129,8 @@ class Daemon:
         self._side = anyio.Event()
         self._lanes_closed = False
         # Tenants whose wake-ups came during a backlog's claims, oldest first (an ordered set):
-        # each side claim starts its visit at one of them. A wake-up that names no tenant
-        # asks for one side claim from a random tenant.
+        # a side claim serves one of them. A wake-up that names no tenant starts none.
         self._hinted: dict[UUID, None] = {}
-        self._side_any = False
         self._served: frozenset[UUID] = frozenset()  # tenants of the last claim's runs
         self.listener: Listener | None = None
         self._listen = listen  # False: polling only (tests of the loop without a database)
@@ -153,12 +151,9 @@ class Daemon:
             return
         # A backlog is being fanned out: the event may wait behind its claims - the side lane
         # takes it, unless its tenant is one the claims serve already (its own backlog).
-        if tenant is None:
-            self._side_any = True
-        elif tenant not in self._served and len(self._hinted) < SIDE_HINTS:
-            self._hinted[tenant] = None
-        else:
+        if tenant is None or tenant in self._served or len(self._hinted) >= SIDE_HINTS:
             return
+        self._hinted[tenant] = None
         if self._claiming is not None:
             self._side.set()
 
@@ -271,7 +266,7 @@ class Daemon:
         self._maybe_events = self._maybe_events and not event_limit
         self._maybe_runs = self._maybe_runs and not slot_limit
         self._claiming = slot_limit
-        if self._hinted or self._side_any:  # wake-ups between two claims: beside this one
+        if self._hinted:  # wake-ups between two claims: beside this one
             self._side.set()
         try:
             leased = await self.store.queue.claim_leased(
@@ -282,7 +277,6 @@ class Daemon:
         self._served = frozenset(r.tenant_id for r in leased.runs)
         if not self._backlog:  # the next claim takes whatever is due: no side claim needed
             self._hinted.clear()
-            self._side_any = False
         await self._take(leased, refill)
         # pending runs may be startable: every slot asked for was taken
         self._runs_waiting = leased.waiting
@@ -299,16 +293,10 @@ class Daemon:
             if self._lanes_closed or self._stopping.is_set():
                 return
             # while a claim is in flight (else the next claim's start asks again)
-            while self._claiming is not None and not self._lanes_closed:
-                if self._hinted:
-                    tenant = next(iter(self._hinted))
-                    del self._hinted[tenant]
-                    after = UUID(int=(tenant.int - 1) % (1 << 128))  # visited first
-                elif self._side_any:
-                    after = uuid.uuid4()
-                else:
-                    break
-                self._side_any = False
+            while self._claiming is not None and self._hinted and not self._lanes_closed:
+                tenant = next(iter(self._hinted))
+                del self._hinted[tenant]
+                after = UUID(int=(tenant.int - 1) % (1 << 128))  # the tenant visited first
                 try:
                     await self._claim_side(self._claiming, after)
                 except (StoreUnavailable, StoreError) as exc:
@@ -316,25 +304,25 @@ class Daemon:
                     break
 
     async def _claim_side(self, claiming: int, after: UUID) -> None:
-        """A small claim beside the one in flight: at most SIDE_PER_TENANT due events of each
-        of up to SIDE_EVENTS tenants from the first after `after` (the backlog's oldest are
-        locked by the big claim and skipped), and slots out of the share that claim left
-        free - a new event of a quiet tenant runs now, not after the backlog's fan-out and the
-        claim after it. No refill, and its slots only for the scripts of the events it fans
-        out: the local queues and the pending runs are the main claim's."""
-        s = self.settings
+        """A small claim beside the one in flight: the oldest due event of the first tenant
+        after `after` that has one not locked (the backlog's are, by the big claim), one slot
+        for each script it goes to, out of the share that claim left free - a new event of a
+        quiet tenant runs now, not after the backlog's fan-out and the claim after it. No
+        refill, and its slots only for the scripts of the event it fans out: the local queues
+        and the pending runs are the main claim's. Its new leases are one-shot."""
         slot_limit = self._slots.side_ask(claiming)
-        per_script = max(1, min(s.concurrency // 2, slot_limit))
+        per_script = 1
         reserve = self._slots.reserve_per_slot(max(slot_limit, 1))
         leased = await self.store.queue.claim_leased(
             self.id, SIDE_EVENTS, SIDE_PER_TENANT, slot_limit, per_script, reserve, {}, after,
             pending_slots=0)
         self.counters.side_claims += 1
-        await self._take(leased, {})
+        await self._take(leased, {}, one_shot=True)
         self._runs_waiting = self._runs_waiting or leased.waiting
         self._wake.set()  # the main loop looks again (the side claim may have left more)
 
-    async def _take(self, leased: Leased, refill: dict[UUID, int]) -> None:
+    async def _take(self, leased: Leased, refill: dict[UUID, int], one_shot: bool = False
+                    ) -> None:
         """A claim's result into the local bookkeeping: leases lost and granted, runs queued,
         runs reserved under a lease given back meanwhile given back; then the slots run."""
         slots = self._slots
@@ -347,7 +335,7 @@ class Daemon:
         if leased.lost:
             _LOG.warning("leases_lost", daemon_id=self.id, scripts=len(leased.lost))
         for script_id, n in leased.granted.items():
-            slots.granted(script_id, n)
+            slots.granted(script_id, n, one_shot)
         orphans = [r.execution_id for r in dropped]
         orphans += [r.execution_id for r in leased.runs if not slots.reserved(r)]
         slots.filled(refill, Counter(r.script_id for r in leased.runs), leased.more)

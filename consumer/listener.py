@@ -154,7 +154,7 @@ class Listener:
             return
         _LOG.info("event_received", channel=channel, event_id=str(event_id),
                   tenant_id=str(raw.tenant_id), event_type=raw.event_type)
-        self._wake(None)
+        self._wake(raw.tenant_id)
 
     def _reject(self, channel: str, payload: str, reason: str) -> None:
         self.rejected += 1

@@ -137,11 +137,14 @@ class Slots:
         for h in self._held.values():
             h.dry = False
 
-    def granted(self, script_id: UUID, slots: int) -> None:
+    def granted(self, script_id: UUID, slots: int, one_shot: bool = False) -> None:
+        """Slots a claim took. One-shot (a side claim's, for the events it fanned out): a new
+        lease is never refilled and goes back as its runs end, so that the side claim's share
+        is only lent to a quiet tenant's event, never held for a period."""
         h = self._held.get(script_id)
         if h is None:
-            h = self._held[script_id] = Held(script_id, self._clock())
-        elif h.closing:  # granted again in the claim's round: a new period
+            h = self._held[script_id] = Held(script_id, self._clock(), closing=one_shot)
+        elif h.closing and not one_shot:  # granted again in the claim's round: a new period
             h.closing, h.since = False, self._clock()
         h.slots += slots
         h.worked_at = self._clock()

@@ -304,13 +304,13 @@ async def test_a_quiet_tenants_event_runs_while_a_claim_fans_out_a_backlog(
 
 
 async def test_a_side_claim_starts_at_the_tenant_whose_event_woke_it(
-    conn: asyncpg.Connection, db_url: str, executor: Executor, monkeypatch: pytest.MonkeyPatch
+    conn: asyncpg.Connection, db_url: str, executor: Executor
 ) -> None:
-    """Many tenants with a backlog: the side claim visits the tenant named by the wake-up
-    first, not a random one. Side claims of one event each here, so that the claim that
-    serves the quiet tenant takes nothing else; a claim of the backlogs is held on a delivery
-    row (as in the test above) while the quiet tenant's event comes."""
-    monkeypatch.setattr(daemon_module, "SIDE_EVENTS", 1)
+    """Many tenants with a backlog: the side claim serves the tenant named by the wake-up,
+    not a random one (it takes one event: the oldest of that tenant's not locked); a claim of
+    the backlogs is held on a delivery row (as in the test above) while the quiet tenant's
+    event comes."""
+    assert daemon_module.SIDE_EVENTS == 1  # (a random tenant's would fail this test)
     noisy = [await make_tenant(conn, f"noisy{i}") for i in range(60)]
     loud = [await make_script(conn, t, "function handler(input) { return input.n; }")
             for t in noisy]
