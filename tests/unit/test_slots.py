@@ -280,3 +280,21 @@ def test_a_side_claim_beside_one_that_asked_for_everything_takes_no_slot() -> No
     slots.granted(S1, 5)
     assert slots.claim_ask(backlog=True) == 55 and slots.side_ask(55) == 4
     assert slots.side_ask(slots.claim_ask(backlog=False)) == 0
+
+
+def test_a_side_claims_lease_is_one_shot_never_refilled_and_back_when_its_run_ends() -> None:
+    clock = Clock()
+    slots = Slots(capacity=64, reserve=4, period=10, clock=clock, linger=0.5)
+    slots.granted(S1, 1, one_shot=True)
+    assert slots.refill() == {}  # never refilled
+    assert slots.reserved(run(S1))
+    [(script, group)] = slots.next_groups()
+    assert script == S1 and len(group) == 1
+    assert slots.releases() == {}  # still running
+    slots.group_done(S1)
+    assert slots.releases() == {S1: 1}  # at once: no linger, no period
+    assert slots.idle()
+    # a one-shot grant beside a lease of the main claim adds slots, and leaves it open
+    slots.granted(S2, 2)
+    slots.granted(S2, 1, one_shot=True)
+    assert slots.refill() == {S2: 12}
