@@ -45,7 +45,7 @@ from consumer.retry import retry_at_after
 from consumer.sandbox import Executor
 from consumer.sandbox.types import ExecutionRequest, ExecutionResult
 from consumer.settings import Settings
-from consumer.slots import Slots
+from consumer.slots import SideHints, Slots
 from consumer.store import Store
 from consumer.timers import Timers
 from consumer.vacuum import QueueVacuum
@@ -59,7 +59,6 @@ SHOW_STARTED_AFTER_S = 0.05
 # The side claim's bounds: small, so that it takes a few milliseconds whatever the backlog.
 SIDE_EVENTS = 1  # the oldest due event of the tenant the wake-up named (none locked)
 SIDE_PER_TENANT = 1
-SIDE_HINTS = 64  # tenants remembered for side claims (more: the claims' random round)
 
 
 @dataclass(eq=False)
@@ -125,13 +124,9 @@ class Daemon:
         # The side claim: while a claim fans out a backlog, a wake-up (a new event) starts a
         # small claim beside it, so that the event waits for neither that claim nor the next.
         self._claiming: int | None = None  # slots the claim in flight asked for (None: none)
-        self._backlog = False  # the last claim left due events behind
+        self._hints = SideHints()  # which tenants side claims serve (and: is there a backlog)
         self._side = anyio.Event()
         self._lanes_closed = False
-        # Tenants whose wake-ups came during a backlog's claims, oldest first (an ordered set):
-        # a side claim serves one of them. A wake-up that names no tenant starts none.
-        self._hinted: dict[UUID, None] = {}
-        self._served: frozenset[UUID] = frozenset()  # tenants of the last claim's runs
         self.listener: Listener | None = None
         self._listen = listen  # False: polling only (tests of the loop without a database)
 
@@ -147,14 +142,9 @@ class Daemon:
         self._maybe_events = self._maybe_runs = True
         self._slots.hint()
         self._wake.set()
-        if not self._backlog:
-            return
-        # A backlog is being fanned out: the event may wait behind its claims - the side lane
-        # takes it, unless its tenant is one the claims serve already (its own backlog).
-        if tenant is None or tenant in self._served or len(self._hinted) >= SIDE_HINTS:
-            return
-        self._hinted[tenant] = None
-        if self._claiming is not None:
+        # While a backlog is fanned out, the event may wait behind its claims: the side lane
+        # takes it (unless its tenant's own backlog is what the claims serve).
+        if self._hints.woke(tenant) and self._claiming is not None:
             self._side.set()
 
     def status(self) -> DaemonStatus:
@@ -252,7 +242,7 @@ class Daemon:
         free = 0 if self._stopping.is_set() else slots.free()
         # slots whenever some may be had: a hint, or pending runs seen by the last claim
         slot_limit = (0 if self._stopping.is_set() or not (self._maybe_runs or self._runs_waiting)
-                      else slots.claim_ask(self._backlog))
+                      else slots.claim_ask(self._hints.backlog))
         per_script = max(1, s.concurrency // 2)
         reserve = slots.reserve_per_slot(free)
         refill = slots.refill()
@@ -266,17 +256,14 @@ class Daemon:
         self._maybe_events = self._maybe_events and not event_limit
         self._maybe_runs = self._maybe_runs and not slot_limit
         self._claiming = slot_limit
-        if self._hinted:  # wake-ups between two claims: beside this one
+        if self._hints:  # wake-ups between two claims: beside this one
             self._side.set()
         try:
             leased = await self.store.queue.claim_leased(
                 self.id, event_limit, s.tenant_batch, slot_limit, per_script, reserve, refill)
         finally:
             self._claiming = None
-        self._backlog = leased.more
-        self._served = frozenset(r.tenant_id for r in leased.runs)
-        if not self._backlog:  # the next claim takes whatever is due: no side claim needed
-            self._hinted.clear()
+        self._hints.claimed(leased.runs, leased.more, s.tenant_batch)
         await self._take(leased, refill)
         # pending runs may be startable: every slot asked for was taken
         self._runs_waiting = leased.waiting
@@ -293,9 +280,8 @@ class Daemon:
             if self._lanes_closed or self._stopping.is_set():
                 return
             # while a claim is in flight (else the next claim's start asks again)
-            while self._claiming is not None and self._hinted and not self._lanes_closed:
-                tenant = next(iter(self._hinted))
-                del self._hinted[tenant]
+            while (self._claiming is not None and not self._lanes_closed
+                   and (tenant := self._hints.next()) is not None):
                 after = UUID(int=(tenant.int - 1) % (1 << 128))  # the tenant visited first
                 try:
                     await self._claim_side(self._claiming, after)

@@ -37,6 +37,8 @@ from consumer.records import Run
 MAX_GROUP = 16  # runs per group: long enough to share steps, short enough to stay fair
 MAX_QUEUE = 1024  # runs queued locally for one script, whatever its slots
 SIDE_SLOTS = 4  # slots kept back from a claim fanning out a backlog, for the side claim
+SIDE_HINTS = 64  # tenants remembered for side claims (more: the claims' random round)
+SIDE_BUSY_RUNS = 8  # runs of one tenant in a claim that say it has a backlog of its own
 
 
 @dataclass(eq=False)
@@ -268,3 +270,46 @@ class Slots:
         for h in self._held.values():
             if not h.closing and now - h.since >= self.period:
                 h.closing = True
+
+
+class SideHints:
+    """Which tenants side claims serve: those whose notifications came while the claims fan
+    out a backlog, in the order they came (an ordered set, bounded), except tenants with a
+    backlog of their own (as many runs in the last claim as a busy tenant has: the claims
+    serve them). A notification that names no tenant asks for nothing. Pure bookkeeping."""
+
+    def __init__(self, most: int = SIDE_HINTS, busy_runs: int = SIDE_BUSY_RUNS) -> None:
+        self.backlog = False  # the last claim left due events behind
+        self._most = most
+        self._busy_runs = busy_runs
+        self._tenants: dict[UUID, None] = {}
+        self._busy: frozenset[UUID] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self._tenants)
+
+    def claimed(self, runs: Iterable[Run], more: bool, per_tenant: int) -> None:
+        """After a claim (not a side claim): its runs, and whether it left due events."""
+        self.backlog = more
+        busy = max(1, min(self._busy_runs, per_tenant))
+        counts: dict[UUID, int] = {}
+        for run in runs:
+            counts[run.tenant_id] = counts.get(run.tenant_id, 0) + 1
+        self._busy = frozenset(t for t, n in counts.items() if n >= busy)
+        if not more:  # the next claim takes whatever is due
+            self._tenants.clear()
+
+    def woke(self, tenant: UUID | None) -> bool:
+        """A notification of this tenant's event: True when it wants a side claim."""
+        if (not self.backlog or tenant is None or tenant in self._busy
+                or len(self._tenants) >= self._most):
+            return False
+        self._tenants[tenant] = None
+        return True
+
+    def next(self) -> UUID | None:
+        """The tenant the next side claim serves (taken off the set)."""
+        for tenant in self._tenants:
+            del self._tenants[tenant]
+            return tenant
+        return None

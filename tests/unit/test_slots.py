@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 
 from consumer.records import Run
 from consumer.sandbox import Limits
-from consumer.slots import MAX_GROUP, Slots
+from consumer.slots import MAX_GROUP, SideHints, Slots
 
 S1, S2 = uuid.uuid4(), uuid.uuid4()
 
@@ -298,3 +299,32 @@ def test_a_side_claims_lease_is_one_shot_never_refilled_and_back_when_its_run_en
     slots.granted(S2, 2)
     slots.granted(S2, 1, one_shot=True)
     assert slots.refill() == {S2: 12}
+
+
+T1, T2, T3 = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+
+
+def tenant_run(tenant: uuid.UUID) -> Run:
+    return dataclasses.replace(run(S1), tenant_id=tenant)
+
+
+def test_side_hints_serve_quiet_tenants_in_order_never_a_busy_one_nor_without_a_backlog(
+) -> None:
+    hints = SideHints(most=3, busy_runs=8)
+    assert not hints.woke(T1)  # no backlog in sight: the claims take everything
+    # a claim left a backlog: T1 had 8 runs in it (its own backlog), T2 one
+    hints.claimed([*(tenant_run(T1) for _ in range(8)), tenant_run(T2)], True, 128)
+    assert not hints.woke(T1) and not hints.woke(None)
+    assert hints.woke(T2) and hints.woke(T3) and hints.woke(T2)  # (once in the set)
+    assert [hints.next(), hints.next(), hints.next()] == [T2, T3, None]
+    for t in (T2, T3, uuid.uuid4()):
+        hints.woke(t)
+    assert not hints.woke(uuid.uuid4())  # at most three remembered
+    hints.claimed([], False, 128)  # no backlog left: the next claim takes what is due
+    assert not hints and hints.next() is None
+
+
+def test_a_tenant_is_busy_by_the_claims_per_tenant_share_when_it_is_small() -> None:
+    hints = SideHints(busy_runs=8)
+    hints.claimed([tenant_run(T1), tenant_run(T1)], True, 2)
+    assert not hints.woke(T1)
