@@ -246,57 +246,82 @@ async def test_stop_gives_the_local_queue_back_and_the_slots_with_it(
     assert all(r["status"] == "completed" for r in rows)
 
 
+class HeldDeliveries:
+    """Delivery rows inserted by a transaction left open: a claim that fans out one of their
+    events waits on the row's key until `release()` (a rollback: the claim then goes on), as a
+    long fan-out would keep the claim in flight. Without its foreign-key checks the
+    transaction locks no event, so the claim takes the event first, then waits."""
+
+    def __init__(self, db_url: str, insert: str, *args: Any) -> None:
+        self._db_url, self._insert, self._args = db_url, insert, args
+        self._conn: asyncpg.Connection | None = None
+        self._tx: Any = None
+
+    async def __aenter__(self) -> HeldDeliveries:
+        self._conn = await asyncpg.connect(self._db_url)
+        self._tx = self._conn.transaction()
+        await self._tx.start()
+        await self._conn.execute("SET LOCAL session_replication_role = replica")
+        await self._conn.execute(self._insert, *self._args)
+        return self
+
+    async def release(self) -> None:
+        if self._tx is not None:
+            await self._tx.rollback()
+            self._tx = None
+
+    async def __aexit__(self, *_: Any) -> None:
+        await self.release()
+        assert self._conn is not None
+        await self._conn.close()
+
+
+async def quiet_event_while_a_claim_waits(conn: asyncpg.Connection, tenant: uuid.UUID,
+                                          script: uuid.UUID) -> asyncpg.Record:
+    """Once a claim waits on a held delivery row: the tenant's event, published then, and its
+    execution once it ended."""
+    await eventually(lambda: conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
+        " AND wait_event_type = 'Lock' AND query LIKE '%jsrt_claim_v3%')"),
+        what="a claim waiting on a held delivery row")
+    await publish(conn, tenant, "thing.happened")
+    done: asyncpg.Record = await eventually(lambda: conn.fetchrow(
+        "SELECT status, output FROM script_executions WHERE script_id = $1"
+        " AND completed_at IS NOT NULL", script), what="the quiet tenant's run")
+    return done
+
+
 async def test_a_quiet_tenants_event_runs_while_a_claim_fans_out_a_backlog(
     conn: asyncpg.Connection, db_url: str, executor: Executor
 ) -> None:
     """The side claim (#17, fairness): a claim fanning out one tenant's backlog is held in
-    the middle of its fan-out (on the delivery row of the backlog's fifth event, which an open
-    transaction holds - as a long fan-out would hold it); another tenant's event, published
-    then, is claimed beside it and runs to its end while that claim still waits."""
+    the middle of its fan-out (on the delivery row of the backlog's fifth event); another
+    tenant's event, published then, is claimed beside it and runs to its end while that claim
+    still waits."""
     noisy, quiet = await make_tenant(conn, "noisy"), await make_tenant(conn, "quiet")
     loud = await make_script(conn, noisy, "function handler(input) { return input.n; }")
     calm = await make_script(conn, quiet, "function handler() { return 'calm'; }")
     await publish_many(conn, noisy, 6)
     events = [r["id"] for r in await conn.fetch(
         "SELECT id FROM jsrt_events WHERE tenant_id = $1 ORDER BY published_at", noisy)]
-    holder = await asyncpg.connect(db_url)
-    held = holder.transaction()
-    await held.start()
-    released = False
-    try:
-        # without its foreign-key checks, the row locks no event: the claim takes the fifth
-        # event, then waits on this row's key
-        await holder.execute("SET LOCAL session_replication_role = replica")
-        await holder.execute(
-            "INSERT INTO jsrt_deliveries (event_id, script_id, tenant_id, execution_id)"
-            " VALUES ($1, $2, $3, gen_random_uuid())", events[4], loud, noisy)
-        # two events of a tenant per claim: the claims before it report a backlog
-        async with daemon_for(db_url, executor, tenant_batch=2) as d, \
-                anyio.create_task_group() as tg:
-            tg.start_soon(d.run)
-            await eventually(lambda: conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
-                " AND wait_event_type = 'Lock' AND query LIKE '%jsrt_claim_v3%')"),
-                what="the claim of the fifth event waiting")
-            await publish(conn, quiet, "thing.happened")
-            done = await eventually(lambda: conn.fetchrow(
-                "SELECT status, output FROM script_executions WHERE script_id = $1"
-                " AND completed_at IS NOT NULL", calm), what="the quiet tenant's run")
-            assert (done["status"], json.loads(done["output"])) == ("completed", "calm")
-            assert d.counters.side_claims >= 1
-            # the held claim has still written nothing of the fifth and sixth events
-            assert await conn.fetchval(
-                "SELECT count(*) FROM script_executions WHERE script_id = $1", loud) == 4
-            await held.rollback()
-            released = True
-            await eventually(lambda: conn.fetchval(
-                "SELECT count(*) = 6 FROM script_executions WHERE script_id = $1"
-                " AND status = 'completed'", loud), what="the backlog's end")
-            d.stop()
-    finally:
-        if not released:
-            await held.rollback()
-        await holder.close()
+    held = HeldDeliveries(
+        db_url, "INSERT INTO jsrt_deliveries (event_id, script_id, tenant_id, execution_id)"
+        " VALUES ($1, $2, $3, gen_random_uuid())", events[4], loud, noisy)
+    # two events of a tenant per claim: the claims before the fifth event's report a backlog
+    async with held, daemon_for(db_url, executor, tenant_batch=2) as d, \
+            anyio.create_task_group() as tg:
+        tg.start_soon(d.run)
+        done = await quiet_event_while_a_claim_waits(conn, quiet, calm)
+        assert (done["status"], json.loads(done["output"])) == ("completed", "calm")
+        assert d.counters.side_claims >= 1
+        # the held claim has still written nothing of the fifth and sixth events
+        assert await conn.fetchval(
+            "SELECT count(*) FROM script_executions WHERE script_id = $1", loud) == 4
+        await held.release()
+        await eventually(lambda: conn.fetchval(
+            "SELECT count(*) = 6 FROM script_executions WHERE script_id = $1"
+            " AND status = 'completed'", loud), what="the backlog's end")
+        d.stop()
     rows = await conn.fetch("SELECT (input->>'n')::int AS n FROM script_executions"
                             " WHERE script_id = $1", loud)
     assert sorted(r["n"] for r in rows) == list(range(1, 7))  # each exactly once
@@ -308,8 +333,7 @@ async def test_a_side_claim_starts_at_the_tenant_whose_event_woke_it(
 ) -> None:
     """Many tenants with a backlog: the side claim serves the tenant named by the wake-up,
     not a random one (it takes one event: the oldest of that tenant's not locked); a claim of
-    the backlogs is held on a delivery row (as in the test above) while the quiet tenant's
-    event comes."""
+    the backlogs is held on a delivery row while the quiet tenant's event comes."""
     assert daemon_module.SIDE_EVENTS == 1  # (a random tenant's would fail this test)
     noisy = [await make_tenant(conn, f"noisy{i}") for i in range(60)]
     loud = [await make_script(conn, t, "function handler(input) { return input.n; }")
@@ -318,40 +342,22 @@ async def test_a_side_claim_starts_at_the_tenant_whose_event_woke_it(
     calm = await make_script(conn, quiet, "function handler() { return 'calm'; }")
     for tenant in noisy:
         await publish_many(conn, tenant, 2)
-    holder = await asyncpg.connect(db_url)
-    held = holder.transaction()
-    await held.start()
-    released = False
-    try:
-        # every backlog's second event: a claim that reaches one waits, after claims that
-        # each took first events (one per tenant, four tenants a claim) and left a backlog
-        await holder.execute("SET LOCAL session_replication_role = replica")
-        await holder.execute(
-            "INSERT INTO jsrt_deliveries (event_id, script_id, tenant_id, execution_id)"
-            " SELECT e.id, s.id, e.tenant_id, gen_random_uuid() FROM jsrt_events e"
-            " JOIN scripts s ON s.tenant_id = e.tenant_id WHERE (e.payload->>'n')::int = 2")
-        async with daemon_for(db_url, executor, tenant_batch=1, claim_batch=4) as d, \
-                anyio.create_task_group() as tg:
-            tg.start_soon(d.run)
-            await eventually(lambda: conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
-                " AND wait_event_type = 'Lock' AND query LIKE '%jsrt_claim_v3%')"),
-                what="a claim of a second event waiting")
-            await publish(conn, quiet, "thing.happened")
-            done = await eventually(lambda: conn.fetchval(
-                "SELECT status FROM script_executions WHERE script_id = $1"
-                " AND completed_at IS NOT NULL", calm), what="the quiet tenant's run")
-            assert done == "completed"
-            await held.rollback()
-            released = True
-            await eventually(lambda: conn.fetchval(
-                "SELECT count(*) = 120 FROM script_executions WHERE script_id = ANY ($1)"
-                " AND status = 'completed'", loud), what="the backlogs' end")
-            d.stop()
-    finally:
-        if not released:
-            await held.rollback()
-        await holder.close()
+    # every backlog's second event: a claim that reaches one waits, after claims that each
+    # took first events (one per tenant, four tenants a claim) and left a backlog
+    held = HeldDeliveries(
+        db_url, "INSERT INTO jsrt_deliveries (event_id, script_id, tenant_id, execution_id)"
+        " SELECT e.id, s.id, e.tenant_id, gen_random_uuid() FROM jsrt_events e"
+        " JOIN scripts s ON s.tenant_id = e.tenant_id WHERE (e.payload->>'n')::int = 2")
+    async with held, daemon_for(db_url, executor, tenant_batch=1, claim_batch=4) as d, \
+            anyio.create_task_group() as tg:
+        tg.start_soon(d.run)
+        done = await quiet_event_while_a_claim_waits(conn, quiet, calm)
+        assert done["status"] == "completed"
+        await held.release()
+        await eventually(lambda: conn.fetchval(
+            "SELECT count(*) = 120 FROM script_executions WHERE script_id = ANY ($1)"
+            " AND status = 'completed'", loud), what="the backlogs' end")
+        d.stop()
     assert await conn.fetchval("SELECT count(*) FROM jsrt_deliveries") == 121
 
 
