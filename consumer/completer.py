@@ -26,6 +26,9 @@ from consumer.store import Store
 _LOG = log.get("jsrt.completer")
 
 BATCH = 256
+# Slots a claim was taking at the moment they were to go back (jsrt_release_slots_v3 passes
+# such a script over rather than wait): given back again after this long.
+RELEASE_AGAIN_S = 0.02
 # Called after each batch: the batch, and the outcomes as recorded (by execution id; a run no
 # longer ours - rescued meanwhile - is missing).
 OnRecorded = Callable[[Sequence[Outcome], Sequence[Outcome]], None]
@@ -43,6 +46,7 @@ class Completer:
         self._outcomes: deque[Outcome] = deque()
         self._starts: dict[UUID, datetime] = {}  # runs to show as started, by execution
         self._releases: dict[UUID, int] = {}  # slots to give back, by script
+        self._later: dict[UUID, int] = {}  # ... passed over by the last release: soon again
         self._arrived = anyio.Event()
         self._idle = anyio.Event()
         self._idle.set()
@@ -75,13 +79,20 @@ class Completer:
     async def run(self) -> None:
         while True:
             while not self._pending():
-                await self._arrived.wait()
+                if self._later:
+                    with anyio.move_on_after(RELEASE_AGAIN_S):
+                        await self._arrived.wait()
+                    for script_id, n in self._later.items():
+                        self._releases[script_id] = self._releases.get(script_id, 0) + n
+                    self._later.clear()
+                else:
+                    await self._arrived.wait()
                 self._arrived = anyio.Event()
             if self._outcomes:
                 await self._record_batch()
             if self._starts or self._releases:
                 await self._mark_and_release()
-            if not self._pending():
+            if not self._pending() and not self._later:
                 self._idle.set()
 
     async def flushed(self) -> None:
@@ -107,8 +118,11 @@ class Completer:
         starts, self._starts = self._starts, {}
         releases, self._releases = self._releases, {}
         try:
-            await self._shielded(self.store.queue.mark_and_release, self.owner, starts, releases)
-            if releases and self._on_released is not None:
+            later = await self._shielded(self.store.queue.mark_and_release, self.owner, starts,
+                                         releases)
+            for script_id in later:
+                self._later[script_id] = self._later.get(script_id, 0) + releases[script_id]
+            if len(later) < len(releases) and self._on_released is not None:
                 self._on_released()
         except Exception as exc:
             # Slots must go back, or the script keeps them while this process lives: they are

@@ -112,10 +112,14 @@ class Queue:
 
     async def mark_and_release(
         self, daemon_id: str, started: Mapping[UUID, datetime], released: Mapping[UUID, int],
-    ) -> None:
-        """Show runs of the local queues as started (at their true start); give slots back."""
-        await self._db.fetchrow(q("mark_and_release"), daemon_id, list(started),
-                                list(started.values()), list(released), list(released.values()))
+    ) -> list[UUID]:
+        """Show runs of the local queues as started (at their true start); give slots back.
+        Returns the scripts whose slots were not given back now (a claim was taking slots of
+        them at that moment): to give back again."""
+        row = await self._db.fetchrow(q("mark_and_release"), daemon_id, list(started),
+                                      list(started.values()), list(released),
+                                      list(released.values()))
+        return list(row["later"] or []) if row is not None else []
 
     async def unreserve_runs(self, daemon_id: str, execution_ids: Sequence[UUID]) -> int:
         """Give runs of the local queues that were not started back to the queue."""

@@ -76,8 +76,9 @@ RETURNING e.id, e.tenant_id, e.script_id, e.status, e.error, e.trigger_type,
 -- name: mark_and_release
 -- Runs of this daemon's local queues that have been running a while are shown as running
 -- (their true start; a short run is written once, when it ends), and slots this daemon no
--- longer needs are given back: $4 holds each script's count, a lease at zero goes. Rows by
--- primary key only (see complete_runs).
+-- longer needs are given back: $4 holds each script's count, a lease at zero goes (but for
+-- the scripts a claim is taking slots of right now: returned in `later`, to give back again).
+-- Rows by primary key only (see complete_runs).
 WITH marked AS (
     UPDATE script_executions e SET status = 'running', started_at = m.started_at
     FROM unnest($2::uuid[], $3::timestamptz[]) AS m(execution_id, started_at)
@@ -89,10 +90,10 @@ WITH marked AS (
     RETURNING e.id
 ),
 released AS (
-    -- a function: its statements see a grant committed meanwhile (jsrt_release_slots_v2)
-    SELECT jsrt_release_slots_v2($1, $4::uuid[], $5::int[]) AS n
+    -- a function: its statements see a grant committed meanwhile (jsrt_release_slots_v3)
+    SELECT jsrt_release_slots_v3($1, $4::uuid[], $5::int[]) AS later
 )
-SELECT (SELECT count(*) FROM marked) AS marked, (SELECT n FROM released) AS released;
+SELECT (SELECT count(*) FROM marked) AS marked, (SELECT later FROM released) AS later;
 
 -- name: unreserve_runs
 -- Give runs of this daemon's local queues that it did not start back to the queue.

@@ -550,6 +550,29 @@ BEGIN
 END
 $$;
 
+-- n of a daemon's slots of one script given back, the lease row locked before it counts (a
+-- lease at zero goes); false when the daemon holds no lease of the script.
+CREATE OR REPLACE FUNCTION jsrt_release_lease(p_daemon TEXT, p_script UUID, p_n INTEGER)
+RETURNS BOOLEAN
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_slots INTEGER;
+BEGIN
+    SELECT l.slots INTO v_slots FROM jsrt_leases l
+    WHERE l.script_id = p_script AND l.daemon_id = p_daemon FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF v_slots > p_n THEN
+        UPDATE jsrt_leases SET slots = slots - p_n
+        WHERE script_id = p_script AND daemon_id = p_daemon;
+    ELSE
+        DELETE FROM jsrt_leases WHERE script_id = p_script AND daemon_id = p_daemon;
+    END IF;
+    RETURN true;
+END
+$$;
+
 -- Give back p_n[i] of the slots daemon p_daemon holds of script p_scripts[i]; a lease at zero
 -- goes. Statement by statement, each with its own snapshot, the lease row locked first: a
 -- grant of the same script by a claim that commits meanwhile (INSERT ... ON CONFLICT adds to
@@ -562,22 +585,38 @@ RETURNS INTEGER
 LANGUAGE plpgsql AS $$
 DECLARE
     r RECORD;
-    v_slots INTEGER;
     v_released INTEGER := 0;
 BEGIN
     FOR r IN SELECT x.s, x.n FROM unnest(p_scripts, p_n) AS x(s, n)
              WHERE x.n > 0 ORDER BY x.s LOOP
-        SELECT l.slots INTO v_slots FROM jsrt_leases l
-        WHERE l.script_id = r.s AND l.daemon_id = p_daemon FOR UPDATE;
-        CONTINUE WHEN NOT FOUND;
-        IF v_slots > r.n THEN
-            UPDATE jsrt_leases SET slots = slots - r.n
-            WHERE script_id = r.s AND daemon_id = p_daemon;
-        ELSE
-            DELETE FROM jsrt_leases WHERE script_id = r.s AND daemon_id = p_daemon;
-        END IF;
+        CONTINUE WHEN NOT jsrt_release_lease(p_daemon, r.s, r.n);
         v_released := v_released + 1;
     END LOOP;
     RETURN v_released;
+END
+$$;
+
+-- Version 3 (#17, side claims): a script whose starter lock (jsrt_run_lock) another
+-- transaction holds - a claim taking slots of it right now - is passed over, never waited
+-- for, and returned for the daemon to give back a moment later. Waiting on its lease row
+-- could deadlock: a claim that took slots of two scripts, in its own visiting order, may hold
+-- the row this release wants next while it waits for the one this release holds. Holding
+-- the lock, the release meets no claim on the row (a claim takes the lock before the row).
+CREATE OR REPLACE FUNCTION jsrt_release_slots_v3(p_daemon TEXT, p_scripts UUID[], p_n INTEGER[])
+RETURNS UUID[]
+LANGUAGE plpgsql AS $$
+DECLARE
+    r RECORD;
+    v_later UUID[] := '{}';
+BEGIN
+    FOR r IN SELECT x.s, x.n FROM unnest(p_scripts, p_n) AS x(s, n)
+             WHERE x.n > 0 ORDER BY x.s LOOP
+        IF pg_try_advisory_xact_lock(jsrt_run_lock(r.s)) THEN
+            PERFORM jsrt_release_lease(p_daemon, r.s, r.n);
+        ELSE
+            v_later := v_later || r.s;
+        END IF;
+    END LOOP;
+    RETURN v_later;
 END
 $$;

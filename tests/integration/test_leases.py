@@ -394,6 +394,15 @@ async def test_side_claims_of_two_daemons_keep_every_limit_at_every_instant(
     assert await conn.fetchval("SELECT count(*) FROM jsrt_runs") == 0
 
 
+async def leases_of_d1(conn: asyncpg.Connection, tenant: uuid.UUID, scripts: list[uuid.UUID],
+                      slots: int) -> None:
+    """A daemon row 'd1' holding `slots` of each script (written as a claim would)."""
+    await conn.execute("INSERT INTO jsrt_daemons (id, hostname, pid) VALUES ('d1', 'h', 1)")
+    for script in scripts:
+        await conn.execute("INSERT INTO jsrt_leases (script_id, daemon_id, tenant_id, slots)"
+                           " VALUES ($1, 'd1', $2, $3)", script, tenant, slots)
+
+
 async def test_a_release_and_a_grant_that_cross_keep_the_count(
         conn: asyncpg.Connection, db_url: str) -> None:
     """A daemon gives back every slot of a script while one of its claims, on another
@@ -403,9 +412,7 @@ async def test_a_release_and_a_grant_that_cross_keep_the_count(
     daemon that no longer knew of them, and the script ran short of them while it lived."""
     tenant = await make_tenant(conn)
     script = await make_script(conn, tenant, BUSY, limits={"max_concurrent_runs": 10})
-    await conn.execute("INSERT INTO jsrt_daemons (id, hostname, pid) VALUES ('d1', 'h', 1)")
-    await conn.execute("INSERT INTO jsrt_leases (script_id, daemon_id, tenant_id, slots)"
-                       " VALUES ($1, 'd1', $2, 2)", script, tenant)
+    await leases_of_d1(conn, tenant, [script], 2)
     claim = await asyncpg.connect(db_url)
     store = await Store.open(db_url)
     try:
@@ -419,7 +426,7 @@ async def test_a_release_and_a_grant_that_cross_keep_the_count(
             tg.start_soon(store.queue.mark_and_release, "d1", {}, {script: 2})
             await eventually(lambda: conn.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
-                " AND wait_event_type = 'Lock' AND query LIKE '%jsrt_release_slots_v2%')"))
+                " AND wait_event_type = 'Lock' AND query LIKE '%jsrt_release_slots_v3%')"))
             await tx.commit()
         assert await conn.fetchval(
             "SELECT slots FROM jsrt_leases WHERE script_id = $1 AND daemon_id = 'd1'", script) == 3
@@ -429,3 +436,32 @@ async def test_a_release_and_a_grant_that_cross_keep_the_count(
         await store.close()
         await claim.close()
 
+
+
+async def test_a_release_passes_over_a_script_a_claim_is_taking_slots_of(
+        conn: asyncpg.Connection, db_url: str) -> None:
+    """A claim holds a script's starter lock (it is taking slots of it, and may hold its lease
+    row next): the release gives back the other scripts' slots, passes that one over without
+    waiting - waiting could deadlock against the claim's order of scripts - and names it; it
+    goes back once the claim is done."""
+    tenant = await make_tenant(conn)
+    busy = await make_script(conn, tenant, BUSY, limits={"max_concurrent_runs": 10})
+    other = await make_script(conn, tenant, BUSY, limits={"max_concurrent_runs": 10})
+    await leases_of_d1(conn, tenant, [busy, other], 2)
+    claim = await asyncpg.connect(db_url)
+    store = await Store.open(db_url)
+    try:
+        tx = claim.transaction()
+        await tx.start()
+        await claim.execute("SELECT pg_advisory_xact_lock(jsrt_run_lock($1))", busy)
+        with anyio.fail_after(5):  # no wait
+            later = await store.queue.mark_and_release("d1", {}, {busy: 2, other: 2})
+        assert later == [busy]
+        leases = dict(await conn.fetch("SELECT script_id, slots FROM jsrt_leases"))
+        assert leases == {busy: 2}
+        await tx.commit()
+        assert await store.queue.mark_and_release("d1", {}, {busy: 2}) == []
+        assert await conn.fetchval("SELECT count(*) FROM jsrt_leases") == 0
+    finally:
+        await store.close()
+        await claim.close()

@@ -41,6 +41,7 @@ class FakeQueue:
         self.fail_complete: list[BaseException] = []  # raised by the next complete calls
         self.fail_claim: list[BaseException] = []
         self.refuse: Callable[[Outcome], bool] = lambda o: False
+        self.pass_over = 0  # releases passed over (jsrt_release_slots_v3's `later`)
 
     async def rescue_lost_runs(self, *_: Any, **__: Any) -> list[Finished]:
         return []
@@ -85,11 +86,15 @@ class FakeQueue:
         return Leased(runs, granted, lost, 0, 0, 0, waiting=bool(self.pending))
 
     async def mark_and_release(self, daemon_id: str, started: dict[uuid.UUID, Any],
-                               released: dict[uuid.UUID, int]) -> None:
+                               released: dict[uuid.UUID, int]) -> list[uuid.UUID]:
+        if released and self.pass_over:  # a claim holds the scripts' locks: not now
+            self.pass_over -= 1
+            return list(released)
         for script_id, n in released.items():
             self.held_slots[script_id] -= n
             if self.held_slots[script_id] <= 0:
                 del self.held_slots[script_id]
+        return []
 
     async def unreserve_runs(self, daemon_id: str, ids: Sequence[uuid.UUID]) -> int:
         for i in ids:
@@ -144,7 +149,7 @@ class FakeStore:
         return getattr(self.queue, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in ("fail_complete", "fail_claim", "refuse"):
+        if name in ("fail_complete", "fail_claim", "refuse", "pass_over"):
             setattr(self.queue, name, value)
         else:
             super().__setattr__(name, value)
@@ -283,3 +288,12 @@ async def test_a_run_refused_before_the_sandbox_is_recorded_as_failed() -> None:
         "failed", "invalid resource_limits: max_memory_bytes must be a positive integer"
                   " (got 'lots')")
     assert ex.most <= 2  # the refused run never reached the executor
+
+
+async def test_slots_passed_over_by_a_release_go_back_a_moment_later() -> None:
+    store, ex = FakeStore(runs=20), FakeExecutor()
+    store.pass_over = 3  # the first three releases meet a claim holding the scripts' locks
+    with anyio.fail_after(10):
+        await daemon(store, ex).run(until_idle=True)
+    assert len(store.recorded) == 20
+    assert store.pass_over == 0 and not store.held_slots  # every slot given back in the end
