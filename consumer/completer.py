@@ -9,6 +9,7 @@ a result is never lost to a shutdown."""
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -47,6 +48,7 @@ class Completer:
         self._starts: dict[UUID, datetime] = {}  # runs to show as started, by execution
         self._releases: dict[UUID, int] = {}  # slots to give back, by script
         self._later: dict[UUID, int] = {}  # ... passed over by the last release: soon again
+        self._later_due = 0.0  # (monotonic) when those go back
         self._arrived = anyio.Event()
         self._idle = anyio.Event()
         self._idle.set()
@@ -80,20 +82,26 @@ class Completer:
         while True:
             while not self._pending():
                 if self._later:
-                    with anyio.move_on_after(RELEASE_AGAIN_S):
+                    with anyio.move_on_after(self._later_due - time.monotonic()):
                         await self._arrived.wait()
-                    for script_id, n in self._later.items():
-                        self._releases[script_id] = self._releases.get(script_id, 0) + n
-                    self._later.clear()
                 else:
                     await self._arrived.wait()
                 self._arrived = anyio.Event()
+                self._again_if_due()
             if self._outcomes:
                 await self._record_batch()
+            self._again_if_due()  # (results arriving without a pause must not hold them back)
             if self._starts or self._releases:
                 await self._mark_and_release()
             if not self._pending() and not self._later:
                 self._idle.set()
+
+    def _again_if_due(self) -> None:
+        """Slots a release passed over go back with the next one, once RELEASE_AGAIN_S on."""
+        if self._later and time.monotonic() >= self._later_due:
+            for script_id, n in self._later.items():
+                self._releases[script_id] = self._releases.get(script_id, 0) + n
+            self._later.clear()
 
     async def flushed(self) -> None:
         """Until every outcome, start and release given so far is written."""
@@ -120,6 +128,8 @@ class Completer:
         try:
             later = await self._shielded(self.store.queue.mark_and_release, self.owner, starts,
                                          releases)
+            if later and not self._later:
+                self._later_due = time.monotonic() + RELEASE_AGAIN_S
             for script_id in later:
                 self._later[script_id] = self._later.get(script_id, 0) + releases[script_id]
             if len(later) < len(releases) and self._on_released is not None:

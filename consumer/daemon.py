@@ -124,6 +124,7 @@ class Daemon:
         # The side claim: while a claim fans out a backlog, a wake-up (a new event) starts a
         # small claim beside it, so that the event waits for neither that claim nor the next.
         self._claiming: int | None = None  # slots the claim in flight asked for (None: none)
+        self._side_asked = 0  # slots the side claim in flight asked for
         self._hints = SideHints()  # which tenants side claims serve (and: is there a backlog)
         self._side = anyio.Event()
         self._lanes_closed = False
@@ -242,7 +243,7 @@ class Daemon:
         free = 0 if self._stopping.is_set() else slots.free()
         # slots whenever some may be had: a hint, or pending runs seen by the last claim
         slot_limit = (0 if self._stopping.is_set() or not (self._maybe_runs or self._runs_waiting)
-                      else slots.claim_ask(self._hints.backlog))
+                      else slots.claim_ask(self._hints.backlog, self._side_asked))
         per_script = max(1, s.concurrency // 2)
         reserve = slots.reserve_per_slot(free)
         refill = slots.refill()
@@ -299,9 +300,13 @@ class Daemon:
         slot_limit = self._slots.side_ask(claiming)
         per_script = 1
         reserve = self._slots.reserve_per_slot(max(slot_limit, 1))
-        leased = await self.store.queue.claim_leased(
-            self.id, SIDE_EVENTS, SIDE_PER_TENANT, slot_limit, per_script, reserve, {}, after,
-            pending_slots=0)
+        self._side_asked = slot_limit  # (a claim that starts meanwhile leaves them)
+        try:
+            leased = await self.store.queue.claim_leased(
+                self.id, SIDE_EVENTS, SIDE_PER_TENANT, slot_limit, per_script, reserve, {},
+                after, pending_slots=0)
+        finally:
+            self._side_asked = 0
         self.counters.side_claims += 1
         await self._take(leased, {}, one_shot=True)
         self._runs_waiting = self._runs_waiting or leased.waiting

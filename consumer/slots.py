@@ -88,10 +88,11 @@ class Slots:
         too small to spare them (its side claim then only fans events out)."""
         return min(SIDE_SLOTS, self.capacity // 4)
 
-    def claim_ask(self, backlog: bool) -> int:
+    def claim_ask(self, backlog: bool, side: int = 0) -> int:
         """Free slots a claim may take: all of them, or with a backlog in sight (the side
-        claim may run beside it) all but the side claim's share."""
-        free = self.free()
+        claim may run beside it) all but the side claim's share - and never those a side
+        claim still in flight asked for (`side`)."""
+        free = max(self.free() - side, 0)
         return max(free - self.side_share(), 0) if backlog else free
 
     def side_ask(self, claiming: int) -> int:

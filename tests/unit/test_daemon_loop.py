@@ -8,6 +8,7 @@ import dataclasses
 import json
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import anyio
@@ -15,6 +16,7 @@ import anyio.lowlevel
 import pytest
 from support.waiting import eventually
 
+from consumer.completer import Completer
 from consumer.daemon import Daemon
 from consumer.errors import StoreError, StoreUnavailable
 from consumer.records import Finished, Leased, Outcome, Run
@@ -42,6 +44,7 @@ class FakeQueue:
         self.fail_claim: list[BaseException] = []
         self.refuse: Callable[[Outcome], bool] = lambda o: False
         self.pass_over = 0  # releases passed over (jsrt_release_slots_v3's `later`)
+        self.complete_s = 0.0  # how long recording a batch takes
 
     async def rescue_lost_runs(self, *_: Any, **__: Any) -> list[Finished]:
         return []
@@ -109,6 +112,7 @@ class FakeQueue:
     async def complete_runs(self, daemon_id: str, outcomes: Sequence[Outcome]) -> list[Finished]:
         if self.fail_complete:
             raise self.fail_complete.pop(0)
+        await anyio.sleep(self.complete_s)
         if any(self.refuse(o) for o in outcomes):
             raise StoreError("database error: unsupported Unicode escape sequence")
         done = []
@@ -297,3 +301,32 @@ async def test_slots_passed_over_by_a_release_go_back_a_moment_later() -> None:
         await daemon(store, ex).run(until_idle=True)
     assert len(store.recorded) == 20
     assert store.pass_over == 0 and not store.held_slots  # every slot given back in the end
+
+
+async def test_passed_over_slots_go_back_while_results_keep_arriving() -> None:
+    """The completer never waits for a quiet moment to give back what a release passed over:
+    under a steady stream of results it tries again once RELEASE_AGAIN_S has gone by."""
+    store = FakeStore(runs=0)
+    script = uuid.uuid4()
+    store.held_slots[script] = 2
+    store.pass_over = 1
+    store.queue.complete_s = 0.005  # results come faster than a batch is written: never idle
+    completer = Completer(cast(Store, store), "d1", lambda *_: None)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(completer.run)
+        completer.release(script, 2)
+
+        async def results() -> None:  # one every millisecond, for as long as it takes
+            n = 0
+            while script in store.held_slots:
+                run = make_run(n)
+                store.running[run.execution_id] = run
+                completer.add(Outcome(run, ExecutionResult("completed", output_json="1"),
+                                      datetime.now(UTC)))
+                n += 1
+                await anyio.sleep(0.001)
+
+        with anyio.fail_after(5):
+            await results()
+        assert store.pass_over == 0
+        tg.cancel_scope.cancel()

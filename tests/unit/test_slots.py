@@ -260,9 +260,10 @@ def test_a_cancelled_run_is_dropped_from_its_local_queue() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(capacity=st.integers(1, 300), held=st.integers(0, 300), backlog=st.booleans())
+@given(capacity=st.integers(1, 300), held=st.integers(0, 300), backlog=st.booleans(),
+       later=st.booleans())
 def test_the_claim_and_the_side_claim_beside_it_never_ask_more_than_is_free(
-        capacity: int, held: int, backlog: bool) -> None:
+        capacity: int, held: int, backlog: bool, later: bool) -> None:
     slots = Slots(capacity=capacity, reserve=4, period=10)
     if held:
         slots.granted(S1, held)
@@ -270,6 +271,8 @@ def test_the_claim_and_the_side_claim_beside_it_never_ask_more_than_is_free(
     side = slots.side_ask(asked)
     assert asked >= 0 and side >= 0
     assert asked + side <= slots.free()
+    if later:  # the claim ended; the next one starts while that side claim is in flight
+        assert slots.claim_ask(not backlog, side) + side <= slots.free()
     if not backlog:
         assert asked == slots.free()  # nothing kept back without a backlog in sight
     elif slots.free() > 0 and capacity >= 4:
