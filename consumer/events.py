@@ -31,15 +31,22 @@ WAKEUP_MAX = 128  # a wake-up is {"queued": true, "tenant_id": "<uuid>"}: longer
 
 def wakeup_tenant(text: str) -> UUID | None:
     """The tenant a jsrt_publish wake-up names, or None (another payload, or not one). Only a
-    hint for the order of a side claim's visit: a forged one changes no claim's fairness."""
+    hint for which tenant a side claim serves: a forged one changes no claim's fairness."""
     if len(text) > WAKEUP_MAX or '"tenant_id"' not in text:
         return None
     try:
-        message = jsontext.loads(text, "notification", 2)
-        if not is_wakeup(message):
-            return None
+        return wakeup_tenant_of(jsontext.loads(text, "notification", 2))
+    except jsontext.JsonRefused:
+        return None
+
+
+def wakeup_tenant_of(message: Any) -> UUID | None:
+    """`wakeup_tenant` of a notification decoded already."""
+    if not is_wakeup(message):
+        return None
+    try:
         return UUID(message["tenant_id"])
-    except (jsontext.JsonRefused, KeyError, TypeError, ValueError, AttributeError):
+    except (KeyError, TypeError, ValueError, AttributeError):
         return None
 
 

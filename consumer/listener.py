@@ -117,13 +117,19 @@ class Listener:
 
     def _notified(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
         _LOG.debug("notification_received", channel=channel)
-        self._wake(events.wakeup_tenant(payload) if channel == EVENTS_CHANNEL else None)
-        if not self._leader and channel == EVENTS_CHANNEL:
+        if not self._leader and channel == EVENTS_CHANNEL:  # (the leader stores raw events)
+            self._wake(events.wakeup_tenant(payload))
             return
         try:
             message = events.decode(payload)
-            if events.is_wakeup(message):
-                return
+        except InvalidEvent as exc:
+            self._wake(None)
+            self._reject(channel, payload, str(exc))
+            return
+        self._wake(events.wakeup_tenant_of(message))  # (a raw event's tenant: once stored)
+        if events.is_wakeup(message):
+            return
+        try:
             raw = events.parse_raw(message)
         except InvalidEvent as exc:
             self._reject(channel, payload, str(exc))

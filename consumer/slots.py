@@ -27,7 +27,7 @@ writes of the lease per event.
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from uuid import UUID
@@ -293,9 +293,7 @@ class SideHints:
         """After a claim (not a side claim): its runs, and whether it left due events."""
         self.backlog = more
         busy = max(1, min(self._busy_runs, per_tenant))
-        counts: dict[UUID, int] = {}
-        for run in runs:
-            counts[run.tenant_id] = counts.get(run.tenant_id, 0) + 1
+        counts = Counter(run.tenant_id for run in runs)
         self._busy = frozenset(t for t, n in counts.items() if n >= busy)
         if not more:  # the next claim takes whatever is due
             self._tenants.clear()
@@ -310,7 +308,7 @@ class SideHints:
 
     def next(self) -> UUID | None:
         """The tenant the next side claim serves (taken off the set)."""
-        for tenant in self._tenants:
+        tenant = next(iter(self._tenants), None)
+        if tenant is not None:
             del self._tenants[tenant]
-            return tenant
-        return None
+        return tenant

@@ -379,9 +379,10 @@ async def test_side_claims_of_two_daemons_keep_every_limit_at_every_instant(
         daemons += [d1, d2]
         tg.start_soon(d1.run)
         tg.start_soon(d2.run)
-        for i in range(30):
-            await publish(conn, quiet[i % 3], "thing.happened", {"n": i})
-            await anyio.sleep(0.01)
+        for i in range(30):  # one at a time, each once the one before is claimed
+            event = await publish(conn, quiet[i % 3], "thing.happened", {"n": i})
+            await eventually(lambda event=event: conn.fetchval(
+                "SELECT dispatched_at IS NOT NULL FROM jsrt_events WHERE id = $1", event))
         await eventually(lambda: conn.fetchval(
             "SELECT count(*) = 230 FROM script_executions WHERE completed_at IS NOT NULL"),
             timeout=60, what="every run ended")
@@ -451,15 +452,13 @@ async def test_a_release_passes_over_a_script_a_claim_is_taking_slots_of(
     claim = await asyncpg.connect(db_url)
     store = await Store.open(db_url)
     try:
-        tx = claim.transaction()
-        await tx.start()
-        await claim.execute("SELECT pg_advisory_xact_lock(jsrt_run_lock($1))", busy)
-        with anyio.fail_after(5):  # no wait
-            later = await store.queue.mark_and_release("d1", {}, {busy: 2, other: 2})
-        assert later == [busy]
-        leases = dict(await conn.fetch("SELECT script_id, slots FROM jsrt_leases"))
-        assert leases == {busy: 2}
-        await tx.commit()
+        async with claim.transaction():  # the claim, until it commits
+            await claim.execute("SELECT pg_advisory_xact_lock(jsrt_run_lock($1))", busy)
+            with anyio.fail_after(5):  # no wait
+                later = await store.queue.mark_and_release("d1", {}, {busy: 2, other: 2})
+            assert later == [busy]
+            leases = dict(await conn.fetch("SELECT script_id, slots FROM jsrt_leases"))
+            assert leases == {busy: 2}
         assert await store.queue.mark_and_release("d1", {}, {busy: 2}) == []
         assert await conn.fetchval("SELECT count(*) FROM jsrt_leases") == 0
     finally:

@@ -7,7 +7,7 @@ import asyncio
 import dataclasses
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -44,7 +44,8 @@ class FakeQueue:
         self.fail_claim: list[BaseException] = []
         self.refuse: Callable[[Outcome], bool] = lambda o: False
         self.pass_over = 0  # releases passed over (jsrt_release_slots_v3's `later`)
-        self.complete_s = 0.0  # how long recording a batch takes
+        # awaited before a batch is written (e.g. until more results have come)
+        self.before_complete: Callable[[int], Awaitable[None]] | None = None
 
     async def rescue_lost_runs(self, *_: Any, **__: Any) -> list[Finished]:
         return []
@@ -112,7 +113,8 @@ class FakeQueue:
     async def complete_runs(self, daemon_id: str, outcomes: Sequence[Outcome]) -> list[Finished]:
         if self.fail_complete:
             raise self.fail_complete.pop(0)
-        await anyio.sleep(self.complete_s)
+        if self.before_complete is not None:
+            await self.before_complete(len(outcomes))
         if any(self.refuse(o) for o in outcomes):
             raise StoreError("database error: unsupported Unicode escape sequence")
         done = []
@@ -310,13 +312,19 @@ async def test_passed_over_slots_go_back_while_results_keep_arriving() -> None:
     script = uuid.uuid4()
     store.held_slots[script] = 2
     store.pass_over = 1
-    store.queue.complete_s = 0.005  # results come faster than a batch is written: never idle
     completer = Completer(cast(Store, store), "d1", lambda *_: None)
+
+    async def after_more_results(batch: int) -> None:  # a batch is written only once another
+        # result has come (the completer is never idle), until the slots are back
+        while completer.unrecorded <= batch and script in store.held_slots:
+            await anyio.lowlevel.checkpoint()
+
+    store.queue.before_complete = after_more_results
     async with anyio.create_task_group() as tg:
         tg.start_soon(completer.run)
         completer.release(script, 2)
 
-        async def results() -> None:  # one every millisecond, for as long as it takes
+        async def results() -> None:  # without a pause, for as long as it takes
             n = 0
             while script in store.held_slots:
                 run = make_run(n)
@@ -324,7 +332,7 @@ async def test_passed_over_slots_go_back_while_results_keep_arriving() -> None:
                 completer.add(Outcome(run, ExecutionResult("completed", output_json="1"),
                                       datetime.now(UTC)))
                 n += 1
-                await anyio.sleep(0.001)
+                await anyio.lowlevel.checkpoint()
 
         with anyio.fail_after(5):
             await results()
