@@ -143,6 +143,11 @@ class Daemon:
         self._maybe_events = self._maybe_runs = True
         self._slots.hint()
         self._wake.set()
+        # The run this wake-up may bring finds the sandbox awake (its claim takes a few
+        # milliseconds, in which an idle worker is woken off the run's path).
+        warm = getattr(self.executor, "warm", None)
+        if warm is not None and not self._stopping.is_set():
+            warm()
         # While a backlog is fanned out, the event may wait behind its claims: the side lane
         # takes it (unless its tenant's own backlog is what the claims serve).
         if self._hints.woke(tenant) and self._claiming is not None:

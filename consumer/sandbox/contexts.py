@@ -100,6 +100,12 @@ class ContextPool:
             return None
         return ctx
 
+    def newest_idle(self) -> JsContext | None:
+        """The idle context given back last (None: none is idle)."""
+        if not self._idle:
+            return None
+        return next(reversed(self._idle.values()))[-1]
+
     def give(self, ctx: JsContext) -> None:
         if ctx.runs >= self.max_runs or ctx.key is None:
             self._retire(ctx)

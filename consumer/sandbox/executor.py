@@ -142,6 +142,10 @@ class _Chain:
 
 
 CHAIN_WINDOW = 16  # at most this many of a chain's runs on a worker at once
+# A worker idle this long gets a warm-up on a wake-up (Executor.warm): after a few
+# milliseconds of idleness its process and engine thread take hundreds of microseconds to
+# answer; within them they answer at once, and a warm-up would only cost CPU.
+WARM_AFTER_S = 0.005
 
 
 def _blame_uncertain(reason: KillReason, pending: _Pending) -> bool:
@@ -196,6 +200,7 @@ class Executor:
         self._client: httpx.AsyncClient | None = None
         self._host: HostApi | None = None
         self.restarts = 0
+        self.warmups = 0  # warm-ups sent (Executor.warm)
         self.executions = 0
         self.last_respawn_ms: float | None = None
 
@@ -363,8 +368,24 @@ class Executor:
         self._send_to(worker, pending)
         return True
 
+    def warm(self) -> None:
+        """A run is likely soon (the daemon was woken by a new event): the worker the next
+        run would go to, when idle for a while, wakes its engine now, while the claim is in
+        the database (protocol.Warm). Never more than once per WARM_AFTER_S of idleness,
+        and never to a worker with work: under load this sends nothing."""
+        if not self._running:
+            return
+        worker = self._pick()
+        now = time.monotonic()
+        if worker is None or worker.inflight or now - worker.active_at < WARM_AFTER_S:
+            return
+        worker.active_at = now
+        self.warmups += 1
+        worker.send(protocol.Warm())
+
     def _send_to(self, worker: WorkerProcess, pending: _Pending) -> None:
         seq = next(self._seq)
+        worker.active_at = time.monotonic()
         worker.inflight[seq] = pending
         pending.placed = True
         pending.dispatched_at = time.monotonic()
@@ -460,6 +481,7 @@ class Executor:
 
     def _on_done(self, worker: WorkerProcess, done: protocol.Done) -> None:
         pending = worker.inflight.pop(done.seq, None)
+        worker.active_at = time.monotonic()
         worker.executions += 1
         if pending is None:
             return

@@ -27,6 +27,7 @@ RET = "ret"
 REVOKE = "revoke"
 QUIT = "quit"
 CANCEL = "cancel"
+WARM = "warm"
 READY = "ready"
 DONE = "done"
 CALL = "call"
@@ -154,6 +155,21 @@ class Cancel(NamedTuple):
         return cls(m[1])
 
 
+class Warm(NamedTuple):
+    """[WARM]: a run is likely soon (the parent was woken while this worker was idle): wake
+    the engine's thread now, while the claim is still in the database, rather than on the
+    run's own path (an idle process and thread cost the first step after a pause hundreds
+    of microseconds: bench/compare.py's latency)."""
+
+    def encode(self) -> list[Any]:
+        return [WARM]
+
+    @classmethod
+    def parse(cls, m: list[Any]) -> Self:
+        _arity(m, WARM, 0)
+        return cls()
+
+
 class Quit(NamedTuple):
     """[QUIT]: finish and exit."""
 
@@ -276,14 +292,14 @@ class Revoked(NamedTuple):
         return cls(m[1])
 
 
-ToWorker = Run | Ret | Revoke | Cancel | Quit
+ToWorker = Run | Ret | Revoke | Cancel | Warm | Quit
 FromWorker = Ready | Done | Call | Revoked
 Message = ToWorker | FromWorker
 M = TypeVar("M")
 
 _TO_WORKER: Mapping[str, Callable[[list[Any]], ToWorker]] = {
     RUN: Run.parse, RET: Ret.parse, REVOKE: Revoke.parse, CANCEL: Cancel.parse,
-    QUIT: Quit.parse,
+    WARM: Warm.parse, QUIT: Quit.parse,
 }
 _FROM_WORKER: Mapping[str, Callable[[list[Any]], FromWorker]] = {
     READY: Ready.parse, DONE: Done.parse, CALL: Call.parse, REVOKED: Revoked.parse,

@@ -55,6 +55,9 @@ SALVAGE_S = 0.05
 CLEANUP_NS = 2_000_000_000  # how long closing a context may take before the parent kills
 
 
+WARM_TIMEOUT_S = 0.1  # a warm-up step of "0" (Runner.warm)
+
+
 class StepCancelled(ScriptError):
     """The parent cancelled the run (protocol.Cancel): its step was terminated. A failure
     here, which the parent, holding its verdict already, never reads."""
@@ -217,6 +220,29 @@ class Runner:
         self._solo_keys: set[Key] = set()  # versions whose runs do not end within one step
         self.arriving = 0  # runs received whose task has not started yet (they may batch)
         self._queued: set[int] = set()  # jobs waiting for the engine lock, nothing begun
+        self._warming: asyncio.Task[None] | None = None
+
+    def warm(self) -> None:
+        """A run is likely soon (protocol.Warm): a no-op in the idle context used last, the
+        likeliest to run it, so that the engine's thread (and this process) is awake when the
+        run comes. Only while nothing at all runs or waits here: never in a run's way."""
+        if self._warming is not None or self._lock.locked() or self._active or self.arriving:
+            return
+        ctx = self._pool.newest_idle()
+        if ctx is not None:
+            self._warming = asyncio.get_running_loop().create_task(self._warm(ctx))
+
+    async def _warm(self, ctx: JsContext) -> None:
+        try:
+            async with self._lock:
+                # still idle, still the pool's (a run may have taken it meanwhile): "0"
+                # reads and changes nothing a run could see
+                if not ctx.closed and self._pool.newest_idle() is ctx:
+                    await ctx.step("0", "0", WARM_TIMEOUT_S)
+        except Exception:  # a warm-up is only a hint: a broken context is found by the
+            pass  # run that takes it
+        finally:
+            self._warming = None
 
     def cancel(self, job: Job) -> bool:
         """Mark a job cancelled; True when its task is to be cancelled now (it runs a step of

@@ -86,7 +86,7 @@ class _Jobs:
         self._chain_tails: dict[int, Job] = {}  # the last run of each chain held here
 
     def handle(self, message: protocol.Run | protocol.Ret | protocol.Revoke | protocol.Cancel
-               ) -> None:
+               | protocol.Warm) -> None:
         match message:
             case protocol.Run():
                 job = Job.from_run(message)
@@ -106,6 +106,8 @@ class _Jobs:
                 self._revoke(seq)
             case protocol.Cancel(seq=seq):
                 self._cancel(seq)
+            case protocol.Warm():
+                self._runner.warm()
 
     def _cancel(self, seq: int) -> None:
         """A cancelled run: dropped if it has not begun; its step terminated (the context

@@ -28,6 +28,7 @@ MESSAGES = [
     protocol.Done(7, "failed", None, "TypeError: x", "at <anonymous>", [], 0, 0, 0),
     protocol.Call(7, 3, "fetch", '[{"url":"http://x"}]', 950),
     protocol.Revoked(7),
+    protocol.Warm(),
 ]
 
 
@@ -56,6 +57,7 @@ def test_the_wire_shape_is_unchanged():
     assert protocol.Ret(1, 2, False, ["Error", "m"]).encode() == ["ret", 1, 2, 0, ["Error", "m"]]
     assert protocol.Call(1, 2, "publish", "[]", 5).encode() == ["call", 1, 2, "publish", "[]", 5]
     assert protocol.Quit().encode() == ["quit"]
+    assert protocol.Warm().encode() == ["warm"]
     assert protocol.frame(protocol.Revoke(9).encode()) == b'["revoke",9]\n'
 
 
@@ -88,11 +90,12 @@ def _run(**changes: Any) -> list[Any]:
         (protocol.Ret.parse, ["ret", 1, 2, 0, "boom"]),
         (protocol.Ret.parse, ["ret", 1, 2, 0, ["Error"]]),
         (protocol.Ret.parse, ["ret", 1, 2, 0, ["Error", 5]]),
-        # REVOKE, QUIT
+        # REVOKE, QUIT, WARM
         (protocol.Revoke.parse, ["revoke"]),
         (protocol.Revoke.parse, ["revoke", "7"]),
         (protocol.Revoke.parse, ["revoke", 7, 8]),
         (protocol.Quit.parse, ["quit", 1]),
+        (protocol.Warm.parse, ["warm", 1]),
         # READY
         (protocol.Ready.parse, ["ready"]),
         (protocol.Ready.parse, ["ready", 12.5]),
@@ -162,10 +165,10 @@ def test_a_deeply_nested_message_is_still_a_protocol_error():
 def test_the_line_buffer_hands_over_parsed_messages_across_reads():
     got: list[protocol.FromWorker] = []
     lines = protocol.LineBuffer(protocol.from_worker, got.append)
-    data = b"".join(protocol.frame(m.encode()) for m in MESSAGES[5:])
+    data = b"".join(protocol.frame(m.encode()) for m in MESSAGES[5:-1])
     lines.feed(data[:7])
     lines.feed(data[7:])
-    assert got == MESSAGES[5:]
+    assert got == MESSAGES[5:-1]
     with pytest.raises(ProtocolError):
         lines.feed(b'["done",1]\n')
     with pytest.raises(ProtocolError):
