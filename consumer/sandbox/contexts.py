@@ -106,6 +106,18 @@ class ContextPool:
             return None
         return next(reversed(self._idle.values()))[-1]
 
+    def drop_idle(self, ctx: JsContext) -> bool:
+        """Take an idle context out of the pool, for the caller to close; False: it is not
+        idle here."""
+        contexts = self._idle.get(ctx.key) if ctx.key is not None else None
+        if not contexts or ctx not in contexts:
+            return False
+        contexts.remove(ctx)
+        self._count -= 1
+        if not contexts:
+            del self._idle[ctx.key]
+        return True
+
     def give(self, ctx: JsContext) -> None:
         if ctx.runs >= self.max_runs or ctx.key is None:
             self._retire(ctx)

@@ -30,6 +30,19 @@
   // thread. Neither has a use here: timers are ours (below), and there is no other thread.
   delete g.Atomics.wait;
   delete g.Atomics.waitAsync;
+  // For the same reason: a FinalizationRegistry's cleanup callbacks run as tasks after a
+  // collection, and the continuations of WebAssembly's asynchronous compile and instantiate
+  // as tasks when the compilation ends - outside any step, under no deadline, in a context
+  // that may sit idle in the pool (a `while (true) {}` there burned a core of the worker
+  // for good). WeakRef has no callbacks; `new WebAssembly.Module(bytes)` and
+  // `new WebAssembly.Instance(module, imports)` compile and instantiate within the step.
+  delete g.FinalizationRegistry;
+  if (typeof g.WebAssembly === 'object' && g.WebAssembly !== null) {
+    delete g.WebAssembly.compile;
+    delete g.WebAssembly.instantiate;
+    delete g.WebAssembly.compileStreaming;
+    delete g.WebAssembly.instantiateStreaming;
+  }
 
   class RateLimitError extends Error {
     constructor(message) {

@@ -237,10 +237,24 @@ class Runner:
             async with self._lock:
                 # still idle, still the pool's (a run may have taken it meanwhile): "0"
                 # reads and changes nothing a run could see
-                if not ctx.closed and self._pool.newest_idle() is ctx:
+                if ctx.closed or self._pool.newest_idle() is not ctx:
+                    return
+                # in the slot as a step of its own (-1: whatever waits behind it is re-run if
+                # it kills the worker): the parent's deadline holds for it as for any step
+                self._slot.enter(-1, time.monotonic_ns() + int(WARM_TIMEOUT_S * 1e9))
+                try:
                     await ctx.step("0", "0", WARM_TIMEOUT_S)
-        except Exception:  # a warm-up is only a hint: a broken context is found by the
-            pass  # run that takes it
+                    return
+                except Exception:
+                    pass  # "0" did not evaluate cleanly (a callback of the script's own ran,
+                finally:  # say): the context is not trusted with another run
+                    self._slot.leave()
+                if self._pool.drop_idle(ctx):
+                    self._slot.enter(-1, time.monotonic_ns() + CLEANUP_NS, CLOSING)
+                    try:
+                        await self._pool.close_locked(ctx)
+                    finally:
+                        self._slot.leave()
         finally:
             self._warming = None
 

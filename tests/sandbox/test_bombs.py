@@ -142,6 +142,34 @@ async def test_leftover_microtask_loop_times_out_its_own_execution(run, healthy)
     await healthy()
 
 
+# What V8 itself would run of a script as a task of its own, outside any step - under no
+# deadline, in a context that may sit idle in the pool (a FinalizationRegistry callback or a
+# WebAssembly.compile continuation looping there burned a core of the worker for good): gone
+# from every context (prelude.js).
+OUTSIDE_STEPS = ("FinalizationRegistry", "WebAssembly.compile", "WebAssembly.instantiate",
+                 "WebAssembly.compileStreaming", "WebAssembly.instantiateStreaming",
+                 "Atomics.wait", "Atomics.waitAsync")
+
+
+async def test_nothing_schedules_a_scripts_code_outside_its_steps(run, healthy):
+    names = ", ".join(f"typeof {name}" for name in OUTSIDE_STEPS)
+    result = await run(f"function handler() {{ return [{names}, typeof WeakRef]; }}")
+    assert result.output == ["undefined"] * len(OUTSIDE_STEPS) + ["function"], result
+    reaching = "function handler() { new FinalizationRegistry(() => { while (true) {} }); }"
+    result = await run(reaching)
+    assert result.status == "failed" and result.error.startswith("ReferenceError"), result
+    await healthy()
+
+
+async def test_webassembly_still_compiles_and_instantiates_within_the_step(run):
+    source = """function handler() {
+      const module = new WebAssembly.Module(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0]));
+      return new WebAssembly.Instance(module, {}) instanceof WebAssembly.Instance;
+    }"""
+    result = await run(source)
+    assert (result.status, result.output) == ("completed", True), result
+
+
 async def test_console_flood_is_truncated_once(run):
     result = await run(
         "async function handler() { for (let i = 0; i < 100000; i++) console.log('line', i); return 'ok' }"
