@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,7 +44,7 @@ class Run:
         text (the claim casts them), so that no tenant value is decoded on the way."""
         refusal = None
         try:
-            limits = Limits.from_json(_decoded(row["resource_limits"]))
+            limits = _limits(row["resource_limits"])
         except (InvalidLimits, jsontext.JsonRefused) as exc:
             limits, refusal = Limits(), _invalid("resource_limits", exc)
         try:
@@ -93,6 +94,23 @@ class Run:
 NO_METRICS: Mapping[str, int] = {
     "duration_ms": 0, "memory_used_bytes": 0, "api_call_count": 0, "database_query_count": 0,
 }
+
+
+# A script's resource_limits text, as the claim returns it with each of its runs: parsed once
+# (Limits is frozen). Only short texts are kept, so that the cache stays small whatever a
+# tenant stores; an unusable one raises each time (exceptions are not cached).
+_LIMITS_CACHED_TEXT = 512
+
+
+def _limits(raw: Any) -> Limits:
+    if isinstance(raw, str) and len(raw) <= _LIMITS_CACHED_TEXT:
+        return _limits_of_text(raw)
+    return Limits.from_json(_decoded(raw))
+
+
+@functools.lru_cache(maxsize=1024)
+def _limits_of_text(text: str) -> Limits:
+    return Limits.from_json(jsontext.loads(text, "the value"))
 
 
 def _decoded(raw: Any) -> Any:

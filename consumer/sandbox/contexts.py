@@ -109,13 +109,14 @@ class ContextPool:
     def drop_idle(self, ctx: JsContext) -> bool:
         """Take an idle context out of the pool, for the caller to close; False: it is not
         idle here."""
-        contexts = self._idle.get(ctx.key) if ctx.key is not None else None
-        if not contexts or ctx not in contexts:
+        key = ctx.key
+        contexts = self._idle.get(key) if key is not None else None
+        if key is None or not contexts or ctx not in contexts:
             return False
         contexts.remove(ctx)
         self._count -= 1
         if not contexts:
-            del self._idle[ctx.key]
+            del self._idle[key]
         return True
 
     def give(self, ctx: JsContext) -> None:
