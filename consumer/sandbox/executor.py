@@ -14,6 +14,7 @@ import bisect
 import dataclasses
 import itertools
 import json
+import math
 import os
 import time
 from collections import deque
@@ -27,6 +28,7 @@ import structlog
 
 from consumer import jsontext
 from consumer.sandbox import protocol
+from consumer.sandbox.crashes import REFUSE_AFTER, REFUSE_FOR_S, WINDOW_S, Crashes
 from consumer.sandbox.errors import (
     ExecutorClosed,
     HostCallError,
@@ -108,6 +110,8 @@ class _Pending:
     chain: _Chain | None = None  # its serial group, if it has one
     index: int = 0  # its place in that group
     placed: bool = False  # on a worker now (what a chain counts in `inflight`)
+    # its version cost a worker lately (crashes.py): it runs alone, as a re-run does
+    alone: bool = False
 
     def __lt__(self, other: _Pending) -> bool:  # a chain's queue is kept in its order
         return self.index < other.index
@@ -148,11 +152,21 @@ CHAIN_WINDOW = 16  # at most this many of a chain's runs on a worker at once
 WARM_AFTER_S = 0.005
 
 
+def _key(request: ExecutionRequest) -> tuple[str, str, str]:
+    return (request.tenant_id, request.script_id, request.version_id)
+
+
+def _refusal(seconds: float) -> str:
+    return (f"refused: runs of this script version cost the sandbox a worker {REFUSE_AFTER}"
+            f" times within {WINDOW_S:.0f} s (crashed the engine, or had to be killed); its"
+            f" runs are refused for another {math.ceil(seconds)} s")
+
+
 def _blame_uncertain(reason: KillReason, pending: _Pending) -> bool:
     """V8 can abort from a background thread (GC, teardown of an earlier script's isolate)
     while another execution holds the step: a crash is pinned on an execution only when it
     crashes again running alone."""
-    return reason.kind == "crash" and pending.attempts == 0
+    return reason.kind == "crash" and pending.attempts == 0 and not pending.alone
 
 
 def _load(worker: WorkerProcess) -> int:
@@ -169,8 +183,8 @@ def _load(worker: WorkerProcess) -> int:
 
 
 def _isolated(worker: WorkerProcess) -> bool:
-    """Running a re-run, which nothing may join."""
-    return any(p.attempts > 0 for p in worker.inflight.values())
+    """Running a re-run, or a run of a version that cost a worker lately: nothing may join."""
+    return any(p.attempts > 0 or p.alone for p in worker.inflight.values())
 
 
 class Executor:
@@ -197,10 +211,12 @@ class Executor:
         self._running = False
         self._supervisor: asyncio.Task[None] | None = None
         self._respawns: set[asyncio.Task[None]] = set()
+        self._lost: set[WorkerProcess] = set()  # workers gone whose process is not reaped yet
         self._client: httpx.AsyncClient | None = None
         self._host: HostApi | None = None
         self.restarts = 0
         self.warmups = 0  # warm-ups sent (Executor.warm)
+        self._crashes = Crashes()  # versions that cost a worker: alone, then refused a while
         self.executions = 0
         self.last_respawn_ms: float | None = None
 
@@ -243,6 +259,9 @@ class Executor:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # lost workers whose replacement was cancelled before it reaped them
+        lost, self._lost = list(self._lost), set()
+        await asyncio.gather(*(w.stop() for w in lost), return_exceptions=True)
         workers = [w for w in self._workers if w is not None]
         self._workers = [None] * self.options.workers
         for worker in workers:
@@ -316,7 +335,12 @@ class Executor:
             error = "trigger data is not JSON-serialisable"
             future.set_result(ExecutionResult("failed", error=error, metrics=_metrics()))
             info_json = ""
-        return _Pending(request, future, info_json)
+        key = _key(request)
+        refused = self._crashes.refused_for(key)
+        if refused and not future.done():
+            future.set_result(ExecutionResult("failed", error=_refusal(refused),
+                                              metrics=_metrics()))
+        return _Pending(request, future, info_json, alone=self._crashes.alone(key))
 
     def cancel(self, execution_id: str, error: str = "cancelled") -> bool:
         """End an execution now as 'cancelled' (#19): one still waiting here (alone, or in a
@@ -362,7 +386,7 @@ class Executor:
         self._drain_backlog()
 
     def _dispatch(self, pending: _Pending) -> bool:
-        worker = self._pick(alone=pending.attempts > 0)
+        worker = self._pick(alone=pending.attempts > 0 or pending.alone)
         if worker is None:
             return False
         self._send_to(worker, pending)
@@ -401,11 +425,12 @@ class Executor:
         if not chain.queue:
             return True
         head = chain.queue[0]
-        worker = self._pick(alone=head.attempts > 0)
+        alone = head.attempts > 0 or head.alone
+        worker = self._pick(alone=alone)
         if worker is None:
             return False
         count = 1
-        if head.attempts == 0:
+        if not alone:
             while (count < min(CHAIN_WINDOW, len(chain.queue))
                    and chain.queue[count].attempts == 0):
                 count += 1
@@ -620,6 +645,7 @@ class Executor:
             self._end_calls(pending)
             if seq == reason.guilty_seq and not _blame_uncertain(reason, pending):
                 self._resolve(pending, self._verdict(reason.kind, pending, worker))
+                self._cost_a_worker(pending.request, reason.kind)
             else:
                 self._rerun(pending)
         worker.inflight.clear()
@@ -631,10 +657,21 @@ class Executor:
             detail=worker.describe_exit(),
         )
         if self._running:
+            self._lost.add(worker)
             task = asyncio.create_task(self._replace(worker))
             self._respawns.add(task)
             task.add_done_callback(self._respawns.discard)
         self._drain_backlog()
+
+    def _cost_a_worker(self, request: ExecutionRequest, kind: str) -> None:
+        """A run got the verdict of its worker's loss (a crash it caused running alone, or a
+        limit only a kill could enforce): its version runs alone from now on, and is refused a
+        while when this keeps happening (crashes.py)."""
+        if self._crashes.pinned(_key(request)):
+            log.warning("script_version_refused", tenant_id=request.tenant_id,
+                        script_id=request.script_id, version_id=request.version_id,
+                        reason=kind, workers_lost=REFUSE_AFTER, within_s=WINDOW_S,
+                        refused_for_s=REFUSE_FOR_S)
 
     def _rerun(self, pending: _Pending) -> None:
         pending.attempts += 1
@@ -673,6 +710,7 @@ class Executor:
 
     async def _replace(self, old: WorkerProcess) -> None:
         await old.stop()
+        self._lost.discard(old)
         while self._running:
             started = time.monotonic()
             try:

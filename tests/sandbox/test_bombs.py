@@ -8,8 +8,9 @@ import asyncio
 
 import pytest
 from support.sandbox_requests import FAST, make_request
+from support.waiting import eventually
 
-from consumer.sandbox import Limits
+from consumer.sandbox import Executor, Limits, crashes
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -109,6 +110,57 @@ async def test_innocent_executions_sharing_a_crashed_worker_are_rerun(executor):
         r for r in results if r.status != "completed"
     ][:2]
     assert executor.restarts > restarts
+
+
+async def test_a_version_that_keeps_crashing_the_engine_runs_alone_then_is_refused():
+    crasher = "'x'.repeat(2**29 - 30).split('')\nfunction handler() {}"
+    crash_limits = Limits(max_execution_time_ms=10_000)
+    async with Executor(workers=2) as ex:  # its own: this one loses workers on purpose
+        verdicts = []
+        for _ in range(crashes.REFUSE_AFTER):
+            restarts = ex.restarts
+            result = await ex.execute(make_request(crasher, script="crasher", version="v1",
+                                                   limits=crash_limits))
+            verdicts.append(result.error)
+            assert ex.restarts > restarts or any(w is None for w in ex._workers)
+            # once pinned, the version runs alone: a run of another tenant never shares its
+            # worker (its next run waits for a worker with nothing on it)
+            assert ex._crashes.alone(("tenant-a", "crasher", "v1"))
+        assert all(v.startswith("script crashed the engine: ") for v in verdicts), verdicts
+        await eventually(lambda: all(w is not None and w.alive for w in ex._workers),
+                         what="the workers replaced")
+        restarts = ex.restarts
+        refused = await ex.execute(make_request(crasher, script="crasher", version="v1",
+                                                limits=crash_limits))
+        assert refused.status == "failed" and refused.error.startswith(
+            "refused: runs of this script version cost the sandbox a worker 3 times within"
+            " 60 s"), refused
+        assert ex.restarts == restarts  # refused without reaching a worker
+        # a new version of the script, and every other tenant, run as before
+        fixed = await ex.execute(make_request("function handler() { return 'fixed' }",
+                                              script="crasher", version="v2"))
+        other = await ex.execute(make_request("function handler(i) { return i }", 7,
+                                              tenant="tenant-b", script="crasher"))
+        assert [(fixed.status, fixed.output), (other.status, other.output)] == [
+            ("completed", "fixed"), ("completed", 7)]
+
+
+async def test_a_run_of_a_version_that_crashed_never_shares_a_worker():
+    crasher = "'x'.repeat(2**29 - 30).split('')\nfunction handler() {}"
+    slow = "async function handler(i) { await new Promise(r => setTimeout(r, 100)); return i }"
+    async with Executor(workers=2) as ex:
+        first = await ex.execute(make_request(crasher, script="crasher-2", version="v1",
+                                              limits=Limits(max_execution_time_ms=10_000)))
+        assert first.error.startswith("script crashed the engine: "), first
+        await eventually(lambda: all(w is not None and w.alive for w in ex._workers),
+                         what="the workers replaced")
+        innocents = [ex.submit(make_request(slow, i, script="innocent-2")) for i in range(6)]
+        crash = ex.submit(make_request(crasher, script="crasher-2", version="v1",
+                                       limits=Limits(max_execution_time_ms=10_000)))
+        results = await asyncio.gather(*innocents)
+        assert [(r.status, r.output) for r in results] == [("completed", i) for i in range(6)]
+        crashed = await crash
+        assert crashed.error.startswith("script crashed the engine: "), crashed
 
 
 async def test_huge_output_is_refused_and_not_stored(run, healthy):
