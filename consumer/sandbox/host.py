@@ -165,7 +165,9 @@ class HostApi:
             log.warning("publish_refused", tenant_id=request.tenant_id,
                         script_id=request.script_id, execution_id=request.execution_id,
                         error=str(exc).splitlines()[0][:300])
-            raise HostCallError("events.publish failed: the event was refused") from None
+            own = _publish_refusal(str(exc))
+            raise HostCallError(f"events.publish failed: {own or 'the event was refused'}") \
+                from None
         except Exception:
             log.exception(
                 "publish_failed",
@@ -174,3 +176,11 @@ class HostApi:
                 execution_id=request.execution_id,
             )
             raise HostCallError("events.publish failed") from None
+
+
+def _publish_refusal(message: str) -> str | None:
+    """jsrt_publish's own words about the event (its size, say: the database's cap), which
+    the script may read; None for anything else the database said."""
+    first = message.splitlines()[0] if message else ""
+    _, found, said = first.partition("jsrt_publish: payload ")
+    return f"payload {said}"[:200] if found else None

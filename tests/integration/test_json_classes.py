@@ -270,3 +270,32 @@ def _numbers(value: Any) -> Any:
     return value
 
 
+
+
+@pytest.mark.timeout(900)
+@examples(40)
+@given(sizes=st.lists(st.integers(min_value=0, max_value=400_000), min_size=1, max_size=4),
+       wide=st.booleans())
+async def test_a_payload_of_any_size_is_queued_whole_or_refused_in_one_line(
+    conn: asyncpg.Connection, sizes: list[int], wide: bool
+) -> None:
+    """Under the cap (jsrt.max_payload_bytes, 256 KiB) an event is queued as given; over it,
+    jsrt_publish fails with one line and nothing of it is queued (no event, no due row)."""
+    tenant = await make_tenant(conn)
+    char = "é" if wide else "x"  # two bytes in UTF-8
+    queued = 0
+    for size in sizes:
+        payload = json.dumps({"s": char * size})
+        stored = await conn.fetchval("SELECT pg_column_size($1::jsonb)", payload)
+        try:
+            await conn.execute("SELECT jsrt_publish($1, 'sized', $2::jsonb)", tenant, payload)
+        except asyncpg.ProgramLimitExceededError as exc:
+            assert stored > 262144
+            assert str(exc) == f"jsrt_publish: payload is larger than 262144 bytes ({stored} bytes)"
+        else:
+            assert stored <= 262144
+            queued += 1
+    assert await conn.fetchval("SELECT count(*) FROM jsrt_events WHERE tenant_id = $1",
+                               tenant) == queued
+    assert await conn.fetchval("SELECT count(*) FROM jsrt_events_due WHERE tenant_id = $1",
+                               tenant) == queued

@@ -364,3 +364,54 @@ def _nest(levels: int) -> Any:
         value = [value]
     return value
 
+
+
+# ---------------------------------------------------------------- 16. payload size
+BIG = "SELECT jsrt_publish($1, 'big', jsonb_build_object('s', repeat('x', $2::int)))"
+
+
+async def test_jsrt_publish_refuses_a_payload_over_the_cap_and_queues_nothing(
+    conn: asyncpg.Connection,
+) -> None:
+    tenant = await make_tenant(conn)
+    await conn.execute(BIG, tenant, 200_000)  # under 256 KiB
+    with pytest.raises(asyncpg.ProgramLimitExceededError,
+                       match=r"payload is larger than 262144 bytes \(\d+ bytes\)"):
+        await conn.execute(BIG, tenant, 300_000)
+    assert await conn.fetchval("SELECT count(*) FROM jsrt_events WHERE tenant_id = $1",
+                               tenant) == 1
+    assert await conn.fetchval("SELECT count(*) FROM jsrt_events_due WHERE tenant_id = $1",
+                               tenant) == 1
+    # by any path: plain SQL, and a value that arrives compressed (copied from a row)
+    with pytest.raises(asyncpg.ProgramLimitExceededError, match="payload is larger"):
+        await conn.execute("INSERT INTO jsrt_events (tenant_id, event_type, payload) VALUES"
+                           " ($1, 'big', jsonb_build_object('s', repeat('x', 300000)))", tenant)
+    await conn.execute("CREATE TEMP TABLE stash (p jsonb)")
+    await conn.execute("INSERT INTO stash SELECT jsonb_build_object('s', repeat('x', 3000000))")
+    assert await conn.fetchval("SELECT pg_column_size(p) < 262144 FROM stash")  # compressed
+    with pytest.raises(asyncpg.ProgramLimitExceededError, match="payload is larger"):
+        await conn.execute("INSERT INTO jsrt_events (tenant_id, event_type, payload)"
+                           " SELECT $1, 'big', p FROM stash", tenant)
+    # the database may set another cap
+    await conn.execute("SET jsrt.max_payload_bytes = '1000000'")
+    await conn.execute(BIG, tenant, 300_000)
+    await conn.execute("RESET jsrt.max_payload_bytes")
+
+
+async def test_ctx_events_publish_of_a_payload_over_the_cap_says_so_in_one_line(
+    conn: asyncpg.Connection, db_url: str, executor: Executor
+) -> None:
+    a, b = await make_tenant(conn, "a"), await make_tenant(conn, "b")
+    await make_script(conn, a, """async function handler(i, ctx) {
+        try { await ctx.events.publish('x', {s: 'x'.repeat(300000)}); return 'published'; }
+        catch (e) { return e.message; }
+    }""")
+    await make_script(conn, b)
+    await publish(conn, a, "thing.happened", {})
+    await publish(conn, b, "thing.happened", {"n": 1})
+    await drain(db_url, executor)
+    [row] = await executions(conn, a)
+    assert row["output"].startswith(
+        "events.publish failed: payload is larger than 262144 bytes ("), row
+    assert {r["status"] for r in await executions(conn, b)} == {"completed"}
+    assert await conn.fetchval("SELECT count(*) FROM jsrt_events WHERE event_type = 'x'") == 0
