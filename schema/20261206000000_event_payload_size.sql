@@ -5,7 +5,7 @@
 -- reads up to hundreds of events at once. On every insert, by any path (jsrt_publish, a
 -- script's events.publish, the CLI, the listener's raw events, plain SQL), before the row
 -- exists: the publisher's statement fails with one line, and nothing is queued. The size is
--- the value's own: its stored binary size, measured on the text when it arrives compressed.
+-- the payload's JSON text in UTF-8 (as PostgreSQL writes jsonb out: `{"a": 1}`).
 
 -- +migrate Up
 -- +migrate StatementBegin
@@ -20,9 +20,9 @@ DECLARE
     v_limit BIGINT := jsrt_max_payload_bytes();
     v_size BIGINT;
 BEGIN
-    v_size := CASE WHEN pg_column_compression(NEW.payload) IS NULL
-                   THEN pg_column_size(NEW.payload)
-                   ELSE octet_length(NEW.payload::text) END;
+    -- the JSON text, as the claim hands it to the daemon (input::text): whatever the value's
+    -- storage (a value copied from another row arrives compressed), in every PostgreSQL
+    v_size := octet_length(NEW.payload::text);
     IF v_size > v_limit THEN
         RAISE EXCEPTION 'jsrt_publish: payload is larger than % bytes (% bytes)', v_limit, v_size
             USING ERRCODE = 'program_limit_exceeded';

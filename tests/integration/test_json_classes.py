@@ -286,7 +286,7 @@ async def test_a_payload_of_any_size_is_queued_whole_or_refused_in_one_line(
     queued = 0
     for size in sizes:
         payload = json.dumps({"s": char * size})
-        stored = await conn.fetchval("SELECT pg_column_size($1::jsonb)", payload)
+        stored = await conn.fetchval("SELECT octet_length($1::jsonb::text)", payload)
         try:
             await conn.execute("SELECT jsrt_publish($1, 'sized', $2::jsonb)", tenant, payload)
         except asyncpg.ProgramLimitExceededError as exc:
