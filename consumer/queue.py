@@ -70,7 +70,7 @@ class Queue:
         summary = rows[-1]  # the function always ends with its counts
         claimed = Claimed(
             summary["events"], summary["created"], summary["queued"],
-            [Run.from_row(r) for r in rows[:-1]], summary["more"], summary["waiting"],
+            Run.many_from_rows(rows[:-1]), summary["more"], summary["waiting"],
         )
         by_source = summary["by_source"]
         if by_source:
@@ -97,7 +97,7 @@ class Queue:
             slot_limit if pending_slots is None else pending_slots)
         assert row is not None  # the function returns one row
         leased = Leased(
-            [Run.from_row(r) for r in row["runs"]],
+            Run.many_from_rows(row["runs"]),
             dict(zip(row["lease_scripts"], row["lease_slots"], strict=True)),
             list(row["lost_scripts"]), row["events"], row["created"], row["queued"],
             row["more"], row["waiting"], row["filtered"] or 0, skips_of(row["filter_errors"]),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -39,7 +39,22 @@ class Run:
     script_name: str | None = None  # for the log lines (operators read names, not ids)
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Run:
+    def many_from_rows(cls, rows: Iterable[Mapping[str, Any]]) -> list[Run]:
+        """`from_row` for each of a claim's rows. A claim returns each run with its script's
+        source (up to 1 MiB): the runs of one version share one copy of it (an equal text
+        only, never one found by id alone), so that a local queue of hundreds of runs holds
+        the source once."""
+        shared: dict[tuple[Any, Any, Any], str] = {}
+        runs = []
+        for row in rows:
+            source = row["source"]
+            kept = shared.setdefault((row["tenant_id"], row["script_id"], row["version_id"]),
+                                     source)
+            runs.append(cls.from_row(row, kept if kept == source else source))
+        return runs
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], source: str | None = None) -> Run:
         """A started run as the claim returns it: input and resource_limits come as JSON
         text (the claim casts them), so that no tenant value is decoded on the way."""
         refusal = None
@@ -57,7 +72,7 @@ class Run:
             execution_id=row["execution_id"],
             tenant_id=row["tenant_id"],
             script_id=row["script_id"],
-            source=row["source"],
+            source=row["source"] if source is None else source,
             version_id=row["version_id"],
             limits=limits,
             input_json=row["input"] if row["input"] is not None else "null",

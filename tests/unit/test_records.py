@@ -48,3 +48,39 @@ def test_cached_and_uncached_agree(raw: dict[str, int]):
     except InvalidLimits as exc:
         got = type(exc)
     assert got == expected
+
+
+def _row(source: str, version: str, n: int, tenant: str = "00000000-0000-0000-0000-00000000000a"
+         ) -> dict[str, object]:
+    import uuid
+
+    return {"execution_id": uuid.uuid4(), "tenant_id": uuid.UUID(tenant),
+            "script_id": uuid.UUID(int=1), "source": source, "version_id": version,
+            "resource_limits": "{}", "input": f'{{"n": {n}}}', "trigger_type": "event",
+            "trigger_data": '{"type": "event"}', "event_id": None, "dead_letter_id": None,
+            "depth": 0, "script_name": "s"}
+
+
+def test_the_runs_of_one_version_share_one_copy_of_its_source():
+    text = "function handler(i) { return i; }" + " " * 1000
+    rows = [_row("".join(list(text)), "v1", n) for n in range(5)]  # five equal, distinct str
+    assert len({id(r["source"]) for r in rows}) == 5
+    runs = records.Run.many_from_rows(rows)
+    assert len({id(r.source) for r in runs}) == 1
+    assert [r.input_json for r in runs] == [f'{{"n": {n}}}' for n in range(5)]
+
+
+def test_a_source_is_shared_only_when_equal_and_only_within_its_tenant():
+    # the same version id with another text (an md5 collision, say) keeps its own text, and
+    # another tenant's run never gets this one's copy
+    def fresh(text: str) -> str:  # an equal text in a string object of its own
+        return "".join(list(text))
+
+    rows = [_row(fresh("function handler() { return 'a'; }"), "v1", 1),
+            _row(fresh("function handler() { return 'b'; }"), "v1", 2),
+            _row(fresh("function handler() { return 'a'; }"), "v1", 3,
+                 tenant="00000000-0000-0000-0000-00000000000b")]
+    a, b, other = records.Run.many_from_rows(rows)
+    assert (a.source, b.source, other.source) == (rows[0]["source"], rows[1]["source"],
+                                                  rows[2]["source"])
+    assert other.source is not a.source
