@@ -200,6 +200,7 @@ async def test_leftover_microtask_loop_times_out_its_own_execution(run, healthy)
 # from every context (prelude.js).
 OUTSIDE_STEPS = ("FinalizationRegistry", "WebAssembly.compile", "WebAssembly.instantiate",
                  "WebAssembly.compileStreaming", "WebAssembly.instantiateStreaming",
+                 "WebAssembly.promising", "WebAssembly.Suspending",
                  "Atomics.wait", "Atomics.waitAsync")
 
 
