@@ -88,13 +88,9 @@ class ContextPool:
         self._live.add(ctx)
 
     def take(self, key: Key, source: str) -> JsContext | None:
-        contexts = self._idle.get(key)
-        if not contexts:
+        if not self._idle.get(key):
             return None
-        ctx = contexts.pop()
-        self._count -= 1
-        if not contexts:
-            del self._idle[key]
+        ctx = self._unlist(key, -1)
         if ctx.source != source:  # the same version id with another text: never trust the cache
             self._retire(ctx)
             return None
@@ -113,10 +109,7 @@ class ContextPool:
         contexts = self._idle.get(key) if key is not None else None
         if key is None or not contexts or ctx not in contexts:
             return False
-        contexts.remove(ctx)
-        self._count -= 1
-        if not contexts:
-            del self._idle[key]
+        self._unlist(key, contexts.index(ctx))
         return True
 
     def give(self, ctx: JsContext) -> None:
@@ -143,8 +136,12 @@ class ContextPool:
             await self.close_locked(self._pop_oldest())
 
     def _pop_oldest(self) -> JsContext:
-        key, contexts = next(iter(self._idle.items()))
-        ctx = contexts.pop(0)
+        return self._unlist(next(iter(self._idle)), 0)
+
+    def _unlist(self, key: Key, index: int) -> JsContext:
+        """Take the idle context at `index` of `key`'s out of the pool."""
+        contexts = self._idle[key]
+        ctx = contexts.pop(index)
         self._count -= 1
         if not contexts:
             del self._idle[key]

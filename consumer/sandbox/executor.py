@@ -399,9 +399,12 @@ class Executor:
         and never to a worker with work: under load this sends nothing."""
         if not self._running:
             return
-        worker = self._pick()
+        # the worker the next run would go to when one is idle (_pick's choice at load 0),
+        # found without counting loads: this runs on every wake-up, busy or not
+        worker = next((w for w in self._workers if w is not None and w.alive
+                       and not w.inflight and not w.long_step), None)
         now = time.monotonic()
-        if worker is None or worker.inflight or now - worker.active_at < WARM_AFTER_S:
+        if worker is None or now - worker.active_at < WARM_AFTER_S:
             return
         worker.active_at = now
         self.warmups += 1

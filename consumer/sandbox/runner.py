@@ -38,7 +38,7 @@ from consumer.sandbox.errors import RuntimeCorrupted
 from consumer.sandbox.ledger import Ledger
 from consumer.sandbox.outbox import BatchState, Outbox, Returned, Threw, TooLarge
 from consumer.sandbox.script import install_code
-from consumer.sandbox.slot import CLOSING, CLOSING_AFTER_MEMORY, Slot
+from consumer.sandbox.slot import CLOSING, CLOSING_AFTER_MEMORY, RUNNING, Slot
 from consumer.sandbox.watchdog import MemoryWatchdog
 
 # Off-heap memory is watched through RSS, which also holds the heap V8 already limits and
@@ -250,11 +250,7 @@ class Runner:
                 finally:  # say): the context is not trusted with another run
                     self._slot.leave()
                 if self._pool.drop_idle(ctx):
-                    self._slot.enter(-1, time.monotonic_ns() + CLEANUP_NS, CLOSING)
-                    try:
-                        await self._pool.close_locked(ctx)
-                    finally:
-                        self._slot.leave()
+                    await self._close_named(-1, ctx, CLOSING)
         finally:
             self._warming = None
 
@@ -532,11 +528,15 @@ class Runner:
         """Close a context under the step lock and the job's name: a terminated script can still
         bring V8 down while it unwinds, and the parent must then know whom to blame."""
         async with self._lock:
-            self._slot.enter(job.seq, time.monotonic_ns() + CLEANUP_NS)
-            try:
-                await self._pool.close_locked(ctx)
-            finally:
-                self._slot.leave()
+            await self._close_named(job.seq, ctx)
+
+    async def _close_named(self, seq: int, ctx: JsContext, phase: int = RUNNING) -> None:
+        """Close a context, the lock held, in the slot under `seq` (whom a crash blames)."""
+        self._slot.enter(seq, time.monotonic_ns() + CLEANUP_NS, phase)
+        try:
+            await self._pool.close_locked(ctx)
+        finally:
+            self._slot.leave()
 
     @staticmethod
     def _run_code(job: Job, ctx: JsContext) -> str:
