@@ -27,6 +27,13 @@ from consumer.store import Store
 _LOG = log.get("jsrt.completer")
 
 BATCH = 256
+# What one statement carries at most, in characters of outputs, errors and console lines (an
+# outcome larger than this goes alone): 256 outputs of 1 MiB were one 256 MiB statement.
+BATCH_CHARS = 1 << 20
+# A script whose unrecorded outcomes hold more than this starts no new runs until they are
+# written (Completer.heavy): a script returning 1 MiB outputs ran faster than PostgreSQL
+# stores them, and its results piled up in the daemon (529 MB after 3 s, without bound).
+HELD_PER_SCRIPT = 4 << 20
 # Slots a claim was taking at the moment they were to go back (jsrt_release_slots_v3 passes
 # such a script over rather than wait): given back again after this long.
 RELEASE_AGAIN_S = 0.02
@@ -39,12 +46,16 @@ T = TypeVar("T")
 
 class Completer:
     def __init__(self, store: Store, owner: str, on_recorded: OnRecorded,
-                 on_released: Callable[[], None] | None = None) -> None:
+                 on_released: Callable[[], None] | None = None,
+                 on_room: Callable[[], None] | None = None) -> None:
         self.store = store
         self.owner = owner
         self._on_recorded = on_recorded
         self._on_released = on_released  # after slots given back are written
+        self._on_room = on_room  # after a heavy script's outcomes are written (heavy())
         self._outcomes: deque[Outcome] = deque()
+        self._sizes: deque[int] = deque()  # each outcome's size (_size), in step
+        self._held: dict[UUID, int] = {}  # unrecorded characters, by script
         self._starts: dict[UUID, datetime] = {}  # runs to show as started, by execution
         self._releases: dict[UUID, int] = {}  # slots to give back, by script
         self._later: dict[UUID, int] = {}  # ... passed over by the last release: soon again
@@ -55,11 +66,20 @@ class Completer:
         self.unrecorded = 0  # outcomes given and not yet recorded
 
     def add(self, outcome: Outcome) -> None:
+        size = _size(outcome)
         self._outcomes.append(outcome)
+        self._sizes.append(size)
+        script_id = outcome.run.script_id
+        self._held[script_id] = self._held.get(script_id, 0) + size
         self.unrecorded += 1
         # its result says when it started: a start not yet written need not be
         self._starts.pop(outcome.run.execution_id, None)
         self._due()
+
+    def heavy(self, script_id: UUID) -> bool:
+        """The script's unrecorded outcomes hold more than HELD_PER_SCRIPT: start none of its
+        runs until they are written (on_room says when)."""
+        return self._held.get(script_id, 0) > HELD_PER_SCRIPT
 
     def started(self, execution_id: UUID, at: datetime) -> None:
         """Show a run of a local queue as started (it has been running a while)."""
@@ -108,7 +128,7 @@ class Completer:
         await self._idle.wait()
 
     async def _record_batch(self) -> None:
-        batch = [self._outcomes.popleft() for _ in range(min(len(self._outcomes), BATCH))]
+        batch, sizes = self._take()
         try:
             recorded = await self._shielded(recording.complete, self.store, self.owner, batch)
         except Exception as exc:  # a bug in recording must not stop the process
@@ -116,11 +136,60 @@ class Completer:
                        executions=len(batch))
             recorded = []
         self.unrecorded -= len(batch)
+        self._written(batch, sizes)
         try:
             self._on_recorded(batch, recorded)
         except Exception as exc:  # an observer's bug must not stop the recording
             _LOG.error("completer_error", error=f"{type(exc).__name__}: {exc}"[:300],
                        executions=len(batch))
+
+    def _take(self) -> tuple[list[Outcome], list[int]]:
+        """The next statement's outcomes: BATCH of them, BATCH_CHARS at most (one larger goes
+        alone); those of scripts not held back (heavy) first, oldest first - a script whose
+        results are slow to write never makes another script's result wait behind them."""
+        batch: list[Outcome] = []
+        sizes: list[int] = []
+        chars = 0
+        if not any(held > HELD_PER_SCRIPT for held in self._held.values()):  # the usual case
+            while self._outcomes and len(batch) < BATCH and (
+                    not batch or chars + self._sizes[0] <= BATCH_CHARS):
+                chars += self._sizes[0]
+                sizes.append(self._sizes.popleft())
+                batch.append(self._outcomes.popleft())
+            return batch, sizes
+        rest: deque[tuple[Outcome, int]] = deque()
+        for light in (True, False):
+            queue = deque(zip(self._outcomes, self._sizes, strict=True)) if light else rest
+            if not light:
+                rest = deque()
+            while queue:
+                outcome, size = queue.popleft()
+                fits = len(batch) < BATCH and (not batch or chars + size <= BATCH_CHARS)
+                if fits and (not light or not self.heavy(outcome.run.script_id)):
+                    batch.append(outcome)
+                    sizes.append(size)
+                    chars += size
+                else:
+                    rest.append((outcome, size))
+        self._outcomes = deque(o for o, _ in rest)
+        self._sizes = deque(n for _, n in rest)
+        return batch, sizes
+
+    def _written(self, batch: Sequence[Outcome], sizes: Sequence[int]) -> None:
+        roomier = False
+        for outcome, size in zip(batch, sizes, strict=True):
+            script_id = outcome.run.script_id
+            held = self._held[script_id]
+            roomier = roomier or held > HELD_PER_SCRIPT >= held - size
+            if held == size:
+                del self._held[script_id]
+            else:
+                self._held[script_id] = held - size
+        if roomier and self._on_room is not None:
+            try:
+                self._on_room()
+            except Exception as exc:  # an observer's bug must not stop the recording
+                _LOG.error("completer_error", error=f"{type(exc).__name__}: {exc}"[:300])
 
     async def _mark_and_release(self) -> None:
         starts, self._starts = self._starts, {}
@@ -154,3 +223,14 @@ class Completer:
                 delay = backoff.next()
                 _LOG.warning("database_unavailable", error=str(exc)[:200], retry_in_s=delay)
                 await anyio.sleep(delay)
+
+
+def _size(outcome: Outcome) -> int:
+    """What an outcome carries into its statement, in characters (console lines counted by
+    their text; each line at least 32 for its level and time)."""
+    r = outcome.result
+    size = len(r.output_json or "") + len(r.error or "") + len(r.stack or "")
+    for line in r.logs:
+        message = line.get("message")
+        size += 32 + (len(message) if isinstance(message, str) else 0)
+    return size

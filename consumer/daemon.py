@@ -1,7 +1,7 @@
 """The daemon: claim → execute → report, for one process.
 
     claim loop  take slots of scripts (leases), reserve their queued runs into local queues,
-                fan events out - one round trip (this module, jsrt_claim_v3); beside it, the
+                fan events out - one round trip (this module, jsrt_claim_v4); beside it, the
                 side lane: a small claim when an event comes while a claim fans out a backlog
     execute     each slot pushes its script's local queue through the sandbox, a serial group
                 of runs at a time (slots.py): no round trip between two runs of a slot
@@ -114,7 +114,8 @@ class Daemon:
         # Runs handed to the executor, by execution id, with the future their result arrives
         # on: a callback, not a task per run, hands each result to the completer.
         self._in_flight: dict[UUID, tuple[Run, asyncio.Future[ExecutionResult]]] = {}
-        self._completer = Completer(store, self.id, self._recorded, self._released)
+        self._completer = Completer(store, self.id, self._recorded, self._released,
+                                    self._roomier)
         self._timers = Timers(store, self.clock, settings.poll_interval, self._queued)
         self._cancels = CancelWatcher(store, self.id, self._cancel_run,
                                       settings.heartbeat_interval)
@@ -406,7 +407,7 @@ class Daemon:
     def _pump(self) -> None:
         """Start a group in every idle slot with queued runs; give back the slots that have
         nothing left to run."""
-        while groups := self._slots.next_groups():
+        while groups := self._slots.next_groups(self._completer.heavy):
             for script_id, runs in groups:
                 self._start_group(script_id, runs)
         for script_id, n in self._slots.releases().items():
@@ -548,6 +549,11 @@ class Daemon:
         if self._runs_waiting:
             self._maybe_runs = True
             self._wake.set()
+
+    def _roomier(self) -> None:
+        """A script's unrecorded outcomes no longer hold it back (Completer.heavy)."""
+        self._pump()
+        self._wake.set()
 
     def _recorded(self, batch: Sequence[Outcome], recorded: Sequence[Outcome]) -> None:
         """After each batch of the completer: log each outcome as recorded, free slots."""

@@ -187,11 +187,15 @@ class Slots:
         return dropped
 
     # ------------------------------------------------------------ running
-    def next_groups(self) -> list[tuple[UUID, list[Run]]]:
+    def next_groups(self, held_back: Callable[[UUID], bool] | None = None
+                    ) -> list[tuple[UUID, list[Run]]]:
         """Groups to start now, one per idle slot with queued runs: the queue is shared out
-        evenly over the idle slots, at most MAX_GROUP runs a group."""
+        evenly over the idle slots, at most MAX_GROUP runs a group; none of the scripts
+        `held_back` says must wait (their results are still being written)."""
         out: list[tuple[UUID, list[Run]]] = []
         for h in self._held.values():
+            if held_back is not None and h.queue and held_back(h.script_id):
+                continue
             while h.idle > 0 and h.queue:
                 size = min(-(-len(h.queue) // h.idle), self._max_group)
                 out.append((h.script_id, [h.queue.popleft() for _ in range(size)]))

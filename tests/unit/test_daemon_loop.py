@@ -338,3 +338,57 @@ async def test_passed_over_slots_go_back_while_results_keep_arriving() -> None:
             await results()
         assert store.pass_over == 0
         tg.cancel_scope.cancel()
+
+
+def outcome_of(script: uuid.UUID, chars: int) -> Outcome:
+    run = dataclasses.replace(make_run(0), script_id=script)
+    return Outcome(run, ExecutionResult("completed", output_json='"' + "y" * chars + '"'),
+                   datetime.now(UTC))
+
+
+async def test_a_statement_carries_a_bounded_size_and_light_results_first() -> None:
+    """Results of a script returning large outputs go in statements of BATCH_CHARS at most
+    (one larger alone), and once that script holds more than HELD_PER_SCRIPT unrecorded it is
+    held back (heavy) and another script's small result goes in the very next statement."""
+    from consumer import completer as completer_module
+
+    store = FakeStore(runs=0)
+    big, small = uuid.uuid4(), uuid.uuid4()
+    batches: list[list[uuid.UUID]] = []
+    roomier: list[bool] = []
+    completer = Completer(cast(Store, store), "d1", lambda batch, _: batches.append(
+        [o.run.script_id for o in batch]), on_room=lambda: roomier.append(True))
+    size = completer_module.BATCH_CHARS * 6 // 10  # two do not fit in one statement
+    n = completer_module.HELD_PER_SCRIPT // size + 2
+    for _ in range(n):
+        o = outcome_of(big, size)
+        store.queue.running[o.run.execution_id] = o.run
+        completer.add(o)
+    assert completer.heavy(big) and not completer.heavy(small)
+    light = outcome_of(small, 10)
+    store.queue.running[light.run.execution_id] = light.run
+    completer.add(light)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(completer.run)
+        with anyio.fail_after(5):
+            await completer.flushed()
+        tg.cancel_scope.cancel()
+    assert batches[0][0] == small  # not behind the large ones (what room is left: theirs)
+    assert all(b.count(big) == 1 for b in batches) and len(batches) == n
+    assert not completer.heavy(big) and roomier == [True]  # the daemon may run it again
+
+
+def test_a_script_held_back_gets_no_new_group() -> None:
+    from consumer.slots import Slots
+
+    slots = Slots(4, 2, 1.0)
+    a, b = uuid.uuid4(), uuid.uuid4()
+    for script in (a, b):
+        slots.granted(script, 1, False)
+    runs = {s: [dataclasses.replace(make_run(i), script_id=s) for i in range(2)] for s in (a, b)}
+    for s, rs in runs.items():
+        for r in rs:
+            assert slots.reserved(r)
+    groups = slots.next_groups(lambda script: script == a)
+    assert [s for s, _ in groups] == [b]
+    assert [s for s, _ in slots.next_groups(lambda script: False)] == [a]
