@@ -1,6 +1,6 @@
 """Runs started now, outside the queue: HTTP requests, `jsrt exec`, the embedded Runtime.
 
-    start    jsrt_start_now_v2: a 'running' execution owned by this process's lease, or None
+    start    jsrt_start_now_v3: a 'running' execution owned by this process's lease, or None
              when the script's max_concurrent_runs is full (counted across every process)
     run      the sandbox executes it; the result is recorded (recording.py), shielded from
              cancellation

@@ -27,7 +27,13 @@ from consumer.dead_letters import log_letters, record_letters
 from consumer.filters import log_skips, skips_of
 from consumer.records import Claimed, Finished, Leased, Outcome, Run, StartNow
 from consumer.schedules import record_cron_finished
+from consumer.sources import Named, Sources
 from consumer.sql import q
+
+# A claim fans out no more than this of one tenant's payloads (its oldest event always): its
+# events' inputs are written into executions and read back by the same statement, and one
+# tenant's large payloads made every claim slow for all (a policy: jsrt_claim_v4 moves rows).
+TENANT_BYTES = 1 << 20
 
 # Observers (metrics), called after commit: events fanned out, by source; results recorded
 # (the outcomes given, and those actually recorded).
@@ -41,6 +47,8 @@ class Queue:
         self._db = db
         self._on_dispatched = on_dispatched
         self._on_recorded = on_recorded
+        # the sources this process holds: a claim or a start brings each version once at most
+        self.sources = Sources()
 
     # ------------------------------------------------------------- events
     async def enqueue(
@@ -70,7 +78,7 @@ class Queue:
         summary = rows[-1]  # the function always ends with its counts
         claimed = Claimed(
             summary["events"], summary["created"], summary["queued"],
-            Run.many_from_rows(rows[:-1]), summary["more"], summary["waiting"],
+            self._runs(rows[:-1], None), summary["more"], summary["waiting"],
         )
         by_source = summary["by_source"]
         if by_source:
@@ -82,22 +90,26 @@ class Queue:
         self, daemon_id: str, event_limit: int, per_tenant: int, slot_limit: int,
         per_script: int, reserve: int, refill: Mapping[UUID, int],
         tenant_after: UUID | None = None, pending_slots: int | None = None,
+        tenant_bytes: int = TENANT_BYTES,
     ) -> Leased:
-        """The leased path's round trip (jsrt_claim_v3): reserve up to refill[s] more runs
+        """The leased path's round trip (jsrt_claim_v4): reserve up to refill[s] more runs
         for each script s whose slots this daemon holds, take up to `slot_limit` free slots
         (`per_script` at most of each script) with `reserve` runs each, fan out up to
         `event_limit` due events, reserving their runs where there is room. Tenants are
         visited from the first after `tenant_after` (a random one when None), round; of the
         slots, `pending_slots` at most (all when None) go to scripts with pending runs, the
-        rest only to the scripts of the events fanned out."""
+        rest only to the scripts of the events fanned out. Of one tenant's events, no more
+        than `tenant_bytes` of payload (its oldest always)."""
+        named = self.sources.named()
         row = await self._db.fetchrow(
             q("claim_leased"), daemon_id, event_limit, per_tenant,
             tenant_after or uuid.uuid4(), slot_limit,
             per_script, uuid.uuid4(), reserve, list(refill), list(refill.values()),
-            slot_limit if pending_slots is None else pending_slots)
+            slot_limit if pending_slots is None else pending_slots, named.scripts,
+            named.digests, tenant_bytes)
         assert row is not None  # the function returns one row
         leased = Leased(
-            Run.many_from_rows(row["runs"]),
+            self._runs(row["runs"], named),
             dict(zip(row["lease_scripts"], row["lease_slots"], strict=True)),
             list(row["lost_scripts"]), row["events"], row["created"], row["queued"],
             row["more"], row["waiting"], row["filtered"] or 0, skips_of(row["filter_errors"]),
@@ -158,16 +170,23 @@ class Queue:
         """Runs started now, one statement for many requests: for each, in order, 'started'
         and its run, 'full' (the script is at its max_concurrent_runs) or 'missing' (no
         runnable script of that id in that tenant)."""
+        named = self.sources.named()
         rows = await self._db.fetch(
             q("start_now"), owner, [s.tenant_id for s in starts], [s.script_id for s in starts],
             [s.trigger_type for s in starts],
             [json.dumps(dict(s.trigger_data)) for s in starts],
-            [s.stored_input_json for s in starts])
+            [s.stored_input_json for s in starts], named.scripts, named.digests)
         out: list[tuple[str, Run | None]] = [("missing", None)] * len(starts)
+        # in the order the function returned them: a version's source comes with its first
+        started = [r for r in rows if r["run"] is not None]
         for r in rows:
-            run = r["run"]
-            out[r["ord"] - 1] = (r["state"], None if run is None else Run.from_row(run))
+            out[r["ord"] - 1] = (r["state"], None)
+        for r, run in zip(started, self._runs([r["run"] for r in started], named), strict=True):
+            out[r["ord"] - 1] = (r["state"], run)
         return out
+
+    def _runs(self, rows: Sequence[Mapping[str, Any]], named: Named | None) -> list[Run]:
+        return Run.many_from_rows(rows, self.sources.fill(rows, named))
 
     async def complete_runs(self, daemon_id: str, outcomes: Sequence[Outcome]) -> list[Finished]:
         """Record results, dead-letter failures and resolve succeeded retries, atomically."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -39,24 +39,17 @@ class Run:
     script_name: str | None = None  # for the log lines (operators read names, not ids)
 
     @classmethod
-    def many_from_rows(cls, rows: Iterable[Mapping[str, Any]]) -> list[Run]:
-        """`from_row` for each of a claim's rows. A claim returns each run with its script's
-        source (up to 1 MiB): the runs of one version share one copy of it (an equal text
-        only, never one found by id alone), so that a local queue of hundreds of runs holds
-        the source once."""
-        shared: dict[tuple[Any, Any, Any], str] = {}
-        runs = []
-        for row in rows:
-            source = row["source"]
-            kept = shared.setdefault((row["tenant_id"], row["script_id"], row["version_id"]),
-                                     source)
-            runs.append(cls.from_row(row, kept if kept == source else source))
-        return runs
+    def many_from_rows(cls, rows: Sequence[Mapping[str, Any]],
+                       sources: Sequence[str | None]) -> list[Run]:
+        """`from_row` for each of a claim's rows, with its source (sources.Sources.fill:
+        a claim brings each version's source once at most)."""
+        return [cls.from_row(row, source) for row, source in zip(rows, sources, strict=True)]
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], source: str | None = None) -> Run:
         """A started run as the claim returns it: input and resource_limits come as JSON
-        text (the claim casts them), so that no tenant value is decoded on the way."""
+        text (the claim casts them), so that no tenant value is decoded on the way. `source`:
+        the run's source when the row came without it (None: the row's own)."""
         refusal = None
         try:
             limits = _limits(row["resource_limits"])
@@ -68,11 +61,15 @@ class Run:
             trigger_data, refusal = {}, _invalid("trigger_data", exc)
         if not isinstance(trigger_data, Mapping):
             trigger_data, refusal = {}, "invalid trigger_data: a JSON object is needed"
+        source = row["source"] if source is None else source
+        if source is None:
+            # never a guess at which source to run: this run fails, saying why
+            source, refusal = "", "internal error: the script's source did not come with the run"
         return cls(
             execution_id=row["execution_id"],
             tenant_id=row["tenant_id"],
             script_id=row["script_id"],
-            source=row["source"] if source is None else source,
+            source=source,
             version_id=row["version_id"],
             limits=limits,
             input_json=row["input"] if row["input"] is not None else "null",

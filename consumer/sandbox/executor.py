@@ -121,11 +121,13 @@ class _Pending:
             task.cancel()
         self.calls.clear()
 
-    def message(self, seq: int) -> protocol.Run:
-        """This attempt's RUN, under the seq that names it on the worker it goes to."""
+    def message(self, seq: int, sources: protocol.Sources) -> protocol.Run:
+        """This attempt's RUN, under the seq that names it on the worker it goes to (which
+        `sources` says holds what)."""
         r, limits = self.request, self.request.limits
         return protocol.Run(
-            seq, r.tenant_id, r.script_id, r.version_id, r.source, r.input_json,
+            seq, r.tenant_id, r.script_id, r.version_id,
+            sources.outgoing((r.tenant_id, r.script_id, r.version_id), r.source), r.input_json,
             self.info_json, limits.max_execution_time_ms, limits.max_memory_bytes,
             limits.max_output_size_bytes, self.attempts,
             0 if self.chain is None else self.chain.id,
@@ -418,7 +420,7 @@ class Executor:
         pending.dispatched_at = time.monotonic()
         pending.api_calls = 0
         pending.db_queries = 0
-        worker.send(pending.message(seq))
+        worker.send(pending.message(seq, worker.sources))
 
     def _dispatch_chain(self, chain: _Chain) -> bool:
         """The next of a chain's runs onto one worker; False: no worker can take them now.

@@ -59,6 +59,7 @@ class WorkerProcess(asyncio.SubprocessProtocol):
         self.long_step = False  # a step is running long: no new runs for this worker
         self.active_at = 0.0  # (monotonic) last run sent, result received or warm-up sent
         self.stderr_tail: deque[str] = deque(maxlen=_STDERR_TAIL)
+        self.sources = protocol.Sources(keep=False)  # what this worker holds (its mirror)
         self._on_message = on_message
         self._on_lost = on_lost
         self._lines = protocol.LineBuffer(protocol.from_worker, self._dispatch)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, NamedTuple, Self, TypeVar
 
@@ -60,6 +61,60 @@ def _shown(value: Any) -> str:
     return repr(value[:20]) if type(value) is str else f"a {type(value).__name__}"
 
 
+class Sources:
+    """The sources a worker holds, kept by the worker and mirrored by its parent, so that a
+    RUN brings a version's source only the first time (a 1 MiB source encoded, piped and
+    decoded for every run cost milliseconds of each side's CPU outside any run's deadline).
+    Both sides take the same steps for every RUN, in the order the pipe carries them - the
+    parent `outgoing` as it writes one, the worker `incoming` as it reads one, whatever then
+    becomes of the run - so the parent knows exactly what the worker holds. Small sources
+    (under `min_chars`) always travel; `capacity` characters at most are held, the least
+    recently used going first. A version is (tenant, script, digest): never a source of
+    another script, nor one found by digest alone."""
+
+    def __init__(self, keep: bool, capacity: int = 16 << 20, min_chars: int = 4096) -> None:
+        self._keep = keep  # the worker keeps the texts; the parent only their sizes
+        self._capacity = capacity
+        self._min = min_chars
+        self._held: OrderedDict[tuple[str, str, str], str | int] = OrderedDict()
+        self._chars = 0
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def outgoing(self, version: tuple[str, str, str], source: str) -> str | None:
+        """(Parent) what a RUN of this version carries: None when the worker holds it."""
+        if version in self._held:
+            self._held.move_to_end(version)
+            return None
+        self._add(version, source)
+        return source
+
+    def incoming(self, version: tuple[str, str, str], source: str | None) -> str | None:
+        """(Worker) the source of a RUN that arrived; None: the parent broke its promise."""
+        if source is not None:
+            self._add(version, source)
+            return source
+        held = self._held.get(version)
+        if held is None:
+            return None
+        self._held.move_to_end(version)
+        return held if isinstance(held, str) else None
+
+    def _add(self, version: tuple[str, str, str], source: str) -> None:
+        size = len(source)
+        if size < self._min or size > self._capacity:
+            return
+        old = self._held.pop(version, None)
+        if old is not None:
+            self._chars -= old if isinstance(old, int) else len(old)
+        self._held[version] = source if self._keep else size
+        self._chars += size
+        while self._chars > self._capacity:
+            _, gone = self._held.popitem(last=False)
+            self._chars -= gone if isinstance(gone, int) else len(gone)
+
+
 # Parent → worker. The worker trusts its parent, but reads these through the same classes:
 # one definition of each message, and a parent bug fails loudly in the worker, not silently.
 
@@ -68,13 +123,14 @@ class Run(NamedTuple):
     """[RUN, seq, tenant, script, version, source, input_json, info_json, time_ms, memory,
     output, attempts, chain]: run one execution. `attempts` > 0 is a re-run, which runs alone.
     `chain` > 0 names a serial group: the worker runs the runs of one chain strictly one after
-    another, in the order they arrived (and may batch them); 0: no chain."""
+    another, in the order they arrived (and may batch them); 0: no chain. `source` null: the
+    worker holds that version's source (Sources, below)."""
 
     seq: int
     tenant_id: str
     script_id: str
     version_id: str
-    source: str
+    source: str | None
     input_json: str
     info_json: str
     time_ms: int
@@ -92,7 +148,9 @@ class Run(NamedTuple):
         _, seq, tenant, script, version, source, input_json, info_json, time_ms, memory, \
             output, attempts, chain = m
         _ints(RUN, seq, time_ms, memory, output, attempts, chain)
-        _texts(RUN, tenant, script, version, source, input_json, info_json)
+        _texts(RUN, tenant, script, version, input_json, info_json)
+        if source is not None:
+            _texts(RUN, source)
         return cls(seq, tenant, script, version, source, input_json, info_json, time_ms, memory,
                    output, attempts, chain)
 
@@ -363,14 +421,22 @@ class LineBuffer(Generic[M]):
     (to_worker or from_worker). Anything malformed raises ProtocolError."""
 
     def __init__(self, parse: Callable[[list[Any]], M], on_message: Callable[[M], None]) -> None:
-        self._partial = b""
+        # the pieces of the line not ended yet: a long line (a 1 MiB output) comes in many
+        # reads, and is joined once, at its end, not copied again with each read
+        self._partial: list[bytes] = []
         self._parse = parse
         self._on_message = on_message
 
     def feed(self, data: bytes) -> None:
-        lines = (self._partial + data).split(b"\n")
-        self._partial = lines.pop()
-        for line in lines:
+        ended, newline, rest = data.rpartition(b"\n")
+        if not newline:
+            self._partial.append(data)
+            return
+        if self._partial:
+            self._partial.append(ended)
+            ended = b"".join(self._partial)
+        self._partial = [rest] if rest else []
+        for line in ended.split(b"\n"):
             if line:
                 self._on_message(self._parse(decode(line)))
 

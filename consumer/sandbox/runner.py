@@ -98,6 +98,7 @@ class Job:
     stepping: bool = False  # in a step of its own (not a batch's)
     waiting: bool = False  # between steps, waiting for a host call or a timer
     poll_s: float = 0.001
+    source_lost: bool = False  # the RUN came without its source, and none was held: fails
     ctx: JsContext | None = None  # the context this job owns, once it owns one
     handoff: asyncio.Future[Start] | None = None  # set when another job's batch took it
     ended_at: float = 0.0  # when it ended inside a batch (0: measured when its result is made)
@@ -110,11 +111,13 @@ class Job:
     turn: asyncio.Event = field(default_factory=asyncio.Event)  # `after` ended, or a batch took it
 
     @classmethod
-    def from_run(cls, run: protocol.Run) -> Job:
+    def from_run(cls, run: protocol.Run, source: str | None = None) -> Job:
+        """`source`: the run's source, when the RUN came without it (protocol.Sources)."""
+        source = run.source if source is None else source
         return cls(
-            run.seq, (run.tenant_id, run.script_id, run.version_id), run.source,
+            run.seq, (run.tenant_id, run.script_id, run.version_id), source or "",
             run.input_json, run.info_json, run.time_ms, run.memory_bytes, run.output_bytes,
-            batchable=run.attempts == 0, chain=run.chain,
+            batchable=run.attempts == 0, chain=run.chain, source_lost=source is None,
         )
 
     def waits(self) -> bool:
@@ -291,7 +294,11 @@ class Runner:
         self.arriving -= 1
         self._active[job.key] += 1
         try:
-            fields = await self._execute(job)
+            if job.source_lost:  # never a guess at what to run (a bug of the parent's)
+                fields = _fields(job, "failed", error="sandbox internal error: the run came"
+                                                      " without its script's source")
+            else:
+                fields = await self._execute(job)
         except Exception:  # a bug here must fail one execution, not leave it hanging
             traceback.print_exc(file=sys.stderr)
             fields = _fields(job, "failed", error="sandbox internal error")

@@ -84,12 +84,15 @@ class _Jobs:
         self._send = send
         self._jobs: dict[int, tuple[Job, asyncio.Task[None]]] = {}
         self._chain_tails: dict[int, Job] = {}  # the last run of each chain held here
+        self._sources = protocol.Sources(keep=True)  # mirrored by the parent
 
     def handle(self, message: protocol.Run | protocol.Ret | protocol.Revoke | protocol.Cancel
                | protocol.Warm) -> None:
         match message:
             case protocol.Run():
-                job = Job.from_run(message)
+                source = self._sources.incoming(
+                    (message.tenant_id, message.script_id, message.version_id), message.source)
+                job = Job.from_run(message, source)
                 if job.chain:
                     tail = self._chain_tails.get(job.chain)
                     if tail is not None and not tail.ended:

@@ -3,12 +3,14 @@
 -- ($n::uuid IS NULL); every other caller names it.
 
 -- name: start_now
--- Runs started now, many requests in one statement (jsrt_start_now_v2 in schema/functions/):
+-- Runs started now, many requests in one statement (jsrt_start_now_v3 in schema/functions/):
 -- for each, by its place in the arrays, 'started' with a running execution owned by $1 (the
 -- caller's lease), 'full' when the script is at its max_concurrent_runs, or 'missing'. The
--- trigger data and the input to keep are JSON text, checked by the caller.
+-- trigger data and the input to keep are JSON text, checked by the caller. $7/$8: the versions
+-- whose source the caller holds (a run of one comes without it).
 SELECT n.ord, n.state, n.run
-FROM jsrt_start_now_v2($1, $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[]) n;
+FROM jsrt_start_now_v3($1, $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[],
+                       $7::uuid[], $8::text[]) n;
 
 -- name: embedded_script
 -- The 'embedded' script holding an ad-hoc source ($2 = name derived from source + limits).

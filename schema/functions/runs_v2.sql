@@ -78,10 +78,21 @@ END $$;
 -- #19) is handed over with that version's source.
 -- Reserved runs count against nothing: the lease's slots do. Their executions stay
 -- 'pending' until the daemon reports that they really started.
-CREATE OR REPLACE FUNCTION jsrt_claim_v3(
+--
+-- Version 4 (a 1 MiB script's runs starved every other tenant: each of a claim's runs came
+-- with an md5 and a copy of the whole source): each version's digest is read from
+-- jsrt_script_digests (or computed once per claim), and a run's source comes only with the
+-- first run of its version in the claim - and not at all when the daemon has it: it names the
+-- versions it holds in p_known_scripts/p_known_digests, in pairs. A run without its source
+-- has it NULL. p_known_scripts NULL: every run comes with its source (version 3).
+-- And of each tenant's due events, step 3 fans out no more than p_tenant_bytes of payload
+-- (jsrt_events_due.bytes; its oldest event always): a tenant's 250 KB payloads made each
+-- claim carry 40 MB, and last half a second, while every other tenant waited.
+CREATE OR REPLACE FUNCTION jsrt_claim_v4(
     p_daemon TEXT, p_event_limit INTEGER, p_per_tenant INTEGER, p_tenant_after UUID,
     p_slot_limit INTEGER, p_per_script INTEGER, p_script_after UUID, p_reserve INTEGER,
-    p_refill_scripts UUID[], p_refill_room INTEGER[], p_pending_slots INTEGER
+    p_refill_scripts UUID[], p_refill_room INTEGER[], p_pending_slots INTEGER,
+    p_known_scripts UUID[], p_known_digests TEXT[], p_tenant_bytes INTEGER
 ) RETURNS jsrt_claim_v2
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -95,6 +106,8 @@ DECLARE
     v_pending_left INTEGER := LEAST(GREATEST(COALESCE(p_slot_limit, 0), 0),
                                     GREATEST(COALESCE(p_pending_slots, 0), 0));
     v_reserve INTEGER := GREATEST(COALESCE(p_reserve, 1), 1);
+    -- payload bytes of one tenant's events fanned out (its oldest always; NULL: no budget)
+    v_tenant_bytes BIGINT := COALESCE(p_tenant_bytes, 9223372036854775807);
     -- room for reserved runs, by script (parallel arrays: a claim touches few scripts)
     v_room_s UUID[] := '{}';
     v_room_n INTEGER[] := '{}';
@@ -272,16 +285,26 @@ BEGIN
         ),
         taken AS (
             -- a tenant's oldest due rows, locked: a concurrent claim skips them
-            SELECT q.event_id, q.tenant_id
+            SELECT q.event_id, q.tenant_id, q.published_at, q.bytes
             FROM (SELECT tenant_id FROM tenants_due LIMIT p_event_limit) t
             CROSS JOIN LATERAL (
-                SELECT q.event_id, q.tenant_id FROM jsrt_events_due q
+                SELECT q.event_id, q.tenant_id, q.published_at, q.bytes FROM jsrt_events_due q
                 WHERE q.tenant_id = t.tenant_id
                 ORDER BY q.published_at
                 LIMIT p_per_tenant
                 FOR UPDATE SKIP LOCKED
             ) q
             LIMIT p_event_limit
+        ),
+        within AS (
+            -- of each tenant's, those within its budget of payload bytes (its oldest always):
+            -- the rest stay due, for the next claim
+            SELECT x.event_id FROM (
+                SELECT t.event_id, sum(t.bytes) OVER (PARTITION BY t.tenant_id
+                                                      ORDER BY t.published_at, t.event_id)
+                                   - t.bytes AS before
+                FROM taken t) x
+            WHERE x.before < v_tenant_bytes
         ),
         claimed AS (
             -- the events themselves, still undispatched and not being dispatched by a claim
@@ -290,7 +313,7 @@ BEGIN
             -- NULL must never look like a way in (it is what this table avoids)
             SELECT e.id, e.tenant_id, e.event_type, e.payload, e.depth, e.published_at
             FROM jsrt_events e
-            WHERE e.id = ANY (ARRAY(SELECT event_id FROM taken)) AND (e.dispatched_at IS NULL) IS TRUE
+            WHERE e.id = ANY (ARRAY(SELECT event_id FROM within)) AND (e.dispatched_at IS NULL) IS TRUE
             FOR UPDATE OF e SKIP LOCKED
         ),
         gone AS (
@@ -338,9 +361,10 @@ BEGIN
         SELECT (SELECT count(*) FROM marked),
                (SELECT COALESCE(jsonb_object_agg(m.source, m.n), '{}'::jsonb)
                 FROM (SELECT source, count(*) AS n FROM marked GROUP BY source) m),
-               -- a tenant that filled its share may have more
+               -- a tenant that filled its share (or its budget of bytes) may have more
                (SELECT COALESCE(max(c.n), 0) >= p_per_tenant
-                FROM (SELECT count(*) AS n FROM taken GROUP BY tenant_id) c),
+                FROM (SELECT count(*) AS n FROM taken GROUP BY tenant_id) c)
+               OR (SELECT count(*) FROM taken) > (SELECT count(*) FROM within),
                array_agg(t.execution_id ORDER BY t.published_at, t.event_id),
                array_agg(t.event_id ORDER BY t.published_at, t.event_id),
                array_agg(t.script_id ORDER BY t.published_at, t.event_id),
@@ -443,23 +467,54 @@ BEGIN
     -- The reserved runs, as the daemon executes them (in the order reserved: oldest first
     -- within each script). The new executions were inserted by this statement's own CTEs,
     -- which a later query of the same function sees.
+    WITH picked AS MATERIALIZED (
+        SELECT w.i, e.id, e.tenant_id, e.script_id, r.source_version,
+               s.resource_limits::text AS limits, e.input::text AS input,
+               e.trigger_type::text AS trigger_type, e.trigger_data::text AS trigger_data,
+               r.event_id, r.dead_letter_id,
+               COALESCE((e.trigger_data->>'depth')::int, 0) AS depth, s.name
+        FROM unnest(v_ids) WITH ORDINALITY AS w(id, i)
+        JOIN jsrt_runs r ON r.execution_id = w.id
+        JOIN script_executions e ON e.id = r.execution_id AND (e.tenant_id = r.tenant_id) IS TRUE
+        JOIN scripts s ON s.id = e.script_id AND (s.tenant_id = e.tenant_id) IS TRUE
+        -- rows by primary key only, whatever the statistics say (see complete_runs)
+        WHERE r.execution_id = ANY (v_ids) AND e.id = ANY (v_ids)
+    ),
+    versions AS MATERIALIZED (
+        -- each version's source and digest once, however many of its runs the claim holds
+        -- (MATERIALIZED: inlined, the expressions would be evaluated for every run). A replay
+        -- or a dead letter's retry may run an earlier version (#19; NULL: the current one).
+        SELECT k.script_id, k.source_version, COALESCE(v.source, s.source) AS source,
+               CASE WHEN v.source IS NULL THEN COALESCE(d.digest, md5(s.source))
+                    ELSE md5(v.source) END AS digest
+        FROM (SELECT DISTINCT p.script_id, p.source_version FROM picked p) k
+        JOIN scripts s ON s.id = k.script_id
+        LEFT JOIN script_versions v
+          ON v.script_id = k.script_id AND v.version_number = k.source_version
+        LEFT JOIN jsrt_script_digests d ON d.script_id = k.script_id
+    ),
+    known AS (
+        SELECT DISTINCT u.script_id, u.digest
+        FROM unnest(p_known_scripts, p_known_digests) AS u(script_id, digest)
+    ),
+    numbered AS (
+        SELECT p.*, x.source, x.digest,
+               row_number() OVER (PARTITION BY p.script_id, x.digest ORDER BY p.i) AS nth,
+               EXISTS (SELECT 1 FROM known k
+                       WHERE k.script_id = p.script_id AND k.digest = x.digest) AS held
+        FROM picked p
+        JOIN versions x ON x.script_id = p.script_id
+                       AND x.source_version IS NOT DISTINCT FROM p.source_version
+    )
     SELECT COALESCE(array_agg(ROW(
-               e.id, e.tenant_id, e.script_id, COALESCE(v.source, s.source),
-               md5(COALESCE(v.source, s.source)),
-               s.resource_limits::text, e.input::text, e.trigger_type::text,
-               e.trigger_data::text, r.event_id, r.dead_letter_id,
-               COALESCE((e.trigger_data->>'depth')::int, 0), s.name
-           )::jsrt_run_v2 ORDER BY w.i), '{}')
+               n.id, n.tenant_id, n.script_id,
+               CASE WHEN p_known_scripts IS NOT NULL AND (n.nth > 1 OR n.held) THEN NULL
+                    ELSE n.source END,
+               n.digest, n.limits, n.input, n.trigger_type, n.trigger_data, n.event_id,
+               n.dead_letter_id, n.depth, n.name
+           )::jsrt_run_v2 ORDER BY n.i), '{}')
     INTO v_out.runs
-    FROM unnest(v_ids) WITH ORDINALITY AS w(id, i)
-    JOIN jsrt_runs r ON r.execution_id = w.id
-    JOIN script_executions e ON e.id = r.execution_id AND (e.tenant_id = r.tenant_id) IS TRUE
-    JOIN scripts s ON s.id = e.script_id AND (s.tenant_id = e.tenant_id) IS TRUE
-    -- a replay or a dead letter's retry may run an earlier version (#19; NULL: current)
-    LEFT JOIN script_versions v
-      ON v.script_id = r.script_id AND v.version_number = r.source_version
-    -- rows by primary key only, whatever the statistics say (see complete_runs)
-    WHERE r.execution_id = ANY (v_ids) AND e.id = ANY (v_ids);
+    FROM numbered n;
 
     v_out.lease_scripts := v_grant_s;
     v_out.lease_slots := v_grant_n;
@@ -474,6 +529,18 @@ BEGIN
     v_out.filter_errors := COALESCE(v_filter_errors, '[]');
     RETURN v_out;
 END
+$$;
+
+-- Version 3, as released: version 4 with every run's source.
+CREATE OR REPLACE FUNCTION jsrt_claim_v3(
+    p_daemon TEXT, p_event_limit INTEGER, p_per_tenant INTEGER, p_tenant_after UUID,
+    p_slot_limit INTEGER, p_per_script INTEGER, p_script_after UUID, p_reserve INTEGER,
+    p_refill_scripts UUID[], p_refill_room INTEGER[], p_pending_slots INTEGER
+) RETURNS jsrt_claim_v2
+LANGUAGE sql AS $$
+    SELECT jsrt_claim_v4(p_daemon, p_event_limit, p_per_tenant, p_tenant_after, p_slot_limit,
+                         p_per_script, p_script_after, p_reserve, p_refill_scripts,
+                         p_refill_room, p_pending_slots, NULL, NULL, NULL);
 $$;
 
 -- Version 2, as released: version 3 with every slot it may take open to step 2 (a daemon of
@@ -495,15 +562,24 @@ $$;
 -- lease in jsrt_daemons) when a slot is free. state: 'started' (with the run), 'full' (the
 -- script is at its max_concurrent_runs) or 'missing' (no runnable script of that id in that
 -- tenant). trigger data and input come as JSON text the caller checked.
-CREATE OR REPLACE FUNCTION jsrt_start_now_v2(
+-- Version 3 (#17, as jsrt_claim_v4): the digest from jsrt_script_digests, not an md5 of the
+-- source per request, and a run's source only the first time its version comes in this call,
+-- and never when the caller holds it (p_known_scripts/p_known_digests, in pairs; NULL: every
+-- run with its source, as version 2).
+CREATE OR REPLACE FUNCTION jsrt_start_now_v3(
     p_owner TEXT, p_tenants UUID[], p_scripts UUID[], p_trigger_types TEXT[],
-    p_trigger_data TEXT[], p_inputs TEXT[]
+    p_trigger_data TEXT[], p_inputs TEXT[], p_known_scripts UUID[], p_known_digests TEXT[]
 ) RETURNS TABLE (ord INTEGER, state TEXT, run jsrt_run_v2)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
     r RECORD;
-    v_script scripts;
+    v_limits TEXT;
+    v_name TEXT;
+    v_digest TEXT;
+    v_source TEXT;
+    v_found BOOLEAN;
+    v_sent TEXT[] := '{}';  -- script id || digest of the versions whose source went out
     v_last UUID;
     v_free INTEGER := 0;
     v_id UUID;
@@ -512,6 +588,10 @@ BEGIN
     -- before it, the request fails and nothing ran that anyone was told of. The result
     -- commits durably.
     PERFORM set_config('synchronous_commit', 'off', true);
+    IF p_known_scripts IS NOT NULL THEN
+        SELECT COALESCE(array_agg(u.s::text || u.d), '{}') INTO v_sent
+        FROM unnest(p_known_scripts, p_known_digests) AS u(s, d);
+    END IF;
     FOR r IN SELECT u.* FROM unnest(p_tenants, p_scripts, p_trigger_types, p_trigger_data,
                                     p_inputs) WITH ORDINALITY
                              AS u(tenant_id, script_id, trigger_type, trigger_data, input, i)
@@ -524,10 +604,14 @@ BEGIN
             -- a statement of its own after the lock: its snapshot has every earlier start
             v_free := COALESCE(jsrt_free_slots(r.script_id), 0);
         END IF;
-        SELECT s.* INTO v_script FROM scripts s
+        -- not s.*: a row variable would hold the whole source, detoasted, for every request
+        SELECT s.resource_limits::text, s.name, COALESCE(d.digest, md5(s.source))
+        INTO v_limits, v_name, v_digest
+        FROM scripts s LEFT JOIN jsrt_script_digests d ON d.script_id = s.id
         WHERE s.id = r.script_id AND s.tenant_id = r.tenant_id
           AND s.status NOT IN ('disabled', 'archived');
-        IF NOT FOUND THEN
+        v_found := FOUND;
+        IF NOT v_found THEN
             state := 'missing';
         ELSIF v_free <= 0 THEN
             state := 'full';
@@ -541,13 +625,28 @@ BEGIN
             INSERT INTO jsrt_runs (execution_id, tenant_id, script_id, state, daemon_id, started_at)
             VALUES (v_id, r.tenant_id, r.script_id, 'running', p_owner, NOW());
             state := 'started';
-            run := ROW(v_id, r.tenant_id, r.script_id, v_script.source, md5(v_script.source),
-                       v_script.resource_limits::text, COALESCE(r.input, '{}'), r.trigger_type,
-                       COALESCE(r.trigger_data, '{}'), NULL, NULL, 0, v_script.name)::jsrt_run_v2;
+            v_source := NULL;
+            IF p_known_scripts IS NULL OR NOT (r.script_id::text || v_digest) = ANY (v_sent) THEN
+                SELECT s.source INTO v_source FROM scripts s WHERE s.id = r.script_id;
+                v_sent := v_sent || (r.script_id::text || v_digest);
+            END IF;
+            run := ROW(v_id, r.tenant_id, r.script_id, v_source, v_digest, v_limits,
+                       COALESCE(r.input, '{}'), r.trigger_type, COALESCE(r.trigger_data, '{}'),
+                       NULL, NULL, 0, v_name)::jsrt_run_v2;
         END IF;
         RETURN NEXT;
     END LOOP;
 END
+$$;
+
+-- Version 2, as released: version 3 with every run's source.
+CREATE OR REPLACE FUNCTION jsrt_start_now_v2(
+    p_owner TEXT, p_tenants UUID[], p_scripts UUID[], p_trigger_types TEXT[],
+    p_trigger_data TEXT[], p_inputs TEXT[]
+) RETURNS TABLE (ord INTEGER, state TEXT, run jsrt_run_v2)
+LANGUAGE sql AS $$
+    SELECT * FROM jsrt_start_now_v3(p_owner, p_tenants, p_scripts, p_trigger_types,
+                                    p_trigger_data, p_inputs, NULL, NULL);
 $$;
 
 -- n of a daemon's slots of one script given back, the lease row locked before it counts (a

@@ -299,3 +299,44 @@ async def test_a_payload_of_any_size_is_queued_whole_or_refused_in_one_line(
                                tenant) == queued
     assert await conn.fetchval("SELECT count(*) FROM jsrt_events_due WHERE tenant_id = $1",
                                tenant) == queued
+
+
+@examples(25)
+@given(sizes=st.lists(st.tuples(st.sampled_from("AB"), st.integers(min_value=0, max_value=5000)),
+                      min_size=1, max_size=12),
+       budget=st.integers(min_value=1, max_value=12_000))
+async def test_every_event_of_any_size_is_fanned_out_once_within_the_budget(
+    conn: asyncpg.Connection, sizes: list[tuple[str, int]], budget: int
+) -> None:
+    """Whatever the payloads' sizes and the claim's budget of bytes per tenant (#17), claims
+    fan every event out exactly once, each claim within each tenant's budget but for its
+    oldest event, and in publish order per tenant."""
+    tenants = {name: await make_tenant(conn) for name in "AB"}
+    for tenant in tenants.values():
+        await make_script(conn, tenant, limits={"max_concurrent_runs": 50},
+                          event_types=["sized"])
+    await conn.execute("INSERT INTO jsrt_daemons (id, hostname, pid) VALUES ('d', 'h', 1)"
+                       " ON CONFLICT DO NOTHING")
+    for name, size in sizes:
+        await conn.execute("SELECT jsrt_publish($1, 'sized', jsonb_build_object('s', repeat('x',"
+                           " $2::int)))", tenants[name], size)
+    for _ in range(len(sizes) + 1):
+        before = {r["event_id"] for r in await conn.fetch("SELECT event_id FROM jsrt_events_due")}
+        more = await conn.fetchval(
+            "SELECT c.more FROM jsrt_claim_v4('d', 100, 100, NULL, 0, 0, NULL, 1, '{}', '{}', 0,"
+            " NULL, NULL, $1) c", budget)
+        taken = await conn.fetch(
+            "SELECT e.tenant_id, octet_length(e.payload::text) AS bytes FROM jsrt_events e"
+            " WHERE e.id = ANY ($1::uuid[]) AND e.dispatched_at IS NOT NULL"
+            " ORDER BY e.published_at", list(before))
+        for tenant in tenants.values():
+            mine = [r["bytes"] for r in taken if r["tenant_id"] == tenant]
+            assert not mine or sum(mine) - mine[-1] < budget
+        if not more:
+            break
+    ids = list(tenants.values())
+    assert await conn.fetchval("SELECT count(*) FROM jsrt_events_due"
+                               " WHERE tenant_id = ANY ($1::uuid[])", ids) == 0
+    got = await conn.fetch("SELECT d.event_id, count(*) AS n FROM jsrt_deliveries d"
+                           " WHERE d.tenant_id = ANY ($1::uuid[]) GROUP BY d.event_id", ids)
+    assert len(got) == len(sizes) and all(r["n"] == 1 for r in got)

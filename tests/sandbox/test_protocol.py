@@ -8,6 +8,8 @@ import asyncio
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from consumer.sandbox import protocol
 from consumer.sandbox.errors import ProtocolError
@@ -173,6 +175,23 @@ def test_the_line_buffer_hands_over_parsed_messages_across_reads():
         lines.feed(b'["done",1]\n')
     with pytest.raises(ProtocolError):
         lines.feed(b"not json\n")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=400), max_size=12), st.integers(1, 4))
+def test_messages_come_out_whole_however_the_stream_is_cut(cuts: list[int], copies: int) -> None:
+    """Reads of any sizes - a line in many pieces (a long output), many lines in one, a cut
+    just before or after a newline - give every message once, whole, in order."""
+    got: list[Any] = []
+    lines = protocol.LineBuffer(protocol.from_worker, got.append)
+    messages = MESSAGES[5:-1] * copies
+    data = b"".join(protocol.frame(m.encode()) for m in messages)
+    at = 0
+    for cut in sorted(c % (len(data) + 1) for c in cuts):
+        lines.feed(data[at:max(at, cut)])
+        at = max(at, cut)
+    lines.feed(data[at:])
+    assert got == messages
 
 
 async def test_a_worker_that_breaks_the_protocol_is_killed_and_nothing_is_delivered():

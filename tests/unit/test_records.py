@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from consumer import records
 from consumer.sandbox.types import InvalidLimits, Limits
+from consumer.sources import Sources
 
 
 def test_a_short_text_is_parsed_once_and_gives_the_same_limits():
@@ -65,7 +66,7 @@ def test_the_runs_of_one_version_share_one_copy_of_its_source():
     text = "function handler(i) { return i; }" + " " * 1000
     rows = [_row("".join(list(text)), "v1", n) for n in range(5)]  # five equal, distinct str
     assert len({id(r["source"]) for r in rows}) == 5
-    runs = records.Run.many_from_rows(rows)
+    runs = records.Run.many_from_rows(rows, Sources().fill(rows, None))
     assert len({id(r.source) for r in runs}) == 1
     assert [r.input_json for r in runs] == [f'{{"n": {n}}}' for n in range(5)]
 
@@ -80,7 +81,7 @@ def test_a_source_is_shared_only_when_equal_and_only_within_its_tenant():
             _row(fresh("function handler() { return 'b'; }"), "v1", 2),
             _row(fresh("function handler() { return 'a'; }"), "v1", 3,
                  tenant="00000000-0000-0000-0000-00000000000b")]
-    a, b, other = records.Run.many_from_rows(rows)
+    a, b, other = records.Run.many_from_rows(rows, Sources().fill(rows, None))
     assert (a.source, b.source, other.source) == (rows[0]["source"], rows[1]["source"],
                                                   rows[2]["source"])
     assert other.source is not a.source
