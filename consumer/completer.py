@@ -54,7 +54,7 @@ class Completer:
         self._on_released = on_released  # after slots given back are written
         self._on_room = on_room  # after a heavy script's outcomes are written (heavy())
         self._outcomes: deque[Outcome] = deque()
-        self._sizes: deque[int] = deque()  # each outcome's size (_size), in step
+        self._sizes: deque[int] = deque()  # each outcome's size (Outcome.chars), in step
         self._held: dict[UUID, int] = {}  # unrecorded characters, by script
         self._starts: dict[UUID, datetime] = {}  # runs to show as started, by execution
         self._releases: dict[UUID, int] = {}  # slots to give back, by script
@@ -66,7 +66,7 @@ class Completer:
         self.unrecorded = 0  # outcomes given and not yet recorded
 
     def add(self, outcome: Outcome) -> None:
-        size = _size(outcome)
+        size = outcome.chars()
         self._outcomes.append(outcome)
         self._sizes.append(size)
         script_id = outcome.run.script_id
@@ -224,13 +224,3 @@ class Completer:
                 _LOG.warning("database_unavailable", error=str(exc)[:200], retry_in_s=delay)
                 await anyio.sleep(delay)
 
-
-def _size(outcome: Outcome) -> int:
-    """What an outcome carries into its statement, in characters (console lines counted by
-    their text; each line at least 32 for its level and time)."""
-    r = outcome.result
-    size = len(r.output_json or "") + len(r.error or "") + len(r.stack or "")
-    for line in r.logs:
-        message = line.get("message")
-        size += 32 + (len(message) if isinstance(message, str) else 0)
-    return size

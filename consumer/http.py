@@ -77,10 +77,45 @@ class Endpoint:
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str,
+                 headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = dict(headers or {})
+
+
+class BodyBudget:
+    """The request bodies this process holds at once, by tenant and in all: a tenant's large
+    requests beyond its share get 503 without being read further, so that they can neither
+    take the server's memory nor every other tenant's turn."""
+
+    def __init__(self, per_tenant: int, total: int) -> None:
+        self.per_tenant = per_tenant
+        self.total = total
+        self._held: dict[UUID, int] = {}
+        self._all = 0
+
+    def take(self, tenant_id: UUID, n: int) -> bool:
+        held = self._held.get(tenant_id, 0)
+        if held + n > self.per_tenant or self._all + n > self.total:
+            return False
+        self._held[tenant_id] = held + n
+        self._all += n
+        return True
+
+    def give(self, tenant_id: UUID, n: int) -> None:
+        if n <= 0:
+            return
+        left = self._held.get(tenant_id, 0) - n
+        if left > 0:
+            self._held[tenant_id] = left
+        else:
+            self._held.pop(tenant_id, None)
+        self._all -= n
+
+    def held(self, tenant_id: UUID | None = None) -> int:
+        return self._all if tenant_id is None else self._held.get(tenant_id, 0)
 
 
 def target(path: str, tenant_header: str | None) -> Target | None:
@@ -229,6 +264,7 @@ class HttpTrigger:
         self.store = store
         self.ondemand = ondemand
         self.max_body = settings.http_max_body_bytes
+        self.bodies = BodyBudget(settings.http_tenant_body_bytes, settings.http_body_bytes)
         self.auth = Authenticator(store, settings)
         self.clock = clock or SystemClock()
         # concurrent requests' route lookups in one statement (a lone one waits for nobody)
@@ -239,7 +275,7 @@ class HttpTrigger:
         try:
             return await self._handle(request)
         except HttpError as exc:
-            return _error(exc.status, exc.message)
+            return _error(exc.status, exc.message, headers=exc.headers)
         except StoreUnavailable as exc:
             _LOG.warning("http_store_unavailable", error=str(exc)[:200])
             return _error(503, "service unavailable", headers={"retry-after": "1"})
@@ -260,12 +296,15 @@ class HttpTrigger:
         if cors is not None and origin and request.method == "OPTIONS" and \
                 "access-control-request-method" in request.headers:
             return _preflight(cors, origin, request.headers["access-control-request-method"])
+        held = [0]  # body bytes this request holds of the tenant's budget
         try:
-            response = await self._serve(request, where, endpoint, endpoint.policy)
+            response = await self._serve(request, where, endpoint, endpoint.policy, held)
         except HttpError as exc:
-            response = _error(exc.status, exc.message)
+            response = _error(exc.status, exc.message, headers=exc.headers)
         except Denied as exc:
             response = _error(exc.status, exc.message, headers=exc.headers)
+        finally:
+            self.bodies.give(where.tenant_id, held[0])
         if cors is not None and origin and cors.allows(origin):
             response.headers["access-control-allow-origin"] = cors.allow_origin(origin)
             response.headers["access-control-expose-headers"] = "x-execution-id, retry-after"
@@ -273,18 +312,18 @@ class HttpTrigger:
         return response
 
     async def _serve(self, request: Request, where: Target, endpoint: Endpoint,
-                     policy: Policy) -> Response:
+                     policy: Policy, held: list[int]) -> Response:
         if request.method not in endpoint.methods:
             return _error(405, "method not allowed",
                           headers={"allow": ", ".join(endpoint.methods)})
         # the body is read before authentication only where the signature covers it
         signed = policy.auth == "hmac"
-        raw = await self._body(request) if signed else b""
+        raw = await self._body(request, where.tenant_id, held) if signed else b""
         now = self.clock.now()
         auth = await self.auth.authenticate(policy, where.tenant_id, request.headers, raw,
                                             now.timestamp())
         if not signed:
-            raw = await self._body(request)
+            raw = await self._body(request, where.tenant_id, held)
         if policy.rate_limit_per_minute is not None and not await self.store.rates.acquire(
                 where.tenant_id, endpoint.script_id, HTTP_BUCKET, policy.rate_limit_per_minute,
                 now):
@@ -315,7 +354,10 @@ class HttpTrigger:
             found_policy = None
         return Endpoint(script_id, methods or DEFAULT_METHODS, found_policy)
 
-    async def _body(self, request: Request) -> bytes:
+    async def _body(self, request: Request, tenant_id: UUID, held: list[int]) -> bytes:
+        """The body, within JSRT_HTTP_MAX_BODY_BYTES, each chunk taken from the tenant's
+        share of the bodies in flight (`held` counts what this request took, given back when
+        it ends)."""
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body:
             raise HttpError(413, f"request body is larger than {self.max_body} bytes")
@@ -324,6 +366,10 @@ class HttpTrigger:
             size += len(chunk)
             if size > self.max_body:
                 raise HttpError(413, f"request body is larger than {self.max_body} bytes")
+            if not self.bodies.take(tenant_id, len(chunk)):
+                raise HttpError(503, "too many request bodies in flight for this tenant's"
+                                " endpoints; retry", headers={"retry-after": "1"})
+            held[0] += len(chunk)
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -378,10 +424,12 @@ def build_app(store: Store, ondemand: OnDemand, settings: Settings,
     from consumer.console import console_routes  # Jinja and the pages: only when serving
 
     trigger = HttpTrigger(store, ondemand, settings, clock)
-    return Starlette(routes=[
+    app = Starlette(routes=[
         console_routes(store, settings, ondemand.executor, ondemand=ondemand, clock=clock),
         Route("/{path:path}", trigger.handle, methods=list(ROUTABLE)),
     ])
+    app.state.http_trigger = trigger  # (its state, for tests and operators' debugging)
+    return app
 
 
 # ------------------------------------------------------------------ the server

@@ -196,6 +196,16 @@ class Outcome:
     def failed(self) -> bool:
         return self.result.status != "completed"
 
+    def chars(self) -> int:
+        """What it carries into the statement that records it, in characters: output, error,
+        stack, console lines (by their text, and at least 32 each for level and time)."""
+        r = self.result
+        size = len(r.output_json or "") + len(r.error or "") + len(r.stack or "")
+        for line in r.logs:
+            message = line.get("message")
+            size += 32 + (len(message) if isinstance(message, str) else 0)
+        return size
+
     def error_text(self) -> str | None:
         r = self.result
         if r.error is None:

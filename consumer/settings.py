@@ -55,6 +55,11 @@ class Settings:
     triggers_file: Path = SQL_ROOT / "triggers.sql"
     fetch_allowlist: tuple[str, ...] = ()
     http_max_body_bytes: int = 1 << 20  # larger HTTP request bodies get 413
+    # Request bodies one process holds at once for one tenant's endpoints, and for all: a
+    # request whose body would pass either gets 503 (each 1 MiB request in flight costs the
+    # server several MiB: 128 connections of 1 MiB bodies held it at 612 MB)
+    http_tenant_body_bytes: int = 16 << 20
+    http_body_bytes: int = 64 << 20
     # /metrics, /healthz and /readyz of `jsrt run` (HOST:PORT; empty = off; port 0 = any free)
     metrics_addr: str = "127.0.0.1:9464"
     # Whether metrics_addr was chosen (JSRT_METRICS_ADDR, or by the caller): a chosen address
@@ -127,6 +132,11 @@ class Settings:
             ),
             (self.retry_base_seconds > 0, "JSRT_RETRY_BASE_SECONDS must be > 0"),
             (self.http_max_body_bytes >= 1, "JSRT_HTTP_MAX_BODY_BYTES must be >= 1"),
+            (
+                self.http_body_bytes >= self.http_tenant_body_bytes >= self.http_max_body_bytes,
+                "JSRT_HTTP_BODY_BYTES >= JSRT_HTTP_TENANT_BODY_BYTES >= JSRT_HTTP_MAX_BODY_BYTES"
+                " is needed",
+            ),
             (
                 min(self.retention_executions_days, self.retention_dead_letters_days,
                     self.retention_events_days, self.retention_cron_firings_days) > 0,

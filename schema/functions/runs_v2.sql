@@ -604,12 +604,18 @@ BEGIN
             -- a statement of its own after the lock: its snapshot has every earlier start
             v_free := COALESCE(jsrt_free_slots(r.script_id), 0);
         END IF;
-        -- not s.*: a row variable would hold the whole source, detoasted, for every request
-        SELECT s.resource_limits::text, s.name, COALESCE(d.digest, md5(s.source))
-        INTO v_limits, v_name, v_digest
-        FROM scripts s LEFT JOIN jsrt_script_digests d ON d.script_id = s.id
-        WHERE s.id = r.script_id AND s.tenant_id = r.tenant_id
-          AND s.status NOT IN ('disabled', 'archived');
+        -- not s.*: a row variable would hold the whole source, detoasted, for every request;
+        -- the source only for a run that starts and whose version has not gone out
+        SELECT x.limits, x.name, x.digest,
+               CASE WHEN v_free > 0 AND (p_known_scripts IS NULL
+                                         OR NOT (r.script_id::text || x.digest) = ANY (v_sent))
+                    THEN x.source END
+        INTO v_limits, v_name, v_digest, v_source
+        FROM (SELECT s.resource_limits::text AS limits, s.name, s.source,
+                     COALESCE(d.digest, md5(s.source)) AS digest
+              FROM scripts s LEFT JOIN jsrt_script_digests d ON d.script_id = s.id
+              WHERE s.id = r.script_id AND s.tenant_id = r.tenant_id
+                AND s.status NOT IN ('disabled', 'archived')) x;
         v_found := FOUND;
         IF NOT v_found THEN
             state := 'missing';
@@ -625,9 +631,7 @@ BEGIN
             INSERT INTO jsrt_runs (execution_id, tenant_id, script_id, state, daemon_id, started_at)
             VALUES (v_id, r.tenant_id, r.script_id, 'running', p_owner, NOW());
             state := 'started';
-            v_source := NULL;
-            IF p_known_scripts IS NULL OR NOT (r.script_id::text || v_digest) = ANY (v_sent) THEN
-                SELECT s.source INTO v_source FROM scripts s WHERE s.id = r.script_id;
+            IF v_source IS NOT NULL THEN
                 v_sent := v_sent || (r.script_id::text || v_digest);
             END IF;
             run := ROW(v_id, r.tenant_id, r.script_id, v_source, v_digest, v_limits,

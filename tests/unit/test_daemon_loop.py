@@ -386,9 +386,33 @@ def test_a_script_held_back_gets_no_new_group() -> None:
     for script in (a, b):
         slots.granted(script, 1, False)
     runs = {s: [dataclasses.replace(make_run(i), script_id=s) for i in range(2)] for s in (a, b)}
-    for s, rs in runs.items():
+    for rs in runs.values():
         for r in rs:
             assert slots.reserved(r)
     groups = slots.next_groups(lambda script: script == a)
     assert [s for s, _ in groups] == [b]
     assert [s for s, _ in slots.next_groups(lambda script: False)] == [a]
+
+
+async def test_a_sized_batcher_puts_small_items_first_and_never_starves_a_large_one() -> None:
+    from consumer.batcher import Batcher
+
+    batches: list[list[str]] = []
+    gate = asyncio.Event()
+
+    async def run(items: list[str]) -> list[str]:
+        batches.append(items)
+        await gate.wait()
+        return items
+
+    b: Batcher[str, str] = Batcher(run, size=len, max_chars=100, small=10)
+    first = asyncio.create_task(b.submit("first"))
+    await asyncio.sleep(0)
+    rest = [asyncio.create_task(b.submit(x)) for x in ["L" * 60, "L" * 70, "s1", "L" * 30, "s2"]]
+    await asyncio.sleep(0)
+    gate.set()
+    assert await first == "first"
+    assert [await t for t in rest] == ["L" * 60, "L" * 70, "s1", "L" * 30, "s2"]
+    # the oldest large one, the small ones, then the next large ones, in order, while the
+    # whole stays within 100
+    assert batches == [["first"], ["L" * 60, "s1", "s2"], ["L" * 70, "L" * 30]]
