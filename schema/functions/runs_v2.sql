@@ -78,6 +78,15 @@ END $$;
 -- #19) is handed over with that version's source.
 -- Reserved runs count against nothing: the lease's slots do. Their executions stay
 -- 'pending' until the daemon reports that they really started.
+-- The stored size of an execution's input (compressed as stored: no detoasting), for the
+-- claim's budget of bytes per script (jsrt_claim_v4 steps 1-2); 0 for no such execution.
+-- A function: the row by primary key, whatever the statistics say.
+CREATE OR REPLACE FUNCTION jsrt_input_bytes(p_execution UUID) RETURNS BIGINT
+LANGUAGE sql STABLE AS $$
+    SELECT COALESCE((SELECT pg_column_size(e.input) FROM script_executions e
+                     WHERE e.id = p_execution), 0)
+$$;
+
 --
 -- Version 4 (a 1 MiB script's runs starved every other tenant: each of a claim's runs came
 -- with an md5 and a copy of the whole source): each version's digest is read from
@@ -87,7 +96,10 @@ END $$;
 -- has it NULL. p_known_scripts NULL: every run comes with its source (version 3).
 -- And of each tenant's due events, step 3 fans out no more than p_tenant_bytes of payload
 -- (jsrt_events_due.bytes; its oldest event always): a tenant's 250 KB payloads made each
--- claim carry 40 MB, and last half a second, while every other tenant waited.
+-- claim carry 40 MB, and last half a second, while every other tenant waited. Steps 1-2
+-- reserve each script's queued runs within the same budget of their inputs' stored size (a
+-- replay of large inputs queues hundreds); a script cut there gets no new run reserved ahead
+-- of the ones left, and `more` tells the daemon to come back.
 CREATE OR REPLACE FUNCTION jsrt_claim_v4(
     p_daemon TEXT, p_event_limit INTEGER, p_per_tenant INTEGER, p_tenant_after UUID,
     p_slot_limit INTEGER, p_per_script INTEGER, p_script_after UUID, p_reserve INTEGER,
@@ -108,6 +120,8 @@ DECLARE
     v_reserve INTEGER := GREATEST(COALESCE(p_reserve, 1), 1);
     -- payload bytes of one tenant's events fanned out (its oldest always; NULL: no budget)
     v_tenant_bytes BIGINT := COALESCE(p_tenant_bytes, 9223372036854775807);
+    v_cut UUID[] := '{}';          -- scripts whose queued runs steps 1-2 cut at that budget
+    v_cut_one BOOLEAN;
     -- room for reserved runs, by script (parallel arrays: a claim touches few scripts)
     v_room_s UUID[] := '{}';
     v_room_n INTEGER[] := '{}';
@@ -149,8 +163,8 @@ BEGIN
         FROM unnest(p_refill_scripts, p_refill_room) AS w(s, n)
         LEFT JOIN jsrt_leases l ON l.script_id = w.s AND l.daemon_id = p_daemon;
         IF EXISTS (SELECT 1 FROM jsrt_runs x WHERE x.state = 'pending') THEN
-            WITH picked AS (
-                SELECT x.execution_id, w.s, w.i
+            WITH cand AS (
+                SELECT x.execution_id, x.created_at, w.s, w.i
                 FROM unnest(v_room_s, v_room_n) WITH ORDINALITY AS w(s, n, i)
                 CROSS JOIN LATERAL (
                     SELECT p.execution_id, p.created_at FROM jsrt_runs p
@@ -161,18 +175,31 @@ BEGIN
                     ORDER BY p.created_at LIMIT GREATEST(w.n, 0)
                     FOR UPDATE SKIP LOCKED
                 ) x
-                ORDER BY w.i, x.created_at
+            ), sized AS (
+                SELECT c.*, sum(c.bytes) OVER (PARTITION BY c.s
+                                               ORDER BY c.created_at, c.execution_id)
+                            - c.bytes AS before
+                FROM (SELECT c.*, jsrt_input_bytes(c.execution_id) AS bytes FROM cand c) c
+            ), picked AS (
+                SELECT z.execution_id, z.s, z.i, z.created_at FROM sized z
+                WHERE z.before < v_tenant_bytes
             ), upd AS (
                 UPDATE jsrt_runs r SET state = 'reserved', daemon_id = p_daemon
                 FROM picked WHERE r.execution_id = picked.execution_id
                 RETURNING r.execution_id, r.script_id
             )
-            SELECT COALESCE(array_agg(p.execution_id ORDER BY p.i), '{}') INTO v_got
+            SELECT COALESCE(array_agg(p.execution_id ORDER BY p.i, p.created_at), '{}'),
+                   COALESCE((SELECT array_agg(DISTINCT z.s) FROM sized z
+                             WHERE z.before >= v_tenant_bytes), '{}')
+            INTO v_got, v_cut
             FROM picked p JOIN upd u ON u.execution_id = p.execution_id;
             v_ids := v_ids || v_got;
-            -- what each script's room is now
+            -- what each script's room is now (none for a script cut by its budget: a new run
+            -- must not overtake the pending runs left behind)
             SELECT COALESCE(array_agg(w.s ORDER BY w.i), '{}'),
-                   COALESCE(array_agg(GREATEST(w.n - COALESCE(c.k, 0), 0) ORDER BY w.i), '{}')
+                   COALESCE(array_agg(CASE WHEN w.s = ANY (v_cut) THEN 0
+                                           ELSE GREATEST(w.n - COALESCE(c.k, 0), 0) END
+                                      ORDER BY w.i), '{}')
             INTO v_room_s, v_room_n
             FROM unnest(v_room_s, v_room_n) WITH ORDINALITY AS w(s, n, i)
             LEFT JOIN (SELECT x.script_id, count(*)::int AS k FROM jsrt_runs x
@@ -226,7 +253,7 @@ BEGIN
         v_grant_n := v_grant_n || v_free;
         v_slot_left := v_slot_left - v_free;
         v_pending_left := v_pending_left - v_free;
-        WITH picked AS (
+        WITH cand AS (
             SELECT p.execution_id, p.created_at FROM jsrt_runs p
             WHERE p.script_id = v_script AND p.state = 'pending'
               AND (p.order_key IS NULL
@@ -234,16 +261,32 @@ BEGIN
                                     p.dead_letter_id IS NOT NULL))
             ORDER BY p.created_at LIMIT v_free * v_reserve
             FOR UPDATE SKIP LOCKED
+        ), sized AS (
+            SELECT c.*, sum(c.bytes) OVER (ORDER BY c.created_at, c.execution_id)
+                        - c.bytes AS before
+            FROM (SELECT c.*, jsrt_input_bytes(c.execution_id) AS bytes FROM cand c) c
+        ), picked AS (
+            SELECT z.execution_id, z.created_at FROM sized z WHERE z.before < v_tenant_bytes
         ), upd AS (
             UPDATE jsrt_runs r SET state = 'reserved', daemon_id = p_daemon
             FROM picked WHERE r.execution_id = picked.execution_id
             RETURNING r.execution_id
         )
-        SELECT COALESCE(array_agg(p.execution_id ORDER BY p.created_at), '{}') INTO v_got
+        SELECT COALESCE(array_agg(p.execution_id ORDER BY p.created_at), '{}'),
+               EXISTS (SELECT 1 FROM sized z WHERE z.before >= v_tenant_bytes)
+        INTO v_got, v_cut_one
         FROM picked p JOIN upd u ON u.execution_id = p.execution_id;
         v_ids := v_ids || v_got;
         v_i := array_position(v_room_s, v_script);
-        IF v_i IS NULL THEN
+        IF v_cut_one THEN  -- its budget of input bytes: no room for new runs either
+            v_cut := v_cut || v_script;
+            IF v_i IS NULL THEN
+                v_room_s := v_room_s || v_script;
+                v_room_n := v_room_n || 0;
+            ELSE
+                v_room_n[v_i] := 0;
+            END IF;
+        ELSIF v_i IS NULL THEN
             v_room_s := v_room_s || v_script;
             v_room_n := v_room_n || GREATEST(v_free * v_reserve - cardinality(v_got), 0);
         ELSE
@@ -523,7 +566,9 @@ BEGIN
     v_out.created := COALESCE(cardinality(v_exec), 0);
     v_out.queued := v_queued;
     v_out.by_source := v_by_source;
-    v_out.more := v_tenant_full OR (p_event_limit > 0 AND v_events >= p_event_limit);
+    -- (a script cut at its budget has more runs to reserve: the daemon must not take it dry)
+    v_out.more := v_tenant_full OR (p_event_limit > 0 AND v_events >= p_event_limit)
+                  OR cardinality(v_cut) > 0;
     v_out.waiting := EXISTS (SELECT 1 FROM jsrt_runs x WHERE x.state = 'pending');
     v_out.filtered := v_filtered;
     v_out.filter_errors := COALESCE(v_filter_errors, '[]');

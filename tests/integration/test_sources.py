@@ -176,3 +176,39 @@ async def test_a_claim_fans_out_a_budget_of_each_tenants_payload_bytes(
     assert tuple(await conn.fetchrow(claim, 1)) == (1, True)  # the oldest always
     assert tuple(await conn.fetchrow(claim, None)) == (1, False)
     assert await conn.fetchval("SELECT count(*) FROM jsrt_events WHERE dispatched_at IS NULL") == 0
+
+
+async def test_queued_runs_are_reserved_within_the_budget_and_never_overtaken(
+    conn: asyncpg.Connection
+) -> None:
+    """Steps 1-2 of jsrt_claim_v4 reserve a script's queued runs within the same budget, by
+    their inputs' stored size (a replay of 1,000 executions of 250 KB inputs would make claims
+    of 20 MB): the oldest always, the rest queued; a new event's run of that script then
+    waits behind them (first in, first out), and the daemon is told there is more."""
+    tenant = await make_tenant(conn)
+    script = await make_script(conn, tenant, limits={"max_concurrent_runs": 4})
+    await conn.execute("INSERT INTO jsrt_daemons (id, hostname, pid) VALUES ('d', 'h', 1)")
+    noise = "(SELECT string_agg(md5(k::text || random()::text), '') FROM generate_series(1, 60) k)"
+    await conn.execute(f"SELECT jsrt_publish($1, 'thing.happened', jsonb_build_object('pad',"
+                       f" {noise}, 'n', g)) FROM generate_series(1, 6) g", tenant)
+    fan_out_only = ("SELECT c.created FROM jsrt_claim_v4('d', 100, 100, NULL, 0, 0, NULL, 1,"
+                    " '{}', '{}', 0, NULL, NULL, NULL) c")
+    assert await conn.fetchval(fan_out_only) == 6
+    size = await conn.fetchval("SELECT max(pg_column_size(input)) FROM script_executions")
+    await conn.execute("SELECT jsrt_publish($1, 'thing.happened', '{\"n\": 7}')", tenant)
+    row = await conn.fetchrow(
+        "SELECT c.runs, c.more FROM jsrt_claim_v4('d', 100, 100, NULL, 4, 4, NULL, 2, '{}',"
+        " '{}', 4, NULL, NULL, $1) c", int(size * 2.5))
+    assert [r["input"] and json.loads(r["input"])["n"] for r in row["runs"]] == [1, 2, 3]
+    assert row["more"]
+    queued = await conn.fetch(
+        "SELECT (e.input->>'n')::int AS n FROM jsrt_runs r JOIN script_executions e"
+        " ON e.id = r.execution_id WHERE r.state = 'pending' ORDER BY r.created_at")
+    assert [r["n"] for r in queued] == [4, 5, 6, 7]  # the new one behind, not reserved
+    refill = ("SELECT c.runs, c.more FROM jsrt_claim_v4('d', 0, 100, NULL, 0, 0, NULL, 2,"
+              " $1::uuid[], '{8}', 0, NULL, NULL, $2) c")
+    again = await conn.fetchrow(refill, [script], int(size * 2.5))
+    assert [json.loads(r["input"])["n"] for r in again["runs"]] == [4, 5, 6]
+    assert again["more"]
+    last = await conn.fetchrow(refill, [script], int(size * 2.5))
+    assert [json.loads(r["input"])["n"] for r in last["runs"]] == [7] and not last["more"]
