@@ -66,14 +66,17 @@ execs AS (
            o.input
     FROM orig o ORDER BY o.i
     RETURNING id, tenant_id, script_id, (trigger_data->>'replay_of')::uuid AS original,
-              (trigger_data->>'event_id')::uuid AS event_id
+              (trigger_data->>'event_id')::uuid AS event_id, pg_column_size(input) AS input_bytes
 ),
 runs AS (
     -- an event replay takes its place in its key's order (per-key ordering), as a new event
-    INSERT INTO jsrt_runs (execution_id, tenant_id, script_id, event_id, source_version, order_key)
+    -- (its input's size: a claim reserves a script's queued runs within a budget of bytes)
+    INSERT INTO jsrt_runs (execution_id, tenant_id, script_id, event_id, source_version, order_key,
+                           input_bytes)
     SELECT x.id, x.tenant_id, x.script_id, x.event_id, o.version,
            CASE WHEN o.trigger_type = 'event'
-                THEN jsonb_path_query_first(o.input, k.path, '{}', true) #>> '{}' END
+                THEN jsonb_path_query_first(o.input, k.path, '{}', true) #>> '{}' END,
+           x.input_bytes
     FROM execs x JOIN orig o ON o.id = x.original
     LEFT JOIN jsrt_concurrency_keys k ON k.script_id = x.script_id
     RETURNING execution_id

@@ -280,13 +280,15 @@ execs AS (
     FROM due JOIN flagged f ON f.dead_letter_id = due.id
     LEFT JOIN script_executions prev ON prev.id = due.execution_id AND prev.tenant_id = due.tenant_id
     RETURNING id, tenant_id, script_id, (trigger_data->>'dead_letter_id')::uuid AS dead_letter_id,
-              (trigger_data->>'event_id')::uuid AS event_id
+              (trigger_data->>'event_id')::uuid AS event_id, pg_column_size(input) AS input_bytes
 )
 -- (a letter retried with --version original runs the version it recorded: retry_version)
 -- (and a letter's key orders its retries: #19)
+-- (and its input's size: a claim reserves a script's queued runs within a budget of bytes)
 INSERT INTO jsrt_runs (execution_id, tenant_id, script_id, event_id, dead_letter_id, source_version,
-                       order_key)
-SELECT x.id, x.tenant_id, x.script_id, x.event_id, x.dead_letter_id, st.retry_version, st.order_key
+                       order_key, input_bytes)
+SELECT x.id, x.tenant_id, x.script_id, x.event_id, x.dead_letter_id, st.retry_version, st.order_key,
+       x.input_bytes
 FROM execs x
 LEFT JOIN jsrt_dead_letter_state st ON st.dead_letter_id = x.dead_letter_id AND st.tenant_id = x.tenant_id
 RETURNING execution_id;

@@ -78,15 +78,6 @@ END $$;
 -- #19) is handed over with that version's source.
 -- Reserved runs count against nothing: the lease's slots do. Their executions stay
 -- 'pending' until the daemon reports that they really started.
--- The stored size of an execution's input (compressed as stored: no detoasting), for the
--- claim's budget of bytes per script (jsrt_claim_v4 steps 1-2); 0 for no such execution.
--- A function: the row by primary key, whatever the statistics say.
-CREATE OR REPLACE FUNCTION jsrt_input_bytes(p_execution UUID) RETURNS BIGINT
-LANGUAGE sql STABLE AS $$
-    SELECT COALESCE((SELECT pg_column_size(e.input) FROM script_executions e
-                     WHERE e.id = p_execution), 0)
-$$;
-
 --
 -- Version 4 (a 1 MiB script's runs starved every other tenant: each of a claim's runs came
 -- with an md5 and a copy of the whole source): each version's digest is read from
@@ -97,7 +88,7 @@ $$;
 -- And of each tenant's due events, step 3 fans out no more than p_tenant_bytes of payload
 -- (jsrt_events_due.bytes; its oldest event always): a tenant's 250 KB payloads made each
 -- claim carry 40 MB, and last half a second, while every other tenant waited. Steps 1-2
--- reserve each script's queued runs within the same budget of their inputs' stored size (a
+-- reserve each script's queued runs within the same budget of their inputs' size (a
 -- replay of large inputs queues hundreds); a script cut there gets no new run reserved ahead
 -- of the ones left, and `more` tells the daemon to come back.
 CREATE OR REPLACE FUNCTION jsrt_claim_v4(
@@ -164,10 +155,10 @@ BEGIN
         LEFT JOIN jsrt_leases l ON l.script_id = w.s AND l.daemon_id = p_daemon;
         IF EXISTS (SELECT 1 FROM jsrt_runs x WHERE x.state = 'pending') THEN
             WITH cand AS (
-                SELECT x.execution_id, x.created_at, w.s, w.i
+                SELECT x.execution_id, x.created_at, x.input_bytes, w.s, w.i
                 FROM unnest(v_room_s, v_room_n) WITH ORDINALITY AS w(s, n, i)
                 CROSS JOIN LATERAL (
-                    SELECT p.execution_id, p.created_at FROM jsrt_runs p
+                    SELECT p.execution_id, p.created_at, p.input_bytes FROM jsrt_runs p
                     WHERE p.script_id = w.s AND p.state = 'pending'
                       AND (p.order_key IS NULL
                            OR jsrt_key_turn(p.script_id, p.order_key, p.execution_id,
@@ -176,10 +167,10 @@ BEGIN
                     FOR UPDATE SKIP LOCKED
                 ) x
             ), sized AS (
-                SELECT c.*, sum(c.bytes) OVER (PARTITION BY c.s
-                                               ORDER BY c.created_at, c.execution_id)
-                            - c.bytes AS before
-                FROM (SELECT c.*, jsrt_input_bytes(c.execution_id) AS bytes FROM cand c) c
+                SELECT c.*, sum(c.input_bytes) OVER (PARTITION BY c.s
+                                                     ORDER BY c.created_at, c.execution_id)
+                            - c.input_bytes AS before
+                FROM cand c
             ), picked AS (
                 SELECT z.execution_id, z.s, z.i, z.created_at FROM sized z
                 WHERE z.before < v_tenant_bytes
@@ -254,7 +245,7 @@ BEGIN
         v_slot_left := v_slot_left - v_free;
         v_pending_left := v_pending_left - v_free;
         WITH cand AS (
-            SELECT p.execution_id, p.created_at FROM jsrt_runs p
+            SELECT p.execution_id, p.created_at, p.input_bytes FROM jsrt_runs p
             WHERE p.script_id = v_script AND p.state = 'pending'
               AND (p.order_key IS NULL
                    OR jsrt_key_turn(p.script_id, p.order_key, p.execution_id, p.created_at,
@@ -262,9 +253,9 @@ BEGIN
             ORDER BY p.created_at LIMIT v_free * v_reserve
             FOR UPDATE SKIP LOCKED
         ), sized AS (
-            SELECT c.*, sum(c.bytes) OVER (ORDER BY c.created_at, c.execution_id)
-                        - c.bytes AS before
-            FROM (SELECT c.*, jsrt_input_bytes(c.execution_id) AS bytes FROM cand c) c
+            SELECT c.*, sum(c.input_bytes) OVER (ORDER BY c.created_at, c.execution_id)
+                        - c.input_bytes AS before
+            FROM cand c
         ), picked AS (
             SELECT z.execution_id, z.created_at FROM sized z WHERE z.before < v_tenant_bytes
         ), upd AS (
@@ -491,14 +482,15 @@ BEGIN
             -- created_at orders a script's queue: the claim's time plus the event's place in
             -- the claim, in microseconds, so that runs fanned out together keep their order
             INSERT INTO jsrt_runs (execution_id, tenant_id, script_id, event_id, state,
-                                   daemon_id, created_at, order_key)
+                                   daemon_id, created_at, order_key, input_bytes)
             SELECT t.execution_id, t.tenant_id, t.script_id, t.event_id,
                    CASE WHEN t.reserved THEN 'reserved' ELSE 'pending' END,
                    CASE WHEN t.reserved THEN p_daemon END,
                    -- a keyed run's place in its key's order is its event's publish time:
                    -- two claims' NOW()s need not follow the events' order (SKIP LOCKED)
                    CASE WHEN t.order_key IS NOT NULL THEN t.published_at
-                        ELSE NOW() + make_interval(secs => t.i / 1e6) END, t.order_key
+                        ELSE NOW() + make_interval(secs => t.i / 1e6) END, t.order_key,
+                   pg_column_size(t.payload)
             FROM t
         )
         SELECT COALESCE(array_agg(t.execution_id ORDER BY t.i) FILTER (WHERE t.reserved), '{}'),
@@ -525,39 +517,42 @@ BEGIN
     ),
     versions AS MATERIALIZED (
         -- each version's source and digest once, however many of its runs the claim holds
-        -- (MATERIALIZED: inlined, the expressions would be evaluated for every run). A replay
-        -- or a dead letter's retry may run an earlier version (#19; NULL: the current one).
-        SELECT k.script_id, k.source_version, COALESCE(v.source, s.source) AS source,
+        -- (MATERIALIZED: inlined, the expressions would be evaluated for every run), and its
+        -- first run in the claim. A replay or a dead letter's retry may run an earlier
+        -- version (#19; NULL: the current one).
+        SELECT k.script_id, k.source_version, k.first_i, COALESCE(v.source, s.source) AS source,
                CASE WHEN v.source IS NULL THEN COALESCE(d.digest, md5(s.source))
                     ELSE md5(v.source) END AS digest
-        FROM (SELECT DISTINCT p.script_id, p.source_version FROM picked p) k
+        FROM (SELECT p.script_id, p.source_version, min(p.i) AS first_i
+              FROM picked p GROUP BY p.script_id, p.source_version) k
         JOIN scripts s ON s.id = k.script_id
         LEFT JOIN script_versions v
           ON v.script_id = k.script_id AND v.version_number = k.source_version
         LEFT JOIN jsrt_script_digests d ON d.script_id = k.script_id
     ),
-    known AS (
-        SELECT DISTINCT u.script_id, u.digest
-        FROM unnest(p_known_scripts, p_known_digests) AS u(script_id, digest)
-    ),
-    numbered AS (
-        SELECT p.*, x.source, x.digest,
-               row_number() OVER (PARTITION BY p.script_id, x.digest ORDER BY p.i) AS nth,
-               EXISTS (SELECT 1 FROM known k
-                       WHERE k.script_id = p.script_id AND k.digest = x.digest) AS held
-        FROM picked p
-        JOIN versions x ON x.script_id = p.script_id
-                       AND x.source_version IS NOT DISTINCT FROM p.source_version
+    shipped AS (
+        -- the run that brings each version's source: the first of its digest (two
+        -- source_versions may be one text), unless the caller holds it; every run when the
+        -- caller names nothing (version 3)
+        SELECT x.script_id, x.source_version, x.source, x.digest,
+               CASE WHEN p_known_scripts IS NULL THEN NULL
+                    WHEN EXISTS (SELECT 1 FROM unnest(p_known_scripts, p_known_digests)
+                                     AS u(script_id, digest)
+                                 WHERE u.script_id = x.script_id AND u.digest = x.digest)
+                    THEN 0
+                    ELSE min(x.first_i) OVER (PARTITION BY x.script_id, x.digest) END AS ships
+        FROM versions x
     )
     SELECT COALESCE(array_agg(ROW(
-               n.id, n.tenant_id, n.script_id,
-               CASE WHEN p_known_scripts IS NOT NULL AND (n.nth > 1 OR n.held) THEN NULL
-                    ELSE n.source END,
-               n.digest, n.limits, n.input, n.trigger_type, n.trigger_data, n.event_id,
-               n.dead_letter_id, n.depth, n.name
-           )::jsrt_run_v2 ORDER BY n.i), '{}')
+               p.id, p.tenant_id, p.script_id,
+               CASE WHEN x.ships IS NULL OR x.ships = p.i THEN x.source END,
+               x.digest, p.limits, p.input, p.trigger_type, p.trigger_data, p.event_id,
+               p.dead_letter_id, p.depth, p.name
+           )::jsrt_run_v2 ORDER BY p.i), '{}')
     INTO v_out.runs
-    FROM numbered n;
+    FROM picked p
+    JOIN shipped x ON x.script_id = p.script_id
+                  AND x.source_version IS NOT DISTINCT FROM p.source_version;
 
     v_out.lease_scripts := v_grant_s;
     v_out.lease_slots := v_grant_n;

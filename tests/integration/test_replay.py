@@ -56,6 +56,10 @@ async def test_replay_with_the_current_and_the_original_version(
                     "--json")
     [made_v1] = json.loads(again.stdout)
     assert made_v1["version"] == 1
+    # queued with their inputs' size (a claim reserves a script's queued runs within a budget)
+    sizes = await conn.fetch("SELECT r.input_bytes, pg_column_size(e.input) AS stored"
+                             " FROM jsrt_runs r JOIN script_executions e ON e.id = r.execution_id")
+    assert len(sizes) == 2 and all(r["input_bytes"] == r["stored"] > 0 for r in sizes)
     await drain(db_url, executor)
 
     new = await row(conn, made["execution_id"])

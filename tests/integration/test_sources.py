@@ -182,9 +182,9 @@ async def test_queued_runs_are_reserved_within_the_budget_and_never_overtaken(
     conn: asyncpg.Connection
 ) -> None:
     """Steps 1-2 of jsrt_claim_v4 reserve a script's queued runs within the same budget, by
-    their inputs' stored size (a replay of 1,000 executions of 250 KB inputs would make claims
-    of 20 MB): the oldest always, the rest queued; a new event's run of that script then
-    waits behind them (first in, first out), and the daemon is told there is more."""
+    their inputs' size (jsrt_runs.input_bytes; a replay of 1,000 executions of 250 KB inputs
+    would make claims of 20 MB): the oldest always, the rest queued; a new event's run of that
+    script then waits behind them (first in, first out), and the daemon is told there is more."""
     tenant = await make_tenant(conn)
     script = await make_script(conn, tenant, limits={"max_concurrent_runs": 4})
     await conn.execute("INSERT INTO jsrt_daemons (id, hostname, pid) VALUES ('d', 'h', 1)")
@@ -194,7 +194,8 @@ async def test_queued_runs_are_reserved_within_the_budget_and_never_overtaken(
     fan_out_only = ("SELECT c.created FROM jsrt_claim_v4('d', 100, 100, NULL, 0, 0, NULL, 1,"
                     " '{}', '{}', 0, NULL, NULL, NULL) c")
     assert await conn.fetchval(fan_out_only) == 6
-    size = await conn.fetchval("SELECT max(pg_column_size(input)) FROM script_executions")
+    size = await conn.fetchval("SELECT max(input_bytes) FROM jsrt_runs")
+    assert size >= await conn.fetchval("SELECT max(pg_column_size(input)) FROM script_executions")
     await conn.execute("SELECT jsrt_publish($1, 'thing.happened', '{\"n\": 7}')", tenant)
     row = await conn.fetchrow(
         "SELECT c.runs, c.more FROM jsrt_claim_v4('d', 100, 100, NULL, 4, 4, NULL, 2, '{}',"
