@@ -45,7 +45,7 @@ def sandbox(settings: Settings, store: Store, workers: int | None = None) -> Exe
     return Executor(workers=workers or settings.worker_count, publisher=store_publisher(store),
                     fetch_allowlist=settings.fetch_allowlist,
                     api_limiter=store_api_limiter(store), data=script_data(settings, store),
-                    secrets=store.secrets.get)
+                    secrets=store.secrets.get, burst_workers=settings.burst_worker_count)
 
 
 def script_data(settings: Settings, store: Store) -> ScriptData:

@@ -210,6 +210,9 @@ class _LiveCollector(Collector):
         yield CounterMetricFamily(
             "jsrt_sandbox_worker_restarts", "Sandbox workers replaced after a crash, timeout, "
             "hang or memory overrun", value=stats.restarts)
+        yield CounterMetricFamily(
+            "jsrt_sandbox_burst_workers", "Burst workers started while every worker ran a long "
+            "step", value=stats.bursts)
         yield GaugeMetricFamily("jsrt_sandbox_workers", "Sandbox worker processes up",
                                 value=len(stats.workers))
         rss = GaugeMetricFamily("jsrt_sandbox_worker_rss_bytes",

@@ -63,7 +63,8 @@ class Runtime:
                                 fetch_allowlist=self.fetch_allowlist,
                                 api_limiter=store_api_limiter(store),
                                 data=script_data(self.settings, store),
-                                secrets=store.secrets.get)
+                                secrets=store.secrets.get,
+                                burst_workers=self.settings.burst_worker_count)
             await stack.enter_async_context(executor)
             lease = await stack.enter_async_context(
                 Lease(store, self.settings.heartbeat_interval, kind="api",

@@ -31,6 +31,9 @@ class Settings:
     lease_linger: float = 0.5
     # Sandbox worker processes; 0 means one per core.
     workers: int = 0
+    # Extra sandbox workers started while every worker runs a long step (a CPU-heavy tenant
+    # within its limits), for the other tenants' runs; -1: as many as `workers`, 0: none.
+    burst_workers: int = -1
     poll_interval: float = 1.0  # seconds; NOTIFY is only a hint, this is the fallback
     claim_batch: int = 512  # events fanned out per claim
     tenant_batch: int = 128  # at most this many events of one tenant per claim (fairness)
@@ -114,6 +117,8 @@ class Settings:
         return [
             (self.concurrency >= 1, f"JSRT_CONCURRENCY must be >= 1 (got {self.concurrency})"),
             (self.workers >= 0, f"JSRT_WORKERS must be >= 0 (got {self.workers})"),
+            (self.burst_workers >= -1,
+             f"JSRT_BURST_WORKERS must be >= -1 (got {self.burst_workers})"),
             (self.poll_interval > 0, "JSRT_POLL_INTERVAL must be > 0"),
             (self.claim_batch >= 1, "JSRT_CLAIM_BATCH must be >= 1"),
             (self.reserve >= 1, "JSRT_RESERVE must be >= 1"),
@@ -166,6 +171,10 @@ class Settings:
     @property
     def worker_count(self) -> int:
         return self.workers or (os.cpu_count() or 1)
+
+    @property
+    def burst_worker_count(self) -> int:
+        return self.worker_count if self.burst_workers < 0 else self.burst_workers
 
     def require_database(self) -> str:
         if not self.database_url:

@@ -73,6 +73,13 @@ class ExecutorOptions:
     # the runs waiting behind it there move to other workers (one tenant's long synchronous
     # step never holds up another tenant's run that has not started).
     long_step_s: float = 0.1
+    # Extra workers started while every worker is in a long step, and stopped after being
+    # idle for burst_idle_s: a tenant whose runs burn CPU within their limits (30 s each, 5 at
+    # once) took every worker, and every other tenant's run waited for them (4-24 s measured).
+    # A burst worker takes no run of a tenant that has a step running long: it is for the
+    # others, and the OS shares the cores between all. 0: none.
+    burst_workers: int = 0
+    burst_idle_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +99,7 @@ class ExecutorStats:
     restarts: int
     last_respawn_ms: float | None
     executions: int
+    bursts: int = 0  # burst workers started
 
 
 @dataclass(eq=False)
@@ -206,7 +214,12 @@ class Executor:
         self._data = data
         self._secrets = secrets
         self._allowlist = tuple(fetch_allowlist)
-        self._workers: list[WorkerProcess | None] = [None] * self.options.workers
+        # the regular workers, then the places of burst workers (None while not running)
+        self._workers: list[WorkerProcess | None] = [None] * self._places
+        self._bursting: asyncio.Task[None] | None = None  # a burst worker starting
+        self._hogs: dict[int, str] = {}  # worker index → tenant whose step runs long there
+        self.bursts = 0  # burst workers started
+        self._pressed_at = 0.0  # (monotonic) when no regular worker was out of a long step
         self._backlog: deque[_Pending | _Chain] = deque()
         self._seq = itertools.count(1)
         self._chain_ids = itertools.count(1)
@@ -257,7 +270,8 @@ class Executor:
 
     async def aclose(self) -> None:
         self._running = False
-        tasks = [t for t in (self._supervisor, *self._respawns) if t is not None]
+        tasks = [t for t in (self._supervisor, self._bursting, *self._respawns)
+                 if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -265,7 +279,8 @@ class Executor:
         lost, self._lost = list(self._lost), set()
         await asyncio.gather(*(w.stop() for w in lost), return_exceptions=True)
         workers = [w for w in self._workers if w is not None]
-        self._workers = [None] * self.options.workers
+        self._workers = [None] * self._places
+        self._hogs.clear()
         for worker in workers:
             for pending in worker.inflight.values():
                 self._abandon(pending)
@@ -388,7 +403,8 @@ class Executor:
         self._drain_backlog()
 
     def _dispatch(self, pending: _Pending) -> bool:
-        worker = self._pick(alone=pending.attempts > 0 or pending.alone)
+        alone = pending.attempts > 0 or pending.alone
+        worker = self._pick(pending.request.tenant_id, alone=alone)
         if worker is None:
             return False
         self._send_to(worker, pending)
@@ -431,7 +447,7 @@ class Executor:
             return True
         head = chain.queue[0]
         alone = head.attempts > 0 or head.alone
-        worker = self._pick(alone=alone)
+        worker = self._pick(head.request.tenant_id, alone=alone)
         if worker is None:
             return False
         count = 1
@@ -460,13 +476,17 @@ class Executor:
             # a chain that already waited goes first, like a run given back
             (self._backlog.appendleft if back else self._backlog.append)(chain)
 
-    def _pick(self, alone: bool = False) -> WorkerProcess | None:
+    def _pick(self, tenant: str, alone: bool = False) -> WorkerProcess | None:
         """The least busy worker; for a re-run, an idle one it will have to itself, so that
-        an innocent execution is never killed twice by other scripts' bombs."""
+        an innocent execution is never killed twice by other scripts' bombs. Never a burst
+        worker for a tenant that has a step running long."""
         best: WorkerProcess | None = None
         best_load = 0
+        hog = tenant in self._hogs.values()
         for worker in self._workers:
             if worker is None or not worker.alive or _isolated(worker) or worker.long_step:
+                continue
+            if hog and worker.index >= self.options.workers:
                 continue
             if alone:
                 if not worker.inflight:
@@ -478,15 +498,34 @@ class Executor:
         return best
 
     def _drain_backlog(self) -> None:
+        """Dispatch the backlog in order; what cannot be placed waits, and nothing overtakes
+        it - except that the runs of a tenant with a step running long, which may not take a
+        burst worker, let the others behind them have it."""
+        passed: list[_Pending | _Chain] = []
         while self._backlog:
             item = self._backlog[0]
             if isinstance(item, _Chain):
-                if not self._dispatch_chain(item):
-                    return
-                item.backlogged = False
-            elif not (item.future.done() or self._dispatch(item)):
-                return
+                placed = self._dispatch_chain(item)
+                if placed:
+                    item.backlogged = False
+            else:
+                placed = item.future.done() or self._dispatch(item)
+            if not placed and not self._burst_room_for_others(item):
+                break
             self._backlog.popleft()
+            if not placed:
+                passed.append(item)
+        self._backlog.extendleft(reversed(passed))
+
+    def _burst_room_for_others(self, item: _Pending | _Chain) -> bool:
+        """Whether an item that could not be placed waits only because its tenant has a
+        step running long and the room left is on burst workers."""
+        head = item.queue[0] if isinstance(item, _Chain) else item
+        if head.request.tenant_id not in self._hogs.values():
+            return False
+        return any(w is not None and w.alive and not w.long_step and not _isolated(w)
+                   and _load(w) < self.options.max_inflight_per_worker
+                   for w in self._workers[self.options.workers:])
 
     # messages from workers
     def _on_message(
@@ -643,6 +682,7 @@ class Executor:
     def _on_lost(self, worker: WorkerProcess) -> None:
         if self._workers[worker.index] is worker:
             self._workers[worker.index] = None
+            self._hogs.pop(worker.index, None)
         reason = worker.kill_reason or KillReason("crash", worker.slot.read().seq or None)
         if reason.kind == "shutdown":
             return
@@ -661,7 +701,13 @@ class Executor:
             reason=reason.kind,
             detail=worker.describe_exit(),
         )
-        if self._running:
+        if self._running and worker.index >= self.options.workers:
+            # a burst worker is not replaced: the supervisor starts one when one is needed
+            self._lost.add(worker)
+            task = asyncio.create_task(self._reap(worker))
+            self._respawns.add(task)
+            task.add_done_callback(self._respawns.discard)
+        elif self._running:
             self._lost.add(worker)
             task = asyncio.create_task(self._replace(worker))
             self._respawns.add(task)
@@ -713,6 +759,10 @@ class Executor:
                                                   pending.api_calls, pending.db_queries)
         )
 
+    async def _reap(self, old: WorkerProcess) -> None:
+        await old.stop()
+        self._lost.discard(old)
+
     async def _replace(self, old: WorkerProcess) -> None:
         await old.stop()
         self._lost.discard(old)
@@ -748,6 +798,7 @@ class Executor:
             for worker in self._workers:
                 if worker is not None and worker.alive:
                     self._check(worker, now)
+            self._burst()
 
     def _check(self, worker: WorkerProcess, now_ns: int) -> None:
         o = self.options
@@ -767,6 +818,11 @@ class Executor:
         (each tick: a run may only start to wait after the first ask)."""
         long_ns = self.options.long_step_s * 1e9
         worker.long_step = bool(state.seq) and now_ns - state.since_ns > long_ns
+        stepping = worker.inflight.get(state.seq) if worker.long_step else None
+        if stepping is not None:
+            self._hogs[worker.index] = stepping.request.tenant_id
+        else:
+            self._hogs.pop(worker.index, None)
         if worker.long_step and any(w is not worker and w is not None and w.alive
                                     and not w.long_step for w in self._workers):
             for seq in worker.inflight:
@@ -775,6 +831,60 @@ class Executor:
         elif self._backlog:
             self._drain_backlog()
 
+    @property
+    def _places(self) -> int:
+        return self.options.workers + self.options.burst_workers
+
+    def _burst(self) -> None:
+        """Every worker in a long step: start a burst worker (one at a time, up to
+        burst_workers), so that other tenants' runs have somewhere to go while those steps
+        run. A burst worker stops once idle for burst_idle_s, and no regular worker has been
+        in a long step for as long."""
+        if not self._running or not self.options.burst_workers:
+            return
+        now = time.monotonic()
+        if not any(w is not None and w.alive and not w.long_step
+                   for w in self._workers[:self.options.workers]):
+            self._pressed_at = now
+        live = [w for w in self._workers if w is not None and w.alive]
+        if live and all(w.long_step for w in live):
+            free = next((i for i in range(self.options.workers, self._places)
+                         if self._workers[i] is None), None)
+            if free is not None and self._bursting is None:
+                self._bursting = asyncio.create_task(self._start_burst(free))
+            return
+        if now - self._pressed_at < self.options.burst_idle_s:
+            return
+        for index in range(self.options.workers, self._places):
+            worker = self._workers[index]
+            if (worker is not None and worker.alive and not worker.inflight
+                    and now - worker.active_at >= self.options.burst_idle_s):
+                self._workers[index] = None  # nothing is sent to it from here on
+                log.info("worker_burst_stopped", index=index, pid=worker.pid,
+                         executions=worker.executions)
+                task = asyncio.create_task(worker.stop())
+                self._respawns.add(task)
+                task.add_done_callback(self._respawns.discard)
+
+    async def _start_burst(self, index: int) -> None:
+        try:
+            worker = await self._spawn(index)
+        except WorkerStartError as exc:
+            log.error("worker_start_failed", index=index, error=str(exc))
+            await asyncio.sleep(self.options.respawn_backoff_s)
+            return
+        finally:
+            self._bursting = None
+        if not self._running:
+            await worker.stop()
+            return
+        worker.active_at = time.monotonic()
+        self._workers[index] = worker
+        self.bursts += 1
+        log.warning("worker_burst_started", index=index, pid=worker.pid,
+                    long_steps_of=sorted(set(self._hogs.values()))[:8])
+        self._drain_backlog()
+
     def stats(self) -> ExecutorStats:
         workers = tuple(
             WorkerStats(w.index, w.pid, w.rss_bytes(), len(w.inflight), w.executions,
@@ -782,7 +892,8 @@ class Executor:
             for w in self._workers
             if w is not None
         )
-        return ExecutorStats(workers, self.restarts, self.last_respawn_ms, self.executions)
+        return ExecutorStats(workers, self.restarts, self.last_respawn_ms, self.executions,
+                             self.bursts)
 
 
 def _step_ms(state: SlotState) -> int:

@@ -12,11 +12,14 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anyio
 import asyncpg
 import pytest
-from support.daemons import drain
+from support.daemons import daemon_for, drain, settings_for
 from support.factories import executions, make_script, make_tenant, publish
+from support.waiting import eventually
 
+from consumer.app import sandbox
 from consumer.clock import FakeClock
 from consumer.runtime import Runtime
 from consumer.sandbox import Executor
@@ -415,3 +418,42 @@ async def test_ctx_events_publish_of_a_payload_over_the_cap_says_so_in_one_line(
         "events.publish failed: payload is larger than 262144 bytes ("), row
     assert {r["status"] for r in await executions(conn, b)} == {"completed"}
     assert await conn.fetchval("SELECT count(*) FROM jsrt_events WHERE event_type = 'x'") == 0
+
+
+# ---------------------------------------------------------------- 17. CPU within the limits
+HOG = ("function handler() { const end = Date.now() + 2500; let x = 0;"
+       " while (Date.now() < end) { x++ } return 'hog'; }")
+
+
+async def test_a_tenant_burning_cpu_within_its_limits_does_not_hold_up_another_tenant(
+    conn: asyncpg.Connection, db_url: str
+) -> None:
+    """Tenant A's runs each burn 2.5 s of CPU (its limit is 30 s), five at a time, on a
+    daemon's two workers: tenant B's event, published once both are taken, is recorded
+    before any of A's runs ends (it waited 4-24 s for them before burst workers)."""
+    a, b = await make_tenant(conn, "a"), await make_tenant(conn, "b")
+    await make_script(conn, a, HOG)
+    await make_script(conn, b)
+    for _ in range(4):
+        await publish(conn, a, "thing.happened", {})
+    store = await Store.open(db_url)
+    try:
+        # the daemon's own sandbox: JSRT_BURST_WORKERS is as many as JSRT_WORKERS by default
+        async with sandbox(settings_for(db_url, workers=2), store) as ex, \
+                daemon_for(db_url, ex, workers=2) as d, anyio.create_task_group() as tg:
+            assert ex.options.burst_workers == 2
+            tg.start_soon(d.run)
+            await eventually(lambda: sum(w.step_ms > 300 for w in ex.stats().workers) >= 2,
+                             timeout=30, what="A's runs in both workers")
+            await publish(conn, b, "thing.happened", {"n": 1})
+            await eventually(lambda: conn.fetchval(
+                "SELECT count(*) FROM script_executions WHERE tenant_id = $1"
+                " AND status = 'completed'", b), timeout=30, what="B's run recorded")
+            assert await conn.fetchval(
+                "SELECT count(*) FROM script_executions WHERE tenant_id = $1"
+                " AND completed_at IS NOT NULL", a) == 0
+            assert ex.bursts >= 1
+            d.stop()
+    finally:
+        await store.close()
+    assert [r["status"] for r in await executions(conn, a)] == ["completed"] * 4

@@ -36,6 +36,7 @@ def test_a_checkout_migrates_from_the_repository_unless_told_otherwise() -> None
         ({"JSRT_HEARTBEAT_INTERVAL": "20"}, "JSRT_HEARTBEAT_INTERVAL must be > 0 and <"),
         ({"JSRT_POLL_INTERVAL": "-1"}, "JSRT_POLL_INTERVAL must be > 0"),
         ({"JSRT_QUEUE_VACUUM_INTERVAL": "-1"}, "JSRT_QUEUE_VACUUM_INTERVAL must be >= 0"),
+        ({"JSRT_BURST_WORKERS": "-2"}, "JSRT_BURST_WORKERS must be >= -1"),
     ],
 )
 def test_invalid_settings_fail_at_start_with_a_clear_message(env: dict[str, str],
@@ -48,3 +49,10 @@ def test_invalid_settings_fail_at_start_with_a_clear_message(env: dict[str, str]
 def test_a_missing_database_url_is_explained() -> None:
     with pytest.raises(ConfigError, match="DATABASE_URL is not set"):
         Settings.from_env(env={}).require_database()
+
+
+def test_burst_workers_are_as_many_as_the_workers_unless_told() -> None:
+    assert Settings.from_env(env={"JSRT_WORKERS": "3"}).burst_worker_count == 3
+    assert Settings.from_env(env={"JSRT_WORKERS": "3", "JSRT_BURST_WORKERS": "0"}
+                             ).burst_worker_count == 0
+    assert Settings.from_env(env={"JSRT_BURST_WORKERS": "5"}).burst_worker_count == 5

@@ -1,0 +1,79 @@
+"""Burst workers (real workers, real V8): a tenant whose runs burn CPU within their limits
+(max_execution_time_ms 30 s by default, five at once) held every worker, and every other
+tenant's run waited for its steps to end (4-24 s measured through the daemon). While every
+worker is in a long step the executor starts a burst worker; it takes no run of a tenant that
+has a step running long, and stops once idle."""
+
+from __future__ import annotations
+
+import asyncio
+
+from support.sandbox_requests import make_request
+from support.waiting import eventually
+
+from consumer.sandbox import ExecutionResult, Executor, Limits
+
+HOG = ("function handler(ms) { const end = Date.now() + ms; let x = 0;"
+       " while (Date.now() < end) { x++ } return 'hog'; }")
+QUICK = "function handler(i) { return i; }"
+LONG = Limits(max_execution_time_ms=30_000)
+
+
+def hog(ex: Executor, ms: int, tenant: str = "hog", script: str = "hog-script"
+        ) -> asyncio.Future[ExecutionResult]:
+    return ex.submit(make_request(HOG, ms, tenant=tenant, script=script, limits=LONG))
+
+
+async def long_steps(ex: Executor, n: int) -> None:
+    await eventually(lambda: sum(w.step_ms > 300 for w in ex.stats().workers) >= n,
+                     timeout=20, what=f"{n} long steps")
+
+
+async def test_a_tenant_in_every_worker_leaves_a_burst_worker_to_the_others() -> None:
+    async with Executor(workers=2, burst_workers=1, burst_idle_s=0.3) as ex:
+        hogs = [hog(ex, 6000) for _ in range(3)]
+        await long_steps(ex, 2)
+        quick = [ex.submit(make_request(QUICK, n, tenant="quiet", script=f"q-{n % 2}"))
+                 for n in range(10)]
+        results = await asyncio.wait_for(asyncio.gather(*quick), timeout=20)
+        assert [r.output for r in results] == list(range(10))
+        assert not any(h.done() for h in hogs)  # the quiet tenant did not wait for them
+        assert ex.bursts == 1
+        done = await asyncio.wait_for(asyncio.gather(*hogs), timeout=60)
+        assert [r.output for r in done] == ["hog"] * 3
+        # the hog's third run never took the burst worker: it waited for one of its own
+        first, second, third = sorted(done, key=lambda r: r.started or 0)
+        assert third.started is not None and first.finished is not None
+        assert third.started >= min(first.finished, second.finished or 0) - 0.01
+        # idle, and no regular worker in a long step: the burst worker goes
+        await eventually(lambda: len(ex.stats().workers) == 2, timeout=20,
+                         what="the burst worker stopped")
+        assert (await ex.execute(make_request(QUICK, 7, tenant="quiet"))).output == 7
+
+
+async def test_each_tenant_in_a_long_step_leaves_room_for_one_more() -> None:
+    """Two tenants hog the regular workers, a third takes the first burst worker with a
+    long step of its own: a second burst worker serves the quiet tenant."""
+    async with Executor(workers=2, burst_workers=2, burst_idle_s=0.3) as ex:
+        hogs = [hog(ex, 5000, tenant="hog-a", script="a"), hog(ex, 5000, tenant="hog-b",
+                                                              script="b")]
+        await long_steps(ex, 2)
+        await eventually(lambda: ex.bursts == 1, timeout=20, what="a burst worker")
+        hogs.append(hog(ex, 5000, tenant="hog-c", script="c"))
+        await long_steps(ex, 3)
+        quick = await asyncio.wait_for(ex.execute(make_request(QUICK, 1, tenant="quiet")),
+                                       timeout=20)
+        assert quick.output == 1
+        assert not any(h.done() for h in hogs)
+        assert ex.bursts == 2
+        assert [r.output for r in await asyncio.gather(*hogs)] == ["hog"] * 3
+
+
+async def test_without_burst_workers_the_others_wait() -> None:
+    """What burst workers are for: with none, a run of another tenant waits for the steps."""
+    async with Executor(workers=1) as ex:
+        long = hog(ex, 1500)
+        await long_steps(ex, 1)
+        quick = await ex.execute(make_request(QUICK, 1, tenant="quiet"))
+        assert long.done() and quick.output == 1
+        assert ex.bursts == 0 and len(ex.stats().workers) == 1
