@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Hashable
 
 from consumer.sandbox.engine import JsContext
+from consumer.sandbox.fairlock import FairLock
 from consumer.sandbox.ledger import Ledger
 
 Key = tuple[str, str, str]  # (tenant_id, script_id, version_id)
@@ -25,7 +27,7 @@ MAX_IDLE_BYTES = 256 << 20
 
 
 class ContextPool:
-    def __init__(self, lock: asyncio.Lock, ledger: Ledger, max_idle: int = 32,
+    def __init__(self, lock: FairLock, ledger: Ledger, max_idle: int = 32,
                  max_runs: int = 1000, max_idle_bytes: int = MAX_IDLE_BYTES) -> None:
         self.max_idle = max_idle
         self.max_runs = max_runs
@@ -43,12 +45,13 @@ class ContextPool:
     def has_idle(self, key: Key) -> bool:
         return key in self._idle
 
-    async def spare(self) -> JsContext:
-        """A booted context nobody owns yet (takes the engine lock to create one)."""
+    async def spare(self, turn: Hashable = None) -> JsContext:
+        """A booted context nobody owns yet (takes the engine lock to create one, in the turn
+        of `turn`: the tenant it is for)."""
         if self._spares:
             ctx = self._spares.pop()
         else:
-            async with self._lock:
+            async with self._lock.holding(turn):
                 ctx = await self._create()
         self._schedule_refill()
         return ctx

@@ -35,6 +35,7 @@ from consumer.sandbox.engine import (
     provisions,
 )
 from consumer.sandbox.errors import RuntimeCorrupted
+from consumer.sandbox.fairlock import FairLock
 from consumer.sandbox.ledger import Ledger
 from consumer.sandbox.outbox import BatchState, Outbox, Returned, Threw, TooLarge
 from consumer.sandbox.script import install_code
@@ -207,7 +208,7 @@ class Runner:
         slot: Slot,
         pool: ContextPool,
         watchdog: MemoryWatchdog,
-        lock: asyncio.Lock,
+        lock: FairLock,
         ledger: Ledger,
     ) -> None:
         self._send = send
@@ -367,7 +368,7 @@ class Runner:
         # A cold start's isolate is made before the lock, while other jobs' steps run; not when
         # a run of the same version is already here (it will lend its context or a batch).
         cold = not self._pool.has_idle(job.key) and not self._active[job.key]
-        spare = await self._pool.spare() if cold else None
+        spare = await self._pool.spare(job.key[0]) if cold else None
         if job.batchable and job.key not in self._solo_keys:
             self._waiting.setdefault(job.key, []).append(job)
             if self.arriving > 0 and not self._lock.locked():
@@ -377,7 +378,7 @@ class Runner:
         try:
             self._queued.add(job.seq)
             try:
-                await self._lock.acquire()
+                await self._lock.acquire(job.key[0])  # in its tenant's turn
             finally:
                 self._queued.discard(job.seq)
             try:
@@ -534,7 +535,7 @@ class Runner:
     async def _discard(self, job: Job, ctx: JsContext) -> None:
         """Close a context under the step lock and the job's name: a terminated script can still
         bring V8 down while it unwinds, and the parent must then know whom to blame."""
-        async with self._lock:
+        async with self._lock.holding(job.key[0]):
             await self._close_named(job.seq, ctx)
 
     async def _close_named(self, seq: int, ctx: JsContext, phase: int = RUNNING) -> None:
@@ -555,7 +556,7 @@ class Runner:
             job.deadline = job.started + job.time_ms / 1000
 
     async def _step(self, job: Job, ctx: JsContext, code: str) -> Outbox:
-        async with self._lock:
+        async with self._lock.holding(job.key[0]):
             raw = await self._step_locked(job, ctx, code)
         return Outbox.from_json(raw)
 

@@ -22,6 +22,7 @@ from consumer.sandbox import protocol
 from consumer.sandbox.contexts import ContextPool
 from consumer.sandbox.engine import JsContext
 from consumer.sandbox.errors import ProtocolError
+from consumer.sandbox.fairlock import FairLock
 from consumer.sandbox.ledger import Ledger
 from consumer.sandbox.memory import Statm
 from consumer.sandbox.runner import Job, Runner
@@ -162,7 +163,7 @@ async def serve(args: argparse.Namespace) -> None:
     # The first context pays for V8's own start-up (about 0.1 s); pay it before saying ready,
     # and before the ledger takes the worker's empty RSS.
     (await JsContext.create(10.0)).close()
-    lock = asyncio.Lock()  # the engine lock: one piece of V8 work at a time (ledger.py)
+    lock = FairLock()  # the engine lock: one piece of V8 work at a time, tenants in turn
     ledger = Ledger(Statm().rss_bytes)
     pool = ContextPool(lock, ledger, args.max_idle_contexts, args.max_context_runs)
     jobs = _Jobs(Runner(writer.send, slot, pool, watchdog, lock, ledger), writer.send)

@@ -7,6 +7,7 @@ has a step running long, and stops once idle."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 from support.sandbox_requests import make_request
 from support.waiting import eventually
@@ -77,3 +78,34 @@ async def test_without_burst_workers_the_others_wait() -> None:
         quick = await ex.execute(make_request(QUICK, 1, tenant="quiet"))
         assert long.done() and quick.output == 1
         assert ex.bursts == 0 and len(ex.stats().workers) == 1
+
+
+YIELDING = """async function handler(n) {
+    const starts = [];
+    for (let i = 0; i < n; i++) {
+        starts.push(Date.now());
+        const end = Date.now() + 40;
+        while (Date.now() < end) {}
+        await new Promise((r) => setTimeout(r, 0));
+    }
+    return starts;
+}"""
+
+
+async def test_steps_of_a_tenant_that_yields_often_do_not_queue_ahead_of_another_tenant(
+) -> None:
+    """Eight runs of one tenant each take 40 ms steps with an `await` between (no step is
+    long, nothing moves): another tenant's run waits for the step in progress, not for one
+    step of each of the eight (the worker's engine lock goes round the tenants)."""
+    async with Executor(workers=1) as ex:
+        hogs = [ex.submit(make_request(YIELDING, 12, tenant="hog", script=f"y-{n}",
+                                       limits=LONG)) for n in range(8)]
+        await eventually(lambda: ex.stats().workers[0].step_ms > 0, timeout=20,
+                         what="the hog's steps")
+        await asyncio.sleep(0.3)  # every one of the eight is between its steps by now
+        asked = time.time() * 1000
+        quiet = await ex.execute(make_request("function handler() { return Date.now(); }",
+                                              None, tenant="quiet"))
+        starts = [t for h in await asyncio.gather(*hogs) for t in h.output]
+        overtook = [t for t in starts if asked < t < quiet.output]
+        assert len(overtook) <= 2, (len(overtook), quiet.output - asked)
