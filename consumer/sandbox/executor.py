@@ -67,6 +67,10 @@ class ExecutorOptions:
     max_attempts: int = 3
     fetch_max_response_bytes: int = 1 << 20
     fetch_timeout_s: float = 10.0
+    # ctx.http.fetch's connections, shared by every tenant, and the most fetches one tenant
+    # has in flight at once (the rest of its fetches wait for one of its own)
+    fetch_connections: int = 256
+    fetch_tenant_connections: int = 16
     supervise_interval_s: float = 0.05
     respawn_backoff_s: float = 1.0
     # A step running longer than this takes its worker out of the rotation until it ends, and
@@ -228,6 +232,7 @@ class Executor:
         self._respawns: set[asyncio.Task[None]] = set()
         self._lost: set[WorkerProcess] = set()  # workers gone whose process is not reaped yet
         self._client: httpx.AsyncClient | None = None
+        self._fetcher: Fetcher | None = None
         self._host: HostApi | None = None
         self.restarts = 0
         self.warmups = 0  # warm-ups sent (Executor.warm)
@@ -249,14 +254,14 @@ class Executor:
         await self.aclose()
 
     async def start(self) -> None:
-        self._client = httpx.AsyncClient(trust_env=False, follow_redirects=False)
-        fetcher = Fetcher(
-            self._client,
-            self._allowlist,
-            self.options.fetch_max_response_bytes,
-            self.options.fetch_timeout_s,
-        )
-        self._host = HostApi(self._publisher, fetcher, self._api_limiter, self._data,
+        o = self.options
+        self._client = httpx.AsyncClient(
+            trust_env=False, follow_redirects=False,
+            limits=httpx.Limits(max_connections=o.fetch_connections,
+                                max_keepalive_connections=32))
+        self._fetcher = Fetcher(self._client, self._allowlist, o.fetch_max_response_bytes,
+                                o.fetch_timeout_s, o.fetch_tenant_connections)
+        self._host = HostApi(self._publisher, self._fetcher, self._api_limiter, self._data,
                              self._secrets)
         self._running = True
         try:
@@ -295,6 +300,9 @@ class Executor:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        if self._fetcher is not None:
+            self._fetcher.close()
+            self._fetcher = None
 
     # executing
     async def execute(self, request: ExecutionRequest) -> ExecutionResult:

@@ -97,7 +97,7 @@ class HostApi:
             return await self._secret(request, args[0])
         if op == "fetch" and len(args) == 1 and isinstance(args[0], dict):
             fetch = FetchRequest.from_js(args[0], self._fetcher.default_timeout_s, remaining_s)
-            return await self._fetcher.fetch(fetch)
+            return await self._fetcher.fetch(fetch, request.tenant_id)
         raise HostCallError(f"unknown host call {op[:32]}")
 
     def end(self, request: ExecutionRequest) -> None:
