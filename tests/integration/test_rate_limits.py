@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 from support.factories import executions, make_script, make_tenant
 
+from consumer.ratelimit import REFUSED_FOR
 from consumer.runtime import Runtime
 from consumer.store import Store
 
@@ -25,6 +26,26 @@ async def test_a_window_allows_exactly_the_limit(db_url: str, conn: asyncpg.Conn
         # another bucket and another script count on their own
         assert await store.rates.acquire(tenant, script, "http", 3, T0)
         assert await store.rates.acquire(tenant, uuid.uuid4(), "api", 3, T0)
+    finally:
+        await store.close()
+
+
+async def test_a_refusal_is_remembered_for_a_second_without_a_statement(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    """A script catching RateLimitError in a loop made one statement per call: the process
+    now refuses for REFUSED_FOR without asking; a changed limit, and the next second, ask."""
+    tenant, script = await make_tenant(conn), uuid.uuid4()
+    store = await Store.open(db_url)
+    try:
+        assert [await store.rates.acquire(tenant, script, "api", 2, T0) for _ in range(3)] \
+            == [True, True, False]
+        await conn.execute("DELETE FROM jsrt_rate_windows WHERE script_id = $1", script)
+        # the window is empty now, but the refusal holds in this process for a second
+        assert not await store.rates.acquire(tenant, script, "api", 2,
+                                             T0 + timedelta(milliseconds=900))
+        assert await store.rates.acquire(tenant, script, "api", 3, T0)  # another limit asks
+        assert await store.rates.acquire(tenant, script, "api", 2, T0 + REFUSED_FOR)
     finally:
         await store.close()
 
