@@ -17,7 +17,6 @@ import json
 import math
 import os
 import time
-from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -28,6 +27,7 @@ import structlog
 
 from consumer import jsontext
 from consumer.sandbox import protocol
+from consumer.sandbox.backlog import Backlog, Placement
 from consumer.sandbox.crashes import REFUSE_AFTER, REFUSE_FOR_S, WINDOW_S, Crashes
 from consumer.sandbox.errors import (
     ExecutorClosed,
@@ -84,6 +84,9 @@ class ExecutorOptions:
     # others, and the OS shares the cores between all. 0: none.
     burst_workers: int = 0
     burst_idle_s: float = 10.0
+    # The most of the workers' places (max_inflight_per_worker each) one tenant's runs hold at
+    # once; the rest of its runs wait, and other tenants' go first. A quarter by default.
+    tenant_places: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +131,10 @@ class _Pending:
     def __lt__(self, other: _Pending) -> bool:  # a chain's queue is kept in its order
         return self.index < other.index
 
+    @property
+    def tenant(self) -> str:
+        return self.request.tenant_id
+
     def cancel_calls(self) -> None:
         for task in self.calls:
             task.cancel()
@@ -155,6 +162,7 @@ class _Chain:
 
     id: int
     queue: list[_Pending]  # not on a worker, in the group's order
+    tenant: str = ""  # the tenant of its runs (a group is one script's)
     inflight: int = 0  # on a worker now
     backlogged: bool = False  # in the executor's backlog, waiting for a worker
 
@@ -212,7 +220,11 @@ class Executor:
         secrets: SecretReader | None = None,
         **options: Any,
     ) -> None:
-        self.options = ExecutorOptions(workers=workers or os.cpu_count() or 1, **options)
+        o = ExecutorOptions(workers=workers or os.cpu_count() or 1, **options)
+        if o.tenant_places <= 0:
+            o = dataclasses.replace(
+                o, tenant_places=max(1, o.workers * o.max_inflight_per_worker // 4))
+        self.options = o
         self._publisher = publisher
         self._api_limiter = api_limiter
         self._data = data
@@ -224,7 +236,7 @@ class Executor:
         self._hogs: dict[int, str] = {}  # worker index → tenant whose step runs long there
         self.bursts = 0  # burst workers started
         self._pressed_at = 0.0  # (monotonic) when no regular worker was out of a long step
-        self._backlog: deque[_Pending | _Chain] = deque()
+        self._backlog: Backlog[_Pending | _Chain] = Backlog()
         self._seq = itertools.count(1)
         self._chain_ids = itertools.count(1)
         self._running = False
@@ -329,7 +341,8 @@ class Executor:
         trip through the caller between two of them. Raises ExecutorClosed."""
         if not self._running:
             raise ExecutorClosed
-        chain = _Chain(next(self._chain_ids), [])
+        chain = _Chain(next(self._chain_ids), [],
+                       requests[0].tenant_id if requests else "")
         futures = []
         for i, request in enumerate(requests):
             pending = self._pending(request)
@@ -488,6 +501,8 @@ class Executor:
         """The least busy worker; for a re-run, an idle one it will have to itself, so that
         an innocent execution is never killed twice by other scripts' bombs. Never a burst
         worker for a tenant that has a step running long."""
+        if self._at_share(tenant):
+            return None
         best: WorkerProcess | None = None
         best_load = 0
         hog = tenant in self._hogs.values()
@@ -506,34 +521,55 @@ class Executor:
         return best
 
     def _drain_backlog(self) -> None:
-        """Dispatch the backlog in order; what cannot be placed waits, and nothing overtakes
-        it - except that the runs of a tenant with a step running long, which may not take a
-        burst worker, let the others behind them have it."""
-        passed: list[_Pending | _Chain] = []
-        while self._backlog:
-            item = self._backlog[0]
-            if isinstance(item, _Chain):
-                placed = self._dispatch_chain(item)
-                if placed:
-                    item.backlogged = False
-            else:
-                placed = item.future.done() or self._dispatch(item)
-            if not placed and not self._burst_room_for_others(item):
-                break
-            self._backlog.popleft()
-            if not placed:
-                passed.append(item)
-        self._backlog.extendleft(reversed(passed))
+        """Dispatch what waits, the tenants in turn (backlog.py)."""
+        self._backlog.drain(self._place)
 
-    def _burst_room_for_others(self, item: _Pending | _Chain) -> bool:
-        """Whether an item that could not be placed waits only because its tenant has a
-        step running long and the room left is on burst workers."""
-        head = item.queue[0] if isinstance(item, _Chain) else item
-        if head.request.tenant_id not in self._hogs.values():
+    def _place(self, item: _Pending | _Chain) -> Placement:
+        if isinstance(item, _Chain):
+            if self._dispatch_chain(item):
+                item.backlogged = False
+                return Placement.PLACED
+            head = item.queue[0]
+        elif item.future.done() or self._dispatch(item):
+            return Placement.PLACED
+        else:
+            head = item
+        if self._tenant_waits(head.tenant):
+            return Placement.TENANT_WAITS
+        return Placement.FULL  # it waits for a worker (a re-run, for an idle one): the round stops
+
+    def _tenant_waits(self, tenant: str) -> bool:
+        """Whether this tenant's runs wait for a reason of its own: it holds its share of
+        the workers, or it has a step running long and the room left is on burst workers."""
+        if self._at_share(tenant):
+            return True
+        if tenant not in self._hogs.values():
             return False
         return any(w is not None and w.alive and not w.long_step and not _isolated(w)
                    and _load(w) < self.options.max_inflight_per_worker
                    for w in self._workers[self.options.workers:])
+
+    def _at_share(self, tenant: str) -> bool:
+        """The tenant holds `tenant_places` of the workers' places (its runs in progress, a
+        serial group once): runs that wait on timers or host calls hold their place as long
+        as they last (30 s), and one tenant's took every place."""
+        share = self.options.tenant_places
+        if sum(len(w.inflight) for w in self._workers if w is not None) < share:
+            return False  # (no tenant can hold that many: nothing to count)
+        held = 0
+        for worker in self._workers:
+            if worker is None:
+                continue
+            chains = set()
+            for pending in worker.inflight.values():
+                if pending.request.tenant_id != tenant:
+                    continue
+                if pending.chain is None:
+                    held += 1
+                else:
+                    chains.add(pending.chain.id)
+            held += len(chains)
+        return held >= share
 
     # messages from workers
     def _on_message(

@@ -1,8 +1,13 @@
-"""Burst workers (real workers, real V8): a tenant whose runs burn CPU within their limits
-(max_execution_time_ms 30 s by default, five at once) held every worker, and every other
-tenant's run waited for its steps to end (4-24 s measured through the daemon). While every
-worker is in a long step the executor starts a burst worker; it takes no run of a tenant that
-has a step running long, and stops once idle."""
+"""How tenants share the sandbox's workers (real workers, real V8).
+
+- Burst workers: a tenant whose runs burn CPU within their limits (max_execution_time_ms
+  30 s by default, five at once) held every worker, and every other tenant's run waited for
+  its steps to end (4-24 s measured through the daemon). While every worker is in a long step
+  the executor starts a burst worker; it takes no run of a tenant that has a step running
+  long, and stops once idle.
+- The engine lock goes round the tenants (fairlock.py); a tenant holds at most its share of
+  the workers' places (ExecutorOptions.tenant_places), and the backlog serves the tenants in
+  turn (backlog.py)."""
 
 from __future__ import annotations
 
@@ -109,3 +114,23 @@ async def test_steps_of_a_tenant_that_yields_often_do_not_queue_ahead_of_another
         starts = [t for h in await asyncio.gather(*hogs) for t in h.output]
         overtook = [t for t in starts if asked < t < quiet.output]
         assert len(overtook) <= 2, (len(overtook), quiet.output - asked)
+
+
+SLEEPS = ("async function handler(ms) { await new Promise((r) => setTimeout(r, ms));"
+          " return 'slept'; }")
+
+
+async def test_runs_that_wait_hold_at_most_their_tenants_share_of_the_places() -> None:
+    """A tenant's runs that wait on timers hold their places as long as they last: with
+    places for 8 runs, one tenant's 12 sleeping runs took all of them and another tenant's
+    run waited for them. Its share is 4: the rest of its runs wait, the others go first."""
+    async with Executor(workers=2, max_inflight_per_worker=4, tenant_places=4) as ex:
+        sleepers = [ex.submit(make_request(SLEEPS, 3000, tenant="sleepy", script=f"s-{n}",
+                                           limits=LONG)) for n in range(12)]
+        await eventually(lambda: sum(w.inflight for w in ex.stats().workers) == 4,
+                         timeout=10, what="the sleepers' share on the workers")
+        quick = await asyncio.wait_for(ex.execute(make_request(QUICK, 5, tenant="quiet")),
+                                       timeout=10)
+        assert quick.output == 5 and not any(s.done() for s in sleepers)
+        assert sum(w.inflight for w in ex.stats().workers) == 4
+        assert [r.output for r in await asyncio.gather(*sleepers)] == ["slept"] * 12
