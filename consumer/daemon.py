@@ -1,7 +1,7 @@
 """The daemon: claim → execute → report, for one process.
 
     claim loop  take slots of scripts (leases), reserve their queued runs into local queues,
-                fan events out - one round trip (this module, jsrt_claim_v4); beside it, the
+                fan events out - one round trip (this module, jsrt_claim_v5); beside it, the
                 side lane: a small claim when an event comes while a claim fans out a backlog
     execute     each slot pushes its script's local queue through the sandbox, a serial group
                 of runs at a time (slots.py): no round trip between two runs of a slot
@@ -267,7 +267,8 @@ class Daemon:
             self._side.set()
         try:
             leased = await self.store.queue.claim_leased(
-                self.id, event_limit, s.tenant_batch, slot_limit, per_script, reserve, refill)
+                self.id, event_limit, s.tenant_batch, slot_limit, per_script, reserve, refill,
+                tenant_slots=s.tenant_slot_count)
         finally:
             self._claiming = None
         self._hints.claimed(leased.runs, leased.more, s.tenant_batch)
@@ -310,7 +311,7 @@ class Daemon:
         try:
             leased = await self.store.queue.claim_leased(
                 self.id, SIDE_EVENTS, SIDE_PER_TENANT, slot_limit, per_script, reserve, {},
-                after, pending_slots=0)
+                after, pending_slots=0, tenant_slots=self.settings.tenant_slot_count)
         finally:
             self._side_asked = 0
         self.counters.side_claims += 1

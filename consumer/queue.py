@@ -32,7 +32,7 @@ from consumer.sql import q
 
 # A claim fans out no more than this of one tenant's payloads (its oldest event always): its
 # events' inputs are written into executions and read back by the same statement, and one
-# tenant's large payloads made every claim slow for all (a policy: jsrt_claim_v4 moves rows).
+# tenant's large payloads made every claim slow for all (a policy: jsrt_claim_v5 moves rows).
 TENANT_BYTES = 1 << 20
 
 # Observers (metrics), called after commit: events fanned out, by source; results recorded
@@ -90,23 +90,24 @@ class Queue:
         self, daemon_id: str, event_limit: int, per_tenant: int, slot_limit: int,
         per_script: int, reserve: int, refill: Mapping[UUID, int],
         tenant_after: UUID | None = None, pending_slots: int | None = None,
-        tenant_bytes: int = TENANT_BYTES,
+        tenant_bytes: int = TENANT_BYTES, tenant_slots: int | None = None,
     ) -> Leased:
-        """The leased path's round trip (jsrt_claim_v4): reserve up to refill[s] more runs
+        """The leased path's round trip (jsrt_claim_v5): reserve up to refill[s] more runs
         for each script s whose slots this daemon holds, take up to `slot_limit` free slots
         (`per_script` at most of each script) with `reserve` runs each, fan out up to
         `event_limit` due events, reserving their runs where there is room. Tenants are
         visited from the first after `tenant_after` (a random one when None), round; of the
         slots, `pending_slots` at most (all when None) go to scripts with pending runs, the
         rest only to the scripts of the events fanned out. Of one tenant's events, no more
-        than `tenant_bytes` of payload (its oldest always)."""
+        than `tenant_bytes` of payload (its oldest always). Of one tenant's scripts, no more
+        than `tenant_slots` slots held by this daemon (None: no such cap)."""
         named = self.sources.named()
         row = await self._db.fetchrow(
             q("claim_leased"), daemon_id, event_limit, per_tenant,
             tenant_after or uuid.uuid4(), slot_limit,
             per_script, uuid.uuid4(), reserve, list(refill), list(refill.values()),
             slot_limit if pending_slots is None else pending_slots, named.scripts,
-            named.digests, tenant_bytes)
+            named.digests, tenant_bytes, tenant_slots)
         assert row is not None  # the function returns one row
         leased = Leased(
             self._runs(row["runs"], named),

@@ -23,6 +23,10 @@ class Settings:
     database_url: str = ""
     # How many executions one daemon runs at once (over all scripts): the slots it may hold.
     concurrency: int = 64
+    # The most of those slots one tenant's scripts may hold (0: a quarter of `concurrency`): a
+    # run that waits on a timer or a host call holds its slot as long as it lasts, and one
+    # tenant's sleeping runs took every slot of a daemon while another tenant's event waited.
+    tenant_concurrency: int = 0
     # Runs queued in the daemon for each slot it holds (refilled when half empty), and how
     # long it keeps refilling one script's lease before giving its slots back to the round.
     reserve: int = 16
@@ -116,6 +120,8 @@ class Settings:
     def _checks(self) -> list[tuple[bool, str]]:
         return [
             (self.concurrency >= 1, f"JSRT_CONCURRENCY must be >= 1 (got {self.concurrency})"),
+            (self.tenant_concurrency >= 0,
+             f"JSRT_TENANT_CONCURRENCY must be >= 0 (got {self.tenant_concurrency})"),
             (self.workers >= 0, f"JSRT_WORKERS must be >= 0 (got {self.workers})"),
             (self.burst_workers >= -1,
              f"JSRT_BURST_WORKERS must be >= -1 (got {self.burst_workers})"),
@@ -171,6 +177,10 @@ class Settings:
     @property
     def worker_count(self) -> int:
         return self.workers or (os.cpu_count() or 1)
+
+    @property
+    def tenant_slot_count(self) -> int:
+        return self.tenant_concurrency or max(1, self.concurrency // 4)
 
     @property
     def burst_worker_count(self) -> int:

@@ -31,11 +31,12 @@ FROM jsrt_claim($1, $2, $3, $4::uuid, $5, $6, $7::uuid, $8) c;
 -- name: claim_leased
 -- Refill the local queues of the scripts whose slots this daemon holds, take free slots of
 -- scripts with pending runs ($11 of the $5 slots at most: the rest only for the scripts of
--- the events fanned out), fan due events out (jsrt_claim_v4 in schema/functions/): one
+-- the events fanned out), fan due events out (jsrt_claim_v5 in schema/functions/): one
 -- statement, one round trip, one commit. One row. $12/$13: the versions whose source this
--- process holds (a run of one comes without it); $14: each tenant's budget of payload bytes.
-SELECT * FROM jsrt_claim_v4($1, $2, $3, $4::uuid, $5, $6, $7::uuid, $8, $9::uuid[], $10::int[],
-                            $11, $12::uuid[], $13::text[], $14);
+-- process holds (a run of one comes without it); $14: each tenant's budget of payload bytes;
+-- $15: the most slots this daemon may hold of one tenant's scripts.
+SELECT * FROM jsrt_claim_v5($1, $2, $3, $4::uuid, $5, $6, $7::uuid, $8, $9::uuid[], $10::int[],
+                            $11, $12::uuid[], $13::text[], $14, $15);
 
 -- name: complete_runs
 -- Record finished executions, but only those this daemon still owns: a run rescued from a

@@ -91,11 +91,17 @@ END $$;
 -- reserve each script's queued runs within the same budget of their inputs' size (a
 -- replay of large inputs queues hundreds); a script cut there gets no new run reserved ahead
 -- of the ones left, and `more` tells the daemon to come back.
-CREATE OR REPLACE FUNCTION jsrt_claim_v4(
+--
+-- Version 5: a daemon holds at most p_tenant_slots slots of one tenant's scripts (its leases
+-- counted by tenant; NULL: no such cap, version 4). A run that waits on a timer or a host call
+-- holds its slot for as long as it lasts: one tenant's 14 scripts of sleeping runs took all
+-- of a daemon's JSRT_CONCURRENCY, and another tenant's event waited 14 s for a slot.
+CREATE OR REPLACE FUNCTION jsrt_claim_v5(
     p_daemon TEXT, p_event_limit INTEGER, p_per_tenant INTEGER, p_tenant_after UUID,
     p_slot_limit INTEGER, p_per_script INTEGER, p_script_after UUID, p_reserve INTEGER,
     p_refill_scripts UUID[], p_refill_room INTEGER[], p_pending_slots INTEGER,
-    p_known_scripts UUID[], p_known_digests TEXT[], p_tenant_bytes INTEGER
+    p_known_scripts UUID[], p_known_digests TEXT[], p_tenant_bytes INTEGER,
+    p_tenant_slots INTEGER
 ) RETURNS jsrt_claim_v2
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -125,6 +131,7 @@ DECLARE
     v_cursor UUID := v_script_after;
     v_second_pass BOOLEAN := false;
     v_free INTEGER;
+    v_owner UUID;                  -- the tenant of the script a slot is taken of
     v_n INTEGER;
     v_i INTEGER;
     v_events INTEGER := 0;
@@ -237,8 +244,15 @@ BEGIN
         CONTINUE WHEN NOT pg_try_advisory_xact_lock(jsrt_run_lock(v_script));
         v_free := LEAST(COALESCE(jsrt_free_slots(v_script), 0), p_per_script, v_pending_left);
         CONTINUE WHEN v_free <= 0;
+        SELECT s.tenant_id INTO v_owner FROM scripts s WHERE s.id = v_script;
+        IF p_tenant_slots IS NOT NULL THEN
+            v_free := LEAST(v_free, p_tenant_slots - COALESCE(
+                (SELECT sum(l.slots) FROM jsrt_leases l
+                 WHERE l.daemon_id = p_daemon AND l.tenant_id = v_owner), 0));
+            CONTINUE WHEN v_free <= 0;
+        END IF;
         INSERT INTO jsrt_leases (script_id, daemon_id, tenant_id, slots)
-        SELECT v_script, p_daemon, s.tenant_id, v_free FROM scripts s WHERE s.id = v_script
+        VALUES (v_script, p_daemon, v_owner, v_free)
         ON CONFLICT (script_id, daemon_id) DO UPDATE SET slots = jsrt_leases.slots + EXCLUDED.slots;
         v_grant_s := v_grant_s || v_script;
         v_grant_n := v_grant_n || v_free;
@@ -433,9 +447,15 @@ BEGIN
             IF v_i IS NULL AND v_slot_left > 0
                AND pg_try_advisory_xact_lock(jsrt_run_lock(r.s)) THEN
                 v_free := LEAST(COALESCE(jsrt_free_slots(r.s), 0), p_per_script, v_slot_left);
+                SELECT s.tenant_id INTO v_owner FROM scripts s WHERE s.id = r.s;
+                IF v_free > 0 AND p_tenant_slots IS NOT NULL THEN
+                    v_free := LEAST(v_free, p_tenant_slots - COALESCE(
+                        (SELECT sum(l.slots) FROM jsrt_leases l
+                         WHERE l.daemon_id = p_daemon AND l.tenant_id = v_owner), 0));
+                END IF;
                 IF v_free > 0 THEN
                     INSERT INTO jsrt_leases (script_id, daemon_id, tenant_id, slots)
-                    SELECT r.s, p_daemon, s.tenant_id, v_free FROM scripts s WHERE s.id = r.s
+                    VALUES (r.s, p_daemon, v_owner, v_free)
                     ON CONFLICT (script_id, daemon_id)
                         DO UPDATE SET slots = jsrt_leases.slots + EXCLUDED.slots;
                     v_grant_s := v_grant_s || r.s;
@@ -569,6 +589,20 @@ BEGIN
     v_out.filter_errors := COALESCE(v_filter_errors, '[]');
     RETURN v_out;
 END
+$$;
+
+-- Version 4, as released: version 5 without a cap of slots per tenant.
+CREATE OR REPLACE FUNCTION jsrt_claim_v4(
+    p_daemon TEXT, p_event_limit INTEGER, p_per_tenant INTEGER, p_tenant_after UUID,
+    p_slot_limit INTEGER, p_per_script INTEGER, p_script_after UUID, p_reserve INTEGER,
+    p_refill_scripts UUID[], p_refill_room INTEGER[], p_pending_slots INTEGER,
+    p_known_scripts UUID[], p_known_digests TEXT[], p_tenant_bytes INTEGER
+) RETURNS jsrt_claim_v2
+LANGUAGE sql AS $$
+    SELECT jsrt_claim_v5(p_daemon, p_event_limit, p_per_tenant, p_tenant_after, p_slot_limit,
+                         p_per_script, p_script_after, p_reserve, p_refill_scripts,
+                         p_refill_room, p_pending_slots, p_known_scripts, p_known_digests,
+                         p_tenant_bytes, NULL);
 $$;
 
 -- Version 3, as released: version 4 with every run's source.

@@ -464,3 +464,36 @@ async def test_a_release_passes_over_a_script_a_claim_is_taking_slots_of(
     finally:
         await store.close()
         await claim.close()
+
+
+async def test_a_daemon_holds_at_most_its_share_of_slots_for_one_tenant(
+    conn: asyncpg.Connection, db_url: str
+) -> None:
+    """jsrt_claim_v5's p_tenant_slots: of one tenant's three scripts, a daemon takes no more
+    than 4 slots in all, by fan-out (step 3) or by pending runs (step 2), across claims;
+    another tenant's script still gets its slots in the same claim."""
+    greedy, other = await make_tenant(conn), await make_tenant(conn)
+    scripts = [await make_script(conn, greedy, limits={"max_concurrent_runs": 5})
+               for _ in range(3)]
+    theirs = await make_script(conn, other, limits={"max_concurrent_runs": 5})
+    await publish_many(conn, greedy, 10)
+    await publish_many(conn, other, 3)
+    store = await Store.open(db_url)
+    try:
+        await store.leases.register("d1", "h", 1)
+        first = await store.queue.claim_leased("d1", 100, 100, slot_limit=32, per_script=8,
+                                               reserve=2, refill={}, tenant_slots=4)
+        assert sum(n for s, n in first.granted.items() if s in scripts) == 4
+        assert first.granted[theirs] == 4  # its own share
+        again = await store.queue.claim_leased("d1", 100, 100, slot_limit=32, per_script=8,
+                                               reserve=2, refill={}, tenant_slots=4)
+        assert not (set(again.granted) & set(scripts))  # step 2: the share is full
+        held = await conn.fetchval("SELECT sum(slots) FROM jsrt_leases WHERE daemon_id = 'd1'"
+                                   " AND tenant_id = $1", greedy)
+        assert held == 4
+        # without the cap (version 4's behaviour), the rest of the free slots go to it
+        more = await store.queue.claim_leased("d1", 100, 100, slot_limit=32, per_script=8,
+                                              reserve=2, refill={})
+        assert sum(n for s, n in more.granted.items() if s in scripts) == 11
+    finally:
+        await store.close()

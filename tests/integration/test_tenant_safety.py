@@ -457,3 +457,42 @@ async def test_a_tenant_burning_cpu_within_its_limits_does_not_hold_up_another_t
     finally:
         await store.close()
     assert [r["status"] for r in await executions(conn, a)] == ["completed"] * 4
+
+
+# ---------------------------------------------------------------- 18. runs that wait
+SLEEPS = "async function handler() { await new Promise((r) => setTimeout(r, 3000)); return 1; }"
+
+
+async def test_a_tenants_waiting_runs_leave_slots_to_another_tenant(
+    conn: asyncpg.Connection, db_url: str
+) -> None:
+    """Tenant A's runs wait 3 s on a timer (no CPU), from three scripts at five runs each: a
+    daemon of 8 slots gives A its share (2) and tenant B's event runs at once (before, A's
+    sleeping runs took every slot and B's event waited for them: 14 s measured)."""
+    a, b = await make_tenant(conn, "a"), await make_tenant(conn, "b")
+    for _ in range(3):
+        await make_script(conn, a, SLEEPS)
+    await make_script(conn, b)
+    for _ in range(5):
+        await publish(conn, a, "thing.happened", {})
+    store = await Store.open(db_url)
+    try:
+        async with sandbox(settings_for(db_url, workers=2), store) as ex, \
+                daemon_for(db_url, ex, workers=2, concurrency=8) as d, \
+                anyio.create_task_group() as tg:
+            tg.start_soon(d.run)
+            await eventually(lambda: conn.fetchval(
+                "SELECT sum(slots) FROM jsrt_leases WHERE tenant_id = $1", a), timeout=30,
+                what="A's runs in their slots")
+            await publish(conn, b, "thing.happened", {"n": 1})
+            await eventually(lambda: conn.fetchval(
+                "SELECT count(*) FROM script_executions WHERE tenant_id = $1"
+                " AND status = 'completed'", b), timeout=30, what="B's run recorded")
+            assert await conn.fetchval(
+                "SELECT count(*) FROM script_executions WHERE tenant_id = $1"
+                " AND completed_at IS NOT NULL", a) == 0
+            assert await conn.fetchval(
+                "SELECT sum(slots) FROM jsrt_leases WHERE tenant_id = $1", a) <= 2
+            d.stop()
+    finally:
+        await store.close()

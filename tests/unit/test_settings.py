@@ -37,6 +37,7 @@ def test_a_checkout_migrates_from_the_repository_unless_told_otherwise() -> None
         ({"JSRT_POLL_INTERVAL": "-1"}, "JSRT_POLL_INTERVAL must be > 0"),
         ({"JSRT_QUEUE_VACUUM_INTERVAL": "-1"}, "JSRT_QUEUE_VACUUM_INTERVAL must be >= 0"),
         ({"JSRT_BURST_WORKERS": "-2"}, "JSRT_BURST_WORKERS must be >= -1"),
+        ({"JSRT_TENANT_CONCURRENCY": "-1"}, "JSRT_TENANT_CONCURRENCY must be >= 0"),
     ],
 )
 def test_invalid_settings_fail_at_start_with_a_clear_message(env: dict[str, str],
@@ -56,3 +57,9 @@ def test_burst_workers_are_as_many_as_the_workers_unless_told() -> None:
     assert Settings.from_env(env={"JSRT_WORKERS": "3", "JSRT_BURST_WORKERS": "0"}
                              ).burst_worker_count == 0
     assert Settings.from_env(env={"JSRT_BURST_WORKERS": "5"}).burst_worker_count == 5
+
+
+def test_a_tenant_holds_a_quarter_of_the_slots_unless_told() -> None:
+    assert Settings.from_env(env={}).tenant_slot_count == 16
+    assert Settings.from_env(env={"JSRT_CONCURRENCY": "2"}).tenant_slot_count == 1
+    assert Settings.from_env(env={"JSRT_TENANT_CONCURRENCY": "64"}).tenant_slot_count == 64
