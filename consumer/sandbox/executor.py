@@ -85,7 +85,8 @@ class ExecutorOptions:
     burst_workers: int = 0
     burst_idle_s: float = 10.0
     # The most of the workers' places (max_inflight_per_worker each) one tenant's runs hold at
-    # once; the rest of its runs wait, and other tenants' go first. A quarter by default.
+    # once; the rest of its runs wait, and other tenants' go first. 0: the places shared out
+    # among the tenants holding some, plus one (Executor._at_share).
     tenant_places: int = 0
 
 
@@ -220,11 +221,7 @@ class Executor:
         secrets: SecretReader | None = None,
         **options: Any,
     ) -> None:
-        o = ExecutorOptions(workers=workers or os.cpu_count() or 1, **options)
-        if o.tenant_places <= 0:
-            o = dataclasses.replace(
-                o, tenant_places=max(1, o.workers * o.max_inflight_per_worker // 4))
-        self.options = o
+        self.options = ExecutorOptions(workers=workers or os.cpu_count() or 1, **options)
         self._publisher = publisher
         self._api_limiter = api_limiter
         self._data = data
@@ -550,26 +547,30 @@ class Executor:
                    for w in self._workers[self.options.workers:])
 
     def _at_share(self, tenant: str) -> bool:
-        """The tenant holds `tenant_places` of the workers' places (its runs in progress, a
-        serial group once): runs that wait on timers or host calls hold their place as long
-        as they last (30 s), and one tenant's took every place."""
-        share = self.options.tenant_places
-        if sum(len(w.inflight) for w in self._workers if w is not None) < share:
-            return False  # (no tenant can hold that many: nothing to count)
-        held = 0
+        """The tenant holds its share of the workers' places (its runs in progress, a serial
+        group once): runs that wait on timers or host calls hold their place as long as they
+        last (30 s), and one tenant's took every place. The share is `tenant_places`, or by
+        default the places divided among the tenants holding some, this one included, plus
+        one more: a single tenant may hold half, two a third each, ..., and there is always
+        room for a tenant that holds nothing yet (unless the holders got theirs before the
+        others came: nothing is taken back)."""
+        held: dict[str, int] = {}
         for worker in self._workers:
-            if worker is None:
+            if worker is None or not worker.inflight:
                 continue
-            chains = set()
+            chains: set[int] = set()
             for pending in worker.inflight.values():
-                if pending.request.tenant_id != tenant:
-                    continue
                 if pending.chain is None:
-                    held += 1
-                else:
+                    held[pending.tenant] = held.get(pending.tenant, 0) + 1
+                elif pending.chain.id not in chains:
                     chains.add(pending.chain.id)
-            held += len(chains)
-        return held >= share
+                    held[pending.tenant] = held.get(pending.tenant, 0) + 1
+        mine = held.get(tenant, 0)
+        if not mine:
+            return False
+        share = self.options.tenant_places or max(
+            1, self.options.workers * self.options.max_inflight_per_worker // (len(held) + 1))
+        return mine >= share
 
     # messages from workers
     def _on_message(
