@@ -245,6 +245,7 @@ BEGIN
         v_free := LEAST(COALESCE(jsrt_free_slots(v_script), 0), p_per_script, v_pending_left);
         CONTINUE WHEN v_free <= 0;
         SELECT s.tenant_id INTO v_owner FROM scripts s WHERE s.id = v_script;
+        CONTINUE WHEN v_owner IS NULL;  -- deleted meanwhile: nothing to lease
         IF p_tenant_slots IS NOT NULL THEN
             v_free := LEAST(v_free, p_tenant_slots - COALESCE(
                 (SELECT sum(l.slots) FROM jsrt_leases l
@@ -448,7 +449,9 @@ BEGIN
                AND pg_try_advisory_xact_lock(jsrt_run_lock(r.s)) THEN
                 v_free := LEAST(COALESCE(jsrt_free_slots(r.s), 0), p_per_script, v_slot_left);
                 SELECT s.tenant_id INTO v_owner FROM scripts s WHERE s.id = r.s;
-                IF v_free > 0 AND p_tenant_slots IS NOT NULL THEN
+                IF v_owner IS NULL THEN  -- deleted meanwhile: nothing to lease
+                    v_free := 0;
+                ELSIF v_free > 0 AND p_tenant_slots IS NOT NULL THEN
                     v_free := LEAST(v_free, p_tenant_slots - COALESCE(
                         (SELECT sum(l.slots) FROM jsrt_leases l
                          WHERE l.daemon_id = p_daemon AND l.tenant_id = v_owner), 0));

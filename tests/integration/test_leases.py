@@ -282,7 +282,7 @@ async def quiet_event_while_a_claim_waits(conn: asyncpg.Connection, tenant: uuid
     execution once it ended."""
     await eventually(lambda: conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
-        " AND wait_event_type = 'Lock' AND query LIKE '%jsrt_claim_v4%')"),
+        " AND wait_event_type = 'Lock' AND query LIKE '%jsrt_claim_v5%')"),
         what="a claim waiting on a held delivery row")
     await publish(conn, tenant, "thing.happened")
     done: asyncpg.Record = await eventually(lambda: conn.fetchrow(
