@@ -9,6 +9,8 @@ import json
 import subprocess
 import sys
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -425,6 +427,36 @@ HOG = ("function handler() { const end = Date.now() + 2500; let x = 0;"
        " while (Date.now() < end) { x++ } return 'hog'; }")
 
 
+@asynccontextmanager
+async def daemon_running(db_url: str, **settings: Any) -> AsyncIterator[Executor]:
+    """A daemon in the background with its process's own sandbox (two workers; burst
+    workers, as many, by default)."""
+    store = await Store.open(db_url)
+    try:
+        async with sandbox(settings_for(db_url, workers=2), store) as ex, \
+                daemon_for(db_url, ex, workers=2, **settings) as d, \
+                anyio.create_task_group() as tg:
+            tg.start_soon(d.run)
+            try:
+                yield ex
+            finally:
+                d.stop()
+    finally:
+        await store.close()
+
+
+async def recorded_before_any_of(conn: asyncpg.Connection, b: uuid.UUID,
+                                 a: uuid.UUID) -> None:
+    """B's event, published now, is recorded while none of A's runs has ended."""
+    await publish(conn, b, "thing.happened", {"n": 1})
+    await eventually(lambda: conn.fetchval(
+        "SELECT count(*) FROM script_executions WHERE tenant_id = $1"
+        " AND status = 'completed'", b), timeout=30, what="B's run recorded")
+    assert await conn.fetchval(
+        "SELECT count(*) FROM script_executions WHERE tenant_id = $1"
+        " AND completed_at IS NOT NULL", a) == 0
+
+
 async def test_a_tenant_burning_cpu_within_its_limits_does_not_hold_up_another_tenant(
     conn: asyncpg.Connection, db_url: str
 ) -> None:
@@ -436,26 +468,12 @@ async def test_a_tenant_burning_cpu_within_its_limits_does_not_hold_up_another_t
     await make_script(conn, b)
     for _ in range(4):
         await publish(conn, a, "thing.happened", {})
-    store = await Store.open(db_url)
-    try:
-        # the daemon's own sandbox: JSRT_BURST_WORKERS is as many as JSRT_WORKERS by default
-        async with sandbox(settings_for(db_url, workers=2), store) as ex, \
-                daemon_for(db_url, ex, workers=2) as d, anyio.create_task_group() as tg:
-            assert ex.options.burst_workers == 2
-            tg.start_soon(d.run)
-            await eventually(lambda: sum(w.step_ms > 300 for w in ex.stats().workers) >= 2,
-                             timeout=30, what="A's runs in both workers")
-            await publish(conn, b, "thing.happened", {"n": 1})
-            await eventually(lambda: conn.fetchval(
-                "SELECT count(*) FROM script_executions WHERE tenant_id = $1"
-                " AND status = 'completed'", b), timeout=30, what="B's run recorded")
-            assert await conn.fetchval(
-                "SELECT count(*) FROM script_executions WHERE tenant_id = $1"
-                " AND completed_at IS NOT NULL", a) == 0
-            assert ex.bursts >= 1
-            d.stop()
-    finally:
-        await store.close()
+    async with daemon_running(db_url) as ex:
+        assert ex.options.burst_workers == 2  # JSRT_BURST_WORKERS: as many as JSRT_WORKERS
+        await eventually(lambda: sum(w.step_ms > 300 for w in ex.stats().workers) >= 2,
+                         timeout=30, what="A's runs in both workers")
+        await recorded_before_any_of(conn, b, a)
+        assert ex.bursts >= 1
     assert [r["status"] for r in await executions(conn, a)] == ["completed"] * 4
 
 
@@ -475,24 +493,9 @@ async def test_a_tenants_waiting_runs_leave_slots_to_another_tenant(
     await make_script(conn, b)
     for _ in range(5):
         await publish(conn, a, "thing.happened", {})
-    store = await Store.open(db_url)
-    try:
-        async with sandbox(settings_for(db_url, workers=2), store) as ex, \
-                daemon_for(db_url, ex, workers=2, concurrency=8) as d, \
-                anyio.create_task_group() as tg:
-            tg.start_soon(d.run)
-            await eventually(lambda: conn.fetchval(
-                "SELECT sum(slots) FROM jsrt_leases WHERE tenant_id = $1", a), timeout=30,
-                what="A's runs in their slots")
-            await publish(conn, b, "thing.happened", {"n": 1})
-            await eventually(lambda: conn.fetchval(
-                "SELECT count(*) FROM script_executions WHERE tenant_id = $1"
-                " AND status = 'completed'", b), timeout=30, what="B's run recorded")
-            assert await conn.fetchval(
-                "SELECT count(*) FROM script_executions WHERE tenant_id = $1"
-                " AND completed_at IS NOT NULL", a) == 0
-            assert await conn.fetchval(
-                "SELECT sum(slots) FROM jsrt_leases WHERE tenant_id = $1", a) <= 2
-            d.stop()
-    finally:
-        await store.close()
+    held = "SELECT sum(slots) FROM jsrt_leases WHERE tenant_id = $1"
+    async with daemon_running(db_url, concurrency=8):
+        await eventually(lambda: conn.fetchval(held, a), timeout=30,
+                         what="A's runs in their slots")
+        await recorded_before_any_of(conn, b, a)
+        assert await conn.fetchval(held, a) <= 2
