@@ -56,7 +56,7 @@ class FakeQueue:
     async def claim_leased(self, daemon_id: str, event_limit: int, per_tenant: int,
                            slot_limit: int, per_script: int, reserve: int,
                            refill: dict[uuid.UUID, int], tenant_after: Any = None,
-                           pending_slots: Any = None) -> Leased:
+                           pending_slots: Any = None, tenant_slots: Any = None) -> Leased:
         """jsrt_claim_v2 in memory: refill held scripts, take free slots, reserve runs."""
         if self.fail_claim:
             raise self.fail_claim.pop(0)
