@@ -420,9 +420,9 @@ class Executor:
         self._resolve(pending, dataclasses.replace(result, metrics=metrics))
         self._drain_backlog()
 
-    def _dispatch(self, pending: _Pending) -> bool:
+    def _dispatch(self, pending: _Pending, held: dict[str, int] | None = None) -> bool:
         alone = pending.attempts > 0 or pending.alone
-        worker = self._pick(pending.request.tenant_id, alone=alone)
+        worker = self._pick(pending.request.tenant_id, alone, held)
         if worker is None:
             return False
         self._send_to(worker, pending)
@@ -456,7 +456,7 @@ class Executor:
         pending.db_queries = 0
         worker.send(pending.message(seq, worker.sources))
 
-    def _dispatch_chain(self, chain: _Chain) -> bool:
+    def _dispatch_chain(self, chain: _Chain, held: dict[str, int] | None = None) -> bool:
         """The next of a chain's runs onto one worker; False: no worker can take them now.
         A re-run (after a worker was lost) goes alone to an idle worker, and the chain waits
         for it."""
@@ -465,7 +465,7 @@ class Executor:
             return True
         head = chain.queue[0]
         alone = head.attempts > 0 or head.alone
-        worker = self._pick(head.request.tenant_id, alone=alone)
+        worker = self._pick(head.request.tenant_id, alone, held)
         if worker is None:
             return False
         count = 1
@@ -494,11 +494,12 @@ class Executor:
             # a chain that already waited goes first, like a run given back
             (self._backlog.appendleft if back else self._backlog.append)(chain)
 
-    def _pick(self, tenant: str, alone: bool = False) -> WorkerProcess | None:
+    def _pick(self, tenant: str, alone: bool = False, held: dict[str, int] | None = None
+              ) -> WorkerProcess | None:
         """The least busy worker; for a re-run, an idle one it will have to itself, so that
         an innocent execution is never killed twice by other scripts' bombs. Never a burst
         worker for a tenant that has a step running long."""
-        if self._at_share(tenant):
+        if self._at_share(tenant, self._tenant_held() if held is None else held):
             return None
         best: WorkerProcess | None = None
         best_load = 0
@@ -519,26 +520,34 @@ class Executor:
 
     def _drain_backlog(self) -> None:
         """Dispatch what waits, the tenants in turn (backlog.py)."""
-        self._backlog.drain(self._place)
+        if not self._backlog:
+            return
+        held = self._tenant_held()  # counted once, kept up to date as runs are placed
+        self._backlog.drain(lambda item: self._place(item, held))
 
-    def _place(self, item: _Pending | _Chain) -> Placement:
+    def _place(self, item: _Pending | _Chain, held: dict[str, int]) -> Placement:
         if isinstance(item, _Chain):
-            if self._dispatch_chain(item):
+            if self._dispatch_chain(item, held):
                 item.backlogged = False
+                if item.inflight:
+                    held[item.tenant] = held.get(item.tenant, 0) + 1
                 return Placement.PLACED
             head = item.queue[0]
-        elif item.future.done() or self._dispatch(item):
+        elif item.future.done():
+            return Placement.PLACED
+        elif self._dispatch(item, held):
+            held[item.tenant] = held.get(item.tenant, 0) + 1
             return Placement.PLACED
         else:
             head = item
-        if self._tenant_waits(head.tenant):
+        if self._tenant_waits(head.tenant, held):
             return Placement.TENANT_WAITS
         return Placement.FULL  # it waits for a worker (a re-run, for an idle one): the round stops
 
-    def _tenant_waits(self, tenant: str) -> bool:
+    def _tenant_waits(self, tenant: str, held: dict[str, int]) -> bool:
         """Whether this tenant's runs wait for a reason of its own: it holds its share of
         the workers, or it has a step running long and the room left is on burst workers."""
-        if self._at_share(tenant):
+        if self._at_share(tenant, held):
             return True
         if tenant not in self._hogs.values():
             return False
@@ -546,14 +555,23 @@ class Executor:
                    and _load(w) < self.options.max_inflight_per_worker
                    for w in self._workers[self.options.workers:])
 
-    def _at_share(self, tenant: str) -> bool:
-        """The tenant holds its share of the workers' places (its runs in progress, a serial
-        group once): runs that wait on timers or host calls hold their place as long as they
-        last (30 s), and one tenant's took every place. The share is `tenant_places`, or by
-        default the places divided among the tenants holding some, this one included, plus
-        one more: a single tenant may hold half, two a third each, ..., and there is always
-        room for a tenant that holds nothing yet (unless the holders got theirs before the
-        others came: nothing is taken back)."""
+    def _at_share(self, tenant: str, held: dict[str, int]) -> bool:
+        """The tenant holds its share of the workers' places (`held`: _tenant_held): runs
+        that wait on timers or host calls hold their place as long as they last (30 s), and
+        one tenant's took every place. The share is `tenant_places`, or by default the places
+        divided among the tenants holding some, this one included, plus one more: a single
+        tenant may hold half, two a third each, ..., and there is always room for a tenant
+        that holds nothing yet (unless the holders got theirs before the others came:
+        nothing is taken back)."""
+        mine = held.get(tenant, 0)
+        if not mine:
+            return False
+        share = self.options.tenant_places or max(
+            1, self.options.workers * self.options.max_inflight_per_worker // (len(held) + 1))
+        return mine >= share
+
+    def _tenant_held(self) -> dict[str, int]:
+        """The places each tenant's runs hold on the workers (a serial group once)."""
         held: dict[str, int] = {}
         for worker in self._workers:
             if worker is None or not worker.inflight:
@@ -565,12 +583,7 @@ class Executor:
                 elif pending.chain.id not in chains:
                     chains.add(pending.chain.id)
                     held[pending.tenant] = held.get(pending.tenant, 0) + 1
-        mine = held.get(tenant, 0)
-        if not mine:
-            return False
-        share = self.options.tenant_places or max(
-            1, self.options.workers * self.options.max_inflight_per_worker // (len(held) + 1))
-        return mine >= share
+        return held
 
     # messages from workers
     def _on_message(
