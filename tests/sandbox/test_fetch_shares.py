@@ -23,9 +23,13 @@ LIMITS = Limits(max_execution_time_ms=20_000, max_api_calls_per_minute=1000)
 
 
 @pytest_asyncio.fixture
-async def servers() -> AsyncIterator[tuple[int, int]]:
-    """A tarpit (takes the connection, never answers) and a server that answers at once."""
+async def servers() -> AsyncIterator[tuple[int, int, list[int]]]:
+    """A tarpit (takes the connection, never answers; counts them) and a server that answers
+    at once."""
+    taken = [0]
+
     async def tarpit(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        taken[0] += 1
         try:
             await reader.read()  # until the client goes
         finally:
@@ -40,7 +44,7 @@ async def servers() -> AsyncIterator[tuple[int, int]]:
     slow = await asyncio.start_server(tarpit, "127.0.0.1", 0)
     fast = await asyncio.start_server(quick, "127.0.0.1", 0)
     try:
-        yield slow.sockets[0].getsockname()[1], fast.sockets[0].getsockname()[1]
+        yield slow.sockets[0].getsockname()[1], fast.sockets[0].getsockname()[1], taken
     finally:
         for server in (slow, fast):
             server.close()
@@ -61,21 +65,23 @@ QUICK = """async function handler(port, ctx) {
 }"""
 
 
-async def _fetch_past_a_tarpit(per_tenant: int, ports: tuple[int, int]) -> tuple[Any, list[Any]]:
-    slow, fast = ports
+async def _fetch_past_a_tarpit(per_tenant: int, servers: tuple[int, int, list[int]]
+                               ) -> tuple[Any, list[Any]]:
+    slow, fast, taken = servers
+    before = taken[0]
     async with Executor(workers=2, fetch_allowlist=["127.0.0.1"], fetch_connections=8,
                         fetch_tenant_connections=per_tenant) as ex:
         hogs = [ex.submit(make_request(hanging(slow, 6), None, tenant="hog", script=f"h{n}",
                                        limits=LIMITS)) for n in range(3)]
-        await eventually(lambda: ex.stats().workers[0].inflight + ex.stats().workers[1].inflight
-                         == 3, timeout=10, what="the hog's runs on the workers")
-        await asyncio.sleep(0.5)  # their fetches are out
+        # the hog's fetches hold what they may of the eight connections
+        await eventually(lambda: taken[0] - before >= min(per_tenant, 8), timeout=20,
+                         what="the hog's connections to the tarpit")
         quiet = await ex.execute(make_request(QUICK, fast, tenant="quiet", limits=LIMITS))
         return quiet.output, [r.output for r in await asyncio.gather(*hogs)]
 
 
 async def test_a_tenants_hanging_fetches_leave_the_others_connections(
-    servers: tuple[int, int],
+    servers: tuple[int, int, list[int]],
 ) -> None:
     quiet, hogs = await _fetch_past_a_tarpit(4, servers)
     assert quiet == 200
@@ -92,9 +98,11 @@ async def test_a_tenants_slow_name_lookups_leave_the_others_threads(
 ) -> None:
     release = threading.Event()
     real = socket.getaddrinfo
+    entered: list[str] = []
 
     def getaddrinfo(host: str, *args: Any, **kw: Any) -> Any:
         if host.startswith("slow"):
+            entered.append(host)
             release.wait(30)  # a nameserver that does not answer
             raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
         return real(host, *args, **kw)
@@ -106,7 +114,7 @@ async def test_a_tenants_slow_name_lookups_leave_the_others_threads(
         # threads all the same, and at most two of them hold one
         hogs = [asyncio.create_task(resolver.lookup(f"slow{n}.example", 80, "hog"))
                 for n in range(10)]
-        await asyncio.sleep(0.2)
+        await eventually(lambda: len(entered) == 2, timeout=10, what="two lookups in threads")
         for task in hogs:
             task.cancel()
         infos = await asyncio.wait_for(resolver.lookup("localhost", 80, "quiet"), timeout=10)

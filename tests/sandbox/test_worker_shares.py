@@ -61,11 +61,11 @@ async def test_each_tenant_in_a_long_step_leaves_room_for_one_more() -> None:
     """Two tenants hog the regular workers, a third takes the first burst worker with a
     long step of its own: a second burst worker serves the quiet tenant."""
     async with Executor(workers=2, burst_workers=2, burst_idle_s=0.3) as ex:
-        hogs = [hog(ex, 5000, tenant="hog-a", script="a"), hog(ex, 5000, tenant="hog-b",
+        hogs = [hog(ex, 8000, tenant="hog-a", script="a"), hog(ex, 8000, tenant="hog-b",
                                                               script="b")]
         await long_steps(ex, 2)
         await eventually(lambda: ex.bursts == 1, timeout=20, what="a burst worker")
-        hogs.append(hog(ex, 5000, tenant="hog-c", script="c"))
+        hogs.append(hog(ex, 8000, tenant="hog-c", script="c"))
         await long_steps(ex, 3)
         quick = await asyncio.wait_for(ex.execute(make_request(QUICK, 1, tenant="quiet")),
                                        timeout=20)
