@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import gc
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import anyio
@@ -39,11 +39,14 @@ def store_api_limiter(store: Store) -> ApiLimiter:
     return acquire
 
 
-def sandbox(settings: Settings, store: Store, workers: int | None = None) -> Executor:
-    """The sandbox of a jsrt process: publishing, rate limits, ctx.db and ctx.cache through
-    the store (ctx.cache through Redis when JSRT_CACHE_URL is set)."""
+def sandbox(settings: Settings, store: Store, workers: int | None = None,
+            fetch_allowlist: Sequence[str] | None = None) -> Executor:
+    """The sandbox of a jsrt process (the daemon, the server, `jsrt exec`, the embedded
+    Runtime): publishing, rate limits, ctx.db and ctx.cache through the store (ctx.cache
+    through Redis when JSRT_CACHE_URL is set); `fetch_allowlist` defaults to the settings'."""
     return Executor(workers=workers or settings.worker_count, publisher=store_publisher(store),
-                    fetch_allowlist=settings.fetch_allowlist,
+                    fetch_allowlist=settings.fetch_allowlist if fetch_allowlist is None
+                    else fetch_allowlist,
                     api_limiter=store_api_limiter(store), data=script_data(settings, store),
                     secrets=store.secrets.get, burst_workers=settings.burst_worker_count)
 

@@ -27,13 +27,12 @@ from typing import Any
 from uuid import UUID
 
 from consumer import jsontext
-from consumer.app import script_data, store_api_limiter, store_publisher
+from consumer.app import sandbox
 from consumer.cancel import CancelWatcher, executor_stop, watching
 from consumer.errors import ConfigError, ValidationError
 from consumer.executions import Cancelled
 from consumer.lease import Lease, memory_report
 from consumer.ondemand import OnDemand, RunResult
-from consumer.sandbox import Executor
 from consumer.settings import Settings
 from consumer.store import Store
 
@@ -59,12 +58,7 @@ class Runtime:
         async with AsyncExitStack() as stack:
             store = await Store.open(self.dsn, settings=self.settings)
             stack.push_async_callback(store.close)
-            executor = Executor(workers=self.workers, publisher=store_publisher(store),
-                                fetch_allowlist=self.fetch_allowlist,
-                                api_limiter=store_api_limiter(store),
-                                data=script_data(self.settings, store),
-                                secrets=store.secrets.get,
-                                burst_workers=self.settings.burst_worker_count)
+            executor = sandbox(self.settings, store, self.workers, self.fetch_allowlist)
             await stack.enter_async_context(executor)
             lease = await stack.enter_async_context(
                 Lease(store, self.settings.heartbeat_interval, kind="api",

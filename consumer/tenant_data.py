@@ -34,6 +34,7 @@ import asyncpg
 from consumer.db import Db, translated
 from consumer.errors import StoreError, StoreUnavailable, ValidationError
 from consumer.sql import q
+from consumer.tenant_gate import TenantGate
 from consumer.tenant_sql import Exposed, SqlRefused, check
 
 MAX_ROWS = 1000
@@ -72,7 +73,7 @@ class TenantData:
         self._monotonic = monotonic
         self._exposed: dict[tuple[str, str], Exposed] | None = None
         self._exposed_at = 0.0
-        self._gate = _TenantGate(per_tenant) if per_tenant else None
+        self._gate = TenantGate(per_tenant) if per_tenant else None
 
     # operators: jsrt db expose / list / hide
     async def expose(self, table: str, writable: bool, columns: Sequence[str] | None) -> Exposed:
@@ -246,38 +247,6 @@ class HeldTransaction:
             await _rollback_quietly(self._db)
         finally:
             await release()
-
-
-class _TenantGate:
-    """At most `per_tenant` connections held by one tenant at once, in this process: one
-    tenant's open transactions can fill ctx.db's share of it, never all of it."""
-
-    def __init__(self, per_tenant: int) -> None:
-        self.per_tenant = per_tenant
-        self._held: dict[str, int] = {}
-        self._freed: dict[str, asyncio.Event] = {}
-
-    async def enter(self, tenant_id: str, timeout_s: float) -> bool:
-        """True once the tenant is under its cap (and counted in); False after `timeout_s`."""
-        try:
-            async with asyncio.timeout(max(timeout_s, 0.0)):
-                while self._held.get(tenant_id, 0) >= self.per_tenant:
-                    freed = self._freed.setdefault(tenant_id, asyncio.Event())
-                    await freed.wait()
-        except TimeoutError:
-            return False
-        self._held[tenant_id] = self._held.get(tenant_id, 0) + 1
-        return True
-
-    def leave(self, tenant_id: str) -> None:
-        n = self._held.get(tenant_id, 0) - 1
-        if n > 0:
-            self._held[tenant_id] = n
-        else:
-            self._held.pop(tenant_id, None)
-        freed = self._freed.pop(tenant_id, None)
-        if freed is not None:  # every waiter looks again; one gets the place
-            freed.set()
 
 
 async def _rollback_quietly(db: Db) -> None:

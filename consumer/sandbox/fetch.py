@@ -25,6 +25,7 @@ import httpx
 
 from consumer.errors import ConfigError
 from consumer.sandbox.errors import FetchBlocked, HostCallError
+from consumer.tenant_gate import TenantGate
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _METADATA = {
@@ -194,12 +195,6 @@ def _normal_host(host: str) -> str:
         return host
 
 
-@dataclass(slots=True)
-class _Gate:
-    slots: asyncio.Semaphore
-    users: int = 0
-
-
 class Fetcher:
     """`per_tenant`: the most fetches one tenant has in flight at once in this process. The
     client's connections are shared by every tenant: one tenant's fetches to a server that
@@ -221,25 +216,24 @@ class Fetcher:
         self._allowlist = Allowlist.parse(allowlist)
         self.max_response_bytes = max_response_bytes
         self.default_timeout_s = default_timeout_s
-        self.per_tenant = per_tenant
-        self._gates: dict[str, _Gate] = {}  # tenants with a fetch in flight or waiting
+        self._share = TenantGate(per_tenant)
 
     async def fetch(self, request: FetchRequest, tenant: str = "") -> dict[str, Any]:
         if request.timeout_s <= 0:
             raise HostCallError("fetch: no time left in this execution")
         url = _parse_url(request.url)
-        gate = self._gates.get(tenant)
-        if gate is None:
-            gate = self._gates[tenant] = _Gate(asyncio.Semaphore(self.per_tenant))
-        gate.users += 1
         admitted = False
         try:
-            async with asyncio.timeout(request.timeout_s), gate.slots:
+            async with asyncio.timeout(request.timeout_s):
+                await self._share.enter(tenant)  # (within the fetch's own timeout)
                 admitted = True
-                return await self._send(url, request, tenant)
+                try:
+                    return await self._send(url, request, tenant)
+                finally:
+                    self._share.leave(tenant)
         except TimeoutError:
             waited = "" if admitted else (
-                f" waiting for a connection: this tenant already has {self.per_tenant}"
+                f" waiting for a connection: this tenant already has {self._share.per_tenant}"
                 " fetches in flight, the most one tenant may have at once")
             raise HostCallError(
                 f"fetch timed out after {int(request.timeout_s * 1000)} ms{waited}"
@@ -248,10 +242,6 @@ class Fetcher:
             raise HostCallError(f"fetch failed: could not connect to {url.host}") from None
         except httpx.HTTPError as exc:
             raise HostCallError(f"fetch failed: {type(exc).__name__}") from None
-        finally:
-            gate.users -= 1
-            if not gate.users:
-                del self._gates[tenant]
 
     def close(self) -> None:
         self._resolver.close()
@@ -430,37 +420,20 @@ class Resolver:
 
     def __init__(self, threads: int = 32, per_tenant: int = 4) -> None:
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="jsrt-dns")
-        self.per_tenant = per_tenant
-        self._gates: dict[str, _Gate] = {}
+        self.share = TenantGate(per_tenant)
 
     async def lookup(self, host: str, port: int, tenant: str) -> list[Any]:
         loop = asyncio.get_running_loop()
-        gate = self._gates.get(tenant)
-        if gate is None:
-            gate = self._gates[tenant] = _Gate(asyncio.Semaphore(self.per_tenant))
-        gate.users += 1
-
-        def release() -> None:
-            gate.slots.release()
-            gate.users -= 1
-            if not gate.users and self._gates.get(tenant) is gate:
-                del self._gates[tenant]
 
         def done(_: object) -> None:  # in the thread that ran it (or here, if cancelled)
             with contextlib.suppress(RuntimeError):  # the loop is gone: nothing to free
-                loop.call_soon_threadsafe(release)
+                loop.call_soon_threadsafe(self.share.leave, tenant)
 
-        try:
-            await gate.slots.acquire()
-        except BaseException:
-            gate.users -= 1
-            if not gate.users and self._gates.get(tenant) is gate:
-                del self._gates[tenant]
-            raise
+        await self.share.enter(tenant)  # (within the fetch's timeout; cancelled: not counted)
         try:
             job = self._pool.submit(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
         except RuntimeError:  # shut down
-            release()
+            self.share.leave(tenant)
             raise HostCallError("fetch failed: the sandbox is shutting down") from None
         job.add_done_callback(done)
         return await asyncio.wrap_future(job)
