@@ -121,8 +121,9 @@ async def test_a_tenants_slow_name_lookups_leave_the_others_threads(
         assert infos and not release.is_set()
         # a tenant past its share waits for its own lookups to end
         again = asyncio.create_task(resolver.lookup("localhost", 80, "hog"))
-        await asyncio.sleep(0.2)
-        assert not again.done()
+        await eventually(lambda: resolver.share.waiting("hog"), timeout=10,
+                         what="the hog's third lookup waiting for a thread")
+        assert not again.done() and len(entered) == 2
         release.set()
         assert await asyncio.wait_for(again, timeout=10)
     finally:

@@ -17,7 +17,7 @@ import time
 from support.sandbox_requests import make_request
 from support.waiting import eventually
 
-from consumer.sandbox import ExecutionResult, Executor, Limits
+from consumer.sandbox import ExecutionResult, Executor, Limits, PublishRequest
 
 HOG = ("function handler(ms) { const end = Date.now() + ms; let x = 0;"
        " while (Date.now() < end) { x++ } return 'hog'; }")
@@ -85,7 +85,8 @@ async def test_without_burst_workers_the_others_wait() -> None:
         assert ex.bursts == 0 and len(ex.stats().workers) == 1
 
 
-YIELDING = """async function handler(n) {
+YIELDING = """async function handler(n, ctx) {
+    await ctx.events.publish('looping', {});  // (the test's signal that this run is under way)
     const starts = [];
     for (let i = 0; i < n; i++) {
         starts.push(Date.now());
@@ -102,12 +103,17 @@ async def test_steps_of_a_tenant_that_yields_often_do_not_queue_ahead_of_another
     """Eight runs of one tenant each take 40 ms steps with an `await` between (no step is
     long, nothing moves): another tenant's run waits for the step in progress, not for one
     step of each of the eight (the worker's engine lock goes round the tenants)."""
-    async with Executor(workers=1) as ex:
+    looping: list[PublishRequest] = []
+
+    async def publish(request: PublishRequest) -> str:
+        looping.append(request)
+        return f"event-{len(looping)}"
+
+    async with Executor(workers=1, publisher=publish) as ex:
         hogs = [ex.submit(make_request(YIELDING, 12, tenant="hog", script=f"y-{n}",
                                        limits=LONG)) for n in range(8)]
-        await eventually(lambda: ex.stats().workers[0].step_ms > 0, timeout=20,
-                         what="the hog's steps")
-        await asyncio.sleep(0.3)  # every one of the eight is between its steps by now
+        await eventually(lambda: len(looping) == 8, timeout=20,
+                         what="all eight of the hog's runs in their loops")
         asked = time.time() * 1000
         quiet = await ex.execute(make_request("function handler() { return Date.now(); }",
                                               None, tenant="quiet"))
